@@ -1,0 +1,240 @@
+"""Map-style dataset over video listings: sample clip indices, decode, transform.
+
+Robustness contract: a video that cannot be opened or decoded never crashes training. The
+item is replaced by another video of the same source (bounded retries), the failure is counted
+and logged once with its path, and only when failures exceed ``max_failure_fraction`` of the
+items this process is expected to visit does the run stop with :class:`TooManyDecodeFailures`.
+Bad and filtered videos are remembered in shared memory, so every worker skips them afterwards.
+
+Randomness is derived from ``(seed, epoch, index, attempt)`` for every item, not from worker
+state: the same item gets the same clips and augmentation whatever the number of workers, which
+makes runs reproducible and mid-epoch resume exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from harness.data.decode import DecodeError, open_video, read_clip_frames
+from harness.data.listing import VideoRecord
+from harness.data.sampling import ClipSpec, sample_clip_indices
+
+log = logging.getLogger(__name__)
+
+# Per-record status flags kept in shared memory.
+UNKNOWN, BAD, TOO_SHORT, TOO_LARGE = 0, 1, 2, 3
+
+
+class TooManyDecodeFailures(RuntimeError):
+    """More videos failed to decode than the configured fraction allows."""
+
+
+class SkippedVideo(Exception):
+    """A readable video excluded by a filter (too short, too large); not a failure.
+
+    ``status`` is ``TOO_SHORT`` or ``TOO_LARGE``.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def load_clips(
+    source: str | bytes,
+    spec: ClipSpec,
+    num_clips: int,
+    transform: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+    *,
+    random: bool,
+    allow_clip_overlap: bool,
+    rng: np.random.Generator,
+    decoder: str = "auto",
+    min_frames: int = 0,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Decode and transform the clips of one video (file path or in-memory bytes).
+
+    Returns:
+        ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
+        indices ``int64 [num_clips * views, T]`` each clip used (views repeat their clip's).
+
+    Raises:
+        DecodeError: unreadable video. SkippedVideo: fewer than ``min_frames`` frames.
+    """
+    reader = open_video(source, decoder)
+    try:
+        if reader.num_frames < min_frames:
+            raise SkippedVideo(TOO_SHORT, f"{reader.num_frames} frames < min_frames={min_frames}")
+        indices = sample_clip_indices(
+            reader.num_frames,
+            reader.fps,
+            spec,
+            num_clips,
+            random=random,
+            allow_clip_overlap=allow_clip_overlap,
+            rng=rng,
+        )
+        frames = read_clip_frames(reader, indices)  # [num_clips, T, H, W, 3] uint8
+    finally:
+        reader.close()
+    clips: list[torch.Tensor] = []
+    clip_indices: list[np.ndarray] = []
+    # Augmentations draw from torch's CPU generator: seed it per item and restore it after, so
+    # the training process's own stream is untouched when loading runs in the main process.
+    # (torch.manual_seed / fork_rng would also touch CUDA lazily, which costs ~1 ms per call.)
+    saved = torch.default_generator.get_state()
+    torch.default_generator.manual_seed(int(rng.integers(2**62)))
+    try:
+        for clip_frames, clip_index in zip(frames, indices):
+            views = transform(clip_frames)
+            views = views if isinstance(views, list) else [views]
+            clips.extend(views)
+            clip_indices.extend([clip_index] * len(views))
+    finally:
+        torch.default_generator.set_state(saved)
+    return clips, torch.from_numpy(np.stack(clip_indices))
+
+
+class VideoClipDataset(Dataset):
+    """Labelled videos from one or more sources (listings), each with its own :class:`ClipSpec`.
+
+    An item is ``(clips, label, clip_indices)``: ``clips`` a list of ``num_clips * views``
+    float tensors ``[C, T, H, W]``, ``label`` an int, ``clip_indices`` ``int64 [num_clips *
+    views, T]``.
+
+    Args:
+        sources: ``(records, spec)`` per dataset; all specs must share ``frames_per_clip`` so
+            that items stack into one batch.
+        transform: clip transform (:class:`TrainTransform` or :class:`EvalTransform`).
+        num_clips: temporal clips per video.
+        train: random clip positions (with ``random_clip_sampling``) instead of centred ones.
+        random_clip_sampling: random clip position in its segment when training.
+        allow_clip_overlap: see :func:`harness.data.sampling.clip_starts`.
+        decoder: ``auto``, ``torchcodec``, ``decord`` or ``pyav``.
+        seed: base seed of the per-item random streams.
+        max_failure_fraction: abort once failed videos exceed this fraction of ``expected_items``.
+        max_retries: replacement videos tried for one item before giving up.
+        min_frames: skip (and count) videos with fewer frames.
+        max_file_bytes: skip (and count) files larger than this many bytes.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[Sequence[VideoRecord], ClipSpec]],
+        transform: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        *,
+        num_clips: int = 1,
+        train: bool = True,
+        random_clip_sampling: bool = True,
+        allow_clip_overlap: bool = False,
+        decoder: str = "auto",
+        seed: int = 0,
+        max_failure_fraction: float = 0.01,
+        max_retries: int = 10,
+        min_frames: int = 0,
+        max_file_bytes: int | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("VideoClipDataset needs at least one source")
+        lengths = {spec.frames_per_clip for _, spec in sources}
+        if len(lengths) > 1:
+            raise ValueError(f"sources mixed in one dataset need equal frames_per_clip, got {sorted(lengths)}")
+        self.records: list[VideoRecord] = [r for records, _ in sources for r in records]
+        self.specs = [spec for _, spec in sources]
+        self.source_sizes = [len(records) for records, _ in sources]
+        self._source_starts = np.cumsum([0, *self.source_sizes])
+        self.transform = transform
+        self.num_clips = num_clips
+        self.random = train and random_clip_sampling
+        self.allow_clip_overlap = allow_clip_overlap
+        self.decoder = decoder
+        self.seed = seed
+        self.max_failure_fraction = max_failure_fraction
+        self.max_retries = max_retries
+        self.min_frames = min_frames
+        self.max_file_bytes = max_file_bytes
+        self.expected_items = len(self.records)
+        # Shared memory: workers (fork or spawn) see the parent's epoch and each other's flags.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._status = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random streams of ``epoch`` (visible to already running workers)."""
+        self._epoch.fill_(epoch)
+
+    def stats(self) -> dict[str, int]:
+        """Counts of failed and filtered videos seen so far, across all workers."""
+        counts = torch.bincount(self._status.long(), minlength=4).tolist()
+        return {"failed": counts[BAD], "too_short": counts[TOO_SHORT], "too_large": counts[TOO_LARGE]}
+
+    def failed_paths(self) -> list[str]:
+        """Paths of the videos that failed to decode so far."""
+        return [self.records[i].path for i in torch.nonzero(self._status == BAD).flatten().tolist()]
+
+    def _source_of(self, index: int) -> int:
+        return int(np.searchsorted(self._source_starts, index, side="right") - 1)
+
+    def _rng(self, index: int, attempt: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(self._epoch), index, attempt])
+
+    def _replacement(self, index: int, rng: np.random.Generator) -> int:
+        source = self._source_of(index)
+        return int(self._source_starts[source] + rng.integers(self.source_sizes[source]))
+
+    def _mark(self, index: int, status: int, reason: str) -> None:
+        if int(self._status[index]) == UNKNOWN:
+            self._status[index] = status
+            level = logging.WARNING if status == BAD else logging.INFO
+            log.log(level, "skipping video %s: %s", self.records[index].path, reason)
+        if status == BAD:
+            failed = int((self._status == BAD).sum())
+            allowed = self.max_failure_fraction * self.expected_items
+            if failed > allowed:
+                raise TooManyDecodeFailures(
+                    f"{failed} videos failed to decode, more than max_failure_fraction="
+                    f"{self.max_failure_fraction} of {self.expected_items} items; last: "
+                    f"{self.records[index].path} ({reason}). Check the listing and the files."
+                )
+
+    def _load(self, index: int, rng: np.random.Generator) -> tuple[list[torch.Tensor], int, torch.Tensor]:
+        record = self.records[index]
+        if self.max_file_bytes is not None and os.path.getsize(record.path) > self.max_file_bytes:
+            raise SkippedVideo(TOO_LARGE, f"file larger than {self.max_file_bytes} bytes")
+        clips, clip_indices = load_clips(
+            record.path,
+            self.specs[self._source_of(index)],
+            self.num_clips,
+            self.transform,
+            random=self.random,
+            allow_clip_overlap=self.allow_clip_overlap,
+            rng=rng,
+            decoder=self.decoder,
+            min_frames=self.min_frames,
+        )
+        return clips, record.label, clip_indices
+
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, torch.Tensor]:
+        candidate = index
+        for attempt in range(self.max_retries + 1):
+            rng = self._rng(index, attempt)
+            if int(self._status[candidate]) == UNKNOWN:
+                try:
+                    return self._load(candidate, rng)
+                except SkippedVideo as skip:
+                    self._mark(candidate, skip.status, str(skip))
+                except (DecodeError, OSError) as error:
+                    self._mark(candidate, BAD, str(error))
+            candidate = self._replacement(index, rng)
+        raise TooManyDecodeFailures(
+            f"item {index}: {self.max_retries + 1} videos in a row could not be used "
+            f"(last tried: {self.records[candidate].path}); see the warnings above"
+        )

@@ -1,0 +1,210 @@
+"""Samplers, collate and ``build_loader``: batches ``[B, num_clips, C, T, H, W]`` for any rank.
+
+Rank and world size are arguments, never read from globals, so the same code serves one laptop
+process and rank 37 of 64. Samplers are pure functions of ``(seed, epoch)`` plus a start offset,
+which is all the state needed to resume mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ClipBatch(NamedTuple):
+    """A collated batch.
+
+    Attributes:
+        clips: ``float32 [B, num_clips, C, T, H, W]`` (or ``uint8`` in channels-last memory when
+            the transform runs with ``normalize=False``; see :func:`normalize_clips`).
+        labels: ``int64 [B]``.
+        clip_indices: ``int64 [B, num_clips, T]`` source frame indices of every clip.
+    """
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    clip_indices: torch.Tensor
+
+
+def collate_clips(items: Sequence[tuple[list[torch.Tensor], int, torch.Tensor]]) -> ClipBatch:
+    """Stack dataset items ``(clips, label, clip_indices)`` into a :class:`ClipBatch`."""
+    first = items[0][0][0]
+    if first.dim() == 4 and first.permute(1, 2, 3, 0).is_contiguous():
+        # uint8 clips in channels-last memory ([C, T, H, W] views of [T, H, W, C]): stack the
+        # memory as it lies and return a view, so no process pays for the transpose. The model's
+        # first op (normalisation on the accelerator) makes it contiguous for free.
+        clips = torch.stack([torch.stack([c.permute(1, 2, 3, 0) for c in item_clips]) for item_clips, _, _ in items])
+        clips = clips.permute(0, 1, 5, 2, 3, 4)
+    else:
+        clips = torch.stack([torch.stack(item_clips) for item_clips, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
+    indices = torch.stack([item_indices for _, _, item_indices in items])
+    return ClipBatch(clips, labels, indices)
+
+
+class _EpochSampler(Sampler[int]):
+    """Common state: epoch, rank split, and the position to resume from."""
+
+    def __init__(self, rank: int, world_size: int, seed: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the order of ``epoch`` and skip its first ``start`` samples of this rank."""
+        self.epoch, self.start = epoch, start
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _order(self) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+    num_samples: int
+
+
+class TrainSampler(_EpochSampler):
+    """Shuffled indices split over ranks; every rank gets ``ceil(n / world)`` of them.
+
+    The shuffled order is padded by wrapping around so ranks have equal length (training needs
+    equal step counts per rank; the few repeated samples do not matter for training).
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        super().__init__(rank, world_size, seed)
+        self.size, self.shuffle = size, shuffle
+        self.num_samples = math.ceil(size / world_size)
+
+    def _order(self) -> list[int]:
+        order = torch.randperm(self.size, generator=self._generator()) if self.shuffle else torch.arange(self.size)
+        total = self.num_samples * self.world_size
+        order = order.repeat(math.ceil(total / self.size))[:total]
+        return order[self.rank :: self.world_size].tolist()
+
+
+class WeightedSourceSampler(_EpochSampler):
+    """Mix several sources of a dataset in proportion to ``weights``.
+
+    Each epoch draws ``num_samples_per_epoch`` indices (default: the dataset size): a source
+    per draw with probability proportional to its weight, then a uniform item of that source.
+
+    Args:
+        source_sizes: items per source, in dataset order.
+        weights: relative weight of each source.
+    """
+
+    def __init__(
+        self,
+        source_sizes: Sequence[int],
+        weights: Sequence[float],
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        num_samples_per_epoch: int | None = None,
+    ) -> None:
+        super().__init__(rank, world_size, seed)
+        if len(source_sizes) != len(weights):
+            raise ValueError(f"{len(weights)} weights for {len(source_sizes)} datasets")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"dataset weights must be >= 0 and not all 0, got {list(weights)}")
+        self.source_sizes = list(source_sizes)
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        total = num_samples_per_epoch or sum(source_sizes)
+        self.num_samples = math.ceil(total / world_size)
+
+    def _order(self) -> list[int]:
+        generator = self._generator()
+        draws = self.num_samples * self.world_size
+        sources = torch.multinomial(self.weights, draws, replacement=True, generator=generator)
+        starts = torch.tensor([0, *self.source_sizes[:-1]]).cumsum(0)
+        sizes = torch.tensor(self.source_sizes)
+        offsets = (torch.rand(draws, generator=generator, dtype=torch.float64) * sizes[sources]).long()
+        return (starts[sources] + offsets)[self.rank :: self.world_size].tolist()
+
+
+class EvalSampler(_EpochSampler):
+    """Deterministic, disjoint split for evaluation: rank ``r`` gets items ``r, r + world, ...``.
+
+    No padding: ranks may differ by one item, so every item is counted exactly once when the
+    per-rank sums are added up.
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(rank, world_size, seed=0)
+        self.size = size
+        self.num_samples = len(range(rank, size, world_size))
+
+    def _order(self) -> list[int]:
+        return list(range(self.rank, self.size, self.world_size))
+
+
+class ClipLoader(DataLoader):
+    """A ``DataLoader`` whose :meth:`set_epoch` reshuffles and reseeds the augmentation."""
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Prepare ``epoch``, skipping the first ``start`` samples of this rank (resume)."""
+        self.sampler.set_epoch(epoch, start)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    seed: int = 0,
+    source_weights: Sequence[float] | None = None,
+    drop_last: bool | None = None,
+    pin_memory: bool | None = None,
+    persistent_workers: bool = True,
+    prefetch_factor: int = 2,
+    multiprocessing_context: str | None = None,
+) -> ClipLoader:
+    """Build the loader of one split for one rank.
+
+    Args:
+        dataset: a :class:`VideoClipDataset` (or any dataset of ``(clips, label, indices)``).
+        batch_size: items per batch on this rank.
+        train: shuffled (or weighted) sampling and ``drop_last``; else :class:`EvalSampler`.
+        rank, world_size: this process's place in the job.
+        num_workers: decoding processes; 0 decodes in the calling process.
+        seed: sampling seed (the dataset has its own augmentation seed).
+        source_weights: per-source weights (``datasets_weights``); training only.
+        drop_last: defaults to ``train``.
+        pin_memory: defaults to whether CUDA is available.
+    """
+    if train and source_weights is not None:
+        sampler: _EpochSampler = WeightedSourceSampler(dataset.source_sizes, source_weights, rank, world_size, seed)
+    elif train:
+        sampler = TrainSampler(len(dataset), rank, world_size, seed)
+    else:
+        sampler = EvalSampler(len(dataset), rank, world_size)
+    if hasattr(dataset, "expected_items"):
+        dataset.expected_items = max(1, sampler.num_samples)
+    workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
+    return ClipLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        drop_last=train if drop_last is None else drop_last,
+        multiprocessing_context=multiprocessing_context if num_workers else None,
+        **workers,
+    )

@@ -1,0 +1,103 @@
+"""Small real mp4 datasets made on the fly: the built-in demo and the test fixtures.
+
+Each video shows a coloured square moving across a textured background; the class is the
+direction of motion (right, left, down, up, ...). A single frame says nothing about the class,
+so a model that beats chance has learned motion, not colour.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.listing import VideoRecord, write_listing
+
+DIRECTIONS = ("right", "left", "down", "up", "down-right", "up-left", "down-left", "up-right")
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 30, gop: int = 12, crf: int = 20) -> None:
+    """Encode ``uint8 [T, H, W, 3]`` RGB frames to an H.264 mp4 at a constant ``fps``.
+
+    Height and width must be even (yuv420p).
+    """
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
+        stream.pix_fmt = "yuv420p"
+        stream.gop_size = gop
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def moving_square_frames(
+    direction: int, num_frames: int, height: int, width: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Frames ``uint8 [T, H, W, 3]`` of a square moving in ``DIRECTIONS[direction]``."""
+    name = DIRECTIONS[direction]
+    dx = 1 if "right" in name else -1 if "left" in name else 0
+    dy = 1 if "down" in name else -1 if "up" in name else 0
+    side = int(rng.integers(min(height, width) // 6, min(height, width) // 3))
+    speed = float(rng.uniform(0.5, 1.0)) * (min(height, width) - side) / max(num_frames - 1, 1)
+    span_x, span_y = width - side, height - side
+    x0 = span_x * (0.0 if dx > 0 else 1.0 if dx < 0 else rng.uniform(0, 1))
+    y0 = span_y * (0.0 if dy > 0 else 1.0 if dy < 0 else rng.uniform(0, 1))
+    background = rng.integers(0, 80, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    background = np.kron(background, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+    colour = rng.integers(150, 256, size=3, dtype=np.uint8)
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t] = background
+        x = int(np.clip(x0 + dx * speed * t, 0, span_x))
+        y = int(np.clip(y0 + dy * speed * t, 0, span_y))
+        frames[t, y : y + side, x : x + side] = colour
+    return frames
+
+
+def make_demo_dataset(
+    root: str | Path,
+    num_classes: int = 4,
+    train_per_class: int = 24,
+    val_per_class: int = 8,
+    num_frames: int = 32,
+    size: tuple[int, int] = (96, 128),
+    fps: float = 15,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Write a labelled moving-squares dataset and its ``train.csv`` / ``val.csv`` listings.
+
+    Returns:
+        Paths of the train and validation listings (V-JEPA 2 format, relative paths).
+    """
+    from tqdm import tqdm
+
+    if not 2 <= num_classes <= len(DIRECTIONS):
+        raise ValueError(f"num_classes must be in [2, {len(DIRECTIONS)}], got {num_classes}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    listings = {}
+    jobs = [("train", train_per_class), ("val", val_per_class)]
+    total = num_classes * (train_per_class + val_per_class)
+    with tqdm(total=total, desc="demo videos", disable=not progress, unit="video") as bar:
+        for split, per_class in jobs:
+            (root / split).mkdir(parents=True, exist_ok=True)
+            records = []
+            for label in range(num_classes):
+                for i in range(per_class):
+                    relative = f"{split}/{DIRECTIONS[label]}_{i:03d}.mp4"
+                    frames = moving_square_frames(label, num_frames, size[0], size[1], rng)
+                    write_video(root / relative, frames, fps=fps)
+                    records.append(VideoRecord(relative, label))
+                    bar.update()
+            listings[split] = root / f"{split}.csv"
+            write_listing(records, listings[split])
+    return listings["train"], listings["val"]

@@ -1,0 +1,33 @@
+"""Install harness: ``pip install -e .`` (add ``[test]`` for the test suite)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="harness",
+    version="0.1.0",
+    description="Fine-tune ViT video encoders (V-JEPA 2 style) into video classifiers, laptop to SLURM cluster.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["harness", "harness.*"]),
+    install_requires=[
+        # Exactly these: other torch builds download gigabytes or fail on our machines.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "numpy>=1.26",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+        "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
+        "decord>=0.6.0",
+        "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "hypothesis>=6.100", "pytest-timeout>=2.3", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "harness-demo=harness.demo:main",
+        ],
+    },
+)

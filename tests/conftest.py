@@ -1,0 +1,56 @@
+"""Shared fixtures: small real mp4 files written with PyAV (libx264), including broken ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data.listing import VideoRecord, write_listing
+from harness.data.synthetic import moving_square_frames, write_video
+
+# name: (frames, fps, height, width)
+VIDEO_SPECS = {
+    "short_30fps": (12, 30, 48, 64),
+    "medium_25fps": (50, 25, 96, 64),
+    "long_30fps": (120, 30, 48, 64),
+    "odd_24fps": (77, 24, 48, 80),
+}
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of real videos of different lengths, rates and sizes, plus broken files."""
+    root = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(0)
+    for index, (name, (frames, fps, height, width)) in enumerate(VIDEO_SPECS.items()):
+        write_video(root / f"{name}.mp4", moving_square_frames(index % 4, frames, height, width, rng), fps=fps)
+    good = (root / "long_30fps.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "not_video.mp4").write_text("this is not a video\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def good_videos(video_dir: Path) -> list[Path]:
+    return [video_dir / f"{name}.mp4" for name in VIDEO_SPECS]
+
+
+@pytest.fixture(scope="session")
+def bad_videos(video_dir: Path) -> list[Path]:
+    return [video_dir / n for n in ("truncated.mp4", "zero.mp4", "not_video.mp4", "missing.mp4")]
+
+
+@pytest.fixture()
+def listing_of(tmp_path: Path):
+    """Write records to a listing file in ``tmp_path`` and return its path."""
+
+    def write(paths: list[Path], labels: list[int] | None = None, name: str = "list.csv") -> Path:
+        labels = labels if labels is not None else list(range(len(paths)))
+        target = tmp_path / name
+        write_listing([VideoRecord(str(p), label) for p, label in zip(paths, labels)], target)
+        return target
+
+    return write
