@@ -1,0 +1,193 @@
+"""Load V-JEPA 2 (and our own) encoder and classifier weights, strictly, with a report.
+
+Accepted layouts: a plain state dict; a dict with the encoder under ``target_encoder`` or
+``encoder``; attentive-probe files with heads under ``classifiers`` (a list) or ``classifier``.
+Keys may carry ``module.`` (DDP) and/or ``backbone.`` (wrapper) prefixes. ``.pt``/``.pth`` files
+are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ENCODER_KEYS = ("target_encoder", "encoder")
+CLASSIFIER_KEYS = ("classifiers", "classifier")
+PREFIXES = ("module.", "backbone.", "_orig_mod.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as asked; the message says what is wrong."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did. ``interpolated`` lists position tables resized to the model's grid."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    interpolated: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One short paragraph for the log."""
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        for name in ("missing", "unexpected", "mismatched", "interpolated"):
+            keys = getattr(self, name)
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                lines.append(f"  {name}: {shown}")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file into a dict (safe loading: tensors and containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove leading ``module.`` / ``backbone.`` / ``_orig_mod.`` prefixes (in any order)."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def encoder_state(checkpoint: dict[str, Any], key: str | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's state dict inside ``checkpoint`` (``key`` picks one explicitly)."""
+    keys = (key,) if key else ENCODER_KEYS
+    for candidate in keys:
+        if candidate in checkpoint and _is_state_dict(checkpoint[candidate]):
+            return strip_prefixes(checkpoint[candidate])
+    if key is None and _is_state_dict(checkpoint):
+        return strip_prefixes(checkpoint)
+    raise CheckpointError(f"no encoder state under {' or '.join(keys)}; top-level keys: {sorted(checkpoint)[:10]}")
+
+
+def classifier_state(checkpoint: dict[str, Any], index: int = 0) -> dict[str, torch.Tensor]:
+    """The attentive classifier's state dict (``classifiers[index]`` or ``classifier``)."""
+    if "classifiers" in checkpoint:
+        heads = checkpoint["classifiers"]
+        if not isinstance(heads, (list, tuple)) or not heads:
+            raise CheckpointError("'classifiers' must be a non-empty list of state dicts")
+        if index >= len(heads):
+            raise CheckpointError(f"classifier index {index} out of range: the file has {len(heads)} heads")
+        return strip_prefixes(heads[index])
+    if "classifier" in checkpoint and _is_state_dict(checkpoint["classifier"]):
+        return strip_prefixes(checkpoint["classifier"])
+    raise CheckpointError(f"no classifier under 'classifiers' or 'classifier'; keys: {sorted(checkpoint)[:10]}")
+
+
+def _resize_position_table(table: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
+    """Fit a saved ``[1, N, D]`` sin-cos table to the model's grid by trilinear interpolation."""
+    grid = getattr(model, "grid_size", None)
+    target = getattr(model, "pos_embed", None)
+    if grid is None or target is None or table.shape[-1] != target.shape[-1]:
+        return None
+    count = table.shape[1]
+    t_new, h_new, w_new = grid
+    # Assume the saved grid keeps the model's spatial aspect (square frames) and find t, h, w.
+    for t_old in range(1, count + 1):
+        if count % t_old:
+            continue
+        side = round((count // t_old) ** 0.5)
+        if side * side * t_old == count and (t_old, side) != (0, 0):
+            volume = table.reshape(1, t_old, side, side, -1).permute(0, 4, 1, 2, 3).float()
+            resized = F.interpolate(volume, size=(t_new, h_new, w_new), mode="trilinear", align_corners=False)
+            return resized.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
+    return None
+
+
+def load_into(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    strict: bool = True,
+) -> LoadReport:
+    """Copy ``state`` into ``module`` and report; position tables of another grid are resized.
+
+    With ``strict`` any missing, unexpected or mismatched key is an error (after the report).
+    """
+    own = module.state_dict()
+    report = LoadReport(source)
+    accepted = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            resized = _resize_position_table(value, module) if key == "pos_embed" else None
+            if resized is not None and resized.shape == own[key].shape:
+                accepted[key] = resized
+                report.interpolated.append(f"{key} {tuple(value.shape)} -> {tuple(resized.shape)}")
+            else:
+                report.mismatched.append(f"{key} {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        else:
+            accepted[key] = value
+    report.missing = [k for k in own if k not in accepted and not any(m.startswith(k + " ") for m in report.mismatched)]
+    report.loaded = sorted(accepted)
+    module.load_state_dict(accepted, strict=False)
+    log.info(report.summary())
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise CheckpointError("strict load failed (pass strict=False to accept a partial load):\n" + report.summary())
+    return report
+
+
+def load_encoder(
+    encoder: nn.Module,
+    path: str | Path,
+    key: str | None = None,
+    strict: bool = True,
+    allow_random_init: bool = False,
+) -> LoadReport:
+    """Load encoder weights from a V-JEPA 2 or harness checkpoint file.
+
+    A load that would leave any encoder weight at its random initialisation is an error unless
+    ``allow_random_init`` is set, even with ``strict=False`` (extra keys are then tolerated).
+    """
+    state = encoder_state(read_checkpoint(path), key)
+    report = load_into(encoder, state, str(path), strict=False)
+    left_random = report.missing + report.mismatched
+    if left_random and not allow_random_init:
+        raise CheckpointError(
+            f"{path}: {len(left_random)} encoder tensors would stay randomly initialised "
+            f"(e.g. {left_random[0]}); check model_name/patch_size/tubelet_size/use_rope match the "
+            f"checkpoint, or pass allow_random_init=True to accept it.\n{report.summary()}"
+        )
+    if strict and report.unexpected:
+        raise CheckpointError(f"{path}: unexpected encoder keys (strict=False to ignore):\n{report.summary()}")
+    return report
+
+
+def load_classifier(classifier: nn.Module, path: str | Path, index: int = 0, strict: bool = True) -> LoadReport:
+    """Load an attentive-probe head (``classifiers[index]`` or ``classifier``) from a file."""
+    return load_into(classifier, classifier_state(read_checkpoint(path), index), str(path), strict)

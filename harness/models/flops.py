@@ -1,0 +1,45 @@
+"""Analytic FLOP counts of the video ViT (multiply-add = 2 FLOPs).
+
+For ``N = (T / tubelet) * (H / patch) * (W / patch)`` tokens of width ``D`` and MLP width ``M``:
+
+* patch embedding: ``2 * N * (3 * tubelet * patch^2) * D``
+* per block: qkv ``2 * N * D * 3D`` + scores ``2 * N^2 * D`` + weighted sum ``2 * N^2 * D`` +
+  output projection ``2 * N * D^2`` + MLP ``2 * N * D * M * 2`` (GELU; SwiGLU: ``* 3`` with its
+  narrower width)
+* training (forward + backward) = 3 x forward; norms, softmax, biases and the classifier head
+  are left out (well under 1% for the sizes here).
+"""
+
+from __future__ import annotations
+
+from harness.models.layers import swiglu_hidden
+
+
+def encoder_forward_flops(
+    frames: int,
+    img_size: int,
+    patch_size: int,
+    tubelet_size: int,
+    embed_dim: int,
+    depth: int,
+    mlp_ratio: float = 4.0,
+    use_silu: bool = False,
+    wide_silu: bool = True,
+    in_chans: int = 3,
+) -> int:
+    """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
+    tokens = (frames // tubelet_size) * (img_size // patch_size) ** 2
+    dim = embed_dim
+    hidden = int(dim * mlp_ratio)
+    if use_silu:
+        mlp = 2 * tokens * dim * swiglu_hidden(hidden, wide_silu) * 3
+    else:
+        mlp = 2 * tokens * dim * hidden * 2
+    block = 2 * tokens * dim * 3 * dim + 4 * tokens * tokens * dim + 2 * tokens * dim * dim + mlp
+    patch = 2 * tokens * in_chans * tubelet_size * patch_size**2 * dim
+    return patch + depth * block
+
+
+def encoder_train_flops(**kwargs) -> int:
+    """Forward + backward FLOPs of one clip (3x forward)."""
+    return 3 * encoder_forward_flops(**kwargs)

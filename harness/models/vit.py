@@ -1,0 +1,172 @@
+"""VisionTransformer for video: 3D tubelet patch embedding, 3D sin-cos or RoPE positions.
+
+Single-device module; activation checkpointing, compile and sharding are applied from outside
+(``harness.parallel``). Parameter names follow V-JEPA 2 so its checkpoints load directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.models.layers import Block, RotaryTable
+
+log = logging.getLogger(__name__)
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """``[len(positions), dim]`` table: ``sin(p * w_k)`` then ``cos(p * w_k)``, ``w_k = 10000^(-2k/dim)``."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = positions.reshape(-1)[:, None] * omega[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False) -> torch.Tensor:
+    """Fixed 3D position table ``[t*h*w, dim]`` (depth-major order), as V-JEPA 2 builds it.
+
+    Channels: depth ``dim/2``, height ``dim/4``, width ``dim/4``; or with ``uniform_power``
+    ``2 * ceil(dim / 6)`` each, truncated to ``dim``.
+    """
+    t, h, w = grid
+    depth, height, width = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    if uniform_power:
+        d_dim = h_dim = w_dim = int(math.ceil(dim / 6) * 2)
+    else:
+        d_dim, h_dim, w_dim = dim // 2, dim // 4, dim // 4
+    table = np.concatenate(
+        [
+            sincos_1d(d_dim, depth.astype(np.float64)),
+            sincos_1d(h_dim, height.astype(np.float64)),
+            sincos_1d(w_dim, width.astype(np.float64)),
+        ],
+        axis=1,
+    )[:, :dim]
+    return torch.from_numpy(table).float()
+
+
+class PatchEmbed3D(nn.Module):
+    """``[B, C, T, H, W]`` -> ``[B, T/tubelet * H/patch * W/patch, D]`` with one Conv3d."""
+
+    def __init__(self, patch_size: int = 16, tubelet_size: int = 2, in_chans: int = 3, embed_dim: int = 768) -> None:
+        super().__init__()
+        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+
+    def grid(self, shape: torch.Size) -> tuple[int, int, int]:
+        """Token grid ``(t, h, w)`` for an input of shape ``[B, C, T, H, W]``."""
+        _, _, frames, height, width = shape
+        if frames % self.tubelet_size or height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"input {tuple(shape[2:])} (T, H, W) is not divisible by tubelet {self.tubelet_size} "
+                f"and patch {self.patch_size}"
+            )
+        return frames // self.tubelet_size, height // self.patch_size, width // self.patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VisionTransformer(nn.Module):
+    """Video ViT encoder returning the token sequence ``[B, N, D]``.
+
+    Args:
+        img_size: configured input side in pixels (sizes the sin-cos table).
+        num_frames: configured frames per clip.
+        patch_size, tubelet_size: spatial and temporal patch size.
+        embed_dim, depth, num_heads, mlp_ratio: transformer size.
+        use_rope: rotary positions on queries/keys instead of the additive sin-cos table.
+        uniform_power: sin-cos channel split (see :func:`sincos_3d`).
+        use_silu, wide_silu: SwiGLU MLP instead of GELU (``wide_silu``: 2/3 width, V-JEPA 2 rounding).
+        use_sdpa: fused attention; ``False`` uses the numerically equal math path.
+        drop_path_rate: stochastic depth, increasing linearly over depth to this rate.
+
+    Inputs whose frame count or resolution differ from the configured ones work: the sin-cos
+    table is interpolated (logged once per new grid) and RoPE is computed for the actual grid.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        num_frames: int = 16,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        use_rope: bool = False,
+        uniform_power: bool = False,
+        use_silu: bool = False,
+        wide_silu: bool = True,
+        use_sdpa: bool = True,
+        drop_path_rate: float = 0.0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
+        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.use_rope = use_rope
+        self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
+        self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        if use_rope:
+            self.rope = RotaryTable(embed_dim // num_heads)
+        else:
+            # A buffer, not a Parameter: fixed, never optimised, but saved under V-JEPA 2's key.
+            self.register_buffer("pos_embed", sincos_3d(embed_dim, self.grid_size, uniform_power)[None])
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, use_sdpa, use_rope, use_silu, wide_silu)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self._logged_grids: set[tuple[int, int, int]] = set()
+        self.init_weights(init_std)
+
+    def init_weights(self, std: float = 0.02) -> None:
+        """Truncated-normal linear/conv weights, unit norms, and depth-rescaled residual outputs."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv3d)):
+                nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for layer, block in enumerate(self.blocks, start=1):
+            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
+            last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
+            last.weight.data.div_(math.sqrt(2.0 * layer))
+
+    def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The sin-cos table ``[1, N, D]`` for ``grid``, trilinearly interpolated if it differs."""
+        if grid == self.grid_size:
+            return self.pos_embed
+        if grid not in self._logged_grids:
+            self._logged_grids.add(grid)
+            log.info("interpolating the sin-cos position table from grid %s to %s", self.grid_size, grid)
+        table = self.pos_embed.reshape(1, *self.grid_size, -1).permute(0, 4, 1, 2, 3)
+        table = F.interpolate(table.float(), size=grid, mode="trilinear", align_corners=False)
+        return table.permute(0, 2, 3, 4, 1).reshape(1, -1, self.embed_dim).to(self.pos_embed.dtype)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]``."""
+        grid = self.patch_embed.grid(x.shape)
+        tokens = self.patch_embed(x)
+        rope = None
+        if self.use_rope:
+            rope = self.rope(grid, x.device)
+        else:
+            tokens = tokens + self.position_table(grid).to(tokens.dtype)
+        for block in self.blocks:
+            tokens = block(tokens, rope)
+        return self.norm(tokens)
+
+    forward = forward_features

@@ -1,0 +1,115 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from harness.models import AttentiveClassifier, CheckpointError, VideoClassifier, load_classifier, load_encoder
+from tests.models.test_vit import tiny_encoder
+
+
+def prefixed(state, prefix):
+    return {prefix + k: v for k, v in state.items()}
+
+
+@pytest.fixture()
+def source():
+    torch.manual_seed(1)
+    encoder = tiny_encoder()
+    encoder.init_weights(0.05)  # different from a fresh tiny_encoder()
+    return encoder
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda s: s,
+        lambda s: {"encoder": prefixed(s, "module.backbone."), "epoch": 3},
+        lambda s: {"target_encoder": prefixed(s, "module."), "encoder": {}},
+        lambda s: {"encoder": prefixed(s, "backbone.")},
+    ],
+    ids=["plain", "encoder-module-backbone", "target_encoder-module", "encoder-backbone"],
+)
+def test_encoder_layouts_load_exactly(tmp_path, source, layout):
+    path = tmp_path / "ckpt.pt"
+    torch.save(layout(source.state_dict()), path)
+    target = tiny_encoder()
+    report = load_encoder(target, path)
+    assert len(report.loaded) == len(source.state_dict()) and not report.missing
+    x = torch.randn(1, 3, 4, 32, 32)
+    torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
+
+
+def test_safetensors_and_saved_model_roundtrip(tmp_path, source):
+    path = tmp_path / "enc.safetensors"
+    save_file(source.state_dict(), str(path))
+    target = tiny_encoder()
+    load_encoder(target, path)
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert torch.equal(target(x), source(x))
+
+
+def test_missing_encoder_weights_are_an_error(tmp_path, source):
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("blocks.3.")}
+    torch.save({"encoder": state}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match=r"randomly initialised .*blocks\.3\."):
+        load_encoder(tiny_encoder(), tmp_path / "partial.pt")
+    report = load_encoder(tiny_encoder(), tmp_path / "partial.pt", allow_random_init=True)
+    assert len(report.missing) == 12  # 2 norms x 2 + qkv, proj, fc1, fc2 weights and biases
+
+
+def test_wrong_model_size_names_the_mismatch(tmp_path):
+    torch.save({"encoder": tiny_encoder("vit_small").state_dict()}, tmp_path / "small.pt")
+    with pytest.raises(CheckpointError, match="mismatched: .*384"):
+        load_encoder(tiny_encoder(), tmp_path / "small.pt")
+
+
+def test_unexpected_keys_rejected_unless_not_strict(tmp_path, source):
+    state = {**source.state_dict(), "predictor_embed.weight": torch.zeros(2)}
+    torch.save({"encoder": state}, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_encoder(tiny_encoder(), tmp_path / "extra.pt")
+    report = load_encoder(tiny_encoder(), tmp_path / "extra.pt", strict=False)
+    assert report.unexpected == ["predictor_embed.weight"]
+
+
+def test_no_encoder_in_file(tmp_path):
+    torch.save({"opt": {"lr": torch.tensor(1.0)}, "epoch": 1}, tmp_path / "opt.pt")
+    with pytest.raises(CheckpointError, match="no encoder state"):
+        load_encoder(tiny_encoder(), tmp_path / "opt.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_encoder(tiny_encoder(), tmp_path / "nope.pt")
+
+
+def test_position_table_from_another_grid_is_interpolated(tmp_path):
+    other = tiny_encoder(img_size=64, num_frames=8)  # grid (4, 4, 4) instead of (2, 2, 2)
+    torch.save({"target_encoder": other.state_dict()}, tmp_path / "big.pt")
+    target = tiny_encoder()
+    report = load_encoder(target, tmp_path / "big.pt")
+    assert report.interpolated == ["pos_embed (1, 64, 192) -> (1, 8, 192)"]
+
+
+@pytest.mark.parametrize("layout", ["classifiers", "classifier"])
+def test_probe_layouts(tmp_path, layout):
+    torch.manual_seed(3)
+    head = AttentiveClassifier(192, 7, num_heads=3, depth=2)
+    other = AttentiveClassifier(192, 7, num_heads=3, depth=2)
+    state = prefixed(head.state_dict(), "module.")
+    blob = (
+        {"classifiers": [prefixed(other.state_dict(), "module."), state]}
+        if layout == "classifiers"
+        else {"classifier": state}
+    )
+    torch.save(blob, tmp_path / "probe.pt")
+    fresh = AttentiveClassifier(192, 7, num_heads=3, depth=2)
+    load_classifier(fresh, tmp_path / "probe.pt", index=1 if layout == "classifiers" else 0)
+    tokens = torch.randn(2, 5, 192)
+    torch.testing.assert_close(fresh(tokens), head(tokens), rtol=0, atol=0)
+
+
+def test_saved_and_reloaded_video_classifier_is_identical(tmp_path):
+    model = VideoClassifier(tiny_encoder("vit_tiny_rope"), AttentiveClassifier(192, 4, num_heads=3)).eval()
+    torch.save({"encoder": model.encoder.state_dict(), "classifier": model.classifier.state_dict()}, tmp_path / "m.pt")
+    clone = VideoClassifier(tiny_encoder("vit_tiny_rope"), AttentiveClassifier(192, 4, num_heads=3)).eval()
+    load_encoder(clone.encoder, tmp_path / "m.pt")
+    load_classifier(clone.classifier, tmp_path / "m.pt")
+    clips = torch.randn(2, 2, 3, 4, 32, 32)
+    assert torch.equal(clone(clips), model(clips))
