@@ -1,0 +1,290 @@
+"""Typed, nested run configuration: defaults <- YAML <- ``section.key=value`` overrides, validated.
+
+The schema is a tree of dataclasses. It accepts V-JEPA 2 video-classifier YAML files as they
+are (sections ``data``, ``data_aug``, ``meta``, ``model``, ``optimization`` and top-level
+``folder``). Unknown keys and wrong types are errors naming the key and suggesting the closest
+valid one; cluster keys (``nodes``, ``tasks_per_node``, ...) are accepted and reported as
+ignored, because resources belong to the launcher.
+
+Status: the schema and loader (issue 4's config part); the trainer that consumes it comes next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key (``section.key``) and suggests a fix."""
+
+
+@dataclass
+class DataConfig:
+    """Datasets and clip sampling (V-JEPA 2 ``data`` section)."""
+
+    datasets: list[str] = field(default_factory=list)  #: training listings (CSV/NPY)
+    datasets_weights: list[float] | None = None  #: per-listing sampling weights (mixing)
+    dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per listing
+    val_datasets: list[str] = field(default_factory=list)  #: validation listings
+    val_dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per val listing
+    batch_size: int = 8  #: clips-videos per rank per step
+    val_batch_size: int | None = None  #: default: batch_size
+    crop_size: int = 224  #: output side in pixels
+    patch_size: int = 16  #: spatial patch size of the encoder
+    tubelet_size: int = 2  #: temporal patch size of the encoder
+    frame_step: int | None = 4  #: take every k-th frame (exactly one of frame_step/fps/duration)
+    fps: float | None = None  #: target sampling rate in frames per second
+    duration: float | None = None  #: seconds a clip spans
+    num_clips: int = 1  #: temporal clips per training video
+    val_num_clips: int = 1  #: temporal clips per validation video
+    num_views: int = 1  #: spatial crops per validation clip
+    num_workers: int = 8  #: decoding processes per rank
+    pin_mem: bool = True  #: pin host memory (only where a GPU exists)
+    decoder: str = "auto"  #: auto, torchcodec, decord or pyav
+    allow_clip_overlap: bool = False  #: spread clips over the video when they do not fit a segment
+    random_clip_sampling: bool = True  #: random clip position when training
+    max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
+    min_frames: int = 0  #: skip videos with fewer frames
+    dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
+
+
+@dataclass
+class DataAugConfig:
+    """Training augmentation (V-JEPA 2 ``data_aug`` section)."""
+
+    auto_augment: bool = False  #: RandAugment per clip
+    horizontal_flip: bool = True  #: flip a clip with probability 0.5
+    motion_shift: bool = False  #: crop box drifts across the clip
+    random_resize_aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.35])  #: crop w/h range
+    random_resize_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  #: crop area range
+    reprob: float = 0.0  #: random erasing probability
+
+
+@dataclass
+class MetaConfig:
+    """Run-level switches (V-JEPA 2 ``meta`` section)."""
+
+    dtype: str = "bfloat16"  #: float32, bfloat16 or float16
+    load_checkpoint: bool = True  #: resume from the run folder's latest checkpoint when present
+    read_checkpoint: str | None = None  #: explicit checkpoint to resume from
+    load_encoder: bool = True  #: load pretrain_checkpoint into the encoder
+    pretrain_checkpoint: str | None = None  #: V-JEPA 2 (or harness) encoder weights
+    finetune_encoder: bool = False  #: False freezes the encoder (attentive probe)
+    num_classes: int = 0  #: classes; 0 = infer from the training listing
+    save_every_freq: int = 0  #: keep a copy every N epochs (0: never)
+    seed: int = 0  #: global seed
+    use_sdpa: bool = True  #: fused attention
+    eval_only: bool = False  #: evaluate and stop
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and classifier (V-JEPA 2 ``model`` section)."""
+
+    model_name: str = "vit_large"  #: registered encoder name
+    compile_model: bool = False  #: torch.compile the encoder
+    use_activation_checkpointing: bool = False  #: recompute blocks in backward
+    uniform_power: bool = False  #: sin-cos channel split
+    use_rope: bool = False  #: rotary positions
+    use_silu: bool = False  #: SwiGLU MLP
+    wide_silu: bool = True  #: SwiGLU width rounding as V-JEPA 2
+    attn_pooler_depth: int = 1  #: cross-attention block + (depth - 1) self-attention blocks
+    attn_pooler_heads: int | None = None  #: default: the encoder's heads
+    drop_path_rate: float = 0.0  #: stochastic depth
+
+
+@dataclass
+class OptimizationConfig:
+    """Optimizer and schedules (V-JEPA 2 ``optimization`` section). Epoch units unless noted."""
+
+    epochs: int = 20  #: training epochs
+    ipe: int | None = None  #: iterations per epoch (default: loader length)
+    lr: float = 1e-4  #: peak learning rate
+    start_lr: float = 0.0  #: learning rate at step 0 (linear warmup from here)
+    final_lr: float = 0.0  #: learning rate at the end of the decay
+    warmup: float = 0.0  #: warmup epochs
+    anneal: float = 0.0  #: decay epochs at the end (warmup-stable-decay)
+    weight_decay: float = 0.05  #: initial weight decay
+    final_weight_decay: float = 0.05  #: weight decay at the end (cosine schedule)
+    enc_lr_scale: float = 1.0  #: encoder learning-rate multiplier
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  #: AdamW betas
+    eps: float = 1e-8  #: AdamW epsilon
+    clip_grad: float | None = 1.0  #: gradient-norm clipping (None: off)
+    label_smoothing: float = 0.0  #: cross-entropy label smoothing
+
+
+@dataclass
+class Config:
+    """The whole run. ``folder`` is the run directory (checkpoints, logs, resolved config)."""
+
+    folder: str = "runs/default"  #: run directory
+    data: DataConfig = field(default_factory=DataConfig)
+    data_aug: DataAugConfig = field(default_factory=DataAugConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    ignored: list[str] = field(default_factory=list, metadata={"internal": True})
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(options))}"
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check/convert ``value`` to the type ``hint`` (int, float, bool, str, lists, Optional)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [t for t in options if t is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(item, inner, f"{where}[{i}]") for i, item in enumerate(items)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-4" as a string
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, ignored: list[str]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            if not prefix and key in CLUSTER_KEYS:
+                ignored.append(key)
+                continue
+            raise ConfigError(f"unknown key {where!r}{_suggest(key, list(fields))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}.", ignored)
+        else:
+            kwargs[key] = _coerce(value, hint, where)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    node = base
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+    node[path[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["optimization.lr=1e-4", "data.batch_size=8"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        _merge(tree, key.split("."), yaml.safe_load(raw) if raw else None)
+    return tree
+
+
+def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def validate(config: Config) -> Config:
+    """Cross-field checks: conflicting options are errors that name both keys."""
+    data = config.data
+    given = [k for k in ("frame_step", "fps", "duration") if getattr(data, k) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"data: set exactly one of frame_step, fps, duration (got {', '.join(given) or 'none'})")
+    if data.datasets_weights is not None and len(data.datasets_weights) != len(data.datasets):
+        raise ConfigError(
+            f"data.datasets_weights has {len(data.datasets_weights)} entries for {len(data.datasets)} data.datasets"
+        )
+    for listing_key, fpc_key in (("datasets", "dataset_fpcs"), ("val_datasets", "val_dataset_fpcs")):
+        listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
+        if listings and len(fpcs) not in (1, len(listings)):
+            raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
+    if config.meta.dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(
+            f"meta.dtype: {config.meta.dtype!r}{_suggest(config.meta.dtype, ['float32', 'bfloat16', 'float16'])}"
+        )
+    opt = config.optimization
+    if opt.warmup + opt.anneal > opt.epochs:
+        raise ConfigError(
+            f"optimization.warmup ({opt.warmup}) + optimization.anneal ({opt.anneal}) exceed epochs ({opt.epochs})"
+        )
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- overrides, then :func:`validate`."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    _deep_update(values, parse_overrides(overrides or []))
+    data = values.get("data")
+    if (
+        isinstance(data, dict)
+        and "frame_step" not in data
+        and any(data.get(k) is not None for k in ("fps", "duration"))
+    ):
+        data["frame_step"] = None  # the default step gives way to an explicit fps/duration
+    ignored: list[str] = []
+    config = _build(Config, values, "", ignored)
+    config.ignored = ignored
+    return validate(config)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (for writing the resolved config into the run folder)."""
+    out = dataclasses.asdict(config)
+    out.pop("ignored", None)
+    return out
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(to_dict(config), handle, sort_keys=False)

@@ -1,0 +1,124 @@
+import textwrap
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, load_config, save_config, to_dict
+
+VJEPA2_YAML = """
+app: vjepa
+nodes: 8
+tasks_per_node: 8
+cpus_per_task: 16
+mem_per_gpu: 220G
+folder: /checkpoint/ssv2-vitl
+data:
+  dataset_type: VideoDataset
+  datasets: [/data/ssv2/train.csv]
+  dataset_fpcs: [16]
+  val_datasets: [/data/ssv2/val.csv]
+  val_dataset_fpcs: [16]
+  batch_size: 4
+  val_batch_size: 8
+  crop_size: 256
+  patch_size: 16
+  tubelet_size: 2
+  fps: 4
+  num_clips: 2
+  val_num_clips: 2
+  num_workers: 8
+  pin_mem: true
+data_aug:
+  auto_augment: true
+  horizontal_flip: false
+  motion_shift: false
+  random_resize_aspect_ratio: [0.75, 1.35]
+  random_resize_scale: [0.08, 1.0]
+  reprob: 0.25
+meta:
+  dtype: bfloat16
+  load_checkpoint: true
+  load_encoder: true
+  finetune_encoder: false
+  num_classes: 174
+  pretrain_checkpoint: /models/vitl.pt
+  read_checkpoint: null
+  save_every_freq: 5
+  seed: 239
+  use_sdpa: true
+model:
+  compile_model: false
+  model_name: vit_large
+  attn_pooler_depth: 4
+  attn_pooler_heads: 16
+  uniform_power: true
+  use_activation_checkpointing: true
+  use_rope: true
+  use_silu: false
+  wide_silu: true
+optimization:
+  anneal: 5
+  epochs: 20
+  final_lr: 0.0
+  final_weight_decay: 0.01
+  ipe: 300
+  lr: 0.0005
+  start_lr: 0.0001
+  warmup: 2
+  weight_decay: 0.01
+  enc_lr_scale: 0.1
+  betas: [0.9, 0.999]
+  eps: 1.0e-8
+"""
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_vjepa2_yaml_runs_as_it_is(tmp_path):
+    config = load_config(write(tmp_path, VJEPA2_YAML))
+    assert config.data.fps == 4.0 and config.data.frame_step is None
+    assert config.model.attn_pooler_depth == 4 and config.meta.num_classes == 174
+    assert config.optimization.eps == 1e-8 and config.data_aug.random_resize_scale == [0.08, 1.0]
+    assert sorted(config.ignored) == ["app", "cpus_per_task", "mem_per_gpu", "nodes", "tasks_per_node"]
+
+
+def test_overrides_apply_after_yaml(tmp_path):
+    config = load_config(write(tmp_path, VJEPA2_YAML), ["optimization.lr=1e-4", "data.batch_size=2", "meta.seed=1"])
+    assert config.optimization.lr == 1e-4 and config.data.batch_size == 2 and config.meta.seed == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimization.lrr=1"], "unknown key 'optimization.lrr'; did you mean 'lr'"),
+        (["data.batch_sise=1"], "did you mean 'batch_size'"),
+        (["optimisation.lr=1"], "unknown key 'optimisation'; did you mean 'optimization'"),
+        (["data.batch_size=eight"], "data.batch_size: expected int, got 'eight'"),
+        (["meta.finetune_encoder=maybe"], "meta.finetune_encoder: expected bool"),
+        (["data.fps=4", "data.frame_step=2"], "exactly one of frame_step, fps, duration"),
+        (["meta.dtype=bf16"], "meta.dtype: 'bf16'"),
+        (["data.datasets=[a,b]", "data.datasets_weights=[1]"], "datasets_weights has 1 entries for 2"),
+        (["optimization.warmup=15", "optimization.anneal=10"], "exceed epochs"),
+        (["lr"], "not of the form"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, overrides)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(write(tmp_path, VJEPA2_YAML))
+    save_config(config, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert to_dict(again) == to_dict(config)
+    assert "nodes" not in yaml.safe_load((tmp_path / "resolved.yaml").read_text())
+
+
+def test_fps_alone_replaces_the_default_frame_step():
+    config = load_config(None, ["data.duration=2.5"])
+    assert config.data.duration == 2.5 and config.data.frame_step is None
