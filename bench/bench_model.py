@@ -17,7 +17,7 @@ import time
 import torch
 
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder
-from harness.models.flops import encoder_forward_flops
+from harness.models.flops import encoder_forward_flops, encoder_train_flops
 from harness.models.registry import encoder_kwargs
 
 
@@ -70,12 +70,19 @@ def main() -> None:
     print(f"{'model':<10} {'dtype':<9} {'GFLOP/clip fwd':>14} {'step s':>7} {'GFLOP/s':>8} {'MFU':>6}")
     for name in args.models:
         size_kwargs = encoder_kwargs(name)
-        forward = encoder_forward_flops(
-            args.frames, args.size, 16, 2, size_kwargs["embed_dim"], size_kwargs["depth"], size_kwargs["mlp_ratio"]
-        )
+        shape = {
+            "frames": args.frames,
+            "img_size": args.size,
+            "patch_size": 16,
+            "tubelet_size": 2,
+            "embed_dim": size_kwargs["embed_dim"],
+            "depth": size_kwargs["depth"],
+            "mlp_ratio": size_kwargs["mlp_ratio"],
+        }
+        forward, train = encoder_forward_flops(**shape), encoder_train_flops(**shape)
         for dtype in (torch.float32, torch.bfloat16):
             seconds = step_time(name, dtype, args.steps, args.batch, args.frames, args.size)
-            achieved = 3 * forward * args.batch / seconds
+            achieved = train * args.batch / seconds
             label = "fp32" if dtype == torch.float32 else "bf16-amp"
             print(
                 f"{name:<10} {label:<9} {forward / 1e9:>14.1f} {seconds:>7.2f} {achieved / 1e9:>8.0f} "

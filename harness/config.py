@@ -21,7 +21,10 @@ from typing import Any
 
 import yaml
 
+from harness.data.sampling import ClipSpec, ClipSpecError
+
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -229,9 +232,10 @@ def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
 def validate(config: Config) -> Config:
     """Cross-field checks: conflicting options are errors that name both keys."""
     data = config.data
-    given = [k for k in ("frame_step", "fps", "duration") if getattr(data, k) is not None]
-    if len(given) != 1:
-        raise ConfigError(f"data: set exactly one of frame_step, fps, duration (got {', '.join(given) or 'none'})")
+    try:  # the step rule lives in ClipSpec; frames per clip are checked per dataset below
+        ClipSpec(1, frame_step=data.frame_step, fps=data.fps, duration=data.duration)
+    except ClipSpecError as error:
+        raise ConfigError(f"data: {error}") from None
     if data.datasets_weights is not None and len(data.datasets_weights) != len(data.datasets):
         raise ConfigError(
             f"data.datasets_weights has {len(data.datasets_weights)} entries for {len(data.datasets)} data.datasets"
@@ -240,10 +244,8 @@ def validate(config: Config) -> Config:
         listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
         if listings and len(fpcs) not in (1, len(listings)):
             raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
-    if config.meta.dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(
-            f"meta.dtype: {config.meta.dtype!r}{_suggest(config.meta.dtype, ['float32', 'bfloat16', 'float16'])}"
-        )
+    if config.meta.dtype not in DTYPES:
+        raise ConfigError(f"meta.dtype: {config.meta.dtype!r}{_suggest(config.meta.dtype, list(DTYPES))}")
     opt = config.optimization
     if opt.warmup + opt.anneal > opt.epochs:
         raise ConfigError(

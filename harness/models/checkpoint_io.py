@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from harness.models.vit import interpolate_position_table
 
 log = logging.getLogger(__name__)
 
 ENCODER_KEYS = ("target_encoder", "encoder")
-CLASSIFIER_KEYS = ("classifiers", "classifier")
 PREFIXES = ("module.", "backbone.", "_orig_mod.")
 
 
@@ -115,16 +115,13 @@ def _resize_position_table(table: torch.Tensor, model: nn.Module) -> torch.Tenso
     if grid is None or target is None or table.shape[-1] != target.shape[-1]:
         return None
     count = table.shape[1]
-    t_new, h_new, w_new = grid
-    # Assume the saved grid keeps the model's spatial aspect (square frames) and find t, h, w.
+    # Assume the saved grid has square frames and find its (t, side, side).
     for t_old in range(1, count + 1):
         if count % t_old:
             continue
         side = round((count // t_old) ** 0.5)
-        if side * side * t_old == count and (t_old, side) != (0, 0):
-            volume = table.reshape(1, t_old, side, side, -1).permute(0, 4, 1, 2, 3).float()
-            resized = F.interpolate(volume, size=(t_new, h_new, w_new), mode="trilinear", align_corners=False)
-            return resized.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
+        if side * side * t_old == count:
+            return interpolate_position_table(table, (t_old, side, side), grid)
     return None
 
 
@@ -153,7 +150,7 @@ def load_into(
                 report.mismatched.append(f"{key} {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
             accepted[key] = value
-    report.missing = [k for k in own if k not in accepted and not any(m.startswith(k + " ") for m in report.mismatched)]
+    report.missing = [k for k in own if k not in state]  # keys present with another shape are "mismatched"
     report.loaded = sorted(accepted)
     module.load_state_dict(accepted, strict=False)
     log.info(report.summary())

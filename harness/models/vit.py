@@ -49,6 +49,15 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False)
     return torch.from_numpy(table).float()
 
 
+def interpolate_position_table(
+    table: torch.Tensor, old_grid: tuple[int, int, int], new_grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Trilinearly resize a ``[1, t*h*w, D]`` position table from ``old_grid`` to ``new_grid``."""
+    volume = table.reshape(1, *old_grid, -1).permute(0, 4, 1, 2, 3).float()
+    volume = F.interpolate(volume, size=new_grid, mode="trilinear", align_corners=False)
+    return volume.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
+
+
 class PatchEmbed3D(nn.Module):
     """``[B, C, T, H, W]`` -> ``[B, T/tubelet * H/patch * W/patch, D]`` with one Conv3d."""
 
@@ -152,9 +161,7 @@ class VisionTransformer(nn.Module):
         if grid not in self._logged_grids:
             self._logged_grids.add(grid)
             log.info("interpolating the sin-cos position table from grid %s to %s", self.grid_size, grid)
-        table = self.pos_embed.reshape(1, *self.grid_size, -1).permute(0, 4, 1, 2, 3)
-        table = F.interpolate(table.float(), size=grid, mode="trilinear", align_corners=False)
-        return table.permute(0, 2, 3, 4, 1).reshape(1, -1, self.embed_dim).to(self.pos_embed.dtype)
+        return interpolate_position_table(self.pos_embed, self.grid_size, grid)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]``."""
