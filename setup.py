@@ -18,6 +18,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "safetensors>=0.4",
+        "pillow>=10.0",  # confusion-matrix PNG (torchvision depends on it too)
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
         "decord>=0.6.0",
         "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
@@ -27,7 +28,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "harness-demo=harness.demo:main",
+            "harness-train=harness.train:main",
+            "harness-evaluate=harness.evaluate:main",
         ],
     },
 )

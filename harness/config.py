@@ -6,13 +6,16 @@ are (sections ``data``, ``data_aug``, ``meta``, ``model``, ``optimization`` and 
 valid one; cluster keys (``nodes``, ``tasks_per_node``, ...) are accepted and reported as
 ignored, because resources belong to the launcher.
 
-Status: the schema and loader (issue 4's config part); the trainer that consumes it comes next.
+Our own sections (``logging``, ``checkpointing``, ``distributed``) and extra keys (marked
+"harness" in the README's table) cover what the seed lacks; every default is a sensible one.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +27,14 @@ import yaml
 from harness.data.sampling import ClipSpec, ClipSpecError
 
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
-DTYPES = ("float32", "bfloat16", "float16")
+CHOICES = {
+    "meta.dtype": ("float32", "bfloat16", "float16"),
+    "meta.device": ("auto", "cpu", "cuda"),
+    "model.pooler_order": ("tokens_first", "queries"),
+    "logging.level": ("debug", "info", "warning"),
+    "distributed.strategy": ("auto", "single"),
+    "distributed.backend": ("auto", "nccl", "gloo"),
+}
 
 
 class ConfigError(ValueError):
@@ -40,7 +50,7 @@ class DataConfig:
     dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per listing
     val_datasets: list[str] = field(default_factory=list)  #: validation listings
     val_dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per val listing
-    batch_size: int = 8  #: clips-videos per rank per step
+    batch_size: int = 8  #: videos per rank per micro-batch (global batch = batch_size x ranks x accumulation)
     val_batch_size: int | None = None  #: default: batch_size
     crop_size: int = 224  #: output side in pixels
     patch_size: int = 16  #: spatial patch size of the encoder
@@ -58,6 +68,8 @@ class DataConfig:
     random_clip_sampling: bool = True  #: random clip position when training
     max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
     min_frames: int = 0  #: skip videos with fewer frames
+    repeated_aug: int = 1  #: harness: augmented copies of each drawn video per batch (repeated augmentation)
+    generate_demo_data: bool = False  #: harness: write the synthetic demo videos when the listings are missing
     dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
 
 
@@ -88,6 +100,7 @@ class MetaConfig:
     seed: int = 0  #: global seed
     use_sdpa: bool = True  #: fused attention
     eval_only: bool = False  #: evaluate and stop
+    device: str = "auto"  #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
 
 
 @dataclass
@@ -95,6 +108,7 @@ class ModelConfig:
     """Encoder and classifier (V-JEPA 2 ``model`` section)."""
 
     model_name: str = "vit_large"  #: registered encoder name
+    depth: int | None = None  #: harness: override the registered number of blocks (small experiments)
     compile_model: bool = False  #: torch.compile the encoder
     use_activation_checkpointing: bool = False  #: recompute blocks in backward
     uniform_power: bool = False  #: sin-cos channel split
@@ -103,7 +117,8 @@ class ModelConfig:
     wide_silu: bool = True  #: SwiGLU width rounding as V-JEPA 2
     attn_pooler_depth: int = 1  #: cross-attention block + (depth - 1) self-attention blocks
     attn_pooler_heads: int | None = None  #: default: the encoder's heads
-    drop_path_rate: float = 0.0  #: stochastic depth
+    drop_path_rate: float = 0.0  #: harness: stochastic depth rate of the last encoder block
+    pooler_order: str = "tokens_first"  #: harness: tokens_first (V-JEPA 2 probes) or queries
 
 
 @dataclass
@@ -122,20 +137,55 @@ class OptimizationConfig:
     enc_lr_scale: float = 1.0  #: encoder learning-rate multiplier
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  #: AdamW betas
     eps: float = 1e-8  #: AdamW epsilon
-    clip_grad: float | None = 1.0  #: gradient-norm clipping (None: off)
-    label_smoothing: float = 0.0  #: cross-entropy label smoothing
+    clip_grad: float | None = 1.0  #: harness: gradient-norm clipping (None: off)
+    label_smoothing: float = 0.0  #: harness: cross-entropy label smoothing
+    accumulation_steps: int = 1  #: harness: micro-batches per optimizer step
+    layer_decay: float | None = None  #: harness: layer-wise lr decay over encoder depth (e.g. 0.75)
+    ema_decay: float = 0.0  #: harness: EMA of the weights, used for evaluation (0: off)
+    mixup: float = 0.0  #: harness: mixup Beta(alpha, alpha) (0: off)
+    cutmix: float = 0.0  #: harness: cutmix Beta(alpha, alpha) (0: off)
+    mixup_prob: float = 1.0  #: harness: probability that a batch is mixed
+    mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
+
+
+@dataclass
+class LoggingConfig:
+    """Console, CSV and progress output (harness)."""
+
+    log_every: int = 10  #: steps per CSV row / console line (losses are averaged over them)
+    progress_bar: bool = True  #: tqdm bar on the main process
+    level: str = "info"  #: console log level: debug, info, warning
+
+
+@dataclass
+class CheckpointingConfig:
+    """What is saved when (harness). ``latest`` is written every epoch in any case."""
+
+    every_steps: int = 0  #: also write ``latest`` every N optimizer steps (0: only per epoch)
+    save_best: bool = True  #: keep the checkpoint with the best validation top-1 as ``best``
+
+
+@dataclass
+class DistributedConfig:
+    """How the job is spread over processes (harness)."""
+
+    strategy: str = "auto"  #: auto (single process unless launched distributed) or single
+    backend: str = "auto"  #: process-group backend: auto (nccl on GPU, gloo on CPU), nccl, gloo
 
 
 @dataclass
 class Config:
     """The whole run. ``folder`` is the run directory (checkpoints, logs, resolved config)."""
 
-    folder: str = "runs/default"  #: run directory
+    folder: str = "runs/default"  #: run directory: checkpoints, logs, resolved config, predictions
     data: DataConfig = field(default_factory=DataConfig)
     data_aug: DataAugConfig = field(default_factory=DataAugConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     ignored: list[str] = field(default_factory=list, metadata={"internal": True})
 
 
@@ -244,14 +294,40 @@ def validate(config: Config) -> Config:
         listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
         if listings and len(fpcs) not in (1, len(listings)):
             raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
-    if config.meta.dtype not in DTYPES:
-        raise ConfigError(f"meta.dtype: {config.meta.dtype!r}{_suggest(config.meta.dtype, list(DTYPES))}")
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in options:
+            close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}{hint}")
     opt = config.optimization
     if opt.warmup + opt.anneal > opt.epochs:
         raise ConfigError(
             f"optimization.warmup ({opt.warmup}) + optimization.anneal ({opt.anneal}) exceed epochs ({opt.epochs})"
         )
+    _check_positive(
+        config,
+        ("data.batch_size", "data.num_clips", "data.val_num_clips", "data.num_views", "data.repeated_aug"),
+        ("optimization.epochs", "optimization.accumulation_steps", "logging.log_every"),
+    )
+    if opt.ipe is not None and opt.ipe < 1:
+        raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
+    if opt.layer_decay is not None and not 0 < opt.layer_decay <= 1:
+        raise ConfigError(f"optimization.layer_decay must be in (0, 1], got {opt.layer_decay}")
+    if not 0 <= opt.ema_decay < 1:
+        raise ConfigError(f"optimization.ema_decay must be in [0, 1), got {opt.ema_decay}")
+    if data.repeated_aug > 1 and data.datasets_weights is not None:
+        raise ConfigError("data.repeated_aug > 1 cannot be combined with data.datasets_weights")
     return config
+
+
+def _check_positive(config: Config, *groups: tuple[str, ...]) -> None:
+    for key in (k for group in groups for k in group):
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -290,3 +366,74 @@ def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(to_dict(config), handle, sort_keys=False)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the ``#:`` comment after it in the class source (the key's documentation)."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): .*?#: (.*)$", line)
+        if match:
+            docs[match.group(1)] = match.group(2).strip()
+    return docs
+
+
+def config_table() -> str:
+    """Markdown table of every config key with its type, default and meaning (for the README)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    top_docs = field_docs(Config)
+    hints = typing.get_type_hints(Config)
+    for top in dataclasses.fields(Config):
+        if top.metadata.get("internal"):
+            continue
+        hint = hints[top.name]
+        if not dataclasses.is_dataclass(hint):
+            lines.append(_table_row(top.name, hint, _default(top), top_docs.get(top.name, "")))
+            continue
+        docs = field_docs(hint)
+        section_hints = typing.get_type_hints(hint)
+        for item in dataclasses.fields(hint):
+            key = f"{top.name}.{item.name}"
+            lines.append(_table_row(key, section_hints[item.name], _default(item), docs.get(item.name, "")))
+    return "\n".join(lines) + "\n"
+
+
+def _default(item: dataclasses.Field) -> Any:
+    if item.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return item.default_factory()  # type: ignore[misc]
+    return item.default
+
+
+def _table_row(key: str, hint: Any, default: Any, doc: str) -> str:
+    type_name = str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
+    type_name = type_name.replace(" | None", " or null")
+    shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
+    return f"| `{key}` | {type_name} | `{shown.strip()}` | {doc.replace('|', '/')} |"
+
+
+def argument_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A command-line parser with ``--config CFG`` and ``section.key=value`` overrides (entry points
+    add their own options)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="YAML config (V-JEPA 2 classifier files work as they are)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optimization.lr=1e-4")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config | None:
+    """The config that ``args.config`` and ``args.overrides`` describe; on a problem, print it
+    (naming the key, with a suggestion) and return None, so the entry point exits with code 2."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return None
+
+
+if __name__ == "__main__":
+    print(config_table(), end="")

@@ -54,3 +54,38 @@ def listing_of(tmp_path: Path):
         return target
 
     return write
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic demo dataset (4 motion classes, 6 train + 2 val videos each)."""
+    from harness.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, 4, 6, 2, num_frames=24, size=(48, 64), progress=False)
+    return root
+
+
+def tiny_overrides(root: Path, folder: Path, *extra: str) -> list[str]:
+    """Config overrides for a seconds-long CPU run on :func:`demo_root` data."""
+    return [
+        f"folder={folder}",
+        f"data.datasets=[{root / 'train.csv'}]",
+        f"data.val_datasets=[{root / 'val.csv'}]",
+        "data.dataset_fpcs=[4]",
+        "data.val_dataset_fpcs=[4]",
+        "data.frame_step=2",
+        "data.batch_size=4",
+        "data.crop_size=32",
+        "data.num_workers=0",
+        "data_aug.horizontal_flip=false",
+        "meta.dtype=float32",
+        "meta.finetune_encoder=true",
+        "model.model_name=vit_tiny",
+        "model.depth=2",
+        "optimization.epochs=2",
+        "optimization.lr=0.001",
+        "logging.log_every=1",
+        "logging.progress_bar=false",
+        *extra,
+    ]

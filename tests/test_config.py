@@ -104,6 +104,12 @@ def test_overrides_apply_after_yaml(tmp_path):
         (["data.datasets=[a,b]", "data.datasets_weights=[1]"], "datasets_weights has 1 entries for 2"),
         (["optimization.warmup=15", "optimization.anneal=10"], "exceed epochs"),
         (["lr"], "not of the form"),
+        (["meta.device=cuad"], "meta.device: 'cuad' is not one of auto, cpu, cuda; did you mean 'cuda'"),
+        (["data.repeated_aug=0"], "data.repeated_aug must be >= 1"),
+        (["optimization.ema_decay=1.5"], "ema_decay must be in"),
+        (["optimization.layer_decay=0"], "layer_decay must be in"),
+        (["loging.log_every=5"], "did you mean 'logging'"),
+        (["checkpointing.every_step=5"], "did you mean 'every_steps'"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
@@ -122,3 +128,40 @@ def test_resolved_config_round_trips(tmp_path):
 def test_fps_alone_replaces_the_default_frame_step():
     config = load_config(None, ["data.duration=2.5"])
     assert config.data.duration == 2.5 and config.data.frame_step is None
+
+
+SHIPPED = ["demo", *[f"{size}_{kind}" for size in ("vitl16", "vith16", "vitg16") for kind in ("probe", "finetune")]]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load_and_fit_their_model(name):
+    from pathlib import Path
+
+    from harness.models.registry import ENCODER_SIZES
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml")
+    assert config.model.model_name in ENCODER_SIZES
+    assert config.data.crop_size % config.data.patch_size == 0
+    assert all(fpc % config.data.tubelet_size == 0 for fpc in config.data.dataset_fpcs)
+    if name != "demo":
+        assert config.data.crop_size == 256 and config.data.dataset_fpcs == [16]
+        assert config.meta.finetune_encoder == name.endswith("finetune")
+
+
+def test_readme_config_table_is_in_sync():
+    from pathlib import Path
+
+    from harness.config import config_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+    block = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert block == config_table(), "README's key table is stale: run `python -m harness.config` and paste it"
+
+
+def test_every_config_key_is_documented():
+    from harness.config import config_table
+
+    rows = [line for line in config_table().splitlines()[2:]]
+    assert len(rows) > 80
+    assert all(not row.rstrip(" |").endswith("|") and row.split("|")[4].strip() for row in rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +34,22 @@ UNKNOWN, BAD, TOO_SHORT, TOO_LARGE = 0, 1, 2, 3
 
 class TooManyDecodeFailures(RuntimeError):
     """More videos failed to decode than the configured fraction allows."""
+
+
+class ClipItem(NamedTuple):
+    """One dataset item.
+
+    Attributes:
+        clips: ``num_clips * views`` tensors ``[C, T, H, W]``.
+        label: class index.
+        clip_indices: ``int64 [num_clips * views, T]`` source frame indices of every clip.
+        video: path (or shard key) of the video actually used (a replacement after a failure).
+    """
+
+    clips: list[torch.Tensor]
+    label: int
+    clip_indices: torch.Tensor
+    video: str
 
 
 class SkippedVideo(Exception):
@@ -104,9 +121,8 @@ def load_clips(
 class VideoClipDataset(Dataset):
     """Labelled videos from one or more sources (listings), each with its own :class:`ClipSpec`.
 
-    An item is ``(clips, label, clip_indices)``: ``clips`` a list of ``num_clips * views``
-    float tensors ``[C, T, H, W]``, ``label`` an int, ``clip_indices`` ``int64 [num_clips *
-    views, T]``.
+    An item is a :class:`ClipItem`. Indices ``>= len(dataset)`` are accepted and mean another
+    draw of video ``index % len(dataset)`` with its own augmentation (repeated augmentation).
 
     Args:
         sources: ``(records, spec)`` per dataset; all specs must share ``frames_per_clip`` so
@@ -114,6 +130,9 @@ class VideoClipDataset(Dataset):
         transform: clip transform (:class:`TrainTransform` or :class:`EvalTransform`).
         num_clips: temporal clips per video.
         train: random clip positions (with ``random_clip_sampling``) instead of centred ones.
+        replace_failures: replace an unusable video by another of its source (training, the
+            default when ``train``); otherwise the item is ``None`` and :func:`collate_clips`
+            drops it, so evaluation counts every video once and never a stand-in.
         random_clip_sampling: random clip position in its segment when training.
         allow_clip_overlap: see :func:`harness.data.sampling.clip_starts`.
         decoder: ``auto``, ``torchcodec``, ``decord`` or ``pyav``.
@@ -131,6 +150,7 @@ class VideoClipDataset(Dataset):
         *,
         num_clips: int = 1,
         train: bool = True,
+        replace_failures: bool | None = None,
         random_clip_sampling: bool = True,
         allow_clip_overlap: bool = False,
         decoder: str = "auto",
@@ -152,6 +172,7 @@ class VideoClipDataset(Dataset):
         self.transform = transform
         self.num_clips = num_clips
         self.random = train and random_clip_sampling
+        self.replace_failures = train if replace_failures is None else replace_failures
         self.allow_clip_overlap = allow_clip_overlap
         self.decoder = decoder
         self.seed = seed
@@ -205,7 +226,7 @@ class VideoClipDataset(Dataset):
                     f"{self.records[index].path} ({reason}). Check the listing and the files."
                 )
 
-    def _load(self, index: int, rng: np.random.Generator) -> tuple[list[torch.Tensor], int, torch.Tensor]:
+    def _load(self, index: int, rng: np.random.Generator) -> ClipItem:
         record = self.records[index]
         if self.max_file_bytes is not None and os.path.getsize(record.path) > self.max_file_bytes:
             raise SkippedVideo(TOO_LARGE, f"file larger than {self.max_file_bytes} bytes")
@@ -220,10 +241,11 @@ class VideoClipDataset(Dataset):
             decoder=self.decoder,
             min_frames=self.min_frames,
         )
-        return clips, record.label, clip_indices
+        return ClipItem(clips, record.label, clip_indices, record.path)
 
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, torch.Tensor]:
-        candidate = index
+    def __getitem__(self, index: int) -> ClipItem | None:
+        # ``index`` may be a repeated-augmentation draw: the RNG follows it, the video wraps.
+        candidate = index % len(self.records)
         for attempt in range(self.max_retries + 1):
             rng = self._rng(index, attempt)
             if int(self._status[candidate]) == UNKNOWN:
@@ -233,7 +255,9 @@ class VideoClipDataset(Dataset):
                     self._mark(candidate, skip.status, str(skip))
                 except (DecodeError, OSError) as error:
                     self._mark(candidate, BAD, str(error))
-            candidate = self._replacement(index, rng)
+            if not self.replace_failures:
+                return None
+            candidate = self._replacement(candidate, rng)
         raise TooManyDecodeFailures(
             f"item {index}: {self.max_retries + 1} videos in a row could not be used "
             f"(last tried: {self.records[candidate].path}); see the warnings above"

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from harness.data.files import ClipItem
+
 
 class ClipBatch(NamedTuple):
     """A collated batch.
@@ -23,27 +25,36 @@ class ClipBatch(NamedTuple):
             the transform runs with ``normalize=False``; see :func:`normalize_clips`).
         labels: ``int64 [B]``.
         clip_indices: ``int64 [B, num_clips, T]`` source frame indices of every clip.
+        videos: path (or shard key) of each video.
     """
 
     clips: torch.Tensor
     labels: torch.Tensor
     clip_indices: torch.Tensor
+    videos: list[str]
 
 
-def collate_clips(items: Sequence[tuple[list[torch.Tensor], int, torch.Tensor]]) -> ClipBatch:
-    """Stack dataset items ``(clips, label, clip_indices)`` into a :class:`ClipBatch`."""
-    first = items[0][0][0]
+def collate_clips(items: Sequence[ClipItem | None]) -> ClipBatch | None:
+    """Stack dataset items into a :class:`ClipBatch`.
+
+    ``None`` items (videos an evaluation dataset could not use) are dropped; a batch of only
+    such items collates to ``None``.
+    """
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
+    first = items[0].clips[0]
     if first.dim() == 4 and first.permute(1, 2, 3, 0).is_contiguous():
         # uint8 clips in channels-last memory ([C, T, H, W] views of [T, H, W, C]): stack the
         # memory as it lies and return a view, so no process pays for the transpose. The model's
         # first op (normalisation on the accelerator) makes it contiguous for free.
-        clips = torch.stack([torch.stack([c.permute(1, 2, 3, 0) for c in item_clips]) for item_clips, _, _ in items])
+        clips = torch.stack([torch.stack([c.permute(1, 2, 3, 0) for c in item.clips]) for item in items])
         clips = clips.permute(0, 1, 5, 2, 3, 4)
     else:
-        clips = torch.stack([torch.stack(item_clips) for item_clips, _, _ in items])
-    labels = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
-    indices = torch.stack([item_indices for _, _, item_indices in items])
-    return ClipBatch(clips, labels, indices)
+        clips = torch.stack([torch.stack(item.clips) for item in items])
+    labels = torch.tensor([item.label for item in items], dtype=torch.int64)
+    indices = torch.stack([item.clip_indices for item in items])
+    return ClipBatch(clips, labels, indices, [item.video for item in items])
 
 
 class _EpochSampler(Sampler[int]):
@@ -75,22 +86,48 @@ class _EpochSampler(Sampler[int]):
 
 
 class TrainSampler(_EpochSampler):
-    """Shuffled indices split over ranks; every rank gets ``ceil(n / world)`` of them.
+    """Shuffled indices split over ranks; every rank gets ``ceil(samples / world)`` of them.
 
-    The shuffled order is padded by wrapping around so ranks have equal length (training needs
+    The epoch draws ``num_samples_per_epoch`` samples (default: the dataset size), going
+    through fresh permutations as often as needed, so ranks have equal length (training needs
     equal step counts per rank; the few repeated samples do not matter for training).
+
+    With ``repeats = r > 1`` (repeated augmentation) each drawn video appears ``r`` times in a
+    row on the same rank (so in the same batch), as indices ``i, i + n, i + 2n, ...`` that the
+    dataset maps to the same video with different augmentation; an epoch has the same number
+    of samples, hence ``1/r`` as many distinct videos.
     """
 
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_samples_per_epoch: int | None = None,
+        repeats: int = 1,
+    ) -> None:
         super().__init__(rank, world_size, seed)
-        self.size, self.shuffle = size, shuffle
-        self.num_samples = math.ceil(size / world_size)
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.size, self.shuffle, self.repeats = size, shuffle, repeats
+        self.num_samples = math.ceil((num_samples_per_epoch or size) / world_size)
 
     def _order(self) -> list[int]:
-        order = torch.randperm(self.size, generator=self._generator()) if self.shuffle else torch.arange(self.size)
+        generator = self._generator()
         total = self.num_samples * self.world_size
-        order = order.repeat(math.ceil(total / self.size))[:total]
-        return order[self.rank :: self.world_size].tolist()
+        draws = math.ceil(total / self.repeats)
+        passes = [
+            torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+            for _ in range(math.ceil(draws / self.size))
+        ]
+        order = torch.cat(passes)[:draws]
+        if self.repeats == 1:
+            return order[self.rank :: self.world_size].tolist()
+        copies = order[:, None] + self.size * torch.arange(self.repeats)
+        order = copies.flatten()[:total]
+        return order[self.rank * self.num_samples : (self.rank + 1) * self.num_samples].tolist()
 
 
 class WeightedSourceSampler(_EpochSampler):
@@ -169,6 +206,8 @@ def build_loader(
     num_workers: int = 0,
     seed: int = 0,
     source_weights: Sequence[float] | None = None,
+    num_samples_per_epoch: int | None = None,
+    repeats: int = 1,
     drop_last: bool | None = None,
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
@@ -185,13 +224,19 @@ def build_loader(
         num_workers: decoding processes; 0 decodes in the calling process.
         seed: sampling seed (the dataset has its own augmentation seed).
         source_weights: per-source weights (``datasets_weights``); training only.
+        num_samples_per_epoch: training samples per epoch over all ranks (default: dataset size).
+        repeats: repeated augmentation, see :class:`TrainSampler` (not with ``source_weights``).
         drop_last: defaults to ``train``.
         pin_memory: defaults to whether CUDA is available.
     """
     if train and source_weights is not None:
-        sampler: _EpochSampler = WeightedSourceSampler(dataset.source_sizes, source_weights, rank, world_size, seed)
+        if repeats != 1:
+            raise ValueError("repeated augmentation is not supported together with dataset weights")
+        sampler: _EpochSampler = WeightedSourceSampler(
+            dataset.source_sizes, source_weights, rank, world_size, seed, num_samples_per_epoch
+        )
     elif train:
-        sampler = TrainSampler(len(dataset), rank, world_size, seed)
+        sampler = TrainSampler(len(dataset), rank, world_size, seed, True, num_samples_per_epoch, repeats)
     else:
         sampler = EvalSampler(len(dataset), rank, world_size)
     if hasattr(dataset, "expected_items"):
@@ -206,5 +251,8 @@ def build_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=train if drop_last is None else drop_last,
         multiprocessing_context=multiprocessing_context if num_workers else None,
+        # Its own generator: starting an iterator then draws no number from the global torch RNG,
+        # which the training process's drop path uses; a resumed run stays on the same stream.
+        generator=torch.Generator().manual_seed(seed),
         **workers,
     )

@@ -90,7 +90,8 @@ class VideoClassifier(nn.Module):
     """Encoder + classifier over several clips per video, logits averaged over clips.
 
     Input ``[B, num_clips, C, T, H, W]`` (or ``[B, C, T, H, W]`` for one clip); output fp32
-    logits ``[B, num_classes]``. With ``freeze_encoder`` the encoder runs under ``no_grad``.
+    logits ``[B, num_classes]``. With ``freeze_encoder`` the encoder runs under ``no_grad`` and
+    stays in eval mode (no drop path) whatever mode the wrapper is put in.
     """
 
     def __init__(self, encoder: nn.Module, classifier: nn.Module, freeze_encoder: bool = False) -> None:
@@ -100,6 +101,12 @@ class VideoClassifier(nn.Module):
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VideoClassifier:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.dim() == 5:

@@ -20,7 +20,7 @@ def dataset(paths, **kwargs):
 
 def test_item_shapes_and_indices(good_videos):
     ds = dataset(good_videos, num_clips=3)
-    clips, label, indices = ds[2]
+    clips, label, indices, _ = ds[2]
     assert label == 2 and len(clips) == 3
     assert all(c.shape == (3, 4, 16, 16) and c.dtype == torch.float32 for c in clips)
     assert indices.shape == (3, 4) and indices.dtype == torch.int64
@@ -30,10 +30,10 @@ def test_item_shapes_and_indices(good_videos):
 def test_eval_views_multiply_clips(good_videos):
     records = [VideoRecord(str(p), 0) for p in good_videos]
     ds = VideoClipDataset([(records, SPEC)], EvalTransform(16, num_views=3), num_clips=2, train=False)
-    clips, _, indices = ds[3]
+    clips, _, indices, _ = ds[3]
     assert len(clips) == 6 and indices.shape == (6, 4)
     assert torch.equal(indices[0], indices[2]) and not torch.equal(indices[0], indices[3])
-    again, _, _ = ds[3]
+    again = ds[3].clips
     assert all(torch.equal(a, b) for a, b in zip(clips, again)), "evaluation items are deterministic"
 
 
@@ -55,7 +55,7 @@ def test_bad_files_are_replaced_counted_and_logged_once(good_videos, bad_videos,
         for epoch in range(2):
             ds.set_epoch(epoch)
             for i in range(len(ds)):
-                clips, label, _ = ds[i]
+                clips, label, _, _ = ds[i]
                 assert label < len(good_videos), "a broken video's item is replaced by a good one"
     assert ds.stats()["failed"] == len(bad_videos)
     assert sorted(ds.failed_paths()) == sorted(map(str, bad_videos))
@@ -115,3 +115,22 @@ def test_uint8_items_normalised_on_device_equal_float_items(good_videos):
     uint8_batch = collate_clips([uint8_ds[i] for i in range(4)])
     assert uint8_batch.clips.dtype == torch.uint8 and uint8_batch.clips.shape == float_batch.clips.shape
     torch.testing.assert_close(normalize_clips(uint8_batch.clips), float_batch.clips, rtol=1e-5, atol=1e-5)
+
+
+def test_evaluation_dataset_drops_bad_videos_instead_of_replacing(good_videos, bad_videos):
+    from harness.data.loader import collate_clips
+
+    paths = good_videos + bad_videos
+    records = [VideoRecord(str(p), i) for i, p in enumerate(paths)]
+    ds = VideoClipDataset([(records, SPEC)], EvalTransform(16), train=False, decoder="pyav", max_failure_fraction=1.0)
+    items = [ds[i] for i in range(len(ds))]
+    assert [item is None for item in items] == [False] * len(good_videos) + [True] * len(bad_videos)
+    batch = collate_clips(items)
+    assert batch.videos == [str(p) for p in good_videos], "every usable video once, no stand-ins"
+
+
+def test_repeated_draws_share_the_video_not_the_augmentation(good_videos):
+    ds = dataset(good_videos, seed=2)
+    first, again = ds[1], ds[1 + len(ds)]
+    assert first.video == again.video and first.label == again.label
+    assert not torch.equal(first.clips[0], again.clips[0])

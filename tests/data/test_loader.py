@@ -3,15 +3,47 @@ import collections
 import pytest
 import torch
 
+from harness.data.files import ClipItem
 from harness.data.loader import EvalSampler, TrainSampler, WeightedSourceSampler, collate_clips
 
 
+def item(label: int) -> ClipItem:
+    return ClipItem([torch.zeros(3, 4, 8, 8)] * 2, label, torch.zeros(2, 4, dtype=torch.int64), f"v{label}.mp4")
+
+
 def test_collate_shapes():
-    items = [([torch.zeros(3, 4, 8, 8)] * 2, i, torch.zeros(2, 4, dtype=torch.int64)) for i in range(5)]
-    batch = collate_clips(items)
+    batch = collate_clips([item(i) for i in range(5)])
     assert batch.clips.shape == (5, 2, 3, 4, 8, 8)
     assert batch.labels.tolist() == [0, 1, 2, 3, 4]
     assert batch.clip_indices.shape == (5, 2, 4)
+    assert batch.videos == [f"v{i}.mp4" for i in range(5)]
+
+
+def test_collate_drops_unusable_items():
+    batch = collate_clips([item(0), None, item(2)])
+    assert batch.labels.tolist() == [0, 2] and batch.videos == ["v0.mp4", "v2.mp4"]
+    assert collate_clips([None, None]) is None
+
+
+def test_train_sampler_epoch_length_can_exceed_dataset():
+    sampler = TrainSampler(10, 0, 1, seed=0, num_samples_per_epoch=25)
+    order = list(sampler)
+    assert len(order) == 25
+    assert set(order[:10]) == set(range(10)) and set(order[10:20]) == set(range(10)), "whole fresh passes"
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_repeated_augmentation_keeps_copies_together(world):
+    size, repeats = 12, 3
+    orders = [list(TrainSampler(size, rank, world, seed=4, repeats=repeats)) for rank in range(world)]
+    for order in orders:
+        assert len(order) == size // world
+        for start in range(0, len(order), repeats):
+            group = order[start : start + repeats]
+            assert len({i % size for i in group}) == 1, "copies of one video sit side by side"
+            assert len(set(group)) == len(group), "each copy has its own index (own augmentation)"
+    videos = [i % size for order in orders for i in order]
+    assert len(set(videos)) == size // repeats
 
 
 @pytest.mark.parametrize("size", [10, 11, 13])

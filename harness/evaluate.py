@@ -1,0 +1,80 @@
+"""Evaluate a trained checkpoint: ``python -m harness.evaluate --config CFG --checkpoint PATH``.
+
+``PATH`` is a harness checkpoint folder, a pointer (``runs/x/checkpoints/best``), a run folder
+(its best, else latest checkpoint), or a V-JEPA 2 attentive-probe file (``classifiers`` list;
+the encoder then comes from ``meta.pretrain_checkpoint``). Runs the same deterministic
+multi-view evaluation as training and writes metrics, predictions and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from harness.config import argument_parser, config_from_args
+from harness.logger import setup_console
+from harness.models import load_classifier
+from harness.models.checkpoint_io import classifier_state, read_checkpoint
+from harness.parallel.strategy import STATE_FILE
+from harness.training import build
+from harness.training.checkpoint import resolve_checkpoint
+from harness.training.evaluation import evaluate, write_eval_artefacts
+
+log = logging.getLogger("harness.evaluate")
+
+
+def _num_classes(checkpoint: Path) -> int:
+    if checkpoint.is_dir():
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)["model"]
+        return int(state["classifier.linear.weight"].shape[0])
+    return int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argument_parser("harness-evaluate", __doc__)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder, pointer, run folder or probe file")
+    parser.add_argument("--out", default=None, help="output folder (default: <folder>/eval_<checkpoint>)")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if config is None:
+        return 2
+    strategy = build.build_strategy_from_config(config)
+    setup_console(config.logging.level, strategy.is_main)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    val_set = build.build_val_dataset(config)
+    if val_set is None:
+        print("config error: data.val_datasets is empty: nothing to evaluate", file=sys.stderr)
+        return 2
+    model = build.build_model(config, _num_classes(checkpoint))
+    model, _ = strategy.prepare(model, lambda _: None)
+    if checkpoint.is_dir():
+        strategy.load_state(checkpoint, model, None)
+    else:
+        log.info(load_classifier(strategy.unwrap(model).classifier, checkpoint).summary())
+    loader = build.build_val_loader(config, strategy, val_set)
+    num_classes = strategy.unwrap(model).classifier.linear.out_features
+    result, accumulator = evaluate(model, loader, strategy, num_classes, config.logging.progress_bar)
+    out = Path(args.out) if args.out else Path(config.folder) / f"eval_{checkpoint.name}"
+    if strategy.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    strategy.barrier()
+    paths = write_eval_artefacts(result, accumulator, strategy, out, "")
+    if strategy.is_main:
+        metrics = {**result.as_dict(), "checkpoint": str(checkpoint), "unreadable_videos": val_set.stats()["failed"]}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  mean class "
+            f"{100 * result.mean_class_accuracy:.2f}%  over {result.count} videos\n"
+            f"wrote {out / 'metrics.json'}, " + ", ".join(str(p) for p in paths)
+        )
+    strategy.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

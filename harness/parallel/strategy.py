@@ -1,0 +1,170 @@
+"""The one interface between the training loop and how processes and devices are used.
+
+The trainer only calls :class:`Strategy` methods: wrapping the model and building the optimizer,
+backward, the optimizer step (with clipping and loss scaling), gradient-accumulation context,
+collectives for metrics, and saving/loading the model and optimizer state inside a checkpoint
+folder. A strategy (single process here; DDP, FSDP2 and DeepSpeed behind the same methods)
+changes nothing in the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.fileio import write_atomic
+from harness.parallel.precision import Precision
+
+STATE_FILE = "state.pt"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("meta.device=cuda but CUDA is not available on this machine")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+class Strategy:
+    """Single-process training; the base of the distributed strategies.
+
+    Args:
+        device: where the model runs.
+        precision: autocast dtype and loss scaler.
+        rank, world_size, local_rank: this process's place in the job.
+    """
+
+    name = "single"
+
+    def __init__(self, device: torch.device, precision: Precision, rank: int = 0, world_size: int = 1) -> None:
+        self.device, self.precision = device, precision
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes shared files (rank 0)."""
+        return self.rank == 0
+
+    def prepare(
+        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        """Move/wrap the model, then build its optimizer over the wrapped parameters."""
+        model = model.to(self.device)
+        return model, build_optimizer(model)
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        """The plain module (for state dicts and attribute access)."""
+        return model
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss`` (scaled for float16)."""
+        self.precision.scale(loss).backward()
+
+    @contextlib.contextmanager
+    def accumulate(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        """Context for one micro-batch; ``sync=False`` on all but the last of an accumulation."""
+        yield
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
+        """Unscale, clip to ``max_norm`` (None: no clipping), step, zero the gradients.
+
+        Returns the total gradient norm before clipping (a tensor) or None without clipping.
+        """
+        scaler = self.precision.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        norm = None
+        if max_norm:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` in place over all ranks."""
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj]
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+    def save_state(
+        self, folder: Path, model: nn.Module, optimizer, extra: dict[str, Any], trainable_only: bool
+    ) -> None:
+        """Write model, optimizer and ``extra`` into the checkpoint ``folder`` (main rank)."""
+        if not self.is_main:
+            return
+        state = {
+            "model": model_state(self.unwrap(model), trainable_only),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            **extra,
+        }
+        write_atomic(folder / STATE_FILE, lambda handle: torch.save(state, handle))
+
+    def load_state(self, folder: Path, model: nn.Module, optimizer) -> dict[str, Any]:
+        """Restore what :meth:`save_state` wrote; returns its ``extra`` entries."""
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        load_model_state(self.unwrap(model), state.pop("model"))
+        optimizer_state = state.pop("optimizer")
+        if optimizer is not None and optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return state
+
+    def close(self) -> None:
+        """Release process-group resources."""
+
+
+def model_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """The model's state dict; with ``trainable_only``, parameters that train plus all buffers
+    of modules that train (a frozen, pretrained encoder is reloaded from its own file)."""
+    state = model.state_dict()
+    if not trainable_only:
+        return state
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    prefixes = tuple(name.rsplit(".", 1)[0] + "." for name in frozen)
+    return {k: v for k, v in state.items() if k not in frozen and not (prefixes and k.startswith(prefixes))}
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load our own checkpoint's model state strictly (a trainable-only state may omit frozen
+    parameters, nothing else)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in frozen and not _under_frozen(k, frozen)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+def _under_frozen(key: str, frozen: set[str]) -> bool:
+    prefix = key.rsplit(".", 1)[0] + "."
+    return any(name.startswith(prefix) for name in frozen)
+
+
+def build_strategy(name: str, device: torch.device, precision: Precision) -> Strategy:
+    """The strategy called ``name`` (``auto``: single unless launched distributed)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if name in ("auto", "single") and world_size == 1:
+        return Strategy(device, precision)
+    raise RuntimeError(
+        f"distributed.strategy={name!r} with WORLD_SIZE={world_size}: multi-process strategies are not "
+        "available in this version; run a single process"
+    )

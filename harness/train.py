@@ -1,0 +1,49 @@
+"""Train a video classifier: ``python -m harness.train --config CFG [section.key=value ...]``.
+
+Also runs as a script (``python harness/train.py``, ``deepspeed harness/train.py``,
+``torchrun harness/train.py``). Rerunning the same command in the same run folder resumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file: put the repository root (not harness/) first on the path, so that our
+    # modules never shadow the standard library and ``import harness`` finds this checkout.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from harness.config import argument_parser, config_from_args  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argument_parser("harness-train", __doc__)
+    # The deepspeed launcher passes --local_rank=N; the rank comes from the environment anyway.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    config = config_from_args(parser.parse_args(argv))
+    if config is None:
+        return 2
+    from harness.logger import setup_console
+    from harness.training import Trainer
+
+    setup_console(config.logging.level, int(os.environ.get("RANK", "0")) == 0)
+    if config.ignored:
+        logging.getLogger("harness.train").info(
+            "ignored cluster keys (set resources in the launcher): %s", ", ".join(config.ignored)
+        )
+    trainer = Trainer(config)
+    try:
+        trainer.fit()
+    finally:
+        trainer.strategy.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""One manager for all resumable state, with atomic writes.
+
+Layout of ``<run folder>/checkpoints/``::
+
+    e0003_s00000120/      an immutable checkpoint: state.pt (model, optimizer, scaler, EMA,
+                          train state, config; or the strategy's shards) and rng_r{rank}.pt
+    latest  best  epoch_0010
+                          pointer files naming a checkpoint folder
+
+A checkpoint is written under a temporary name and renamed when complete; pointers are replaced
+atomically after that. A crash at any moment leaves every pointer naming a complete checkpoint.
+Folders no pointer names are deleted after each save, so disk use stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.fileio import write_atomic
+
+log = logging.getLogger(__name__)
+
+POINTERS = ("latest", "best")
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (when initialised) CUDA generator states of this process."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(legacy=False),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    """Folder name of the checkpoint taken at ``epoch`` (0-based, in progress) and ``step``."""
+    return f"e{epoch:04d}_s{step:08d}"
+
+
+class CheckpointManager:
+    """Saves and finds checkpoints of one run.
+
+    Args:
+        folder: the run folder (checkpoints go to ``folder/checkpoints``).
+        rank: this process's rank (rank 0 renames folders and writes pointers).
+        barrier: waits for all ranks (a no-op in one process).
+    """
+
+    def __init__(self, folder: str | Path, rank: int = 0, barrier: Callable[[], None] = lambda: None) -> None:
+        self.root = Path(folder) / "checkpoints"
+        self.rank = rank
+        self.barrier = barrier
+        if rank == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, name: str, write_state: Callable[[Path], None], pointers: Sequence[str]) -> Path:
+        """Write checkpoint ``name`` on every rank and point ``pointers`` (e.g. latest) at it.
+
+        ``write_state(folder)`` writes the model/optimizer state into the temporary folder
+        (each rank writes its own part); this process's RNG state is added as ``rng_r{rank}.pt``.
+        """
+        temporary = self.root / f"{TEMPORARY_PREFIX}{name}"
+        final = self.root / name
+        if self.rank == 0:
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir(parents=True)
+        self.barrier()
+        write_state(temporary)
+        rng = capture_rng()
+        write_atomic(temporary / f"rng_r{self.rank}.pt", lambda handle: torch.save(rng, handle))
+        self.barrier()
+        if self.rank == 0:
+            if final.exists():  # the same step saved again (e.g. after a resume): replace it
+                shutil.rmtree(final)
+            os.rename(temporary, final)
+            for pointer in pointers:
+                self._point(pointer, name)
+            self._remove_unreferenced()
+        self.barrier()
+        return final
+
+    def _point(self, pointer: str, name: str) -> None:
+        write_atomic(self.root / pointer, lambda handle: handle.write(f"{name}\n".encode()))
+
+    def pointers(self) -> dict[str, str]:
+        """Pointer name -> checkpoint folder name."""
+        if not self.root.is_dir():
+            return {}
+        return {
+            path.name: path.read_text(encoding="utf-8").strip()
+            for path in self.root.iterdir()
+            if path.is_file() and not path.name.startswith(TEMPORARY_PREFIX)
+        }
+
+    def _remove_unreferenced(self) -> None:
+        kept = set(self.pointers().values())
+        for path in self.root.iterdir():
+            if path.is_dir() and (path.name not in kept or path.name.startswith(TEMPORARY_PREFIX)):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def find(self, pointer: str = "latest") -> Path | None:
+        """The checkpoint folder ``pointer`` names, or None."""
+        name = self.pointers().get(pointer)
+        if name is None:
+            return None
+        path = self.root / name
+        if not path.is_dir():
+            raise FileNotFoundError(f"{self.root / pointer} names {name}, which does not exist")
+        return path
+
+    def restore_rng(self, checkpoint: Path) -> bool:
+        """Restore this rank's RNG state from ``checkpoint``; False when it has none for us."""
+        path = checkpoint / f"rng_r{self.rank}.pt"
+        if not path.exists():
+            log.warning("%s has no RNG state for rank %d; continuing with fresh seeds", checkpoint, self.rank)
+            return False
+        restore_rng(torch.load(path, weights_only=False))
+        return True
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a folder, a pointer file, a run folder (best, else latest) or a file."""
+    path = Path(path)
+    if path.is_file() and path.parent.name == "checkpoints" and path.suffix == "":
+        return path.parent / path.read_text(encoding="utf-8").strip()
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        manager = CheckpointManager(path)
+        found = manager.find("best") or manager.find("latest")
+        if found is None:
+            raise FileNotFoundError(f"run folder {path} has no checkpoint yet")
+        return found
+    if path.exists():
+        return path
+    raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -1,0 +1,59 @@
+"""Deterministic multi-view evaluation, exact across ranks, and its artefacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from harness.data.loader import ClipLoader
+from harness.data.transforms import normalize_clips
+from harness.parallel.strategy import Strategy
+from harness.training.metrics import EvalAccumulator, EvalResult, write_confusion, write_predictions
+
+
+def to_model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a clip batch to ``device``; ``uint8`` clips are normalised there (on-device mode)."""
+    clips = clips.to(device, non_blocking=True)
+    return normalize_clips(clips) if clips.dtype == torch.uint8 else clips
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: ClipLoader,
+    strategy: Strategy,
+    num_classes: int,
+    progress: bool = False,
+    description: str = "eval",
+) -> tuple[EvalResult, EvalAccumulator]:
+    """Every validation video once over all ranks: ``val_num_clips x num_views`` views per video,
+    logits averaged. Returns the metrics and this rank's accumulator (its prediction rows)."""
+    was_training = model.training
+    model.eval()
+    accumulator = EvalAccumulator(num_classes, strategy.device)
+    loader.set_epoch(0)
+    for batch in tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False):
+        if batch is None:  # every video of the batch was unusable (counted by the dataset)
+            continue
+        with strategy.precision.autocast():
+            logits = model(to_model_input(batch.clips, strategy.device))
+        accumulator.add(logits.float(), batch.labels.to(strategy.device), batch.videos)
+    model.train(was_training)
+    return accumulator.result(strategy.all_reduce_sum), accumulator
+
+
+def write_eval_artefacts(
+    result: EvalResult, accumulator: EvalAccumulator, strategy: Strategy, folder: Path, prefix: str
+) -> list[Path]:
+    """Predictions (top-5 with scores) and confusion matrix (CSV + PNG) from all ranks, written
+    by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths written."""
+    rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
+    if not strategy.is_main:
+        return []
+    paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
+    write_predictions(rows, paths[0])
+    write_confusion(result.confusion, paths[1], paths[2])
+    return paths

@@ -1,0 +1,116 @@
+"""Accuracy metrics and the evaluation accumulator (exact across ranks), plus its artefacts."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the top-k logits, per k (tensors, no sync)."""
+    k_max = min(max(ks), logits.shape[-1])
+    top = logits.topk(k_max, dim=-1).indices
+    hits = top == labels[:, None]
+    return [hits[:, : min(k, k_max)].any(dim=-1).sum() for k in ks]
+
+
+@dataclass
+class EvalResult:
+    """Validation metrics over every usable video of all ranks (each counted once)."""
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    loss: float
+    count: int
+    confusion: torch.Tensor  #: ``int64 [num_classes, num_classes]``, rows = true label
+
+    def as_dict(self) -> dict[str, float]:
+        """Scalars for logs."""
+        return {
+            "val_top1": self.top1,
+            "val_top5": self.top5,
+            "val_mean_class_acc": self.mean_class_accuracy,
+            "val_loss": self.loss,
+            "val_count": self.count,
+        }
+
+
+class EvalAccumulator:
+    """Sums over batches on this rank; :meth:`result` adds up all ranks with one all-reduce."""
+
+    def __init__(self, num_classes: int, device: torch.device, top_predictions: int = 5) -> None:
+        self.num_classes = num_classes
+        self.k = min(top_predictions, num_classes)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-5 hits, count
+        self.rows: list[tuple[str, int, list[int], list[float]]] = []
+
+    @torch.no_grad()
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, videos: list[str]) -> None:
+        """Record one batch of fp32 logits ``[B, num_classes]`` and labels ``[B]``."""
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        (top5,) = topk_correct(logits, labels, (5,))
+        self.sums += torch.stack([loss.double(), top5.double(), torch.tensor(len(labels), device=loss.device)])
+        flat = labels * self.num_classes + logits.argmax(-1)
+        self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view(self.num_classes, -1)
+        scores, classes = logits.float().softmax(-1).topk(self.k, dim=-1)
+        for video, label, top, score in zip(videos, labels.tolist(), classes.tolist(), scores.tolist()):
+            self.rows.append((video, label, top, score))
+
+    def result(self, all_reduce) -> EvalResult:
+        """Metrics over all ranks; ``all_reduce(tensor)`` sums a tensor in place across ranks."""
+        all_reduce(self.confusion)
+        all_reduce(self.sums)
+        confusion = self.confusion.cpu()
+        loss_sum, top5, count = self.sums.tolist()
+        support = confusion.sum(1)
+        correct = confusion.diagonal()
+        seen = support > 0
+        per_class = (correct[seen].double() / support[seen].double()).mean().item() if seen.any() else 0.0
+        count_int = int(count)
+        return EvalResult(
+            top1=correct.sum().item() / max(count_int, 1),
+            top5=top5 / max(count_int, 1),
+            mean_class_accuracy=per_class,
+            loss=loss_sum / max(count_int, 1),
+            count=count_int,
+            confusion=confusion,
+        )
+
+
+def write_predictions(rows: list[tuple[str, int, list[int], list[float]]], path: str | Path) -> None:
+    """CSV ``video,label,pred1,score1,...`` sorted by video (rows gathered from every rank)."""
+    k = max((len(top) for _, _, top, _ in rows), default=0)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "label", *[f"{name}{i + 1}" for i in range(k) for name in ("pred", "score")]])
+        for video, label, top, score in sorted(rows, key=lambda row: row[0]):
+            writer.writerow([video, label, *[v for pair in zip(top, (f"{s:.6f}" for s in score)) for v in pair]])
+
+
+def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str | Path) -> None:
+    """Confusion matrix as CSV (rows: true label, columns: predicted) and as a heat-map PNG."""
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true\\pred", *range(len(confusion))])
+        for label, row in enumerate(confusion.tolist()):
+            writer.writerow([label, *row])
+    confusion_png(confusion, png_path)
+
+
+def confusion_png(confusion: torch.Tensor, path: str | Path, max_side: int = 1024) -> None:
+    """Row-normalised heat map (white = 0, dark blue = the whole row), one square per cell."""
+    from PIL import Image  # torchvision's dependency; imported here to keep start-up light
+
+    classes = len(confusion)
+    rows = confusion.double()
+    rows = rows / rows.sum(1, keepdim=True).clamp(min=1)
+    cell = max(1, min(32, max_side // max(classes, 1)))
+    shade = (1.0 - rows).clamp(0, 1)
+    rgb = torch.stack([shade * 255, shade * 255, 128 + shade * 127], dim=-1).round().to(torch.uint8)
+    rgb = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    Image.fromarray(rgb.numpy()).save(path)

@@ -1,0 +1,132 @@
+"""AdamW parameter groups and the step-indexed learning-rate and weight-decay schedules.
+
+Schedules are pure functions of the optimizer step, so a resumed run sets the step and is done:
+nothing is replayed and no scheduler state is saved.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Parameters that never get weight decay besides biases and norm weights (any 0/1-dim tensor).
+NO_DECAY_NAMES = ("pos_embed", "query_tokens")
+# Wrapper tokens that torch.compile / activation checkpointing / DDP insert into names.
+WRAPPER_TOKENS = re.compile(r"(_orig_mod\.|_checkpoint_wrapped_module\.|module\.)")
+
+
+def clean_name(name: str) -> str:
+    """A parameter name without wrapper tokens (``encoder.blocks.3.attn.qkv.weight``)."""
+    return WRAPPER_TOKENS.sub("", name)
+
+
+def uses_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """False for biases, norm weights, position tables and query tokens."""
+    return param.ndim > 1 and not any(token in name for token in NO_DECAY_NAMES)
+
+
+def encoder_layer_id(name: str, depth: int) -> int:
+    """Depth index of an encoder parameter: 0 for patch/position embedding, i + 1 for block i,
+    ``depth + 1`` for the final norm (and anything after the blocks)."""
+    match = re.match(r"blocks\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    if name.startswith(("patch_embed", "pos_embed", "rope")):
+        return 0
+    return depth + 1
+
+
+def param_groups(
+    model: nn.Module,
+    enc_lr_scale: float = 1.0,
+    layer_decay: float | None = None,
+) -> list[dict]:
+    """AdamW groups for a :class:`~harness.models.VideoClassifier`-shaped model.
+
+    Only parameters with ``requires_grad`` are included (a frozen encoder gets no optimizer
+    state). Each group carries ``lr_scale`` (``enc_lr_scale`` for encoder parameters, times
+    ``layer_decay ** (depth + 1 - layer_id)`` when set) and ``wd_scale`` (0 or 1), which
+    :meth:`Schedule.apply` multiplies into the scheduled values.
+    """
+    depth = len(getattr(model_module(model).encoder, "blocks", []))
+    groups: dict[tuple[float, int], dict] = {}
+    for raw_name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        name = clean_name(raw_name)
+        scale = 1.0
+        if name.startswith("encoder."):
+            inner = name[len("encoder.") :]
+            scale = enc_lr_scale
+            if layer_decay is not None:
+                scale *= layer_decay ** (depth + 1 - encoder_layer_id(inner, depth))
+        wd_scale = 1 if uses_weight_decay(name, param) else 0
+        empty = {"params": [], "names": [], "lr_scale": scale, "wd_scale": wd_scale}
+        group = groups.setdefault((scale, wd_scale), empty)
+        group["params"].append(param)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def model_module(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP/compile wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def build_adamw(
+    groups: Iterable[dict], betas: tuple[float, float], eps: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (lr and weight decay are set by the schedule every step)."""
+    return torch.optim.AdamW(
+        list(groups), lr=0.0, weight_decay=0.0, betas=tuple(betas), eps=eps, fused=device.type == "cuda"
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Warmup-stable-decay learning rate and cosine weight decay, in optimizer steps.
+
+    ``lr``: linear from ``start_lr`` to ``lr`` over ``warmup_steps``, constant, then linear to
+    ``final_lr`` over the last ``anneal_steps``. ``wd``: cosine from ``weight_decay`` at step 0
+    to ``final_weight_decay`` at ``total_steps``.
+    """
+
+    total_steps: int
+    lr: float
+    start_lr: float = 0.0
+    final_lr: float = 0.0
+    warmup_steps: int = 0
+    anneal_steps: int = 0
+    weight_decay: float = 0.0
+    final_weight_decay: float = 0.0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.start_lr + (self.lr - self.start_lr) * step / self.warmup_steps
+        decay_start = self.total_steps - self.anneal_steps
+        if self.anneal_steps and step >= decay_start:
+            progress = min(1.0, (step - decay_start) / self.anneal_steps)
+            return self.lr + (self.final_lr - self.lr) * progress
+        return self.lr
+
+    def wd_at(self, step: int) -> float:
+        """Weight decay at optimizer step ``step``."""
+        progress = min(1.0, step / max(1, self.total_steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.final_weight_decay + (self.weight_decay - self.final_weight_decay) * cosine
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[float, float]:
+        """Set every group's ``lr`` and ``weight_decay`` for ``step``; returns the base values."""
+        lr, wd = self.lr_at(step), self.wd_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+            group["weight_decay"] = wd * group.get("wd_scale", 1)
+        return lr, wd

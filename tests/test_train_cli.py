@@ -1,0 +1,171 @@
+"""The ``harness.train`` entry point: resume after a kill, script mode, config errors, seed YAML."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import load_config
+from harness.train import main
+from harness.training import Trainer
+from tests.conftest import tiny_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARED = ("epoch", "step", "loss", "acc1", "acc5", "lr", "wd", "grad_norm")
+
+
+def log_rows(folder):
+    with open(folder / "log_r0.csv", newline="") as handle:
+        return [{key: row[key] for key in COMPARED} for row in csv.DictReader(handle)]
+
+
+def logged_steps(folder):
+    try:
+        return len((folder / "log_r0.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+def write_config(path, root, folder, *extra):
+    overrides = tiny_overrides(root, folder, *extra)
+    config = load_config(None, overrides)
+    from harness.config import save_config
+
+    save_config(config, path)
+    return path
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(demo_root, tmp_path):
+    extra = ("data.batch_size=2", "data.num_workers=1", "optimization.epochs=3", "checkpointing.every_steps=5",
+             "model.drop_path_rate=0.1", "data.crop_size=48", "model.depth=3")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    reference = write_config(tmp_path / "reference.yaml", demo_root, tmp_path / "reference", *extra)
+    subprocess.run([sys.executable, "harness/train.py", "--config", str(reference)], cwd=REPO, env=env, check=True)
+    expected = log_rows(tmp_path / "reference")
+    steps_per_epoch = 24 // 2
+    assert len(expected) == 3 * steps_per_epoch
+
+    folder = tmp_path / "killed"
+    config = write_config(tmp_path / "killed.yaml", demo_root, folder, *extra)
+    command = [sys.executable, "-m", "harness.train", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while logged_steps(folder) < steps_per_epoch + 5 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = logged_steps(folder)
+    assert steps_per_epoch < killed_at < 2 * steps_per_epoch, f"killed in epoch 2, at step {killed_at}"
+
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    resumed = [line for line in rerun.stderr.splitlines() if "resumed from" in line]
+    assert resumed, rerun.stderr[-2000:]
+    resumed_step = int(resumed[0].rsplit("step ", 1)[1])
+    assert resumed_step % steps_per_epoch != 0, "the resume point is inside an epoch"
+    assert log_rows(folder) == expected, "losses after resume equal the uninterrupted run's"
+
+
+def test_runs_as_a_script(demo_root, tmp_path):
+    config = write_config(tmp_path / "c.yaml", demo_root, tmp_path / "run", "optimization.epochs=1",
+                          "optimization.ipe=1", "data.val_datasets=[]")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "harness/train.py", "--config", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert logged_steps(tmp_path / "run") == 1
+
+
+def test_config_typo_is_an_error_with_a_suggestion(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("optimization:\n  lr: 0.1\n")
+    assert main(["--config", str(path), "optimization.warmpu=2"]) == 2
+    assert "did you mean 'warmup'" in capsys.readouterr().err
+    path.write_text("optimisation:\n  lr: 0.1\n")
+    assert main(["--config", str(path)]) == 2
+    assert "did you mean 'optimization'" in capsys.readouterr().err
+
+
+def test_a_vjepa2_classifier_yaml_trains_as_it_is(demo_root, tmp_path):
+    text = textwrap.dedent(f"""
+        app: vjepa
+        nodes: 16
+        tasks_per_node: 8
+        cpus_per_task: 16
+        mem_per_gpu: 220G
+        folder: {tmp_path / "vjepa2"}
+        data:
+          dataset_type: VideoDataset
+          datasets: [{demo_root / "train.csv"}]
+          dataset_fpcs: [4]
+          val_datasets: [{demo_root / "val.csv"}]
+          val_dataset_fpcs: [4]
+          batch_size: 4
+          val_batch_size: 4
+          crop_size: 32
+          patch_size: 16
+          tubelet_size: 2
+          fps: 8
+          num_clips: 2
+          val_num_clips: 2
+          num_workers: 0
+          pin_mem: true
+        data_aug:
+          auto_augment: true
+          horizontal_flip: false
+          motion_shift: true
+          random_resize_aspect_ratio: [0.75, 1.35]
+          random_resize_scale: [0.3, 1.0]
+          reprob: 0.25
+        meta:
+          dtype: bfloat16
+          load_checkpoint: true
+          load_encoder: true
+          finetune_encoder: true
+          num_classes: 4
+          pretrain_checkpoint: null
+          read_checkpoint: null
+          save_every_freq: 1
+          seed: 239
+          use_sdpa: true
+        model:
+          compile_model: false
+          model_name: vit_tiny_rope
+          attn_pooler_depth: 2
+          attn_pooler_heads: 3
+          uniform_power: true
+          use_activation_checkpointing: true
+          use_rope: true
+          use_silu: true
+          wide_silu: true
+        optimization:
+          anneal: 0
+          epochs: 1
+          final_lr: 0.0
+          final_weight_decay: 0.01
+          ipe: 2
+          lr: 0.0005
+          start_lr: 0.0001
+          warmup: 1
+          weight_decay: 0.01
+          enc_lr_scale: 0.1
+          betas: [0.9, 0.999]
+          eps: 1.0e-8
+        """)
+    path = tmp_path / "vjepa2.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert sorted(config.ignored) == ["app", "cpus_per_task", "mem_per_gpu", "nodes", "tasks_per_node"]
+    trainer = Trainer(config)
+    result = trainer.fit()
+    assert trainer.steps_per_epoch == 2 and result.count == 8
+    assert trainer.checkpoints.pointers()["epoch_0001"] == trainer.checkpoints.pointers()["latest"]
+    resolved = yaml.safe_load((tmp_path / "vjepa2" / "config.yaml").read_text())
+    assert resolved["data"]["fps"] == 8 and resolved["data"]["frame_step"] is None
