@@ -1,4 +1,4 @@
-"""Run output behind one small interface: console, per-rank CSV step logs, the evaluation log.
+"""Run output behind one small interface: console, per-rank CSV step logs, the epoch log.
 
 Every rank writes its own ``log_r{rank}.csv`` (so a slow or diverging rank is visible); only the
 main rank prints and writes ``eval.csv``.
@@ -13,7 +13,18 @@ from pathlib import Path
 from typing import Any
 
 STEP_COLUMNS = ("epoch", "step", "loss", "acc1", "acc5", "lr", "wd", "grad_norm", "data_time", "step_time")
-EVAL_COLUMNS = ("epoch", "step", "val_top1", "val_top5", "val_mean_class_acc", "val_loss", "val_count")
+EVAL_COLUMNS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc1",
+    "train_acc5",
+    "val_top1",
+    "val_top5",
+    "val_mean_class_acc",
+    "val_loss",
+    "val_count",
+)
 
 
 def setup_console(level: str, is_main: bool) -> None:
@@ -34,7 +45,7 @@ class RunLogger:
 
     Args:
         folder: run folder.
-        rank: this process's rank; rank 0 also writes ``eval.csv``.
+        rank: this process's rank; rank 0 also writes ``epochs.csv``.
         resume_step: when resuming, rows after this optimizer step are dropped (the resumed
             run writes them again), so the logs read as one uninterrupted run.
     """
@@ -43,7 +54,7 @@ class RunLogger:
         self.folder = Path(folder)
         self.rank = rank
         self.step_path = self.folder / f"log_r{rank}.csv"
-        self.eval_path = self.folder / "eval.csv"
+        self.eval_path = self.folder / "epochs.csv"
         self._truncate(self.step_path, STEP_COLUMNS, resume_step)
         if rank == 0:
             self._truncate(self.eval_path, EVAL_COLUMNS, resume_step)
@@ -70,7 +81,7 @@ class RunLogger:
         self._append(self.step_path, STEP_COLUMNS, values)
 
     def log_eval(self, values: dict[str, Any]) -> None:
-        """One evaluation row (main rank)."""
+        """One epoch row (main rank)."""
         if self.rank == 0:
             self._append(self.eval_path, EVAL_COLUMNS, values)
 

@@ -21,16 +21,18 @@ REPO = Path(__file__).resolve().parent.parent
 COMPARED = ("epoch", "step", "loss", "acc1", "acc5", "lr", "wd", "grad_norm")
 
 
-def log_rows(folder):
-    with open(folder / "log_r0.csv", newline="") as handle:
-        return [{key: row[key] for key in COMPARED} for row in csv.DictReader(handle)]
+def log_rows(folder, name="log_r0.csv", columns=COMPARED):
+    with open(folder / name, newline="") as handle:
+        return [{key: row[key] for key in columns} for row in csv.DictReader(handle)]
 
 
 def logged_steps(folder):
+    """The step of the last row of the step log (0 before the first)."""
     try:
-        return len((folder / "log_r0.csv").read_text().splitlines()) - 1
+        lines = (folder / "log_r0.csv").read_text().splitlines()
     except FileNotFoundError:
         return 0
+    return int(lines[-1].split(",")[1]) if len(lines) > 1 else 0
 
 
 def write_config(path, root, folder, *extra):
@@ -44,14 +46,15 @@ def write_config(path, root, folder, *extra):
 
 @pytest.mark.slow
 def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(demo_root, tmp_path):
-    extra = ("data.batch_size=2", "data.num_workers=1", "optimization.epochs=3", "checkpointing.every_steps=5",
-             "model.drop_path_rate=0.1", "data.crop_size=48", "model.depth=3")  # fmt: skip
+    # Rows every 3 steps and checkpoints every 4: a resume lands inside a logging window too.
+    extra = ("data.batch_size=2", "data.num_workers=1", "optimization.epochs=3", "checkpointing.every_steps=4",
+             "logging.log_every=3", "model.drop_path_rate=0.1", "data.crop_size=48", "model.depth=3")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     reference = write_config(tmp_path / "reference.yaml", demo_root, tmp_path / "reference", *extra)
     subprocess.run([sys.executable, "harness/train.py", "--config", str(reference)], cwd=REPO, env=env, check=True)
     expected = log_rows(tmp_path / "reference")
     steps_per_epoch = 24 // 2
-    assert len(expected) == 3 * steps_per_epoch
+    assert len(expected) == 3 * steps_per_epoch // 3
 
     folder = tmp_path / "killed"
     config = write_config(tmp_path / "killed.yaml", demo_root, folder, *extra)
@@ -71,6 +74,10 @@ def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(demo_root, tmp_path):
     resumed_step = int(resumed[0].rsplit("step ", 1)[1])
     assert resumed_step % steps_per_epoch != 0, "the resume point is inside an epoch"
     assert log_rows(folder) == expected, "losses after resume equal the uninterrupted run's"
+    epoch_columns = ("epoch", "step", "train_loss", "train_acc1", "val_top1", "val_loss")
+    assert log_rows(folder, "epochs.csv", epoch_columns) == log_rows(
+        tmp_path / "reference", "epochs.csv", epoch_columns
+    )
 
 
 def test_runs_as_a_script(demo_root, tmp_path):
@@ -80,7 +87,7 @@ def test_runs_as_a_script(demo_root, tmp_path):
     done = subprocess.run([sys.executable, "harness/train.py", "--config", str(config)], cwd=REPO, env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert logged_steps(tmp_path / "run") == 1
+    assert logged_steps(tmp_path / "run") == 1 and (tmp_path / "run" / "summary.json").is_file()
 
 
 def test_config_typo_is_an_error_with_a_suggestion(tmp_path, capsys):

@@ -9,6 +9,7 @@ small cropped clip: converting whole frames to float first is what makes other p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -40,11 +41,21 @@ def normalize_clips(
     traffic through worker IPC, pinned memory and host-to-device copies) and the trainer calls
     this after moving the batch to the accelerator. Returns a contiguous ``dtype`` tensor.
     """
-    shape = (len(mean), 1, 1, 1)
-    mean_t = torch.tensor(mean, device=clips.device, dtype=torch.float32).view(shape) * 255.0
-    inv_std = 1.0 / (torch.tensor(std, device=clips.device, dtype=torch.float32).view(shape) * 255.0)
+    mean_t, inv_std = _channel_constants(clips.device, tuple(mean), tuple(std))
     out = (clips.float() - mean_t) * inv_std
     return out.to(dtype).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_constants(
+    device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Cached per device: building them every step would be a blocking host-to-device copy,
+    # which stalls the host until the GPU has drained its queue and kills loader overlap.
+    shape = (len(mean), 1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(shape) * 255.0
+    inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(shape) * 255.0)
+    return mean_t.to(device), inv_std.to(device)
 
 
 class Normalize:

@@ -94,6 +94,8 @@ class Trainer:
         self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay) if opt.ema_decay > 0 else None
         self.checkpoints = CheckpointManager(self.folder, self.strategy.rank, self.strategy.barrier)
         self.state = TrainState()
+        self.window = RunningSums(self.strategy.device)  # since the last log row
+        self.epoch_sums = RunningSums(self.strategy.device)  # since the start of the epoch
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None)
         self._describe(resumed_from)
@@ -156,6 +158,8 @@ class Trainer:
         self.strategy.precision.load_state_dict(extra.get("precision", {}))
         if self.ema is not None and extra.get("ema") is not None:
             self.ema.load_state_dict(extra["ema"])
+        self.window.load_state_dict(extra["window"])
+        self.epoch_sums.load_state_dict(extra["epoch_sums"])
         self.checkpoints.restore_rng(path)
         self._warn_config_changes(extra.get("config", {}))
         return path
@@ -176,6 +180,8 @@ class Trainer:
             "train_state": dataclasses.asdict(self.state),
             "precision": self.strategy.precision.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "window": self.window.state_dict(),
+            "epoch_sums": self.epoch_sums.state_dict(),
             "config": to_dict(self.config),
         }
         # A frozen encoder that came from a file is not saved again (it is reloaded from there).
@@ -227,24 +233,38 @@ class Trainer:
             unit="step",
             disable=not (self.is_main and self.config.logging.progress_bar),
         )
-        window = _Window(self.strategy.device)
+        if first == 0:
+            self.window.reset()
+            self.epoch_sums.reset()
         for _ in range(first, self.steps_per_epoch):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(accumulation)]
             data_time = time.perf_counter() - started
             lr, wd = self.schedule.apply(self.optimizer, self.state.step)
-            window.add(*self.train_step(micro_batches), data_time)
+            step = self.train_step(micro_batches)
             self.state.step += 1
             self.state.batch_in_epoch += accumulation
-            window.step_times.append(time.perf_counter() - started)
+            step_time = time.perf_counter() - started
+            self.window.add(*step, data_time, step_time)
+            self.epoch_sums.add(*step, data_time, step_time)
             bar.update()
             if self.state.step % log_every == 0 or self.state.batch_in_epoch == self.steps_per_epoch * accumulation:
-                row = window.flush(epoch, self.state.step, lr, wd)
-                self.logger.log_step(row)
+                row = self._log_row(epoch, lr, wd)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", acc1=f"{row['acc1']:.3f}", lr=f"{lr:.2e}")
             if every_steps and self.state.step % every_steps == 0:
                 self.save(["latest"])
         bar.close()
+
+    def _log_row(self, epoch: int, lr: float, wd: float) -> dict:
+        window = self.window
+        row = {"epoch": epoch, "step": self.state.step, **window.means(), "lr": lr, "wd": wd}
+        check_finite(row["loss"], epoch, self.state.step)
+        row["grad_norm"] = float(window.norm) if window.norm is not None else None
+        row["data_time"] = window.data_time / max(window.steps, 1)
+        row["step_time"] = window.step_time / max(window.steps, 1)
+        self.logger.log_step(row)
+        window.reset()
+        return row
 
     def train_step(self, micro_batches: list[ClipBatch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
         """One optimizer step over ``micro_batches``; returns on-device sums (loss, top-1,
@@ -291,11 +311,15 @@ class Trainer:
                 result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
         else:
             result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
-        self.logger.log_eval({"epoch": epoch, "step": self.state.step, **result.as_dict()})
+        train = {f"train_{key}": value for key, value in self.epoch_sums.means().items()}
+        self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
         failed = self.val_set.stats()["failed"]
         log.info(
-            "epoch %d: val top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% over %d videos%s",
+            "epoch %d: train loss %.4f, top-1 %.2f%%; val top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% "
+            "over %d videos%s",
             epoch + 1,
+            train["train_loss"],
+            100 * train["train_acc1"],
             100 * result.top1,
             100 * result.top5,
             100 * result.mean_class_accuracy,
@@ -331,7 +355,7 @@ class Trainer:
             lines.append(f"best validation top-1 {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
         lines += [
             "  config.yaml              resolved configuration",
-            "  log_r{rank}.csv, eval.csv  step and evaluation logs",
+            "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
             "  best_predictions.csv, best_confusion.csv/.png  best epoch's predictions and confusion matrix",
             "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
             "  summary.json             this summary",
@@ -339,47 +363,59 @@ class Trainer:
         print("\n".join(lines), flush=True)
 
 
-class _Window:
-    """On-device sums over the steps between two log rows (one sync per row, not per step)."""
+class RunningSums:
+    """On-device sums of loss, top-1/top-5 hits and samples over a stretch of steps.
+
+    Read with one host sync (per log row or epoch), not per step; saved in checkpoints so that a
+    resumed run's log rows and epoch averages equal an uninterrupted run's.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.reset()
 
     def reset(self) -> None:
-        self.loss = torch.zeros((), device=self.device)
-        self.hits = torch.zeros(2, device=self.device)
-        self.count = 0
+        """Start a new stretch."""
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1, top-5, count
         self.norm = None
-        self.data_times: list[float] = []
-        self.step_times: list[float] = []
+        self.data_time = self.step_time = 0.0
+        self.steps = 0
 
-    def add(self, loss_sum: torch.Tensor, hits: torch.Tensor, count: int, norm, data_time: float) -> None:
-        self.loss += loss_sum
-        self.hits += hits
-        self.count += count
+    def add(self, loss_sum: torch.Tensor, hits: torch.Tensor, count: int, norm, data_time: float, step_time: float):
+        """Add one optimizer step (tensors stay on the device)."""
+        self.sums[0] += loss_sum
+        self.sums[1:3] += hits
+        self.sums[3] += count
         self.norm = norm
-        self.data_times.append(data_time)
+        self.data_time += data_time
+        self.step_time += step_time
+        self.steps += 1
 
-    def flush(self, epoch: int, step: int, lr: float, wd: float) -> dict:
-        loss = self.loss.item() / self.count
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss} at epoch {epoch + 1}, step {step}: lower optimization.lr, check the "
-                "data, or use meta.dtype=bfloat16/float32; the last good checkpoint is checkpoints/latest"
-            )
-        acc1, acc5 = (self.hits / self.count).tolist()
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "loss": loss,
-            "acc1": acc1,
-            "acc5": acc5,
-            "lr": lr,
-            "wd": wd,
-            "grad_norm": float(self.norm) if self.norm is not None else None,
-            "data_time": sum(self.data_times) / len(self.data_times),
-            "step_time": sum(self.step_times) / max(len(self.step_times), 1),
+    def means(self) -> dict[str, float]:
+        """Mean loss and accuracies (one host sync)."""
+        loss_sum, top1, top5, count = self.sums.tolist()
+        count = max(count, 1.0)
+        return {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count}
+
+    def state_dict(self) -> dict:
+        """Plain values for a checkpoint."""
+        return {
+            "sums": self.sums.tolist(),
+            "norm": float(self.norm) if self.norm is not None else None,
+            "times": [self.data_time, self.step_time, self.steps],
         }
-        self.reset()
-        return row
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
+        self.norm = state["norm"]
+        self.data_time, self.step_time, self.steps = state["times"]
+
+
+def check_finite(loss: float, epoch: int, step: int) -> None:
+    """Stop with advice when the training loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss is {loss} at epoch {epoch + 1}, step {step}: lower optimization.lr, check the "
+            "data, or use meta.dtype=bfloat16/float32; the last good checkpoint is checkpoints/latest"
+        )

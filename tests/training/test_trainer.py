@@ -29,8 +29,11 @@ def test_run_writes_every_artefact_and_evaluate_agrees(demo_root, tmp_path):
     assert [int(r["step"]) for r in log] == list(range(1, steps + 1))
     assert all(float(r["data_time"]) >= 0 and float(r["step_time"]) > 0 for r in log)
     assert float(log[0]["lr"]) == pytest.approx(0.001) and float(log[0]["grad_norm"]) > 0
-    evals = rows(folder / "eval.csv")
+    evals = rows(folder / "epochs.csv")
     assert len(evals) == 2 and all(int(r["val_count"]) == 8 for r in evals)
+    first_epoch = log[: trainer.steps_per_epoch]
+    mean_loss = sum(float(r["loss"]) for r in first_epoch) / len(first_epoch)  # equal batch sizes
+    assert float(evals[0]["train_loss"]) == pytest.approx(mean_loss, rel=1e-6)
     predictions = rows(folder / "best_predictions.csv")
     assert len(predictions) == 8 and set(predictions[0]) >= {"video", "label", "pred1", "score1", "pred4"}
     confusion = [list(map(int, r[1:])) for r in csv.reader(open(folder / "best_confusion.csv"))][1:]
