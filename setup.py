@@ -24,12 +24,23 @@ setup(
         "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
     ],
     extras_require={
-        "test": ["pytest>=8.0", "hypothesis>=6.100", "pytest-timeout>=2.3", "ruff>=0.6"],
+        # huggingface_hub: DeepSpeed's zero_to_fp32.py (copied into its checkpoints) imports it.
+        "deepspeed": ["deepspeed>=0.17", "huggingface_hub>=0.20"],
+        "test": [
+            "pytest>=8.0",
+            "hypothesis>=6.100",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "deepspeed>=0.17",
+            "huggingface_hub>=0.20",
+        ],
     },
     entry_points={
         "console_scripts": [
             "harness-train=harness.train:main",
             "harness-evaluate=harness.evaluate:main",
+            "harness-consolidate=harness.consolidate:main",
+            "harness-plan=harness.plan:main",
         ],
     },
 )

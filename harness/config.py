@@ -13,6 +13,7 @@ Our own sections (``logging``, ``checkpointing``, ``distributed``) and extra key
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import sys
@@ -32,8 +33,9 @@ CHOICES = {
     "meta.device": ("auto", "cpu", "cuda"),
     "model.pooler_order": ("tokens_first", "queries"),
     "logging.level": ("debug", "info", "warning"),
-    "distributed.strategy": ("auto", "single"),
+    "distributed.strategy": ("auto", "single", "ddp", "fsdp", "deepspeed"),
     "distributed.backend": ("auto", "nccl", "gloo"),
+    "distributed.fsdp_reduce_dtype": ("float32", "bfloat16"),
 }
 
 
@@ -111,6 +113,7 @@ class ModelConfig:
     depth: int | None = None  #: harness: override the registered number of blocks (small experiments)
     compile_model: bool = False  #: torch.compile the encoder
     use_activation_checkpointing: bool = False  #: recompute blocks in backward
+    activation_checkpointing_every: int = 1  #: harness: checkpoint every k-th block (1: all)
     uniform_power: bool = False  #: sin-cos channel split
     use_rope: bool = False  #: rotary positions
     use_silu: bool = False  #: SwiGLU MLP
@@ -169,8 +172,12 @@ class CheckpointingConfig:
 class DistributedConfig:
     """How the job is spread over processes (harness)."""
 
-    strategy: str = "auto"  #: auto (single process unless launched distributed) or single
+    strategy: str = "auto"  #: auto (ddp if several processes, else single), single, ddp, fsdp, deepspeed
     backend: str = "auto"  #: process-group backend: auto (nccl on GPU, gloo on CPU), nccl, gloo
+    fsdp_reshard_after_forward: bool = True  #: FSDP2: free gathered weights after forward (less memory)
+    fsdp_cpu_offload: bool = False  #: FSDP2: keep sharded weights, grads and optimizer state in host memory
+    fsdp_reduce_dtype: str = "float32"  #: FSDP2: gradient reduction dtype (float32 or bfloat16)
+    deepspeed_config: str | None = None  #: DeepSpeed JSON (e.g. ds_configs/zero3.json); null: ZeRO-2 defaults
 
 
 @dataclass
@@ -310,6 +317,7 @@ def validate(config: Config) -> Config:
         config,
         ("data.batch_size", "data.num_clips", "data.val_num_clips", "data.num_views", "data.repeated_aug"),
         ("optimization.epochs", "optimization.accumulation_steps", "logging.log_every"),
+        ("model.activation_checkpointing_every",),
     )
     if opt.ipe is not None and opt.ipe < 1:
         raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
@@ -351,6 +359,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data["frame_step"] = None  # the default step gives way to an explicit fps/duration
     ignored: list[str] = []
     config = _build(Config, values, "", ignored)
+    config.ignored = ignored
+    return validate(config)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A validated :class:`Config` from a nested dict (e.g. one saved in a checkpoint)."""
+    ignored: list[str] = []
+    config = _build(Config, copy.deepcopy(values), "", ignored)
     config.ignored = ignored
     return validate(config)
 

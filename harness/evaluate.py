@@ -13,15 +13,12 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from harness.config import argument_parser, config_from_args
 from harness.logger import setup_console
 from harness.models import load_classifier
 from harness.models.checkpoint_io import classifier_state, read_checkpoint
-from harness.parallel.strategy import STATE_FILE
 from harness.training import build
-from harness.training.checkpoint import resolve_checkpoint
+from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
 from harness.training.evaluation import evaluate, write_eval_artefacts
 
 log = logging.getLogger("harness.evaluate")
@@ -29,8 +26,7 @@ log = logging.getLogger("harness.evaluate")
 
 def _num_classes(checkpoint: Path) -> int:
     if checkpoint.is_dir():
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)["model"]
-        return int(state["classifier.linear.weight"].shape[0])
+        return int(read_checkpoint_meta(checkpoint)["num_classes"])
     return int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
 
 

@@ -1,7 +1,8 @@
 """Load V-JEPA 2 (and our own) encoder and classifier weights, strictly, with a report.
 
 Accepted layouts: a plain state dict; a dict with the encoder under ``target_encoder`` or
-``encoder``; attentive-probe files with heads under ``classifiers`` (a list) or ``classifier``.
+``encoder``; a whole classifier's flat state (``encoder.*`` keys, e.g. ``harness.consolidate``
+output); attentive-probe files with heads under ``classifiers`` (a list) or ``classifier``.
 Keys may carry ``module.`` (DDP) and/or ``backbone.`` (wrapper) prefixes. ``.pt``/``.pth`` files
 are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too.
 """
@@ -90,7 +91,9 @@ def encoder_state(checkpoint: dict[str, Any], key: str | None = None) -> dict[st
         if candidate in checkpoint and _is_state_dict(checkpoint[candidate]):
             return strip_prefixes(checkpoint[candidate])
     if key is None and _is_state_dict(checkpoint):
-        return strip_prefixes(checkpoint)
+        state = strip_prefixes(checkpoint)
+        nested = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        return nested or state  # a whole classifier (e.g. a consolidated file): take its encoder
     raise CheckpointError(f"no encoder state under {' or '.join(keys)}; top-level keys: {sorted(checkpoint)[:10]}")
 
 

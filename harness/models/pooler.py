@@ -7,6 +7,7 @@ query_tokens``, ``pooler.cross_attention_block``, ``pooler.blocks``, ``linear``)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.models.layers import Block, CrossAttentionBlock
@@ -83,7 +84,9 @@ class AttentiveClassifier(nn.Module):
         """``[B, N, D]`` -> logits ``float32 [B, num_classes]``."""
         pooled = self.pooler(tokens).squeeze(1)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            return self.linear(pooled.float())
+            # Upcast the weights too: under FSDP mixed precision or DeepSpeed bf16 they are bf16.
+            bias = self.linear.bias.float() if self.linear.bias is not None else None
+            return F.linear(pooled.float(), self.linear.weight.float(), bias)
 
 
 class VideoClassifier(nn.Module):

@@ -10,12 +10,12 @@ changes nothing in the loop.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from harness.fileio import write_atomic
@@ -105,6 +105,10 @@ class Strategy:
     def barrier(self) -> None:
         """Wait for every rank."""
 
+    def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The whole, unsharded model state on every rank (CPU tensors), e.g. to compare ranks."""
+        return {k: v.detach().cpu() for k, v in self.unwrap(model).state_dict().items()}
+
     def save_state(
         self, folder: Path, model: nn.Module, optimizer, extra: dict[str, Any], trainable_only: bool
     ) -> None:
@@ -159,12 +163,67 @@ def _under_frozen(key: str, frozen: set[str]) -> bool:
     return any(name.startswith(prefix) for name in frozen)
 
 
-def build_strategy(name: str, device: torch.device, precision: Precision) -> Strategy:
-    """The strategy called ``name`` (``auto``: single unless launched distributed)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if name in ("auto", "single") and world_size == 1:
+class DistributedStrategy(Strategy):
+    """Collectives over the default process group (which must already be initialised)."""
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
+
+
+def build_strategy(
+    name: str,
+    device_name: str,
+    dtype: str,
+    backend: str = "auto",
+    options: dict[str, Any] | None = None,
+) -> Strategy:
+    """The strategy called ``name`` for this process, with its process group joined.
+
+    ``auto`` is ``ddp`` when the launcher started several processes, else ``single``.
+    ``options`` are the strategy's own settings (FSDP policies, the DeepSpeed JSON...).
+    """
+    from harness.parallel.distributed import init_process_group, process_info
+
+    info = process_info()
+    if name == "auto":
+        name = "ddp" if info.world_size > 1 else "single"
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    device = resolve_device(device_name, info.local_rank)
+    precision = Precision(dtype, device)
+    if name == "single":
+        if info.world_size > 1:
+            raise RuntimeError(
+                f"distributed.strategy=single but the launcher started {info.world_size} processes; "
+                "use ddp, fsdp or deepspeed (or launch one process)"
+            )
         return Strategy(device, precision)
-    raise RuntimeError(
-        f"distributed.strategy={name!r} with WORLD_SIZE={world_size}: multi-process strategies are not "
-        "available in this version; run a single process"
-    )
+    init_process_group(info, backend, device)
+    if name == "ddp":
+        from harness.parallel.ddp import DDPStrategy
+
+        return DDPStrategy(device, precision, info.rank, info.world_size)
+    if name == "fsdp":
+        from harness.parallel.fsdp import FSDPStrategy
+
+        return FSDPStrategy(device, precision, info.rank, info.world_size, **(options or {}))
+    from harness.parallel.deepspeed import DeepSpeedStrategy
+
+    return DeepSpeedStrategy(device, precision, info.rank, info.world_size, **(options or {}))

@@ -7,7 +7,6 @@ plain arguments. Each ``build_*`` function does one thing and can be called on i
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from harness.config import Config, ConfigError
@@ -17,16 +16,29 @@ from harness.data.loader import ClipLoader
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder, load_encoder
 from harness.models.registry import ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
-from harness.parallel.precision import Precision
-from harness.parallel.strategy import Strategy, build_strategy, resolve_device
+from harness.parallel.strategy import Strategy, build_strategy
 
 log = logging.getLogger(__name__)
 
 
 def build_strategy_from_config(config: Config) -> Strategy:
-    """Device, precision and strategy for this process."""
-    device = resolve_device(config.meta.device, int(os.environ.get("LOCAL_RANK", "0")))
-    return build_strategy(config.distributed.strategy, device, Precision(config.meta.dtype, device))
+    """Device, precision and strategy for this process (joins the process group when distributed)."""
+    dist_cfg = config.distributed
+    options: dict = {}
+    if dist_cfg.strategy == "fsdp":
+        options = {
+            "reshard_after_forward": dist_cfg.fsdp_reshard_after_forward,
+            "cpu_offload": dist_cfg.fsdp_cpu_offload,
+            "reduce_dtype": dist_cfg.fsdp_reduce_dtype,
+        }
+    elif dist_cfg.strategy == "deepspeed":
+        options = {
+            "config": dist_cfg.deepspeed_config,
+            "micro_batch": config.data.batch_size,
+            "accumulation": config.optimization.accumulation_steps,
+            "clip_grad": config.optimization.clip_grad,
+        }
+    return build_strategy(dist_cfg.strategy, config.meta.device, config.meta.dtype, dist_cfg.backend, options)
 
 
 def ensure_demo_data(config: Config) -> None:
@@ -197,8 +209,11 @@ def build_model(config: Config, num_classes: int) -> VideoClassifier:
         order=model_cfg.pooler_order,
     )
     if model_cfg.use_activation_checkpointing and meta.finetune_encoder:
-        apply_activation_checkpointing(encoder.blocks)
+        apply_activation_checkpointing(encoder.blocks, model_cfg.activation_checkpointing_every)
     model = VideoClassifier(encoder, classifier, freeze_encoder=not meta.finetune_encoder)
     if model_cfg.compile_model:
-        model.encoder.compile()  # in place: parameter names (and checkpoints) stay the same
+        # Per block and in place (torchtitan's way): names and checkpoints stay the same, and the
+        # compiled blocks are the units that FSDP2 shards afterwards.
+        for block in encoder.blocks:
+            block.compile()
     return model

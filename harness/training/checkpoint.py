@@ -14,6 +14,7 @@ Folders no pointer names are deleted after each save, so disk use stays bounded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from harness.fileio import write_atomic
 log = logging.getLogger(__name__)
 
 POINTERS = ("latest", "best")
+META_FILE = "meta.json"  # strategy, world size, step, num_classes and config of a checkpoint
 TEMPORARY_PREFIX = ".tmp-"
 
 
@@ -138,6 +140,14 @@ class CheckpointManager:
             return False
         restore_rng(torch.load(path, weights_only=False))
         return True
+
+
+def read_checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
+    """The ``meta.json`` of a harness checkpoint folder."""
+    path = Path(checkpoint) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a harness checkpoint folder (no {META_FILE})")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

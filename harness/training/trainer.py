@@ -21,10 +21,17 @@ from tqdm import tqdm
 
 from harness.config import Config, save_config, to_dict
 from harness.data.loader import ClipBatch
+from harness.fileio import write_atomic
 from harness.logger import RunLogger
 from harness.parallel.strategy import Strategy
 from harness.training import build
-from harness.training.checkpoint import CheckpointManager, checkpoint_name, resolve_checkpoint
+from harness.training.checkpoint import (
+    META_FILE,
+    CheckpointManager,
+    checkpoint_name,
+    read_checkpoint_meta,
+    resolve_checkpoint,
+)
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, topk_correct
@@ -153,6 +160,7 @@ class Trainer:
             path = None
         if path is None:
             return None
+        self._check_resumable(path)
         extra = self.strategy.load_state(path, self.model, self.optimizer)
         self.state = TrainState(**extra["train_state"])
         self.strategy.precision.load_state_dict(extra.get("precision", {}))
@@ -163,6 +171,24 @@ class Trainer:
         self.checkpoints.restore_rng(path)
         self._warn_config_changes(extra.get("config", {}))
         return path
+
+    def _check_resumable(self, path: Path) -> None:
+        meta = read_checkpoint_meta(path)
+        hint = (
+            f"consolidate it (python -m harness.consolidate {path} OUT) and start a new run from "
+            "OUT/model.safetensors as meta.pretrain_checkpoint, or resume with the saved setting"
+        )
+        if meta["strategy"] != self.strategy.name and {meta["strategy"], self.strategy.name} != {"single", "ddp"}:
+            raise RuntimeError(
+                f"{path} was written by distributed.strategy={meta['strategy']}, this run uses "
+                f"{self.strategy.name}: the formats differ; {hint}"
+            )
+        if self.strategy.name == "deepspeed" and meta["world_size"] != self.strategy.world_size:
+            raise RuntimeError(
+                f"{path} is a DeepSpeed checkpoint of {meta['world_size']} ranks and this run has "
+                f"{self.strategy.world_size}: ZeRO partitions do not reshard on load; {hint} (or convert it "
+                "with DeepSpeed's ds_to_universal.py and load it as a universal checkpoint)"
+            )
 
     def _warn_config_changes(self, saved: dict) -> None:
         current = to_dict(self.config)
@@ -186,11 +212,22 @@ class Trainer:
         }
         # A frozen encoder that came from a file is not saved again (it is reloaded from there).
         trainable_only = not self.config.meta.finetune_encoder and bool(self.config.meta.pretrain_checkpoint)
-        return self.checkpoints.save(
-            checkpoint_name(self.state.epoch, self.state.step),
-            lambda folder: self.strategy.save_state(folder, self.model, self.optimizer, extra, trainable_only),
-            pointers,
-        )
+        meta = {
+            "strategy": self.strategy.name,
+            "world_size": self.strategy.world_size,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "num_classes": self.num_classes,
+            "trainable_only": trainable_only,
+            "config": to_dict(self.config),
+        }
+
+        def write(folder: Path) -> None:
+            self.strategy.save_state(folder, self.model, self.optimizer, extra, trainable_only)
+            if self.is_main:
+                write_atomic(folder / META_FILE, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
+
+        return self.checkpoints.save(checkpoint_name(self.state.epoch, self.state.step), write, pointers)
 
     # -------------------------------------------------------------------------------- train
     def fit(self) -> EvalResult | None:
@@ -311,7 +348,7 @@ class Trainer:
                 result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
         else:
             result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
-        train = {f"train_{key}": value for key, value in self.epoch_sums.means().items()}
+        train = {f"train_{key}": value for key, value in self.epoch_sums.means(self.strategy.all_reduce_sum).items()}
         self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
         failed = self.val_set.stats()["failed"]
         log.info(
@@ -391,9 +428,10 @@ class RunningSums:
         self.step_time += step_time
         self.steps += 1
 
-    def means(self) -> dict[str, float]:
-        """Mean loss and accuracies (one host sync)."""
-        loss_sum, top1, top5, count = self.sums.tolist()
+    def means(self, all_reduce=None) -> dict[str, float]:
+        """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``."""
+        sums = all_reduce(self.sums.clone()) if all_reduce is not None else self.sums
+        loss_sum, top1, top5, count = sums.tolist()
         count = max(count, 1.0)
         return {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count}
 

@@ -1,0 +1,112 @@
+"""Turn any harness checkpoint into one plain file: ``python -m harness.consolidate CKPT OUT``.
+
+``CKPT`` is a checkpoint folder (single/DDP ``state.pt``, FSDP2 DCP shards, or a DeepSpeed ZeRO
+checkpoint), a pointer (``runs/x/checkpoints/best``) or a run folder. ``OUT`` receives
+``model.safetensors`` (the whole classifier: encoder + head, fp32) and ``model.json`` (the config
+to rebuild the model, the number of classes, the label map and the source). Needs neither
+DeepSpeed nor a process group to read it back: :func:`load_consolidated`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.config import Config, config_from_dict
+from harness.parallel.strategy import STATE_FILE, load_model_state
+from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
+
+WEIGHTS_FILE = "model.safetensors"
+MODEL_FILE = "model.json"
+
+
+def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's (possibly trainable-only) state from a checkpoint of any strategy, offline."""
+    strategy = meta["strategy"]
+    if strategy == "fsdp":
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dcp_to_torch_save(checkpoint / "dcp", Path(tmp) / "state.pt")
+            state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=False)
+        return state["model"]
+    if strategy == "deepspeed":
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed"))
+    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)["model"]
+
+
+def build_plain_model(config: Config, num_classes: int) -> nn.Module:
+    """The single-device model of ``config`` (no compile, no wrapping) in fp32 on the CPU."""
+    from harness.training.build import build_model
+
+    plain = dataclasses.replace(config, model=dataclasses.replace(config.model, compile_model=False))
+    return build_model(plain, num_classes)
+
+
+def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write ``out/model.safetensors`` and ``out/model.json``; returns ``out``."""
+    from safetensors.torch import save_file
+
+    folder = resolve_checkpoint(checkpoint)
+    meta = read_checkpoint_meta(folder)
+    config = config_from_dict(meta["config"])
+    model = build_plain_model(config, meta["num_classes"])
+    load_model_state(model, read_model_state(folder, meta))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE))
+    description = {
+        "num_classes": meta["num_classes"],
+        "label_map": {str(i): str(i) for i in range(meta["num_classes"])},
+        "source": str(folder.resolve()),
+        "strategy": meta["strategy"],
+        "step": meta["step"],
+        "config": meta["config"],
+    }
+    (out / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def load_consolidated(folder: str | Path) -> nn.Module:
+    """Rebuild the classifier from :func:`consolidate`'s output and load its weights strictly."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    description = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+    config = config_from_dict(description["config"])
+    # The weights come from the file: do not read the pretrained encoder again.
+    config = dataclasses.replace(config, meta=dataclasses.replace(config.meta, pretrain_checkpoint=None))
+    model = build_plain_model(config, description["num_classes"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="harness-consolidate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("checkpoint", help="checkpoint folder, pointer or run folder")
+    parser.add_argument("out", help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        out = consolidate(args.checkpoint, args.out)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / WEIGHTS_FILE} and {out / MODEL_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""DeepSpeed ZeRO 1/2/3 behind the strategy interface.
+
+The harness owns the optimizer (torch AdamW with its parameter groups, given to DeepSpeed as
+the client optimizer) and the schedules; DeepSpeed owns partitioning, offload, precision
+(bf16, or fp16 with dynamic loss scaling), gradient accumulation boundaries and clipping. The
+fields of the DeepSpeed JSON that must agree with the harness config are filled in from it; a
+JSON that contradicts the config is refused with both values named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.parallel.precision import Precision
+from harness.parallel.strategy import DistributedStrategy
+
+TAG = "deepspeed"
+DEFAULT_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 2}}
+OWNED_BY_HARNESS = ("optimizer", "scheduler")
+
+
+class DeepSpeedConfigError(ValueError):
+    """The DeepSpeed JSON contradicts the harness config."""
+
+
+def resolve_deepspeed_config(
+    base: dict[str, Any] | str | Path | None,
+    micro_batch: int,
+    accumulation: int,
+    world_size: int,
+    clip_grad: float | None,
+    dtype: str,
+) -> dict[str, Any]:
+    """The DeepSpeed config for this run: ``base`` (a dict or JSON path; default ZeRO-2) with the
+    fields the harness decides filled in. Values set to ``"auto"`` are filled in silently."""
+    source = str(base) if isinstance(base, (str, Path)) else "the DeepSpeed config"
+    if isinstance(base, (str, Path)):
+        path = Path(base)
+        if not path.is_file():
+            raise DeepSpeedConfigError(f"distributed.deepspeed_config: {path} not found")
+        config = json.loads(path.read_text())
+    else:
+        config = copy.deepcopy(base if base is not None else DEFAULT_CONFIG)
+    for key in OWNED_BY_HARNESS:
+        if key in config:
+            raise DeepSpeedConfigError(
+                f"{source} has '{key}': the harness builds AdamW (optimization.*) and its schedules itself; "
+                f"remove '{key}' from the JSON"
+            )
+    wanted = {
+        "train_micro_batch_size_per_gpu": (micro_batch, "data.batch_size"),
+        "gradient_accumulation_steps": (accumulation, "optimization.accumulation_steps"),
+        "train_batch_size": (micro_batch * accumulation * world_size, "data.batch_size x accumulation x ranks"),
+        "gradient_clipping": (float(clip_grad or 0.0), "optimization.clip_grad"),
+    }
+    for key, (value, origin) in wanted.items():
+        given = config.get(key, "auto")
+        if given != "auto" and given != value:
+            raise DeepSpeedConfigError(f"{source}: {key}={given!r} contradicts {origin}={value!r}")
+        config[key] = value
+    for section, enabled in (("bf16", dtype == "bfloat16"), ("fp16", dtype == "float16")):
+        given = config.get(section, {}).get("enabled", "auto")
+        if given != "auto" and bool(given) != enabled:
+            raise DeepSpeedConfigError(f"{source}: {section}.enabled={given!r} contradicts meta.dtype={dtype!r}")
+        config.setdefault(section, {})["enabled"] = enabled
+    if config["fp16"]["enabled"]:
+        config["fp16"].setdefault("loss_scale", 0)  # 0: dynamic loss scaling
+    offload = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    if offload not in ("none", None):
+        config.setdefault("zero_force_ds_cpu_optimizer", False)  # our torch AdamW runs on the host
+    config.setdefault("steps_per_print", 1 << 30)  # the harness logs; keep DeepSpeed quiet
+    return config
+
+
+class DeepSpeedStrategy(DistributedStrategy):
+    """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed_config``).
+
+    ``micro_batch``, ``accumulation`` and ``clip_grad`` come from the harness config and are
+    checked against the JSON.
+    """
+
+    name = "deepspeed"
+
+    def __init__(
+        self,
+        device: torch.device,
+        precision: Precision,
+        rank: int,
+        world_size: int,
+        config: dict | str | None = None,
+        micro_batch: int = 1,
+        accumulation: int = 1,
+        clip_grad: float | None = None,
+    ) -> None:
+        super().__init__(device, precision, rank, world_size)
+        self.config = resolve_deepspeed_config(config, micro_batch, accumulation, world_size, clip_grad, precision.name)
+        precision.scaler = None  # DeepSpeed scales fp16 losses itself
+
+    @property
+    def zero_stage(self) -> int:
+        """The ZeRO stage in use."""
+        return int(self.config.get("zero_optimization", {}).get("stage", 0))
+
+    def prepare(
+        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        import deepspeed
+
+        model = model.to(self.device)
+        optimizer = build_optimizer(model)
+        engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.config)
+        self._engine = engine
+        return engine, ds_optimizer
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return getattr(model, "module", model)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # The loop already divides by the number of micro-batches; DeepSpeed must not again.
+        self._engine.backward(loss, scale_wrt_gas=False)
+        self._engine.step()  # a no-op except at the accumulation boundary, where it steps
+
+    def optimizer_step(self, model: nn.Module, optimizer, max_norm: float | None):
+        """Already done by the engine at the boundary (clipping included); returns the norm."""
+        norm = model.get_global_grad_norm()
+        return torch.tensor(float(norm)) if norm is not None else None
+
+    def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        import deepspeed
+
+        module = self.unwrap(model)
+        # ZeRO-3 partitions the module's parameters: gather them for the copy (no-op for 1 and 2).
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=self.zero_stage == 3):
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def save_state(
+        self, folder: Path, model: nn.Module, optimizer, extra: dict[str, Any], trainable_only: bool
+    ) -> None:
+        """DeepSpeed's own (ZeRO-partitioned) checkpoint, every rank; harness state as client state."""
+        model.save_checkpoint(str(folder), tag=TAG, client_state={"harness": extra}, save_latest=True)
+
+    def load_state(self, folder: Path, model: nn.Module, optimizer) -> dict[str, Any]:
+        path, client_state = model.load_checkpoint(
+            str(folder), tag=TAG, load_optimizer_states=optimizer is not None, load_lr_scheduler_states=False
+        )
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {folder}/{TAG}")
+        return client_state["harness"]

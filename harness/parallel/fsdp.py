@@ -1,0 +1,128 @@
+"""FSDP2 (``fully_shard``): parameters, gradients and optimizer state sharded over ranks.
+
+Each transformer block (encoder and pooler) is its own FSDP unit, then the root; activation
+checkpointing and compile were applied to the blocks before (torchtitan's order), and the
+pretrained encoder was loaded before sharding. Checkpoints are DCP folders: every rank writes its
+shards, and a checkpoint loads on any number of ranks (DCP reshards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from harness.fileio import write_atomic
+from harness.parallel.precision import Precision
+from harness.parallel.strategy import DistributedStrategy
+
+EXTRA_FILE = "extra.pt"
+DCP_FOLDER = "dcp"
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The modules sharded as units: every block of the encoder and of the pooler."""
+    units: list[nn.Module] = []
+    for name in ("encoder", "classifier"):
+        part = getattr(model, name, None)
+        part = getattr(part, "pooler", part) if name == "classifier" else part
+        blocks = getattr(part, "blocks", None)
+        if blocks is not None:
+            units.extend(blocks)
+    return units
+
+
+class FSDPStrategy(DistributedStrategy):
+    """Torch FSDP2.
+
+    Args:
+        reshard_after_forward: free gathered parameters after forward (less memory, one more
+            all-gather in backward).
+        cpu_offload: keep sharded parameters, gradients and optimizer state in host memory.
+        reduce_dtype: gradient reduction dtype (``float32`` default; ``bfloat16`` halves traffic).
+        param_dtype: compute dtype of gathered parameters (default: the run's dtype).
+    """
+
+    name = "fsdp"
+
+    def __init__(
+        self,
+        device: torch.device,
+        precision: Precision,
+        rank: int,
+        world_size: int,
+        reshard_after_forward: bool = True,
+        cpu_offload: bool = False,
+        reduce_dtype: str = "float32",
+        param_dtype: str | None = None,
+    ) -> None:
+        super().__init__(device, precision, rank, world_size)
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        self.mixed_precision = MixedPrecisionPolicy(
+            param_dtype=dtypes[param_dtype] if param_dtype else precision.dtype, reduce_dtype=dtypes[reduce_dtype]
+        )
+        self.reshard_after_forward = reshard_after_forward
+        self.offload = CPUOffloadPolicy() if cpu_offload else None
+
+    def prepare(
+        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        if self.offload is None:
+            model = model.to(self.device)
+        options: dict[str, Any] = {"mp_policy": self.mixed_precision}
+        if self.offload is not None:
+            options["offload_policy"] = self.offload
+        for unit in fsdp_units(model):
+            fully_shard(unit, reshard_after_forward=self.reshard_after_forward, **options)
+        fully_shard(model, reshard_after_forward=self.reshard_after_forward, **options)
+        return model, build_optimizer(model)
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
+        norm = super().optimizer_step(model, optimizer, max_norm)
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+    def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=False)
+        return {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=options).items()}
+
+    def save_state(
+        self, folder: Path, model: nn.Module, optimizer, extra: dict[str, Any], trainable_only: bool
+    ) -> None:
+        """Every rank writes its shards (DCP); rank 0 writes the harness state (``extra``)."""
+        if optimizer is not None:
+            model_state, optimizer_state = get_state_dict(model, optimizer)
+            state = {"model": model_state, "optimizer": optimizer_state}
+        else:
+            state = {"model": get_state_dict(model, [])[0]}
+        dcp.save(state, checkpoint_id=str(folder / DCP_FOLDER))
+        if self.is_main:
+            write_atomic(folder / EXTRA_FILE, lambda handle: torch.save(extra, handle))
+
+    def load_state(self, folder: Path, model: nn.Module, optimizer) -> dict[str, Any]:
+        """Load shards for the current number of ranks (DCP reshards when it changed)."""
+        if optimizer is not None:
+            model_state, optimizer_state = get_state_dict(model, optimizer)
+            state = {"model": model_state, "optimizer": optimizer_state}
+        else:
+            state = {"model": get_state_dict(model, [])[0]}
+        dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
+        set_state_dict(
+            model,
+            optimizer if optimizer is not None else [],
+            model_state_dict=state["model"],
+            optim_state_dict=state.get("optimizer", {}),
+            options=StateDictOptions(strict=True),
+        )
+        return torch.load(folder / EXTRA_FILE, map_location="cpu", weights_only=False)

@@ -1,0 +1,198 @@
+"""Memory planner: ``python -m harness.plan --config CFG --gpus 8 --nodes 2``.
+
+Prints the expected per-GPU memory of a config under each strategy: model states (weights,
+gradients, optimizer state, and the transiently gathered weights of sharded strategies) and
+activations, from the parameter counts of the actual model (built on the meta device).
+
+Formulas (``P`` all parameters, ``Q`` trainable ones, ``N`` ranks, ``w`` bytes per weight in the
+strategy's storage dtype, ``U`` the largest FSDP/ZeRO-3 unit = one transformer block):
+
+==========  ==================  ================  =========================  ====================
+strategy    weights             gradients         optimizer (AdamW)          gathered (transient)
+==========  ==================  ================  =========================  ====================
+ddp         4P                  4Q                8Q                         -
+fsdp        4P/N                4Q/N              8Q/N                       2 x U x (2 or 4)
+zero1       wP                  wQ/N (see below)  (8Q + 4Q master)/N         -
+zero2       wP                  wQ/N              (8Q + 4Q master)/N         -
+zero3       wP/N                wQ/N              (8Q + 4Q master)/N         2 x U x w
+==========  ==================  ================  =========================  ====================
+
+Torch strategies keep fp32 weights under autocast (``4``); DeepSpeed stores bf16/fp16 weights
+when the run is bf16/fp16 (``w = 2``) with an fp32 master partition (also in fp32 runs, where it
+is a copy). DDP's gradients are views into its all-reduce buckets (``gradient_as_bucket_view``),
+so they cost no second copy. DeepSpeed runs stage 1 with the same optimizer as stage 2, which
+keeps only this rank's partition of the reduced gradients, so stage 1 measures like stage 2
+(``bench/bench_parallel.py``); textbook ZeRO-1 would hold ``wQ``. DeepSpeed's communication
+buckets (``reduce_bucket_size`` etc., elements) come on top: ZeRO-3 allocates a flat buffer of
+``reduce_bucket_size`` gradients, 2 GB in fp32 at the usual 5e8. Offload moves the optimizer
+(and for ZeRO-3 offload the weights) to host memory.
+
+Activations per GPU for a micro-batch of ``b`` clips of ``s`` tokens of width ``h`` in ``a``-byte
+activations, with SDPA (no attention matrix kept): each block keeps about ``(9 + 2 r) s h`` values
+for backward (r = MLP ratio; 17 for r = 4, as Korthikanti et al. count without dropout); with
+activation checkpointing only its input ``s h`` is kept, plus one block recomputed at a time.
+A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values.
+The pooler's ``depth - 1`` self-attention blocks count like encoder blocks (they run over all
+tokens in V-JEPA 2's order); its cross-attention and the head are left out (small).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from harness.config import Config, argument_parser, config_from_args
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """What the planner needs to know about a model."""
+
+    total: int  #: all parameters
+    trainable: int  #: parameters that train
+    largest_unit: int  #: parameters of the largest sharding unit (a block)
+    depth: int
+    width: int
+    mlp_ratio: float
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per GPU of one strategy."""
+
+    strategy: str
+    weights: float
+    gradients: float
+    optimizer: float
+    gathered: float
+    activations: float
+
+    @property
+    def model_states(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> float:
+        return self.model_states + self.gathered + self.activations
+
+
+def model_state_bytes(
+    strategy: str, counts: ModelCounts, ranks: int, dtype: str, offload: bool = False
+) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer, gathered) bytes per rank; see the module table."""
+    p, q, n = counts.total, counts.trainable, ranks
+    low = 2 if dtype in ("bfloat16", "float16") else 4
+    optimizer = 0.0 if offload else 8.0 * q
+    if strategy in ("single", "ddp"):
+        return 4 * p, 4 * q, optimizer, 0.0
+    if strategy == "fsdp":
+        return 4 * p / n, 4 * q / n, optimizer / n, 2 * counts.largest_unit * low
+    master = 0.0 if offload else 4.0 * q
+    if strategy in ("zero1", "zero2"):
+        return low * p, low * q / n, (optimizer + master) / n, 0.0
+    if strategy == "zero3":
+        return low * p / n, low * q / n, (optimizer + master) / n, 2 * counts.largest_unit * low
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def activation_bytes(config: Config, counts: ModelCounts) -> float:
+    """Encoder activations kept for backward per GPU for one micro-batch (see module docs)."""
+    data = config.data
+    tokens = (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
+    clips = data.batch_size * data.num_clips
+    per_block = (9 + 2 * counts.mlp_ratio) * tokens * counts.width * clips
+    size = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    # The pooler's extra self-attention blocks run over all tokens in V-JEPA 2's order.
+    pooler = (config.model.attn_pooler_depth - 1) * per_block if config.model.pooler_order == "tokens_first" else 0.0
+    if not config.meta.finetune_encoder:
+        return size * (pooler + per_block)  # the frozen encoder: one block's transient values
+    if config.model.use_activation_checkpointing:
+        every = config.model.activation_checkpointing_every
+        kept = (
+            counts.depth // every * tokens * counts.width * clips + (counts.depth - counts.depth // every) * per_block
+        )
+        return size * (kept + per_block)
+    return size * counts.depth * per_block
+
+
+def count_parameters(config: Config, num_classes: int) -> ModelCounts:
+    """Parameter counts of the config's model, built on the meta device (no memory, no files)."""
+    from harness.training.build import build_model
+
+    meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, load_encoder=False)
+    model_cfg = dataclasses.replace(config.model, compile_model=False, use_activation_checkpointing=False)
+    meta_only = dataclasses.replace(config, meta=meta, model=model_cfg)
+    with torch.device("meta"):
+        model = build_model(meta_only, num_classes)
+    blocks = list(model.encoder.blocks)
+    return ModelCounts(
+        total=sum(p.numel() for p in model.parameters()),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        largest_unit=max(sum(p.numel() for p in block.parameters()) for block in blocks),
+        depth=len(blocks),
+        width=model.encoder.embed_dim,
+        mlp_ratio=blocks[0].mlp.fc1.out_features / model.encoder.embed_dim if hasattr(blocks[0].mlp, "fc1") else 4.0,
+    )
+
+
+def plan(config: Config, ranks: int, num_classes: int) -> list[MemoryPlan]:
+    """One :class:`MemoryPlan` per strategy (and the offload variants) for ``ranks`` GPUs."""
+    counts = count_parameters(config, num_classes)
+    activations = activation_bytes(config, counts)
+    rows = []
+    for name, strategy, offload in [
+        ("ddp", "ddp", False),
+        ("fsdp", "fsdp", False),
+        ("fsdp+offload", "fsdp", True),
+        ("zero1", "zero1", False),
+        ("zero2", "zero2", False),
+        ("zero3", "zero3", False),
+        ("zero3+offload", "zero3", True),
+    ]:
+        dtype = config.meta.dtype
+        weights, grads, optimizer, gathered = model_state_bytes(strategy, counts, ranks, dtype, offload)
+        if offload and strategy == "zero3":
+            weights = 0.0  # offload_param keeps the partitions in host memory
+        if offload and strategy == "fsdp":
+            weights = grads = 0.0
+        rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argument_parser("harness-plan", __doc__)
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (H100: 80)")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: meta.num_classes or 400")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if config is None:
+        return 2
+    ranks = args.gpus * args.nodes
+    classes = args.num_classes or config.meta.num_classes or 400
+    rows = plan(config, ranks, classes)
+    counts = count_parameters(config, classes)
+    print(f"{config.model.model_name}: {counts.total / 1e6:.0f}M parameters ({counts.trainable / 1e6:.0f}M trained), "
+          f"{ranks} GPUs, {config.meta.dtype}, micro-batch {config.data.batch_size} x {config.data.num_clips} clips "
+          f"of {max(config.data.dataset_fpcs)}x{config.data.crop_size}px, activation checkpointing "
+          f"{'on' if config.model.use_activation_checkpointing else 'off'}")  # fmt: skip
+    print(
+        f"{'strategy':14} {'weights':>8} {'grads':>8} {'optim':>8} {'gathered':>8} {'activ.':>8} {'total':>8}  GiB/GPU"
+    )
+    for row in rows:
+        values = [row.weights, row.gradients, row.optimizer, row.gathered, row.activations, row.total]
+        fits = "fits" if row.total / GIB < 0.9 * args.gpu_memory else "too large"
+        print(f"{row.strategy:14} " + " ".join(f"{v / GIB:8.2f}" for v in values) + f"  {fits}")
+    print("(plus the framework's workspace, ~1-3 GiB; see `python -m harness.plan --help` for the formulas)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

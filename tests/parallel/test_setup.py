@@ -1,0 +1,71 @@
+"""Process-group environment parsing, strategy selection and DeepSpeed JSON reconciliation."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.parallel.deepspeed import DeepSpeedConfigError, resolve_deepspeed_config
+from harness.parallel.distributed import ProcessInfo, process_info
+from harness.parallel.strategy import build_strategy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_process_info_reads_torchrun_slurm_and_nothing():
+    assert process_info({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == ProcessInfo(3, 8, 1, "torchrun")
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "n[1-2]"}
+    assert process_info(slurm) == ProcessInfo(5, 16, 1, "slurm")
+    assert process_info({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == ProcessInfo()
+    both = {**slurm, "RANK": "0", "WORLD_SIZE": "2"}
+    assert process_info(both).source == "torchrun", "torchrun under srun: the launcher's view wins"
+
+
+def test_several_processes_never_become_one(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started 2 processes"):
+        build_strategy("single", "cpu", "float32")
+
+
+def test_missing_rendezvous_is_an_error_not_a_fallback(monkeypatch):
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="MASTER_ADDR, MASTER_PORT not set"):
+        build_strategy("ddp", "cpu", "float32")
+
+
+def resolve(base, **kwargs):
+    args = {"micro_batch": 4, "accumulation": 2, "world_size": 8, "clip_grad": 1.0, "dtype": "bfloat16"}
+    return resolve_deepspeed_config(base, **{**args, **kwargs})
+
+
+@pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero3_offload"])
+def test_shipped_deepspeed_configs_are_filled_from_the_harness(name):
+    config = resolve(REPO / "ds_configs" / f"{name}.json")
+    assert config["train_micro_batch_size_per_gpu"] == 4 and config["gradient_accumulation_steps"] == 2
+    assert config["train_batch_size"] == 64 and config["gradient_clipping"] == 1.0
+    assert config["bf16"]["enabled"] is True and config["fp16"]["enabled"] is False
+    if name == "zero3_offload":
+        assert config["zero_force_ds_cpu_optimizer"] is False
+
+
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ({"train_micro_batch_size_per_gpu": 8}, "train_micro_batch_size_per_gpu=8 contradicts data.batch_size=4"),
+        ({"gradient_accumulation_steps": 1}, "contradicts optimization.accumulation_steps=2"),
+        ({"gradient_clipping": 0.5}, "gradient_clipping=0.5 contradicts optimization.clip_grad=1.0"),
+        ({"fp16": {"enabled": True}}, "fp16.enabled=True contradicts meta.dtype='bfloat16'"),
+        ({"optimizer": {"type": "Adam"}}, "has 'optimizer'"),
+        ({"train_batch_size": 32}, "train_batch_size=32 contradicts"),
+    ],
+)
+def test_contradicting_deepspeed_json_names_both_values(base, message, tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(base))
+    with pytest.raises(DeepSpeedConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        resolve(path)
+    assert str(path) in str(error.value)
