@@ -33,6 +33,7 @@ setup(
             "ruff>=0.6",
             "deepspeed>=0.17",
             "huggingface_hub>=0.20",
+            "webdataset>=0.2",  # only to prove our shards read with the reference reader
         ],
     },
     entry_points={
@@ -40,6 +41,7 @@ setup(
             "harness-train=harness.train:main",
             "harness-evaluate=harness.evaluate:main",
             "harness-consolidate=harness.consolidate:main",
+            "harness-prepare=harness.prepare:main",
             "harness-plan=harness.plan:main",
         ],
     },

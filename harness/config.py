@@ -70,6 +70,9 @@ class DataConfig:
     random_clip_sampling: bool = True  #: random clip position when training
     max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
     min_frames: int = 0  #: skip videos with fewer frames
+    shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
+    shards_weights: list[float] | None = None  #: harness: per-source sampling weights for data.shards
+    val_shards: list[str] = field(default_factory=list)  #: harness: validation shard sources
     repeated_aug: int = 1  #: harness: augmented copies of each drawn video per batch (repeated augmentation)
     generate_demo_data: bool = False  #: harness: write the synthetic demo videos when the listings are missing
     dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
@@ -169,6 +172,15 @@ class CheckpointingConfig:
 
 
 @dataclass
+class ShardsConfig:
+    """How shards stream into ranks (harness); the sources are ``data.shards`` / ``data.val_shards``."""
+
+    interleave: int = 4  #: shards each worker reads at once (samples drawn among them at random)
+    resample: bool = False  #: draw shards with replacement (allows fewer shards than ranks x workers)
+    samples_per_epoch: int | None = None  #: epoch length when the sources have no manifest counts
+
+
+@dataclass
 class DistributedConfig:
     """How the job is spread over processes (harness)."""
 
@@ -192,6 +204,7 @@ class Config:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     ignored: list[str] = field(default_factory=list, metadata={"internal": True})
 
@@ -317,7 +330,7 @@ def validate(config: Config) -> Config:
         config,
         ("data.batch_size", "data.num_clips", "data.val_num_clips", "data.num_views", "data.repeated_aug"),
         ("optimization.epochs", "optimization.accumulation_steps", "logging.log_every"),
-        ("model.activation_checkpointing_every",),
+        ("model.activation_checkpointing_every", "shards.interleave"),
     )
     if opt.ipe is not None and opt.ipe < 1:
         raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
@@ -325,6 +338,14 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"optimization.layer_decay must be in (0, 1], got {opt.layer_decay}")
     if not 0 <= opt.ema_decay < 1:
         raise ConfigError(f"optimization.ema_decay must be in [0, 1), got {opt.ema_decay}")
+    for listings, shards in (("datasets", "shards"), ("val_datasets", "val_shards")):
+        if getattr(data, listings) and getattr(data, shards):
+            raise ConfigError(f"data.{listings} and data.{shards} are both set: choose listings or shards")
+    if data.shards_weights is not None and len(data.shards_weights) != len(data.shards):
+        count = len(data.shards_weights)
+        raise ConfigError(f"data.shards_weights has {count} entries for {len(data.shards)} data.shards")
+    if data.shards and data.repeated_aug > 1:
+        raise ConfigError("data.repeated_aug > 1 works with listings, not with data.shards")
     if data.repeated_aug > 1 and data.datasets_weights is not None:
         raise ConfigError("data.repeated_aug > 1 cannot be combined with data.datasets_weights")
     return config

@@ -89,3 +89,14 @@ def tiny_overrides(root: Path, folder: Path, *extra: str) -> list[str]:
         "logging.progress_bar=false",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def demo_shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`demo_root` packed into shards of 3 clips: train (8 shards) and val (3 shards)."""
+    from harness.prepare import Settings, prepare
+
+    out = tmp_path_factory.mktemp("shards")
+    settings = Settings(shard_samples=3)
+    prepare(demo_root / "train.csv", out, settings, val_input=demo_root / "val.csv", workers=1, chunked=True)
+    return out

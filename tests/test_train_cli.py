@@ -45,9 +45,14 @@ def write_config(path, root, folder, *extra):
 
 
 @pytest.mark.slow
-def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(demo_root, tmp_path):
+@pytest.mark.parametrize("source", ["listing", "shards"])
+def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(source, demo_root, demo_shards, tmp_path):
     # Rows every 3 steps and checkpoints every 4: a resume lands inside a logging window too.
-    extra = ("data.batch_size=2", "data.num_workers=1", "optimization.epochs=3", "checkpointing.every_steps=4",
+    shards = ()
+    if source == "shards":  # the same 24 + 8 clips, streamed from tar shards
+        shards = ("data.datasets=[]", "data.val_datasets=[]", f"data.shards=[{demo_shards / 'train/manifest.json'}]",
+                  f"data.val_shards=[{demo_shards / 'val/manifest.json'}]")  # fmt: skip
+    extra = (*shards, "data.batch_size=2", "data.num_workers=1", "optimization.epochs=3", "checkpointing.every_steps=4",
              "logging.log_every=3", "model.drop_path_rate=0.1", "data.crop_size=48", "model.depth=3")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     reference = write_config(tmp_path / "reference.yaml", demo_root, tmp_path / "reference", *extra)

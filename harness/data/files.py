@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.data.decode import DecodeError, open_video, read_clip_frames
+from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import VideoRecord
 from harness.data.sampling import ClipSpec, sample_clip_indices
 
@@ -175,6 +175,7 @@ class VideoClipDataset(Dataset):
         self.replace_failures = train if replace_failures is None else replace_failures
         self.allow_clip_overlap = allow_clip_overlap
         self.decoder = decoder
+        resolve_backend(decoder)  # load the decoder library before workers fork (see decode.py)
         self.seed = seed
         self.max_failure_fraction = max_failure_fraction
         self.max_retries = max_retries

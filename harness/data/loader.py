@@ -26,12 +26,14 @@ class ClipBatch(NamedTuple):
         labels: ``int64 [B]``.
         clip_indices: ``int64 [B, num_clips, T]`` source frame indices of every clip.
         videos: path (or shard key) of each video.
+        position: where a shard stream stood after this batch (exact resume); None for listings.
     """
 
     clips: torch.Tensor
     labels: torch.Tensor
     clip_indices: torch.Tensor
     videos: list[str]
+    position: dict | None = None
 
 
 def collate_clips(items: Sequence[ClipItem | None]) -> ClipBatch | None:

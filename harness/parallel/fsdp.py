@@ -44,6 +44,14 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
+def _sharded_state(model: nn.Module, optimizer) -> dict[str, Any]:
+    """This rank's shards of the model (and optimizer) state, keyed by parameter names."""
+    if optimizer is None:
+        return {"model": get_state_dict(model, [])[0]}
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optimizer_state}
+
+
 class FSDPStrategy(DistributedStrategy):
     """Torch FSDP2.
 
@@ -101,22 +109,14 @@ class FSDPStrategy(DistributedStrategy):
         self, folder: Path, model: nn.Module, optimizer, extra: dict[str, Any], trainable_only: bool
     ) -> None:
         """Every rank writes its shards (DCP); rank 0 writes the harness state (``extra``)."""
-        if optimizer is not None:
-            model_state, optimizer_state = get_state_dict(model, optimizer)
-            state = {"model": model_state, "optimizer": optimizer_state}
-        else:
-            state = {"model": get_state_dict(model, [])[0]}
+        state = _sharded_state(model, optimizer)
         dcp.save(state, checkpoint_id=str(folder / DCP_FOLDER))
         if self.is_main:
             write_atomic(folder / EXTRA_FILE, lambda handle: torch.save(extra, handle))
 
     def load_state(self, folder: Path, model: nn.Module, optimizer) -> dict[str, Any]:
         """Load shards for the current number of ranks (DCP reshards when it changed)."""
-        if optimizer is not None:
-            model_state, optimizer_state = get_state_dict(model, optimizer)
-            state = {"model": model_state, "optimizer": optimizer_state}
-        else:
-            state = {"model": get_state_dict(model, [])[0]}
+        state = _sharded_state(model, optimizer)
         dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
         set_state_dict(
             model,

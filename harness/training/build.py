@@ -13,6 +13,16 @@ from harness.config import Config, ConfigError
 from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset, build_loader, read_listing
 from harness.data.listing import VideoRecord
 from harness.data.loader import ClipLoader
+from harness.data.shards import (
+    Shard,
+    ShardDataset,
+    ShardError,
+    ShardEvalDataset,
+    ShardEvalLoader,
+    ShardLoader,
+    list_shards,
+    manifest_classes,
+)
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder, load_encoder
 from harness.models.registry import ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
@@ -75,12 +85,9 @@ def _clip_specs(config: Config, frames_per_clip: list[int], count: int) -> list[
     return [ClipSpec(fpc, frame_step=data.frame_step, fps=data.fps, duration=data.duration) for fpc in per_listing]
 
 
-def build_train_dataset(config: Config) -> VideoClipDataset:
-    """Training dataset over ``data.datasets`` with the ``data_aug`` augmentation."""
+def _train_transform(config: Config) -> TrainTransform:
     data, aug = config.data, config.data_aug
-    records = _read_listings(data.datasets, "datasets")
-    specs = _clip_specs(config, data.dataset_fpcs, len(records))
-    transform = TrainTransform(
+    return TrainTransform(
         data.crop_size,
         aug.random_resize_scale,
         aug.random_resize_aspect_ratio,
@@ -90,9 +97,38 @@ def build_train_dataset(config: Config) -> VideoClipDataset:
         reprob=aug.reprob,
         normalize=aug.reprob > 0,  # uint8 clips, normalised on the device, unless erasing needs floats
     )
+
+
+def _shard_sources(sources: list[str], key: str) -> list[list[Shard]]:
+    try:
+        return [list_shards(source) for source in sources]
+    except ShardError as error:
+        raise ConfigError(f"data.{key}: {error}") from None
+
+
+def build_train_dataset(config: Config) -> VideoClipDataset | ShardDataset:
+    """Training data: ``data.datasets`` listings, or ``data.shards`` streamed, with ``data_aug``."""
+    data = config.data
+    if data.shards:
+        dataset = ShardDataset(
+            _shard_sources(data.shards, "shards"),
+            _clip_specs(config, data.dataset_fpcs, 1)[0],
+            _train_transform(config),
+            weights=data.shards_weights,
+            num_clips=data.num_clips,
+            seed=config.meta.seed,
+            interleave=config.shards.interleave,
+            resample=config.shards.resample,
+            decoder=data.decoder,
+            max_failure_fraction=data.max_failure_fraction,
+        )
+        dataset.num_classes = max((manifest_classes(s) or 0) for s in data.shards) or None
+        return dataset
+    records = _read_listings(data.datasets, "datasets")
+    specs = _clip_specs(config, data.dataset_fpcs, len(records))
     return VideoClipDataset(
         list(zip(records, specs)),
-        transform,
+        _train_transform(config),
         num_clips=data.num_clips,
         train=True,
         random_clip_sampling=data.random_clip_sampling,
@@ -104,9 +140,19 @@ def build_train_dataset(config: Config) -> VideoClipDataset:
     )
 
 
-def build_val_dataset(config: Config) -> VideoClipDataset | None:
-    """Deterministic multi-view validation dataset over ``data.val_datasets`` (None if empty)."""
+def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | None:
+    """Deterministic multi-view validation data over ``data.val_datasets`` or ``data.val_shards``
+    (None if neither is set)."""
     data = config.data
+    if data.val_shards:
+        shards = [shard for source in _shard_sources(data.val_shards, "val_shards") for shard in source]
+        return ShardEvalDataset(
+            shards,
+            _clip_specs(config, data.val_dataset_fpcs, 1)[0],
+            EvalTransform(data.crop_size, num_views=data.num_views, normalize=False),
+            num_clips=data.val_num_clips,
+            decoder=data.decoder,
+        )
     if not data.val_datasets:
         return None
     records = _read_listings(data.val_datasets, "val_datasets")
@@ -122,8 +168,14 @@ def build_val_dataset(config: Config) -> VideoClipDataset | None:
     )
 
 
-def infer_num_classes(config: Config, dataset: VideoClipDataset) -> int:
-    """``meta.num_classes``, or 1 + the largest training label when it is 0."""
+def infer_num_classes(config: Config, dataset: VideoClipDataset | ShardDataset) -> int:
+    """``meta.num_classes``, or 1 + the largest training label (or the manifests' label map)."""
+    if isinstance(dataset, ShardDataset):
+        if config.meta.num_classes:
+            return config.meta.num_classes
+        if dataset.num_classes is None:
+            raise ConfigError("meta.num_classes is 0 and data.shards has no manifest with a label map: set it")
+        return dataset.num_classes
     largest = max(record.label for record in dataset.records)
     if config.meta.num_classes:
         if largest >= config.meta.num_classes:
@@ -134,10 +186,42 @@ def infer_num_classes(config: Config, dataset: VideoClipDataset) -> int:
     return largest + 1
 
 
+def build_shard_loader(config: Config, strategy: Strategy, dataset: ShardDataset) -> ShardLoader:
+    """This rank's stream of shard batches; every rank gets the same number per epoch."""
+    data, opt = config.data, config.optimization
+    streams = max(1, data.num_workers)
+    try:
+        dataset.configure(strategy.rank, strategy.world_size, streams)
+    except ShardError as error:
+        raise ConfigError(f"data.shards: {error}") from None
+    dataset.quarantine = Path(config.folder) / f"quarantine_r{strategy.rank}.txt"
+    if opt.ipe is not None:
+        batches = opt.ipe * opt.accumulation_steps
+    else:
+        total = config.shards.samples_per_epoch or dataset.total_samples()
+        if total is None:
+            raise ConfigError("data.shards without manifests: set shards.samples_per_epoch (or optimization.ipe)")
+        batches = total // (data.batch_size * strategy.world_size)
+    return ShardLoader(
+        dataset,
+        data.batch_size,
+        steps_per_epoch=batches,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_mem and strategy.device.type == "cuda",
+        persistent_workers=data.num_workers > 0,  # each epoch's plan reaches them through shared memory
+    )
+
+
 def build_loaders(
-    config: Config, strategy: Strategy, train_set: VideoClipDataset, val_set: VideoClipDataset | None
-) -> tuple[ClipLoader, ClipLoader | None]:
+    config: Config,
+    strategy: Strategy,
+    train_set: VideoClipDataset | ShardDataset,
+    val_set: VideoClipDataset | ShardEvalDataset | None,
+) -> tuple[ClipLoader | ShardLoader, ClipLoader | ShardEvalLoader | None]:
     """Per-rank loaders; a training epoch has ``ipe * accumulation_steps`` batches when ``ipe`` is set."""
+    if isinstance(train_set, ShardDataset):
+        train_loader = build_shard_loader(config, strategy, train_set)
+        return train_loader, build_val_loader(config, strategy, val_set) if val_set is not None else None
     data, opt = config.data, config.optimization
     samples = None
     if opt.ipe is not None:
@@ -155,9 +239,15 @@ def build_loaders(
     return train_loader, build_val_loader(config, strategy, val_set) if val_set is not None else None
 
 
-def build_val_loader(config: Config, strategy: Strategy, val_set: VideoClipDataset) -> ClipLoader:
+def build_val_loader(
+    config: Config, strategy: Strategy, val_set: VideoClipDataset | ShardEvalDataset
+) -> ClipLoader | ShardEvalLoader:
     """This rank's exact share of the validation set (no padding), in a fixed order."""
     batch_size = config.data.val_batch_size or config.data.batch_size
+    if isinstance(val_set, ShardEvalDataset):
+        val_set.configure(strategy.rank, strategy.world_size)
+        val_set.quarantine = Path(config.folder) / f"quarantine_r{strategy.rank}.txt"
+        return ShardEvalLoader(val_set, batch_size, num_workers=config.data.num_workers)
     return build_loader(val_set, batch_size, train=False, **_loader_options(config, strategy))
 
 

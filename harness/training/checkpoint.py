@@ -3,7 +3,8 @@
 Layout of ``<run folder>/checkpoints/``::
 
     e0003_s00000120/      an immutable checkpoint: state.pt (model, optimizer, scaler, EMA,
-                          train state, config; or the strategy's shards) and rng_r{rank}.pt
+                          train state, config; or the strategy's shards), meta.json and
+                          rank_r{rank}.pt (each rank's RNG states and data position)
     latest  best  epoch_0010
                           pointer files naming a checkpoint folder
 
@@ -77,11 +78,18 @@ class CheckpointManager:
         if rank == 0:
             self.root.mkdir(parents=True, exist_ok=True)
 
-    def save(self, name: str, write_state: Callable[[Path], None], pointers: Sequence[str]) -> Path:
+    def save(
+        self,
+        name: str,
+        write_state: Callable[[Path], None],
+        pointers: Sequence[str],
+        rank_state: dict[str, Any] | None = None,
+    ) -> Path:
         """Write checkpoint ``name`` on every rank and point ``pointers`` (e.g. latest) at it.
 
         ``write_state(folder)`` writes the model/optimizer state into the temporary folder
-        (each rank writes its own part); this process's RNG state is added as ``rng_r{rank}.pt``.
+        (each rank writes its own part); this process's RNG state and ``rank_state`` (e.g. its data
+        position) are added as ``rank_r{rank}.pt``.
         """
         temporary = self.root / f"{TEMPORARY_PREFIX}{name}"
         final = self.root / name
@@ -90,8 +98,8 @@ class CheckpointManager:
             temporary.mkdir(parents=True)
         self.barrier()
         write_state(temporary)
-        rng = capture_rng()
-        write_atomic(temporary / f"rng_r{self.rank}.pt", lambda handle: torch.save(rng, handle))
+        own = {"rng": capture_rng(), **(rank_state or {})}
+        write_atomic(temporary / f"rank_r{self.rank}.pt", lambda handle: torch.save(own, handle))
         self.barrier()
         if self.rank == 0:
             if final.exists():  # the same step saved again (e.g. after a resume): replace it
@@ -132,14 +140,16 @@ class CheckpointManager:
             raise FileNotFoundError(f"{self.root / pointer} names {name}, which does not exist")
         return path
 
-    def restore_rng(self, checkpoint: Path) -> bool:
-        """Restore this rank's RNG state from ``checkpoint``; False when it has none for us."""
-        path = checkpoint / f"rng_r{self.rank}.pt"
+    def restore_rank_state(self, checkpoint: Path) -> dict[str, Any] | None:
+        """Restore this rank's RNG states from ``checkpoint`` and return the rest of its saved
+        state (the data position); None when the checkpoint has nothing for this rank."""
+        path = checkpoint / f"rank_r{self.rank}.pt"
         if not path.exists():
-            log.warning("%s has no RNG state for rank %d; continuing with fresh seeds", checkpoint, self.rank)
-            return False
-        restore_rng(torch.load(path, weights_only=False))
-        return True
+            log.warning("%s has no state for rank %d; continuing with fresh seeds", checkpoint, self.rank)
+            return None
+        state = torch.load(path, weights_only=False)
+        restore_rng(state.pop("rng"))
+        return state
 
 
 def read_checkpoint_meta(checkpoint: Path) -> dict[str, Any]:

@@ -131,10 +131,10 @@ class Trainer:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         log.info(
-            "%d training / %d validation videos, %d classes; %.1fM parameters (%.1fM trained); "
+            "%s training / %s validation videos, %d classes; %.1fM parameters (%.1fM trained); "
             "%d steps per epoch, %d epochs; %s on %s, %s",
-            len(self.train_set),
-            len(self.val_set) if self.val_set is not None else 0,
+            _size(self.train_set),
+            _size(self.val_set),
             self.num_classes,
             total / 1e6,
             trainable / 1e6,
@@ -168,7 +168,9 @@ class Trainer:
             self.ema.load_state_dict(extra["ema"])
         self.window.load_state_dict(extra["window"])
         self.epoch_sums.load_state_dict(extra["epoch_sums"])
-        self.checkpoints.restore_rng(path)
+        rank_state = self.checkpoints.restore_rank_state(path)
+        if rank_state and rank_state.get("data") and hasattr(self.train_loader, "load_state_dict"):
+            self.train_loader.load_state_dict(rank_state["data"])
         self._warn_config_changes(extra.get("config", {}))
         return path
 
@@ -227,7 +229,10 @@ class Trainer:
             if self.is_main:
                 write_atomic(folder / META_FILE, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
 
-        return self.checkpoints.save(checkpoint_name(self.state.epoch, self.state.step), write, pointers)
+        data = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        return self.checkpoints.save(
+            checkpoint_name(self.state.epoch, self.state.step), write, pointers, rank_state={"data": data}
+        )
 
     # -------------------------------------------------------------------------------- train
     def fit(self) -> EvalResult | None:
@@ -398,6 +403,15 @@ class Trainer:
             "  summary.json             this summary",
         ]
         print("\n".join(lines), flush=True)
+
+
+def _size(dataset) -> str:
+    if dataset is None:
+        return "0"
+    if hasattr(dataset, "__len__"):
+        return str(len(dataset))
+    total = dataset.total_samples() if hasattr(dataset, "total_samples") else None
+    return f"{total} (shards)" if total is not None else "streamed"
 
 
 class RunningSums:

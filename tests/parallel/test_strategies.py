@@ -175,3 +175,17 @@ def test_resuming_with_another_strategy_is_a_clear_error(demo_root, tmp_path):
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode != 0
     assert "written by distributed.strategy=single" in done.stderr and "harness.consolidate" in done.stderr
+
+
+@pytest.mark.slow
+def test_ddp_trains_on_shards_with_equal_steps_per_rank(demo_root, demo_shards, tmp_path):
+    folder = tmp_path / "run"
+    shards = ("data.datasets=[]", "data.val_datasets=[]", f"data.shards=[{demo_shards / 'train/manifest.json'}]",
+              f"data.val_shards=[{demo_shards / 'val/manifest.json'}]", "data.num_workers=2")  # fmt: skip
+    config = write(tmp_path, "ddp", tiny_overrides(demo_root, folder, *STRATEGIES["ddp"], *shards, "data.batch_size=3",
+                                                   "optimization.epochs=1"))  # fmt: skip
+    launch([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "harness/train.py",
+            "--config", str(config)], tmp_path)  # fmt: skip
+    assert len(losses(folder, 0)) == len(losses(folder, 1)) == 24 // (2 * 3)
+    with open(folder / "epochs.csv", newline="") as handle:
+        assert [int(row["val_count"]) for row in csv.DictReader(handle)] == [8], "each val clip once over ranks"

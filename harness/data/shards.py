@@ -1,0 +1,546 @@
+"""Stream WebDataset tar shards into every rank, with exact mid-epoch resume.
+
+A shard is a tar file of samples ``key.mp4`` + ``key.cls`` (+ ``key.json``), as written by
+``harness.prepare`` (any WebDataset video shard works). Sources are manifests (``manifest.json``,
+which also give the epoch length), brace patterns (``data/shard-{000000..000099}.tar``) or
+``pipe:`` commands (``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``).
+
+Every DataLoader worker of every rank is one *stream*. Per epoch, each source's shards are
+shuffled (seeded) and dealt to the ``ranks x workers`` streams; a stream reads ``interleave``
+of its shards at once and draws each next sample from a random open shard (of a source chosen
+by weight). A stream yields exactly its quota of samples, going through its shards again if
+they run short, so every rank runs the same number of steps and none waits for another.
+
+Everything random is a function of ``(seed, epoch, stream, draw)``, and the position of a stream
+(where it is in its shard order, which shards are open and how many samples of each it has read,
+how many draws it made) travels with every batch. The trainer saves the positions in its
+checkpoint; a resumed run reopens the same shards, skips what was read and continues with exactly
+the samples it had not seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from harness.data.decode import DecodeError, resolve_backend
+from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures, load_clips
+from harness.data.loader import ClipBatch, collate_clips
+from harness.data.sampling import ClipSpec
+
+log = logging.getLogger(__name__)
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
+# Counters kept per stream in shared memory.
+VISITED, FAILED, BROKEN_SHARDS = 0, 1, 2
+
+
+class ShardError(ValueError):
+    """A shard source that cannot be used as configured; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One tar shard: where it is and (when a manifest says) how many samples it holds."""
+
+    url: str
+    samples: int | None = None
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``a-{000..002}.tar`` -> ``[a-000.tar, a-001.tar, a-002.tar]`` (zero padding kept)."""
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+    if not match:
+        return [pattern]
+    first, last = match.group(1), match.group(2)
+    width = len(first)
+    expanded = []
+    for number in range(int(first), int(last) + 1):
+        expanded += expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
+    return expanded
+
+
+def list_shards(source: str) -> list[Shard]:
+    """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s)."""
+    if source.endswith(".json"):
+        path = Path(source)
+        if not path.is_file():
+            raise ShardError(f"shard manifest not found: {path}")
+        manifest = json.loads(path.read_text())
+        if not manifest.get("complete", True):
+            raise ShardError(f"{path} is incomplete (harness.prepare was interrupted): rerun it to finish")
+        return [Shard(str(path.parent / entry["name"]), entry["samples"]) for entry in manifest["shards"]]
+    urls = expand_braces(source)
+    missing = [url for url in urls if not url.startswith("pipe:") and not Path(url).is_file()]
+    if missing:
+        raise ShardError(f"{len(missing)} shard(s) of {source!r} not found, e.g. {missing[0]}")
+    return [Shard(url) for url in urls]
+
+
+def manifest_classes(source: str) -> int | None:
+    """Number of classes in a source's manifest label map (None for sources without manifest)."""
+    if not source.endswith(".json"):
+        return None
+    return len(json.loads(Path(source).read_text()).get("label_map", {})) or None
+
+
+def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
+    """A readable byte stream of a shard (a local file, or a ``pipe:`` command's stdout)."""
+    if url.startswith("pipe:"):
+        process = subprocess.Popen(url[len("pipe:") :], shell=True, stdout=subprocess.PIPE)
+        return process.stdout, process
+    return open(url, "rb"), None
+
+
+def read_samples(url: str, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples ``(key, {extension: bytes})`` of a shard in tar order, after the first ``skip``.
+
+    Raises ``tarfile.TarError`` / ``OSError`` / ``EOFError`` for an unreadable or truncated tar
+    (after yielding the samples before the damage).
+    """
+    stream, process = open_stream(url)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            key, parts, index = None, {}, 0
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name
+                base = name.rsplit("/", 1)[-1]
+                sample_key = name[: len(name) - len(base)] + base.split(".", 1)[0]
+                extension = base.split(".", 1)[1] if "." in base else ""
+                if sample_key != key:
+                    if key is not None:
+                        if index >= skip:
+                            yield key, parts
+                        index += 1
+                    key, parts = sample_key, {}
+                if index < skip:
+                    continue  # a sample read before the resume point: skip its data unread
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"truncated member {name}: {len(data)} of {member.size} bytes")
+                parts[extension] = data
+            if key is not None and index >= skip:
+                yield key, parts
+    finally:
+        stream.close()
+        if process is not None:
+            process.kill()
+            process.wait()
+
+
+class ShardItem(NamedTuple):
+    """A decoded sample and the position of its stream right after it."""
+
+    item: ClipItem
+    stream: int
+    position: dict
+
+
+def collate_shard_items(items: Sequence[ShardItem]) -> ClipBatch:
+    """Collate like :func:`collate_clips`; the batch carries its stream's position."""
+    batch = collate_clips([entry.item for entry in items])
+    return batch._replace(position={"stream": items[-1].stream, "state": items[-1].position})
+
+
+class ShardDataset(IterableDataset):
+    """Training samples streamed from shards; see the module docs for the scheme.
+
+    Args:
+        sources: shard lists, one per source (:func:`list_shards`).
+        spec: clip sampling (frames per clip and step).
+        transform: clip transform (:class:`~harness.data.TrainTransform`).
+        weights: relative weight of each source (default equal per sample count).
+        num_clips: temporal clips per sample.
+        seed: base seed.
+        interleave: shards a stream reads at once.
+        resample: draw shards with replacement (allows fewer shards than streams).
+        max_failure_fraction: abort when bad samples exceed this share of samples visited.
+        quarantine: file that bad samples and shards are appended to (one per rank).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Sequence[Shard]],
+        spec: ClipSpec,
+        transform: Callable,
+        *,
+        weights: Sequence[float] | None = None,
+        num_clips: int = 1,
+        train: bool = True,
+        seed: int = 0,
+        interleave: int = 4,
+        resample: bool = False,
+        decoder: str = "auto",
+        max_failure_fraction: float = 0.01,
+        quarantine: str | Path | None = None,
+    ) -> None:
+        self.sources = [list(shards) for shards in sources]
+        if not all(self.sources):
+            raise ShardError("every shard source needs at least one shard")
+        self.spec, self.transform, self.num_clips, self.train = spec, transform, num_clips, train
+        sizes = [sum(s.samples or 0 for s in shards) for shards in self.sources]
+        self.weights = np.asarray(weights if weights is not None else [max(n, 1) for n in sizes], dtype=float)
+        self.weights = self.weights / self.weights.sum()
+        self.seed, self.interleave, self.resample, self.decoder = seed, interleave, resample, decoder
+        # Load the decoder library here: forked workers (new ones every epoch) inherit it instead
+        # of importing it again (torchcodec: ~1.5 s per worker).
+        resolve_backend(decoder)
+        self.max_failure_fraction = max_failure_fraction
+        self.quarantine = Path(quarantine) if quarantine else None
+        self.rank, self.world_size, self.streams = 0, 1, 1
+        self.epoch, self.quotas, self.start_states = 0, [0], [None]
+        self.rotation = 0
+        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
+        # Each epoch's plan (epoch, rotation, quotas, start positions) as JSON in shared memory:
+        # persistent workers read it when their next epoch starts.
+        self._plan = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
+
+    def publish(self) -> None:
+        """Make the current epoch plan visible to (already running) workers."""
+        plan = {"epoch": self.epoch, "rotation": self.rotation, "quotas": self.quotas, "states": self.start_states}
+        blob = json.dumps(plan).encode()
+        if len(blob) + 8 > len(self._plan):
+            raise ShardError(f"stream positions too large to share ({len(blob)} bytes)")
+        self._plan[:8] = torch.tensor(list(len(blob).to_bytes(8, "little")), dtype=torch.uint8)
+        self._plan[8 : 8 + len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+
+    def _read_plan(self) -> None:
+        length = int.from_bytes(bytes(self._plan[:8].tolist()), "little")
+        if length:
+            plan = json.loads(bytes(self._plan[8 : 8 + length].numpy()))
+            self.epoch, self.rotation = plan["epoch"], plan["rotation"]
+            self.quotas, self.start_states = plan["quotas"], plan["states"]
+
+    def total_samples(self) -> int | None:
+        """Samples in all sources per the manifests (None when a source has no counts)."""
+        if any(s.samples is None for shards in self.sources for s in shards):
+            return None
+        return sum(s.samples for shards in self.sources for s in shards)
+
+    def configure(self, rank: int, world_size: int, streams: int) -> None:
+        """Place this dataset: rank ``rank`` of ``world_size``, ``streams`` workers per rank."""
+        if streams > len(self.counters):
+            raise ValueError(f"at most {len(self.counters)} workers per rank")
+        self.rank, self.world_size, self.streams = rank, world_size, streams
+        total_streams = world_size * streams
+        for index, shards in enumerate(self.sources):
+            if len(shards) < total_streams and not self.resample:
+                raise ShardError(
+                    f"source {index} has {len(shards)} shards for {world_size} ranks x {streams} workers = "
+                    f"{total_streams} streams: every stream needs a shard. Prepare smaller shards "
+                    "(harness.prepare --shard-size), use fewer workers, or set shards.resample=true"
+                )
+
+    def stats(self) -> dict[str, int]:
+        """Samples visited, bad samples skipped and broken shards, over this rank's workers."""
+        visited, failed, broken = self.counters.sum(0).tolist()
+        return {"visited": visited, "failed": failed, "broken_shards": broken}
+
+    # ---------------------------------------------------------------------- the stream
+    def _global(self, stream: int) -> int:
+        return self.rank * self.streams + stream
+
+    def _fresh_state(self) -> dict:
+        return {"draws": 0, "sources": [{"next": 0, "open": []} for _ in self.sources]}
+
+    def _shard_at(self, source: int, stream: int, position: int) -> int:
+        """Index (in the source's list) of the ``position``-th shard this stream reads."""
+        shards = self.sources[source]
+        global_stream, total = self._global(stream), self.world_size * self.streams
+        if self.resample:
+            rng = np.random.default_rng([self.seed, self.epoch, source, global_stream, position])
+            return int(rng.integers(len(shards)))
+        order = np.random.default_rng([self.seed, self.epoch, source]).permutation(len(shards))
+        mine = order[global_stream::total]
+        pass_number, offset = divmod(position, len(mine))
+        if pass_number:  # a stream that needs more than its shards reads them again, reshuffled
+            mine = np.random.default_rng([self.seed, self.epoch, source, global_stream, pass_number]).permutation(mine)
+        return int(mine[offset])
+
+    def _may_open(self, source: int, stream: int, source_state: dict) -> bool:
+        """Open the next shard unless it starts a new pass while shards of this pass are open
+        (so an epoch reads each of its shards once before reading any again)."""
+        if self.resample or not source_state["open"]:
+            return True
+        shards_per_pass = len(range(self._global(stream), len(self.sources[source]), self.world_size * self.streams))
+        return source_state["next"] % shards_per_pass != 0
+
+    def _check_budget(self, stream: int) -> None:
+        visited, failed = int(self.counters[:, VISITED].sum()), int(self.counters[:, FAILED].sum())
+        if failed > max(1.0, self.max_failure_fraction * visited):
+            raise TooManyDecodeFailures(
+                f"{failed} of {visited} shard samples were unusable, more than max_failure_fraction="
+                f"{self.max_failure_fraction}; see {self.quarantine or 'the warnings'}"
+            )
+
+    def _raw_samples(self, stream: int, state: dict) -> Iterator[tuple[str, dict[str, bytes], str]]:
+        """Raw samples of this stream from ``state`` on; updates ``state`` as it goes."""
+        readers: list[list[Iterator]] = [[] for _ in self.sources]
+        for source, source_state in enumerate(state["sources"]):
+            for shard_index, consumed in source_state["open"]:
+                readers[source].append(read_samples(self.sources[source][shard_index].url, consumed))
+        opened_without_sample = 0
+        while True:
+            if opened_without_sample > 2 * sum(len(shards) for shards in self.sources) + self.interleave:
+                raise ShardError(f"stream {self._global(stream)}: every shard it opened was empty or unreadable")
+            rng = np.random.default_rng([self.seed, self.epoch, self._global(stream), state["draws"], 1])
+            source = int(rng.choice(len(self.sources), p=self.weights))
+            source_state = state["sources"][source]
+            while len(source_state["open"]) < self.interleave and self._may_open(source, stream, source_state):
+                shard_index = self._shard_at(source, stream, source_state["next"])
+                source_state["next"] += 1
+                source_state["open"].append([shard_index, 0])
+                readers[source].append(read_samples(self.sources[source][shard_index].url))
+            slot = int(rng.integers(len(source_state["open"])))
+            shard_index = source_state["open"][slot][0]
+            url = self.sources[source][shard_index].url
+            try:
+                key, parts = next(readers[source][slot])
+            except StopIteration:
+                key = None
+                expected = self.sources[source][shard_index].samples
+                if expected is not None and source_state["open"][slot][1] < expected:
+                    self.counters[stream, BROKEN_SHARDS] += 1
+                    read = source_state["open"][slot][1]
+                    _append(self.quarantine, url, f"truncated shard: {read} of {expected} samples readable")
+            except (tarfile.TarError, OSError, EOFError) as error:
+                self.counters[stream, BROKEN_SHARDS] += 1
+                _append(self.quarantine, url, f"unreadable or truncated shard after "
+                              f"{source_state['open'][slot][1]} samples ({error})")  # fmt: skip
+                key = None
+            if key is None:  # shard finished (or broken): close it; the next draw refills
+                opened_without_sample += 1 if source_state["open"][slot][1] == 0 else 0
+                del source_state["open"][slot], readers[source][slot]
+                continue
+            opened_without_sample = 0
+            source_state["open"][slot][1] += 1
+            state["draws"] += 1
+            yield key, parts, url
+
+    def __iter__(self) -> Iterator[ShardItem]:
+        self._read_plan()
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        stream = (self.rotation + worker) % self.streams
+        state = copy.deepcopy(self.start_states[stream]) or self._fresh_state()
+        quota = self.quotas[stream]
+        produced = 0
+        samples = self._raw_samples(stream, state)
+        while produced < quota:
+            key, parts, url = next(samples)
+            rng = np.random.default_rng([self.seed, self.epoch, self._global(stream), state["draws"], 2])
+            self.counters[stream, VISITED] += 1
+            try:
+                item = decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, self.train, rng,
+                                     self.decoder)  # fmt: skip
+            except (DecodeError, SkippedVideo, OSError) as error:
+                self.counters[stream, FAILED] += 1
+                _append(self.quarantine, f"{url}#{key}", str(error))
+                self._check_budget(stream)
+                continue
+            produced += 1
+            yield ShardItem(item, stream, {**copy.deepcopy(state), "produced": produced})
+
+
+class ShardEvalDataset(IterableDataset):
+    """Validation samples from shards: every sample exactly once over all ranks and workers
+    (shard ``i`` goes to rank ``i % ranks``, then to worker ``i // ranks % workers``), in tar
+    order, deterministic clips; an unusable sample is ``None`` (dropped by the collate) and
+    counted, never replaced.
+    """
+
+    def __init__(self, shards: Sequence[Shard], spec: ClipSpec, transform: Callable, *, num_clips: int = 1,
+                 decoder: str = "auto", quarantine: str | Path | None = None) -> None:  # fmt: skip
+        self.shards, self.spec, self.transform = list(shards), spec, transform
+        self.num_clips, self.decoder = num_clips, decoder
+        resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
+        self.quarantine = Path(quarantine) if quarantine else None
+        self.rank, self.world_size = 0, 1
+        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
+
+    def total_samples(self) -> int | None:
+        """Samples in all shards per the manifests (None when unknown)."""
+        counts = [shard.samples for shard in self.shards]
+        return None if None in counts else sum(counts)
+
+    def configure(self, rank: int, world_size: int) -> None:
+        """Place this dataset on rank ``rank`` of ``world_size``."""
+        self.rank, self.world_size = rank, world_size
+
+    def stats(self) -> dict[str, int]:
+        """Samples visited, unusable samples and broken shards seen by this rank."""
+        visited, failed, broken = self.counters.sum(0).tolist()
+        return {"visited": visited, "failed": failed, "broken_shards": broken}
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Evaluation is the same every time."""
+
+    def __iter__(self) -> Iterator[ClipItem | None]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = self.shards[self.rank :: self.world_size][worker::workers]
+        for shard in mine:
+            count = 0
+            try:
+                for key, parts in read_samples(shard.url):
+                    count += 1
+                    self.counters[worker, VISITED] += 1
+                    yield self._decode(shard.url, key, parts, worker)
+            except (tarfile.TarError, OSError, EOFError) as error:
+                self.counters[worker, BROKEN_SHARDS] += 1
+                _append(self.quarantine, shard.url, f"unreadable or truncated shard ({error})")
+            else:
+                if shard.samples is not None and count < shard.samples:
+                    self.counters[worker, BROKEN_SHARDS] += 1
+                    _append(self.quarantine, shard.url, f"truncated shard: {count} of {shard.samples} samples")
+
+    def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
+        try:
+            return decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, False,
+                                 np.random.default_rng(0), self.decoder)  # fmt: skip
+        except (DecodeError, SkippedVideo, OSError) as error:
+            self.counters[worker, FAILED] += 1
+            _append(self.quarantine, f"{url}#{key}", str(error))
+            return None
+
+
+def _append(path: Path | None, what: str, reason: str) -> None:
+    log.warning("skipping %s: %s", what, reason)
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{what}\t{reason}\n")
+
+
+def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, num_clips: int, transform: Callable,
+                  random: bool, rng: np.random.Generator, decoder: str) -> ClipItem:  # fmt: skip
+    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable)."""
+    video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
+    if video is None:
+        raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
+    if "cls" not in parts:
+        raise DecodeError("no .cls member")
+    try:
+        label = int(parts["cls"].decode().strip())
+    except ValueError as error:
+        raise DecodeError(f"bad .cls content {parts['cls'][:20]!r}") from error
+    clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
+                                rng=rng, decoder=decoder)  # fmt: skip
+    return ClipItem(clips, label, indices, f"{url}#{key}")
+
+
+class ShardEvalLoader(DataLoader):
+    """DataLoader over a :class:`ShardEvalDataset` (whole batches, the last one may be short)."""
+
+    def __init__(self, dataset: ShardEvalDataset, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(
+            dataset, batch_size=batch_size, collate_fn=collate_clips, generator=torch.Generator(), **kwargs
+        )
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Evaluation reads the same samples every time."""
+
+
+class ShardLoader(DataLoader):
+    """DataLoader over a :class:`ShardDataset` with exact-resume position tracking.
+
+    ``steps_per_epoch`` batches per rank per epoch (equal on every rank); ``set_epoch(epoch,
+    start)`` restarts an epoch, at the saved positions when ``start > 0``.
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, steps_per_epoch: int, **kwargs: Any) -> None:
+        # Its own generator: starting an iterator draws nothing from the global torch RNG (which
+        # drop path uses), so a resumed run stays on the same random stream.
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            collate_fn=collate_shard_items,
+            drop_last=True,
+            generator=torch.Generator(),
+            **kwargs,
+        )
+        self.streams = max(1, self.num_workers)
+        self.steps_per_epoch = steps_per_epoch
+        self.positions: dict[int, dict] = {}
+        self.saved: dict | None = None
+        self._last: int | None = None
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - sum(p["state"]["produced"] for p in self.positions.values()) // self.batch_size
+
+    def _batches_per_stream(self) -> list[int]:
+        steps, streams = self.steps_per_epoch, self.streams
+        return [steps // streams + (s < steps % streams) for s in range(streams)]
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Prepare ``epoch``; with ``start > 0`` continue from :meth:`load_state_dict`'s positions."""
+        dataset: ShardDataset = self.dataset
+        dataset.epoch = epoch
+        quotas = [n * self.batch_size for n in self._batches_per_stream()]
+        states: list[dict | None] = [None] * self.streams
+        consumed = [0] * self.streams
+        self.positions = {}
+        self._last = None
+        dataset.rotation = 0
+        saved = self.saved or {}
+        placement = {"epoch": epoch, "streams": self.streams, "world_size": dataset.world_size}
+        if start > 0 and all(saved.get(k) == v for k, v in placement.items()):
+            for stream, position in saved["positions"].items():
+                states[int(stream)] = position["state"]
+                consumed[int(stream)] = position["state"]["produced"]
+            self.positions = {int(k): v for k, v in saved["positions"].items()}
+            dataset.rotation = saved["next_stream"]
+        elif start > 0:
+            # Another number of workers or ranks: the streams are dealt differently, so the exact
+            # position cannot carry over. Keep the step count right and restart the epoch's stream.
+            log.warning(
+                "resuming epoch %d with %s (checkpoint: %s): the shard stream restarts from the start of "
+                "the epoch, so some of its samples repeat; resume with the same data.num_workers and number "
+                "of ranks for an exact continuation",
+                epoch, placement, {k: saved.get(k) for k in placement},
+            )  # fmt: skip
+            remaining = max(0, self.steps_per_epoch - start // self.batch_size)
+            quotas = [(remaining // self.streams + (s < remaining % self.streams)) * self.batch_size
+                      for s in range(self.streams)]  # fmt: skip
+        dataset.quotas = [quotas[s] - consumed[s] for s in range(self.streams)]
+        dataset.start_states = [
+            {**states[s], "produced": 0} if states[s] is not None else None for s in range(self.streams)
+        ]
+        dataset.publish()
+
+    def __iter__(self) -> Iterator[ClipBatch]:
+        for batch in super().__iter__():
+            stream = batch.position["stream"]
+            previous = self.positions.get(stream, {"state": {"produced": 0}})["state"]["produced"]
+            state = {**batch.position["state"], "produced": previous + len(batch.labels)}
+            self.positions[stream] = {"state": state}
+            self._last = stream
+            yield batch
+
+    def state_dict(self) -> dict:
+        """Positions of every stream of this rank (saved in checkpoints)."""
+        last = self._last
+        next_stream = (last + 1) % self.streams if last is not None else self.dataset.rotation
+        return {
+            "epoch": self.dataset.epoch,
+            "streams": self.streams,
+            "world_size": self.dataset.world_size,
+            "positions": {str(k): v for k, v in self.positions.items()},
+            "next_stream": next_stream,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Positions to continue from at the next ``set_epoch(epoch, start > 0)``."""
+        self.saved = state
