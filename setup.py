@@ -19,6 +19,8 @@ setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "pillow>=10.0",  # confusion-matrix PNG (torchvision depends on it too)
+        "matplotlib>=3.7",  # harness.report curves
+        "wandb>=0.17",  # optional at run time (logging.wandb.enabled); offline without an account
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
         "decord>=0.6.0",
         "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
@@ -42,6 +44,7 @@ setup(
             "harness-evaluate=harness.evaluate:main",
             "harness-consolidate=harness.consolidate:main",
             "harness-prepare=harness.prepare:main",
+            "harness-report=harness.report:main",
             "harness-plan=harness.plan:main",
         ],
     },

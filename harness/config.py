@@ -33,6 +33,7 @@ CHOICES = {
     "meta.device": ("auto", "cpu", "cuda"),
     "model.pooler_order": ("tokens_first", "queries"),
     "logging.level": ("debug", "info", "warning"),
+    "logging.wandb.mode": ("auto", "online", "offline", "disabled"),
     "distributed.strategy": ("auto", "single", "ddp", "fsdp", "deepspeed"),
     "distributed.backend": ("auto", "nccl", "gloo"),
     "distributed.fsdp_reduce_dtype": ("float32", "bfloat16"),
@@ -152,15 +153,32 @@ class OptimizationConfig:
     cutmix: float = 0.0  #: harness: cutmix Beta(alpha, alpha) (0: off)
     mixup_prob: float = 1.0  #: harness: probability that a batch is mixed
     mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
+    max_nonfinite_steps: int = 5  #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases (harness); rank 0 logs. Without an API key or network it runs offline."""
+
+    enabled: bool = False  #: log to W&B
+    project: str = "harness"  #: W&B project
+    entity: str | None = None  #: W&B team or user (default: yours)
+    name: str | None = None  #: run name (default: the run folder's name)
+    group: str | None = None  #: run group
+    tags: list[str] = field(default_factory=list)  #: run tags
+    mode: str = "auto"  #: auto (online with an API key, else offline), online, offline, disabled
+    thumbnails: int = 8  #: validation predictions logged with a video thumbnail per epoch
 
 
 @dataclass
 class LoggingConfig:
-    """Console, CSV and progress output (harness)."""
+    """Console, CSV, W&B and progress output (harness)."""
 
     log_every: int = 10  #: steps per CSV row / console line (losses are averaged over them)
     progress_bar: bool = True  #: tqdm bar on the main process
     level: str = "info"  #: console log level: debug, info, warning
+    stall_threshold: float = 0.3  #: warn when more than this share of step time waits for data
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -169,6 +187,7 @@ class CheckpointingConfig:
 
     every_steps: int = 0  #: also write ``latest`` every N optimizer steps (0: only per epoch)
     save_best: bool = True  #: keep the checkpoint with the best validation top-1 as ``best``
+    save_on_signal: bool = True  #: on SIGTERM/SIGUSR1 (SLURM's warning): save ``latest`` and exit cleanly
 
 
 @dataclass
@@ -315,8 +334,7 @@ def validate(config: Config) -> Config:
         if listings and len(fpcs) not in (1, len(listings)):
             raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
     for key, options in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = _lookup(config, key)
         if value not in options:
             close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -330,7 +348,7 @@ def validate(config: Config) -> Config:
         config,
         ("data.batch_size", "data.num_clips", "data.val_num_clips", "data.num_views", "data.repeated_aug"),
         ("optimization.epochs", "optimization.accumulation_steps", "logging.log_every"),
-        ("model.activation_checkpointing_every", "shards.interleave"),
+        ("model.activation_checkpointing_every", "shards.interleave", "optimization.max_nonfinite_steps"),
     )
     if opt.ipe is not None and opt.ipe < 1:
         raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
@@ -351,10 +369,16 @@ def validate(config: Config) -> Config:
     return config
 
 
+def _lookup(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _check_positive(config: Config, *groups: tuple[str, ...]) -> None:
     for key in (k for group in groups for k in group):
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = _lookup(config, key)
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
 
@@ -421,21 +445,21 @@ def field_docs(cls: type) -> dict[str, str]:
 def config_table() -> str:
     """Markdown table of every config key with its type, default and meaning (for the README)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    top_docs = field_docs(Config)
-    hints = typing.get_type_hints(Config)
-    for top in dataclasses.fields(Config):
-        if top.metadata.get("internal"):
-            continue
-        hint = hints[top.name]
-        if not dataclasses.is_dataclass(hint):
-            lines.append(_table_row(top.name, hint, _default(top), top_docs.get(top.name, "")))
-            continue
-        docs = field_docs(hint)
-        section_hints = typing.get_type_hints(hint)
-        for item in dataclasses.fields(hint):
-            key = f"{top.name}.{item.name}"
-            lines.append(_table_row(key, section_hints[item.name], _default(item), docs.get(item.name, "")))
+    _table_rows(Config, "", lines)
     return "\n".join(lines) + "\n"
+
+
+def _table_rows(cls: type, prefix: str, lines: list[str]) -> None:
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if item.metadata.get("internal"):
+            continue
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            _table_rows(hint, f"{prefix}{item.name}.", lines)
+        else:
+            lines.append(_table_row(f"{prefix}{item.name}", hint, _default(item), docs.get(item.name, "")))
 
 
 def _default(item: dataclasses.Field) -> Any:
@@ -472,5 +496,31 @@ def config_from_args(args: argparse.Namespace) -> Config | None:
         return None
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.config``: the key table; with ``--config`` (and overrides), print one
+    resolved key (``--get folder``) or save the resolved config (``--save PATH``)."""
+    parser = argparse.ArgumentParser(prog="python -m harness.config", description=main.__doc__)
+    parser.add_argument("--config", default=None, help="YAML config to resolve")
+    parser.add_argument("--get", default=None, help="print this resolved key (e.g. folder, data.batch_size)")
+    parser.add_argument("--save", default=None, help="write the resolved config to this path")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    args = parser.parse_args(argv)
+    if args.config is None and not args.overrides:
+        print(config_table(), end="")
+        return 0
+    config = config_from_args(args)
+    if config is None:
+        return 2
+    if args.save:
+        save_config(config, args.save)
+    if args.get:
+        try:
+            print(_lookup(config, args.get))
+        except AttributeError:
+            print(f"config error: unknown key {args.get!r}", file=sys.stderr)
+            return 2
+    return 0
+
+
 if __name__ == "__main__":
-    print(config_table(), end="")
+    sys.exit(main())

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if strategy.is_main:
         out.mkdir(parents=True, exist_ok=True)
     strategy.barrier()
-    paths = write_eval_artefacts(result, accumulator, strategy, out, "")
+    paths, _ = write_eval_artefacts(result, accumulator, strategy, out, "")
     if strategy.is_main:
         metrics = {**result.as_dict(), "checkpoint": str(checkpoint), "unreadable_videos": val_set.stats()["failed"]}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Run output behind one small interface: console, per-rank CSV step logs, the epoch log.
+"""Run output behind one small interface: console, per-rank CSV step logs, the epoch log, W&B.
 
 Every rank writes its own ``log_r{rank}.csv`` (so a slow or diverging rank is visible); only the
 main rank prints and writes ``eval.csv``.
@@ -8,11 +8,32 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-STEP_COLUMNS = ("epoch", "step", "loss", "acc1", "acc5", "lr", "wd", "grad_norm", "data_time", "step_time")
+import numpy as np
+
+STEP_COLUMNS = (
+    "epoch",
+    "step",
+    "loss",
+    "acc1",
+    "acc5",
+    "lr",
+    "wd",
+    "grad_norm",
+    "data_time",
+    "step_time",
+    "data_wait",
+    "clips_per_s",
+    "tokens_per_s",
+    "mfu",
+    "memory_gb",
+    "decode_failures",
+    "skipped_steps",
+)
 EVAL_COLUMNS = (
     "epoch",
     "step",
@@ -92,3 +113,104 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)  # full precision: the resume test compares losses bit for bit
     return str(value)
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto``: online when an API key is configured (env or ~/.netrc), else offline."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online":
+        return "online"
+    netrc = Path.home() / ".netrc"
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+class WandbSink:
+    """Weights & Biases on the main rank: the resolved config is the run config; ``run_id``
+    continues an earlier run (a resumed or requeued job); offline runs sync later with
+    ``wandb sync <folder>/wandb/offline-run-*``.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        config: dict[str, Any],
+        project: str,
+        entity: str | None,
+        name: str | None,
+        group: str | None,
+        tags: list[str],
+        mode: str,
+        run_id: str | None,
+    ) -> None:
+        import wandb
+
+        self.wandb = wandb
+        resolved = wandb_mode(mode)
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            name=name or folder.name,
+            group=group,
+            tags=tags or None,
+            config=config,
+            dir=str(folder),
+            id=run_id,
+            resume="allow" if run_id else None,
+            mode=resolved,
+        )
+        self.run_id = self.run.id
+        logging.getLogger(__name__).info("W&B run %s (%s) in %s", self.run_id, resolved, folder / "wandb")
+
+    def log(self, values: dict[str, Any], step: int) -> None:
+        """Scalars at optimizer step ``step``."""
+        self.run.log({k: v for k, v in values.items() if v is not None}, step=step)
+
+    def log_evaluation(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        confusion,
+        predictions: list[tuple[str, int, list[int], list[float]]] | None,
+        thumbnails: int,
+    ) -> None:
+        """Validation metrics, the confusion matrix and per-class accuracy as tables/plots, and a
+        sample of predictions (with a thumbnail of the middle frame for video files)."""
+        wandb = self.wandb
+        counts = confusion.tolist()
+        classes = len(counts)
+        cells = wandb.Table(columns=["true", "predicted", "count"],
+                            data=[[t, p, c] for t in range(classes) for p, c in enumerate(counts[t]) if c])  # fmt: skip
+        per_class = wandb.Table(columns=["class", "accuracy"], data=[
+            [str(c), counts[c][c] / sum(counts[c])] for c in range(classes) if sum(counts[c])
+        ])  # fmt: skip
+        values: dict[str, Any] = dict(metrics)
+        values["val/confusion"] = cells
+        values["val/per_class_accuracy"] = wandb.plot.bar(per_class, "class", "accuracy", title="per-class accuracy")
+        if predictions:
+            rows = []
+            for video, label, top, scores in predictions[:thumbnails]:
+                rows.append([video, label, top[0], scores[0], _thumbnail(wandb, video)])
+            values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
+        self.run.log(values, step=step)
+
+    def finish(self) -> None:
+        """Flush and close the run."""
+        self.run.finish()
+
+
+def _thumbnail(wandb, video: str):
+    """The middle frame of a video file as a W&B image (None for shard samples)."""
+    if "#" in video or not Path(video).is_file():
+        return None
+    from harness.data.decode import open_video
+
+    try:
+        reader = open_video(video)
+        frame = reader.get_frames(np.array([reader.num_frames // 2]))[0].numpy()
+        reader.close()
+    except Exception:  # a thumbnail is decoration: never fail the run for it
+        return None
+    return wandb.Image(frame)

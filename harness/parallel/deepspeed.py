@@ -127,6 +127,15 @@ class DeepSpeedStrategy(DistributedStrategy):
         self._engine.backward(loss, scale_wrt_gas=False)
         self._engine.step()  # a no-op except at the accumulation boundary, where it steps
 
+    def skip_micro_batch(self, model: nn.Module) -> None:
+        # The engine counts micro-batches: feed it a zero loss that touches every trainable weight
+        # (not the non-finite activations), so the step boundary stays where it was.
+        zero = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), torch.zeros((), device=self.device))
+        self.backward(zero)
+
+    def discard_step(self, optimizer) -> None:
+        """The engine has stepped at the boundary already (with the finite micro-batches' gradients)."""
+
     def optimizer_step(self, model: nn.Module, optimizer, max_norm: float | None):
         """Already done by the engine at the boundary (clipping included); returns the norm."""
         norm = model.get_global_grad_norm()

@@ -94,6 +94,13 @@ class Strategy:
         optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def skip_micro_batch(self, model: nn.Module) -> None:
+        """A micro-batch with a non-finite loss: run no backward for it."""
+
+    def discard_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the gradients of a step that had a non-finite loss (no optimizer update)."""
+        optimizer.zero_grad(set_to_none=True)
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` in place over all ranks."""
         return tensor

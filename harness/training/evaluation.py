@@ -47,13 +47,14 @@ def evaluate(
 
 def write_eval_artefacts(
     result: EvalResult, accumulator: EvalAccumulator, strategy: Strategy, folder: Path, prefix: str
-) -> list[Path]:
+) -> tuple[list[Path], list]:
     """Predictions (top-5 with scores) and confusion matrix (CSV + PNG) from all ranks, written
-    by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths written."""
+    by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths written and the
+    gathered prediction rows (empty on other ranks)."""
     rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
-        return []
+        return [], []
     paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
     write_predictions(rows, paths[0])
     write_confusion(result.confusion, paths[1], paths[2])
-    return paths
+    return paths, rows

@@ -114,3 +114,54 @@ def confusion_png(confusion: torch.Tensor, path: str | Path, max_side: int = 102
     rgb = torch.stack([shade * 255, shade * 255, 128 + shade * 127], dim=-1).round().to(torch.uint8)
     rgb = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
     Image.fromarray(rgb.numpy()).save(path)
+
+
+class RunningSums:
+    """On-device sums of loss, top-1/top-5 hits and samples over a stretch of steps.
+
+    Read with one host sync (per log row or epoch), not per step; saved in checkpoints so that a
+    resumed run's log rows and epoch averages equal an uninterrupted run's.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stretch."""
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1, top-5, count
+        self.norm = None
+        self.data_time = self.step_time = 0.0
+        self.steps = 0
+
+    def add(self, loss_sum: torch.Tensor, hits: torch.Tensor, count: int, norm, data_time: float, step_time: float):
+        """Add one optimizer step (tensors stay on the device)."""
+        self.sums[0] += loss_sum
+        self.sums[1:3] += hits
+        self.sums[3] += count
+        self.norm = norm
+        self.data_time += data_time
+        self.step_time += step_time
+        self.steps += 1
+
+    def means(self, all_reduce=None) -> dict[str, float]:
+        """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``."""
+        sums = all_reduce(self.sums.clone()) if all_reduce is not None else self.sums
+        loss_sum, top1, top5, count = sums.tolist()
+        if not count:  # every step of the stretch was skipped (non-finite loss)
+            return {"loss": None, "acc1": None, "acc5": None, "count": 0}
+        return {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count, "count": int(count)}
+
+    def state_dict(self) -> dict:
+        """Plain values for a checkpoint."""
+        return {
+            "sums": self.sums.tolist(),
+            "norm": float(self.norm) if self.norm is not None else None,
+            "times": [self.data_time, self.step_time, self.steps],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
+        self.norm = state["norm"]
+        self.data_time, self.step_time, self.steps = state["times"]

@@ -7,9 +7,7 @@ Strategy`, so single-process and distributed runs share every line here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,22 +19,20 @@ from tqdm import tqdm
 
 from harness.config import Config, save_config, to_dict
 from harness.data.loader import ClipBatch
-from harness.fileio import write_atomic
-from harness.logger import RunLogger
+from harness.logger import RunLogger, WandbSink
+from harness.observability import StallDetector, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.strategy import Strategy
 from harness.training import build
-from harness.training.checkpoint import (
-    META_FILE,
-    CheckpointManager,
-    checkpoint_name,
-    read_checkpoint_meta,
-    resolve_checkpoint,
-)
+from harness.training.checkpoint import CheckpointManager
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
-from harness.training.metrics import EvalResult, topk_correct
+from harness.training.metrics import EvalResult, RunningSums, topk_correct
 from harness.training.mixup import Mixup, soft_cross_entropy
 from harness.training.optim import Schedule, build_adamw, param_groups
+from harness.training.resume import resume as resume_trainer
+from harness.training.resume import save as save_trainer
+from harness.training.signals import StopRequest
+from harness.training.summary import describe_start, write_final_summary
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +47,9 @@ class TrainState:
     best_top1: float = -1.0
     best_epoch: int = -1
     last_eval: dict | None = None  #: metrics of the latest evaluation
+    skipped_steps: int = 0  #: steps dropped for a NaN/Inf loss
+    nonfinite_streak: int = 0  #: such steps in a row
+    wandb_run_id: str | None = None  #: continued by a resumed job
 
 
 class Trainer:
@@ -105,7 +104,13 @@ class Trainer:
         self.epoch_sums = RunningSums(self.strategy.device)  # since the start of the epoch
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None)
-        self._describe(resumed_from)
+        self.flops_per_clip = flops_per_clip(config, config.meta.finetune_encoder)
+        self.tokens_per_clip = tokens_per_clip(config)
+        self.peak_flops: float | None = None  # measured or looked up at the first log row
+        self.stall = StallDetector(config.logging.stall_threshold, config.data.num_workers)
+        self.stop = StopRequest(config.checkpointing.save_on_signal)
+        self.wandb = self._start_wandb()
+        describe_start(self, resumed_from)
 
     # ----------------------------------------------------------------------------- building
     def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -114,6 +119,15 @@ class Trainer:
         if not groups:
             raise RuntimeError("no trainable parameters: check meta.finetune_encoder and the model")
         return build_adamw(groups, tuple(opt.betas), opt.eps, self.strategy.device)
+
+    def _start_wandb(self) -> WandbSink | None:
+        settings = self.config.logging.wandb
+        if not (self.is_main and settings.enabled and settings.mode != "disabled"):
+            return None
+        sink = WandbSink(self.folder, to_dict(self.config), settings.project, settings.entity, settings.name,
+                         settings.group, settings.tags, settings.mode, self.state.wandb_run_id)  # fmt: skip
+        self.state.wandb_run_id = sink.run_id  # saved with the checkpoints: a resumed job continues the run
+        return sink
 
     def _steps_per_epoch(self) -> int:
         self.train_loader.set_epoch(0)
@@ -127,123 +141,28 @@ class Trainer:
             )
         return steps
 
-    def _describe(self, resumed_from: Path | None) -> None:
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.model.parameters())
-        log.info(
-            "%s training / %s validation videos, %d classes; %.1fM parameters (%.1fM trained); "
-            "%d steps per epoch, %d epochs; %s on %s, %s",
-            _size(self.train_set),
-            _size(self.val_set),
-            self.num_classes,
-            total / 1e6,
-            trainable / 1e6,
-            self.steps_per_epoch,
-            self.config.optimization.epochs,
-            self.strategy.name,
-            self.strategy.device,
-            self.strategy.precision.name,
-        )
-        if resumed_from is not None:
-            log.info("resumed from %s at epoch %d, step %d", resumed_from, self.state.epoch, self.state.step)
-
-    # ------------------------------------------------------------------------------- resume
     def resume(self) -> Path | None:
-        """Load ``meta.read_checkpoint``, else the run folder's ``latest`` (when
-        ``meta.load_checkpoint``); returns the checkpoint used or None for a fresh start."""
-        meta = self.config.meta
-        if meta.read_checkpoint:
-            path = resolve_checkpoint(meta.read_checkpoint)
-        elif meta.load_checkpoint:
-            path = self.checkpoints.find("latest")
-        else:
-            path = None
-        if path is None:
-            return None
-        self._check_resumable(path)
-        extra = self.strategy.load_state(path, self.model, self.optimizer)
-        self.state = TrainState(**extra["train_state"])
-        self.strategy.precision.load_state_dict(extra.get("precision", {}))
-        if self.ema is not None and extra.get("ema") is not None:
-            self.ema.load_state_dict(extra["ema"])
-        self.window.load_state_dict(extra["window"])
-        self.epoch_sums.load_state_dict(extra["epoch_sums"])
-        rank_state = self.checkpoints.restore_rank_state(path)
-        if rank_state and rank_state.get("data") and hasattr(self.train_loader, "load_state_dict"):
-            self.train_loader.load_state_dict(rank_state["data"])
-        self._warn_config_changes(extra.get("config", {}))
-        return path
-
-    def _check_resumable(self, path: Path) -> None:
-        meta = read_checkpoint_meta(path)
-        hint = (
-            f"consolidate it (python -m harness.consolidate {path} OUT) and start a new run from "
-            "OUT/model.safetensors as meta.pretrain_checkpoint, or resume with the saved setting"
-        )
-        if meta["strategy"] != self.strategy.name and {meta["strategy"], self.strategy.name} != {"single", "ddp"}:
-            raise RuntimeError(
-                f"{path} was written by distributed.strategy={meta['strategy']}, this run uses "
-                f"{self.strategy.name}: the formats differ; {hint}"
-            )
-        if self.strategy.name == "deepspeed" and meta["world_size"] != self.strategy.world_size:
-            raise RuntimeError(
-                f"{path} is a DeepSpeed checkpoint of {meta['world_size']} ranks and this run has "
-                f"{self.strategy.world_size}: ZeRO partitions do not reshard on load; {hint} (or convert it "
-                "with DeepSpeed's ds_to_universal.py and load it as a universal checkpoint)"
-            )
-
-    def _warn_config_changes(self, saved: dict) -> None:
-        current = to_dict(self.config)
-        for section, values in saved.items():
-            if not isinstance(values, dict):
-                continue
-            for key, value in values.items():
-                now = current.get(section, {}).get(key)
-                if now != value:
-                    log.warning("resuming with %s.%s=%r (the checkpoint used %r)", section, key, now, value)
+        """Continue from the run folder's latest checkpoint (or ``meta.read_checkpoint``)."""
+        return resume_trainer(self)
 
     def save(self, pointers: list[str]) -> Path:
-        """Checkpoint everything resumable and point ``pointers`` at it."""
-        extra = {
-            "train_state": dataclasses.asdict(self.state),
-            "precision": self.strategy.precision.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "window": self.window.state_dict(),
-            "epoch_sums": self.epoch_sums.state_dict(),
-            "config": to_dict(self.config),
-        }
-        # A frozen encoder that came from a file is not saved again (it is reloaded from there).
-        trainable_only = not self.config.meta.finetune_encoder and bool(self.config.meta.pretrain_checkpoint)
-        meta = {
-            "strategy": self.strategy.name,
-            "world_size": self.strategy.world_size,
-            "epoch": self.state.epoch,
-            "step": self.state.step,
-            "num_classes": self.num_classes,
-            "trainable_only": trainable_only,
-            "config": to_dict(self.config),
-        }
-
-        def write(folder: Path) -> None:
-            self.strategy.save_state(folder, self.model, self.optimizer, extra, trainable_only)
-            if self.is_main:
-                write_atomic(folder / META_FILE, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
-
-        data = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
-        return self.checkpoints.save(
-            checkpoint_name(self.state.epoch, self.state.step), write, pointers, rank_state={"data": data}
-        )
+        """Checkpoint everything resumable and point ``pointers`` (``latest``, ``best``...) at it."""
+        return save_trainer(self, pointers)
 
     # -------------------------------------------------------------------------------- train
     def fit(self) -> EvalResult | None:
         """Train the remaining epochs (evaluating after each); returns the last evaluation."""
         if self.config.meta.eval_only:
             return self.evaluate_epoch(self.state.epoch - 1, write_best=False)
-        result = None
+        result, stopped_by = None, None
         if self.state.epoch >= self.config.optimization.epochs:
             log.info("the run in %s has finished all %d epochs; nothing to do", self.folder, self.state.epoch)
         for epoch in range(self.state.epoch, self.config.optimization.epochs):
-            self.train_epoch(epoch)
+            stopped_by = self.train_epoch(epoch)
+            if stopped_by:
+                self.save(["latest"])
+                log.warning("stopped by %s at step %d; checkpoints/latest holds it", stopped_by, self.state.step)
+                break
             result = self.evaluate_epoch(epoch)
             self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
             pointers = ["latest"]
@@ -253,15 +172,16 @@ class Trainer:
             if freq and (epoch + 1) % freq == 0:
                 pointers.append(f"epoch_{epoch + 1:04d}")
             self.save(pointers)
-        self.finish()
+        self.finish(stopped_by)
         return result
 
     def _batches(self, epoch: int) -> Iterator[ClipBatch]:
         self.train_loader.set_epoch(epoch, start=self.state.batch_in_epoch * self.config.data.batch_size)
         return iter(self.train_loader)
 
-    def train_epoch(self, epoch: int) -> None:
-        """Run the optimizer steps of ``epoch`` that are not done yet."""
+    def train_epoch(self, epoch: int) -> str | None:
+        """Run the optimizer steps of ``epoch`` that are not done yet; returns the name of the
+        signal that asked to stop (the step in progress is finished first), or None."""
         accumulation = self.config.optimization.accumulation_steps
         log_every = self.config.logging.log_every
         every_steps = self.config.checkpointing.every_steps
@@ -278,6 +198,7 @@ class Trainer:
         if first == 0:
             self.window.reset()
             self.epoch_sums.reset()
+        stopped_by = None
         for _ in range(first, self.steps_per_epoch):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(accumulation)]
@@ -290,21 +211,55 @@ class Trainer:
             self.window.add(*step, data_time, step_time)
             self.epoch_sums.add(*step, data_time, step_time)
             bar.update()
-            if self.state.step % log_every == 0 or self.state.batch_in_epoch == self.steps_per_epoch * accumulation:
+            last = self.state.batch_in_epoch == self.steps_per_epoch * accumulation
+            if self.state.step % log_every == 0 or last:
                 row = self._log_row(epoch, lr, wd)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", acc1=f"{row['acc1']:.3f}", lr=f"{lr:.2e}")
+                if row["loss"] is not None:
+                    clips = f"{row['clips_per_s']:.1f}/s"
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", acc1=f"{row['acc1']:.3f}", clips=clips)
             if every_steps and self.state.step % every_steps == 0:
                 self.save(["latest"])
+            # One process checks every step (free); several agree at log rows (one tiny all-reduce).
+            if self.strategy.world_size == 1 or self.state.step % log_every == 0 or last:
+                stopped_by = self.stop.agreed(self.strategy)
+                if stopped_by:
+                    break
         bar.close()
+        return stopped_by
 
     def _log_row(self, epoch: int, lr: float, wd: float) -> dict:
         window = self.window
-        row = {"epoch": epoch, "step": self.state.step, **window.means(), "lr": lr, "wd": wd}
-        check_finite(row["loss"], epoch, self.state.step)
-        row["grad_norm"] = float(window.norm) if window.norm is not None else None
-        row["data_time"] = window.data_time / max(window.steps, 1)
-        row["step_time"] = window.step_time / max(window.steps, 1)
+        if self.peak_flops is None:
+            self.peak_flops = peak_flops(self.strategy.device, self.strategy.precision.dtype)
+        means = window.means()
+        clips = means["count"]
+        seconds = max(window.step_time, 1e-9)
+        row = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "loss": means["loss"],
+            "acc1": means["acc1"],
+            "acc5": means["acc5"],
+            "lr": lr,
+            "wd": wd,
+            "grad_norm": float(window.norm) if window.norm is not None else None,
+            "data_time": window.data_time / max(window.steps, 1),
+            "step_time": window.step_time / max(window.steps, 1),
+            "data_wait": window.data_time / seconds,
+            "clips_per_s": clips * self.config.data.num_clips / seconds,
+            "tokens_per_s": clips * self.config.data.num_clips * self.tokens_per_clip / seconds,
+            "mfu": clips * self.config.data.num_clips * self.flops_per_clip / seconds / self.peak_flops
+            if self.peak_flops
+            else None,
+            "memory_gb": memory_gb(self.strategy.device),
+            "decode_failures": self.train_set.stats()["failed"],
+            "skipped_steps": self.state.skipped_steps,
+        }
         self.logger.log_step(row)
+        if self.wandb is not None:
+            self.wandb.log({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "step")} | {"epoch": epoch},
+                           step=self.state.step)  # fmt: skip
+        self.stall.update(row["data_wait"], epoch)
         window.reset()
         return row
 
@@ -315,6 +270,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros(2, device=device)
         count = 0
+        finite = True
         for index, batch in enumerate(micro_batches):
             clips = to_model_input(batch.clips, device)
             labels = batch.labels.to(device, non_blocking=True)
@@ -326,14 +282,39 @@ class Trainer:
                 with strategy.precision.autocast():
                     logits = self.model(clips)
                 loss = self.loss(logits, labels, targets)
-                strategy.backward(loss / len(micro_batches))
-            loss_sum += loss.detach() * len(labels)
-            hits += torch.stack(topk_correct(logits.detach(), labels, (1, 5))).float()
-            count += len(labels)
+                # One host sync per micro-batch: a NaN/Inf loss must not reach the weights.
+                if bool(torch.isfinite(loss)):
+                    strategy.backward(loss / len(micro_batches))
+                else:
+                    finite = False
+                    strategy.skip_micro_batch(self.model)
+            if finite:
+                loss_sum += loss.detach() * len(labels)
+                hits += torch.stack(topk_correct(logits.detach(), labels, (1, 5))).float()
+                count += len(labels)
+        if not finite:
+            return self._skip_step(), hits, 0, None
+        self.state.nonfinite_streak = 0
         norm = strategy.optimizer_step(self.model, self.optimizer, self.config.optimization.clip_grad)
         if self.ema is not None:
             self.ema.update(strategy.unwrap(self.model))
         return loss_sum, hits, count, norm
+
+    def _skip_step(self) -> torch.Tensor:
+        """Drop a step with a non-finite loss; stop after ``max_nonfinite_steps`` in a row."""
+        self.strategy.discard_step(self.optimizer)
+        self.state.skipped_steps += 1
+        self.state.nonfinite_streak += 1
+        limit = self.config.optimization.max_nonfinite_steps
+        log.warning("non-finite loss at step %d: step skipped (%d in a row)", self.state.step + 1,
+                    self.state.nonfinite_streak)  # fmt: skip
+        if self.state.nonfinite_streak >= limit:
+            raise FloatingPointError(
+                f"{limit} steps in a row had a NaN/Inf loss (last at step {self.state.step + 1}): lower "
+                "optimization.lr, check the data, or use meta.dtype=bfloat16/float32. Nothing was saved after "
+                "the last good step: checkpoints/latest is intact"
+            )
+        return torch.zeros((), device=self.strategy.device)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """Cross-entropy in fp32, against soft targets when the batch was mixed."""
@@ -353,15 +334,19 @@ class Trainer:
                 result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
         else:
             result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
-        train = {f"train_{key}": value for key, value in self.epoch_sums.means(self.strategy.all_reduce_sum).items()}
+        epoch_means = self.epoch_sums.means(self.strategy.all_reduce_sum)
+        train = {f"train_{key}": epoch_means[key] for key in ("loss", "acc1", "acc5")}
         self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
         failed = self.val_set.stats()["failed"]
+        trained = (
+            f"train loss {train['train_loss']:.4f}, top-1 {100 * train['train_acc1']:.2f}%; "
+            if train["train_loss"] is not None
+            else ""
+        )
         log.info(
-            "epoch %d: train loss %.4f, top-1 %.2f%%; val top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% "
-            "over %d videos%s",
+            "epoch %d: %sval top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% over %d videos%s",
             epoch + 1,
-            train["train_loss"],
-            100 * train["train_acc1"],
+            trained,
             100 * result.top1,
             100 * result.top5,
             100 * result.mean_class_accuracy,
@@ -372,102 +357,20 @@ class Trainer:
         improved = result.top1 > self.state.best_top1
         if improved and write_best:
             self.state.best_top1, self.state.best_epoch = result.top1, epoch
+        rows = None
         if improved or not write_best:
             prefix = "best_" if write_best else "eval_"
-            write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix)
+            _, rows = write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix)
+        if self.wandb is not None:
+            metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
+            metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
+            self.wandb.log_evaluation(self.state.step, metrics, result.confusion, rows,
+                                      self.config.logging.wandb.thumbnails)  # fmt: skip
         return result
 
-    def finish(self) -> None:
-        """Write ``summary.json`` and print where everything is."""
-        if not self.is_main:
-            return
-        summary = {
-            "folder": str(self.folder.resolve()),
-            "epochs": self.state.epoch,
-            "steps": self.state.step,
-            "best_top1": self.state.best_top1 if self.state.best_epoch >= 0 else None,
-            "best_epoch": self.state.best_epoch + 1 if self.state.best_epoch >= 0 else None,
-            "last": self.state.last_eval,
-            "train_decode_failures": self.train_set.stats(),
-            "checkpoints": self.checkpoints.pointers(),
-        }
-        (self.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        lines = [f"run folder: {summary['folder']}"]
-        if summary["best_top1"] is not None:
-            lines.append(f"best validation top-1 {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
-        lines += [
-            "  config.yaml              resolved configuration",
-            "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
-            "  best_predictions.csv, best_confusion.csv/.png  best epoch's predictions and confusion matrix",
-            "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
-            "  summary.json             this summary",
-        ]
-        print("\n".join(lines), flush=True)
-
-
-def _size(dataset) -> str:
-    if dataset is None:
-        return "0"
-    if hasattr(dataset, "__len__"):
-        return str(len(dataset))
-    total = dataset.total_samples() if hasattr(dataset, "total_samples") else None
-    return f"{total} (shards)" if total is not None else "streamed"
-
-
-class RunningSums:
-    """On-device sums of loss, top-1/top-5 hits and samples over a stretch of steps.
-
-    Read with one host sync (per log row or epoch), not per step; saved in checkpoints so that a
-    resumed run's log rows and epoch averages equal an uninterrupted run's.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        """Start a new stretch."""
-        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1, top-5, count
-        self.norm = None
-        self.data_time = self.step_time = 0.0
-        self.steps = 0
-
-    def add(self, loss_sum: torch.Tensor, hits: torch.Tensor, count: int, norm, data_time: float, step_time: float):
-        """Add one optimizer step (tensors stay on the device)."""
-        self.sums[0] += loss_sum
-        self.sums[1:3] += hits
-        self.sums[3] += count
-        self.norm = norm
-        self.data_time += data_time
-        self.step_time += step_time
-        self.steps += 1
-
-    def means(self, all_reduce=None) -> dict[str, float]:
-        """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``."""
-        sums = all_reduce(self.sums.clone()) if all_reduce is not None else self.sums
-        loss_sum, top1, top5, count = sums.tolist()
-        count = max(count, 1.0)
-        return {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count}
-
-    def state_dict(self) -> dict:
-        """Plain values for a checkpoint."""
-        return {
-            "sums": self.sums.tolist(),
-            "norm": float(self.norm) if self.norm is not None else None,
-            "times": [self.data_time, self.step_time, self.steps],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`."""
-        self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
-        self.norm = state["norm"]
-        self.data_time, self.step_time, self.steps = state["times"]
-
-
-def check_finite(loss: float, epoch: int, step: int) -> None:
-    """Stop with advice when the training loss is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training loss is {loss} at epoch {epoch + 1}, step {step}: lower optimization.lr, check the "
-            "data, or use meta.dtype=bfloat16/float32; the last good checkpoint is checkpoints/latest"
-        )
+    def finish(self, stopped_by: str | None = None) -> None:
+        """Summary, W&B run closed, signal handlers restored."""
+        write_final_summary(self, stopped_by)
+        if self.wandb is not None:
+            self.wandb.finish()
+        self.stop.restore()

@@ -1,0 +1,117 @@
+"""What a long run needs watching: FLOPs utilisation, memory, data stalls.
+
+Peak FLOP/s come from a table of known accelerators (dense, no sparsity) or, on a CPU, from a
+short matmul measured at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from harness.config import Config
+from harness.models.flops import encoder_forward_flops
+from harness.models.registry import encoder_kwargs
+
+log = logging.getLogger(__name__)
+
+# Dense peak TFLOP/s per GPU by name fragment: (bf16/fp16 tensor cores, fp32 with TF32 off).
+GPU_PEAK_TFLOPS = {
+    "H200": (989.0, 67.0),
+    "H100 PCIe": (756.0, 51.0),
+    "H100": (989.0, 67.0),
+    "GH200": (989.0, 67.0),
+    "B200": (2250.0, 80.0),
+    "A100": (312.0, 19.5),
+    "L40S": (362.0, 91.6),
+    "L4": (121.0, 30.3),
+    "A10": (125.0, 31.2),
+    "V100": (125.0, 15.7),
+    "4090": (165.2, 82.6),
+}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """Peak FLOP/s of ``device`` in ``dtype`` (table for GPUs, measured for CPUs; 0 if unknown)."""
+    low = dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for fragment, (tensor, fp32) in GPU_PEAK_TFLOPS.items():
+            if fragment in name:
+                return 1e12 * (tensor if low else fp32)
+        log.info("no FLOPs peak known for %s: MFU is not reported", name)
+        return 0.0
+    size = 512
+    generator = torch.Generator().manual_seed(0)  # never the global stream: training draws from it
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def flops_per_clip(config: Config, finetune: bool) -> int:
+    """Training FLOPs of one clip through the encoder: 3x forward when it trains, 1x when frozen."""
+    data, model = config.data, config.model
+    size = encoder_kwargs(model.model_name)
+    forward = encoder_forward_flops(
+        frames=max(data.dataset_fpcs),
+        img_size=data.crop_size,
+        patch_size=data.patch_size,
+        tubelet_size=data.tubelet_size,
+        embed_dim=size["embed_dim"],
+        depth=model.depth or size["depth"],
+        mlp_ratio=size["mlp_ratio"],
+        use_silu=model.use_silu,
+        wide_silu=model.wide_silu,
+    )
+    return forward * (3 if finetune else 1)
+
+
+def tokens_per_clip(config: Config) -> int:
+    """Encoder tokens of one clip."""
+    data = config.data
+    return (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last call (GB), or the process's host RSS on a CPU."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1e9
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except OSError:
+        return 0.0
+
+
+class StallDetector:
+    """Warns (once per epoch) when data waiting exceeds ``threshold`` of the step time in
+    ``patience`` log windows in a row."""
+
+    def __init__(self, threshold: float, num_workers: int, patience: int = 3) -> None:
+        self.threshold, self.num_workers, self.patience = threshold, num_workers, patience
+        self.streak, self.warned_epoch = 0, -1
+
+    def update(self, wait_fraction: float, epoch: int) -> bool:
+        """Record one window; returns True when it warned."""
+        self.streak = self.streak + 1 if wait_fraction > self.threshold else 0
+        if self.streak >= self.patience and self.warned_epoch != epoch:
+            self.warned_epoch = epoch
+            log.warning(
+                "data stall: %.0f%% of the step time waits for data (data.num_workers=%d); more workers, "
+                "faster storage or shards (data.shards) would help",
+                100 * wait_fraction,
+                self.num_workers,
+            )
+            return True
+        return False

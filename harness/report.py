@@ -1,0 +1,126 @@
+"""Draw a run's curves from its CSV logs: ``python -m harness.report RUN_DIR``.
+
+For people without W&B: writes ``RUN_DIR/report/`` with ``loss.png`` (training loss per step,
+validation loss per epoch), ``accuracy.png`` (training and validation top-1/top-5),
+``schedule.png`` (learning rate and weight decay), ``throughput.png`` (clips/s, data-wait share,
+MFU) and ``confusion.png`` (the best epoch's confusion matrix, row-normalised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a CSV log as float arrays (empty cells become NaN)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]) for key in rows[0]}
+
+
+def _figure(title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=100)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return plt, figure, axis
+
+
+def _save(plt, figure, axis, path: Path, xlabel: str) -> None:
+    axis.set_xlabel(xlabel)
+    axis.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def render(folder: str | Path) -> list[Path]:
+    """Write the report PNGs for the run in ``folder``; returns their paths."""
+    folder = Path(folder)
+    steps = read_csv(folder / "log_r0.csv")
+    if not steps:
+        raise FileNotFoundError(f"{folder / 'log_r0.csv'} is missing or empty: is this a harness run folder?")
+    epochs = read_csv(folder / "epochs.csv") if (folder / "epochs.csv").is_file() else {}
+    out = folder / "report"
+    out.mkdir(exist_ok=True)
+    written = []
+
+    plt, figure, axis = _figure("loss")
+    axis.plot(steps["step"], steps["loss"], label="train (per log row)")
+    if epochs:
+        axis.plot(epochs["step"], epochs["val_loss"], "o-", label="validation")
+    _save(plt, figure, axis, out / "loss.png", "optimizer step")
+    written.append(out / "loss.png")
+
+    plt, figure, axis = _figure("accuracy")
+    axis.plot(steps["step"], steps["acc1"], alpha=0.5, label="train top-1")
+    if epochs:
+        axis.plot(epochs["step"], epochs["val_top1"], "o-", label="validation top-1")
+        axis.plot(epochs["step"], epochs["val_top5"], "s--", label="validation top-5")
+    _save(plt, figure, axis, out / "accuracy.png", "optimizer step")
+    written.append(out / "accuracy.png")
+
+    plt, figure, axis = _figure("schedules")
+    axis.plot(steps["step"], steps["lr"], label="learning rate")
+    twin = axis.twinx()
+    twin.plot(steps["step"], steps["wd"], color="tab:orange", label="weight decay")
+    twin.set_ylabel("weight decay")
+    _save(plt, figure, axis, out / "schedule.png", "optimizer step")
+    written.append(out / "schedule.png")
+
+    plt, figure, axis = _figure("throughput")
+    axis.plot(steps["step"], steps["clips_per_s"], label="clips/s")
+    twin = axis.twinx()
+    twin.plot(steps["step"], steps["data_wait"], color="tab:red", label="data-wait share")
+    if not np.all(np.isnan(steps["mfu"])):
+        twin.plot(steps["step"], steps["mfu"], color="tab:green", label="MFU")
+    twin.set_ylim(0, 1)
+    twin.legend(loc="lower right")
+    _save(plt, figure, axis, out / "throughput.png", "optimizer step")
+    written.append(out / "throughput.png")
+
+    confusion_csv = folder / "best_confusion.csv"
+    if confusion_csv.is_file():
+        with open(confusion_csv, newline="") as handle:
+            matrix = np.array([[float(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
+        plt, figure, axis = _figure("confusion (best epoch, rows normalised)")
+        axis.grid(False)
+        shown = axis.imshow(matrix / np.maximum(matrix.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        figure.colorbar(shown)
+        axis.set_ylabel("true class")
+        axis.set_xlabel("predicted class")
+        figure.tight_layout()
+        figure.savefig(out / "confusion.png")
+        plt.close(figure)
+        written.append(out / "confusion.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("folder", help="run folder")
+    args = parser.parse_args(argv)
+    try:
+        paths = render(args.folder)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""What the trainer tells the user at start-up and at the end (console and ``summary.json``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.observability import tokens_per_clip
+
+if TYPE_CHECKING:
+    from harness.training.trainer import Trainer
+
+log = logging.getLogger("harness.training.trainer")
+
+
+def dataset_size(dataset) -> str:
+    """Videos in a dataset as text (shard datasets report their manifest count)."""
+    if dataset is None:
+        return "0"
+    if hasattr(dataset, "__len__"):
+        return str(len(dataset))
+    total = dataset.total_samples() if hasattr(dataset, "total_samples") else None
+    return f"{total} (shards)" if total is not None else "streamed"
+
+
+def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
+    """One start-up paragraph: data, model, batch, strategy, precision, schedule."""
+    config = trainer.config
+    data = config.data
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    source = ", ".join(data.shards) if data.shards else ", ".join(data.datasets)
+    global_batch = data.batch_size * config.optimization.accumulation_steps * trainer.strategy.world_size
+    log.info(
+        "data: %s training / %s validation videos from %s; %d classes; clips of %d frames at %d px "
+        "(%d tokens), %d per video",
+        dataset_size(trainer.train_set),
+        dataset_size(trainer.val_set),
+        source,
+        trainer.num_classes,
+        max(data.dataset_fpcs),
+        data.crop_size,
+        tokens_per_clip(config),
+        data.num_clips,
+    )
+    log.info(
+        "model: %s, %.1fM parameters (%.1fM trained%s); %.1f GFLOPs per clip per step",
+        config.model.model_name,
+        total / 1e6,
+        trainable / 1e6,
+        "" if config.meta.finetune_encoder else ", encoder frozen",
+        trainer.flops_per_clip / 1e9,
+    )
+    log.info(
+        "run: %s x %d rank(s) on %s, %s; global batch %d (%d per rank x %d accumulation); %d steps per epoch, "
+        "%d epochs; folder %s",
+        trainer.strategy.name,
+        trainer.strategy.world_size,
+        trainer.strategy.device,
+        trainer.strategy.precision.name,
+        global_batch,
+        data.batch_size,
+        config.optimization.accumulation_steps,
+        trainer.steps_per_epoch,
+        config.optimization.epochs,
+        trainer.folder,
+    )
+    if resumed_from is not None:
+        log.info("resumed from %s at epoch %d, step %d", resumed_from, trainer.state.epoch, trainer.state.step)
+
+
+def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> None:
+    """Write ``summary.json`` and print where everything is (main rank)."""
+    if not trainer.is_main:
+        return
+    state = trainer.state
+    summary = {
+        "folder": str(trainer.folder.resolve()),
+        "finished": stopped_by is None and state.epoch >= trainer.config.optimization.epochs,
+        "stopped_by": stopped_by,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "skipped_nonfinite_steps": state.skipped_steps,
+        "best_top1": state.best_top1 if state.best_epoch >= 0 else None,
+        "best_epoch": state.best_epoch + 1 if state.best_epoch >= 0 else None,
+        "last": state.last_eval,
+        "train_decode_failures": trainer.train_set.stats(),
+        "checkpoints": trainer.checkpoints.pointers(),
+        "wandb_run_id": state.wandb_run_id,
+    }
+    (trainer.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    lines = [f"run folder: {summary['folder']}"]
+    if stopped_by:
+        lines.append(f"stopped by {stopped_by} after step {state.step}: checkpoints/latest holds it; rerun to resume")
+    if summary["best_top1"] is not None:
+        lines.append(f"best validation top-1 {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
+    lines += [
+        "  config.yaml              resolved configuration",
+        "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
+        "  best_predictions.csv, best_confusion.csv/.png  best epoch's predictions and confusion matrix",
+        "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
+        "  summary.json             this summary (python -m harness.report <folder> draws the curves)",
+    ]
+    print("\n".join(lines), flush=True)

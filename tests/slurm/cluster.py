@@ -1,0 +1,132 @@
+"""A real single-machine SLURM cluster for the tests: two emulated nodes on 127.0.0.1.
+
+Debian's slurmctld/slurmd/munge (``.ci/run`` installs them). Multiple-slurmd mode gives two
+``NodeName``s on one host with their own ports, so a 2-node job really runs two slurmd and two
+node ranks. Everything lives under a temporary folder and ``SLURM_CONF``; the daemons are
+stopped (jobs first) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REQUIRED = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged")
+
+
+def available() -> str | None:
+    """None when a cluster can be started here, else why not."""
+    missing = [name for name in REQUIRED if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
+    if missing:
+        return f"SLURM is not installed ({', '.join(missing)} missing; .ci/run installs it with apt-get)"
+    if os.geteuid() != 0:
+        return "slurmd needs root (CI runs as root)"
+    return None
+
+
+class Cluster:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``env`` is what clients need."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.pids: list[Path] = []
+
+    def write_conf(self) -> None:
+        for sub in ("state", "spool/n1", "spool/n2", "log"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        cpus = os.cpu_count() or 2
+        memory = 4000
+        self.conf.write_text(f"""
+ClusterName=harness
+SlurmctldHost=localhost
+SlurmctldPort=16817
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+ReturnToService=2
+MpiDefault=none
+JobRequeue=1
+KillWait=60
+StateSaveLocation={self.root}/state
+SlurmdSpoolDir={self.root}/spool/%n
+SlurmctldPidFile={self.root}/slurmctld.pid
+SlurmdPidFile={self.root}/slurmd-%n.pid
+SlurmctldLogFile={self.root}/log/slurmctld.log
+SlurmdLogFile={self.root}/log/slurmd-%n.log
+NodeName=n1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001 CPUs={cpus} RealMemory={memory}
+NodeName=n2 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17002 CPUs={cpus} RealMemory={memory}
+PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+""")
+
+    def start(self) -> None:
+        self.write_conf()
+        Path("/run/munge").mkdir(exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+            subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+        subprocess.run(["/usr/sbin/slurmctld", "-f", str(self.conf)], check=True, env=self.env)
+        for node in ("n1", "n2"):
+            subprocess.run(["/usr/sbin/slurmd", "-f", str(self.conf), "-N", node], check=True, env=self.env)
+        self.pids = [self.root / "slurmctld.pid", self.root / "slurmd-n1.pid", self.root / "slurmd-n2.pid"]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            states = self.run("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
+            if sum("idle" in line for line in states) == 2:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"SLURM nodes did not become idle: {states}\n{self.logs()}")
+
+    def run(self, *command: str, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(list(command), env=self.env, capture_output=True, text=True, check=check)
+
+    def submit(self, *arguments: str, env: dict[str, str] | None = None) -> int:
+        done = subprocess.run(["sbatch", "--parsable", *arguments], env={**self.env, **(env or {})},
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return int(done.stdout.strip().split(";")[0])
+
+    def state(self, job: int) -> str:
+        """The job's state as slurmctld sees it (PENDING, RUNNING, COMPLETED, FAILED...)."""
+        text = self.run("scontrol", "show", "job", str(job)).stdout
+        for field in text.split():
+            if field.startswith("JobState="):
+                return field.split("=", 1)[1]
+        return "UNKNOWN"
+
+    def wait(self, job: int, timeout: float = 300, kick_requeued: bool = True) -> str:
+        """Until the job ends; returns its final state. A requeued job is started at once (SLURM
+        would otherwise hold it ~120 s)."""
+        deadline = time.time() + timeout
+        final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
+        while time.time() < deadline:
+            state = self.state(job)
+            if state in final:
+                return state
+            if state == "PENDING" and kick_requeued:
+                self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+            time.sleep(0.5)
+        raise TimeoutError(f"job {job} still {self.state(job)} after {timeout} s\n{self.logs()}")
+
+    def logs(self) -> str:
+        text = []
+        for path in sorted((self.root / "log").glob("*.log")):
+            text.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="ignore").splitlines()[-30:]))
+        return "\n".join(text)
+
+    def stop(self) -> None:
+        self.run("scancel", "--user=root")
+        time.sleep(1)
+        for pid_file in self.pids:
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                pass

@@ -1,0 +1,125 @@
+"""Metrics, W&B (offline, read back from its run file), NaN handling, signals, report."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config, save_config
+from harness.observability import StallDetector
+from harness.report import main as report_main
+from harness.training import Trainer
+from tests.conftest import tiny_overrides
+from tests.wandb_records import read_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_step_metrics_and_report(demo_root, tmp_path):
+    folder = tmp_path / "run"
+    Trainer(load_config(None, tiny_overrides(demo_root, folder, "optimization.epochs=1"))).fit()
+    log = rows(folder / "log_r0.csv")
+    for row in log:
+        assert float(row["clips_per_s"]) > 0 and float(row["tokens_per_s"]) == pytest.approx(
+            float(row["clips_per_s"]) * 8
+        )  # 4 frames / tubelet 2 x (32 / 16)^2 = 8 tokens per clip
+        assert 0 < float(row["mfu"]) <= 1 and 0 <= float(row["data_wait"]) <= 1
+        assert float(row["memory_gb"]) > 0 and row["decode_failures"] == "0" and row["skipped_steps"] == "0"
+    assert report_main([str(folder)]) == 0
+    for name in ("loss", "accuracy", "schedule", "throughput", "confusion"):
+        assert (folder / "report" / f"{name}.png").stat().st_size > 1000
+
+
+def test_stall_detector_warns_once_per_epoch(caplog):
+    detector = StallDetector(threshold=0.3, num_workers=2, patience=2)
+    with caplog.at_level("WARNING", logger="harness.observability"):
+        warned = [detector.update(share, epoch=0) for share in (0.5, 0.1, 0.6, 0.7, 0.8)]
+        assert warned == [False, False, False, True, False]
+        assert detector.update(0.9, epoch=1) is True
+    assert "data.num_workers=2" in caplog.text
+
+
+def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    folder = tmp_path / "run"
+    extra = ("logging.wandb.enabled=true", "logging.wandb.project=test", "logging.wandb.tags=[ci]")
+    first = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=1")))
+    first.fit()
+    run_id = first.state.wandb_run_id
+    files = list((folder / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1, "offline mode without an API key"
+    run = read_run(files[0])
+    assert run["run_id"] == run_id
+    assert run["config"]["optimization"]["lr"] == 0.001 and run["config"]["model"]["model_name"] == "vit_tiny"
+    steps = [r for r in run["history"] if "train/loss" in r]
+    assert [r["_step"] for r in steps] == list(range(1, 7))
+    assert all(r["train/clips_per_s"] > 0 and "train/mfu" in r for r in steps)
+    epochs = [r for r in run["history"] if "val/top1" in r]
+    assert len(epochs) == 1 and epochs[0]["val/count"] == 8
+    assert epochs[0]["val/confusion/_type"] == "table-file", "the confusion matrix is logged as a table"
+
+    second = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=2")))
+    assert second.state.wandb_run_id == run_id, "the resumed job continues the same W&B run"
+    second.fit()
+    again = sorted((folder / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(again) == 2
+    later = read_run(again[-1])
+    assert [r["_step"] for r in later["history"] if "train/loss" in r] == list(range(7, 13))
+
+
+def test_nonfinite_losses_are_skipped_then_stop_with_the_checkpoint_intact(demo_root, tmp_path):
+    folder = tmp_path / "run"
+    Trainer(load_config(None, tiny_overrides(demo_root, folder, "optimization.epochs=1"))).fit()
+    good = (folder / "checkpoints" / "latest").read_text()
+    blowup = ("optimization.epochs=3", "optimization.lr=1e30", "optimization.clip_grad=null",
+              "optimization.max_nonfinite_steps=3")  # fmt: skip
+    blowup = tiny_overrides(demo_root, folder, *blowup)
+    trainer = Trainer(load_config(None, blowup))
+    with pytest.raises(FloatingPointError, match="3 steps in a row had a NaN/Inf loss"):
+        trainer.fit()
+    assert trainer.state.skipped_steps == 3
+    assert (folder / "checkpoints" / "latest").read_text() == good, "nothing saved after the last good step"
+    skipped = [int(r["skipped_steps"]) for r in rows(folder / "log_r0.csv")]
+    assert skipped[-1] >= 1
+
+
+@pytest.mark.slow
+def test_sigterm_saves_stops_cleanly_and_the_rerun_continues_exactly(demo_root, tmp_path):
+    def config(name):
+        overrides = tiny_overrides(demo_root, tmp_path / name, "data.batch_size=2", "optimization.epochs=2",
+                                   "data.crop_size=48", "model.depth=3", "logging.log_every=2")  # fmt: skip
+        path = tmp_path / f"{name}.yaml"
+        save_config(load_config(None, overrides), path)
+        return str(path)
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "harness.train", "--config"]
+    subprocess.run([*command, config("reference")], cwd=REPO, env=env, check=True, capture_output=True)
+    process = subprocess.Popen([*command, config("stopped")], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stopped" / "log_r0.csv"
+    deadline = time.time() + 120
+    while (not log.exists() or len(log.read_text().splitlines()) < 5) and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and not summary["finished"]
+    assert (tmp_path / "stopped" / "checkpoints" / "latest").read_text().strip().endswith(f"{summary['steps']:08d}")
+    subprocess.run([*command, config("stopped")], cwd=REPO, env=env, check=True, capture_output=True)
+    keys = ("step", "loss", "acc1", "lr")
+    reference = [{k: r[k] for k in keys} for r in rows(tmp_path / "reference" / "log_r0.csv")]
+    assert [{k: r[k] for k in keys} for r in rows(log)] == reference
+    assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["finished"]
