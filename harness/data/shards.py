@@ -23,122 +23,34 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import re
-import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from harness.data.decode import DecodeError, resolve_backend
-from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures, load_clips
+from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures
 from harness.data.loader import ClipBatch, collate_clips
 from harness.data.sampling import ClipSpec
+from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shard API lives here)
+    VIDEO_EXTENSIONS,
+    Shard,
+    ShardError,
+    decode_sample,
+    expand_braces,
+    list_shards,
+    manifest_classes,
+    quarantine,
+    read_samples,
+)
 
 log = logging.getLogger(__name__)
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
 # Counters kept per stream in shared memory.
 VISITED, FAILED, BROKEN_SHARDS = 0, 1, 2
-
-
-class ShardError(ValueError):
-    """A shard source that cannot be used as configured; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One tar shard: where it is and (when a manifest says) how many samples it holds."""
-
-    url: str
-    samples: int | None = None
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """``a-{000..002}.tar`` -> ``[a-000.tar, a-001.tar, a-002.tar]`` (zero padding kept)."""
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if not match:
-        return [pattern]
-    first, last = match.group(1), match.group(2)
-    width = len(first)
-    expanded = []
-    for number in range(int(first), int(last) + 1):
-        expanded += expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
-    return expanded
-
-
-def list_shards(source: str) -> list[Shard]:
-    """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s)."""
-    if source.endswith(".json"):
-        path = Path(source)
-        if not path.is_file():
-            raise ShardError(f"shard manifest not found: {path}")
-        manifest = json.loads(path.read_text())
-        if not manifest.get("complete", True):
-            raise ShardError(f"{path} is incomplete (harness.prepare was interrupted): rerun it to finish")
-        return [Shard(str(path.parent / entry["name"]), entry["samples"]) for entry in manifest["shards"]]
-    urls = expand_braces(source)
-    missing = [url for url in urls if not url.startswith("pipe:") and not Path(url).is_file()]
-    if missing:
-        raise ShardError(f"{len(missing)} shard(s) of {source!r} not found, e.g. {missing[0]}")
-    return [Shard(url) for url in urls]
-
-
-def manifest_classes(source: str) -> int | None:
-    """Number of classes in a source's manifest label map (None for sources without manifest)."""
-    if not source.endswith(".json"):
-        return None
-    return len(json.loads(Path(source).read_text()).get("label_map", {})) or None
-
-
-def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
-    """A readable byte stream of a shard (a local file, or a ``pipe:`` command's stdout)."""
-    if url.startswith("pipe:"):
-        process = subprocess.Popen(url[len("pipe:") :], shell=True, stdout=subprocess.PIPE)
-        return process.stdout, process
-    return open(url, "rb"), None
-
-
-def read_samples(url: str, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples ``(key, {extension: bytes})`` of a shard in tar order, after the first ``skip``.
-
-    Raises ``tarfile.TarError`` / ``OSError`` / ``EOFError`` for an unreadable or truncated tar
-    (after yielding the samples before the damage).
-    """
-    stream, process = open_stream(url)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            key, parts, index = None, {}, 0
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name
-                base = name.rsplit("/", 1)[-1]
-                sample_key = name[: len(name) - len(base)] + base.split(".", 1)[0]
-                extension = base.split(".", 1)[1] if "." in base else ""
-                if sample_key != key:
-                    if key is not None:
-                        if index >= skip:
-                            yield key, parts
-                        index += 1
-                    key, parts = sample_key, {}
-                if index < skip:
-                    continue  # a sample read before the resume point: skip its data unread
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"truncated member {name}: {len(data)} of {member.size} bytes")
-                parts[extension] = data
-            if key is not None and index >= skip:
-                yield key, parts
-    finally:
-        stream.close()
-        if process is not None:
-            process.kill()
-            process.wait()
 
 
 class ShardItem(NamedTuple):
@@ -315,10 +227,10 @@ class ShardDataset(IterableDataset):
                 if expected is not None and source_state["open"][slot][1] < expected:
                     self.counters[stream, BROKEN_SHARDS] += 1
                     read = source_state["open"][slot][1]
-                    _append(self.quarantine, url, f"truncated shard: {read} of {expected} samples readable")
+                    quarantine(self.quarantine, url, f"truncated shard: {read} of {expected} samples readable")
             except (tarfile.TarError, OSError, EOFError) as error:
                 self.counters[stream, BROKEN_SHARDS] += 1
-                _append(self.quarantine, url, f"unreadable or truncated shard after "
+                quarantine(self.quarantine, url, f"unreadable or truncated shard after "
                               f"{source_state['open'][slot][1]} samples ({error})")  # fmt: skip
                 key = None
             if key is None:  # shard finished (or broken): close it; the next draw refills
@@ -348,7 +260,7 @@ class ShardDataset(IterableDataset):
                                      self.decoder)  # fmt: skip
             except (DecodeError, SkippedVideo, OSError) as error:
                 self.counters[stream, FAILED] += 1
-                _append(self.quarantine, f"{url}#{key}", str(error))
+                quarantine(self.quarantine, f"{url}#{key}", str(error))
                 self._check_budget(stream)
                 continue
             produced += 1
@@ -401,11 +313,11 @@ class ShardEvalDataset(IterableDataset):
                     yield self._decode(shard.url, key, parts, worker)
             except (tarfile.TarError, OSError, EOFError) as error:
                 self.counters[worker, BROKEN_SHARDS] += 1
-                _append(self.quarantine, shard.url, f"unreadable or truncated shard ({error})")
+                quarantine(self.quarantine, shard.url, f"unreadable or truncated shard ({error})")
             else:
                 if shard.samples is not None and count < shard.samples:
                     self.counters[worker, BROKEN_SHARDS] += 1
-                    _append(self.quarantine, shard.url, f"truncated shard: {count} of {shard.samples} samples")
+                    quarantine(self.quarantine, shard.url, f"truncated shard: {count} of {shard.samples} samples")
 
     def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
         try:
@@ -413,32 +325,8 @@ class ShardEvalDataset(IterableDataset):
                                  np.random.default_rng(0), self.decoder)  # fmt: skip
         except (DecodeError, SkippedVideo, OSError) as error:
             self.counters[worker, FAILED] += 1
-            _append(self.quarantine, f"{url}#{key}", str(error))
+            quarantine(self.quarantine, f"{url}#{key}", str(error))
             return None
-
-
-def _append(path: Path | None, what: str, reason: str) -> None:
-    log.warning("skipping %s: %s", what, reason)
-    if path is not None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(f"{what}\t{reason}\n")
-
-
-def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, num_clips: int, transform: Callable,
-                  random: bool, rng: np.random.Generator, decoder: str) -> ClipItem:  # fmt: skip
-    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable)."""
-    video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
-    if video is None:
-        raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
-    if "cls" not in parts:
-        raise DecodeError("no .cls member")
-    try:
-        label = int(parts["cls"].decode().strip())
-    except ValueError as error:
-        raise DecodeError(f"bad .cls content {parts['cls'][:20]!r}") from error
-    clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
-                                rng=rng, decoder=decoder)  # fmt: skip
-    return ClipItem(clips, label, indices, f"{url}#{key}")
 
 
 class ShardEvalLoader(DataLoader):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from tests.slurm.cluster import Cluster, available
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_OPTIONS = ["--gpus-per-node=0", "--cpus-per-task=2"]  # the template asks for GPUs; this cluster has CPUs
-ENV = {"HARNESS_PROCS_PER_NODE": "2", "HARNESS_REPO": str(REPO)}
+# The python running the tests (CI uses .venv-ci, not the template's default .venv).
+ENV = {"HARNESS_PROCS_PER_NODE": "2", "HARNESS_REPO": str(REPO), "HARNESS_PYTHON": sys.executable}
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
 

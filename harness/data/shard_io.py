@@ -1,0 +1,145 @@
+"""Reading WebDataset tar shards: sources (manifests, brace patterns, ``pipe:``), samples, decoding.
+
+A shard is a tar file of samples ``key.mp4`` + ``key.cls`` (+ ``key.json``): the members of a
+sample share the key (the name up to the first dot). :mod:`harness.data.shards` streams them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from harness.data.decode import DecodeError
+from harness.data.files import ClipItem, load_clips
+from harness.data.sampling import ClipSpec
+
+log = logging.getLogger("harness.data.shards")
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
+
+
+class ShardError(ValueError):
+    """A shard source that cannot be used as configured; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One tar shard: where it is and (when a manifest says) how many samples it holds."""
+
+    url: str
+    samples: int | None = None
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``a-{000..002}.tar`` -> ``[a-000.tar, a-001.tar, a-002.tar]`` (zero padding kept)."""
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+    if not match:
+        return [pattern]
+    first, last = match.group(1), match.group(2)
+    width = len(first)
+    expanded = []
+    for number in range(int(first), int(last) + 1):
+        expanded += expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
+    return expanded
+
+
+def list_shards(source: str) -> list[Shard]:
+    """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s)."""
+    if source.endswith(".json"):
+        path = Path(source)
+        if not path.is_file():
+            raise ShardError(f"shard manifest not found: {path}")
+        manifest = json.loads(path.read_text())
+        if not manifest.get("complete", True):
+            raise ShardError(f"{path} is incomplete (harness.prepare was interrupted): rerun it to finish")
+        return [Shard(str(path.parent / entry["name"]), entry["samples"]) for entry in manifest["shards"]]
+    urls = expand_braces(source)
+    missing = [url for url in urls if not url.startswith("pipe:") and not Path(url).is_file()]
+    if missing:
+        raise ShardError(f"{len(missing)} shard(s) of {source!r} not found, e.g. {missing[0]}")
+    return [Shard(url) for url in urls]
+
+
+def manifest_classes(source: str) -> int | None:
+    """Number of classes in a source's manifest label map (None for sources without manifest)."""
+    if not source.endswith(".json"):
+        return None
+    return len(json.loads(Path(source).read_text()).get("label_map", {})) or None
+
+
+def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
+    """A readable byte stream of a shard (a local file, or a ``pipe:`` command's stdout)."""
+    if url.startswith("pipe:"):
+        process = subprocess.Popen(url[len("pipe:") :], shell=True, stdout=subprocess.PIPE)
+        return process.stdout, process
+    return open(url, "rb"), None
+
+
+def read_samples(url: str, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples ``(key, {extension: bytes})`` of a shard in tar order, after the first ``skip``.
+
+    Raises ``tarfile.TarError`` / ``OSError`` / ``EOFError`` for an unreadable or truncated tar
+    (after yielding the samples before the damage).
+    """
+    stream, process = open_stream(url)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            key, parts, index = None, {}, 0
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name
+                base = name.rsplit("/", 1)[-1]
+                sample_key = name[: len(name) - len(base)] + base.split(".", 1)[0]
+                extension = base.split(".", 1)[1] if "." in base else ""
+                if sample_key != key:
+                    if key is not None:
+                        if index >= skip:
+                            yield key, parts
+                        index += 1
+                    key, parts = sample_key, {}
+                if index < skip:
+                    continue  # a sample read before the resume point: skip its data unread
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"truncated member {name}: {len(data)} of {member.size} bytes")
+                parts[extension] = data
+            if key is not None and index >= skip:
+                yield key, parts
+    finally:
+        stream.close()
+        if process is not None:
+            process.kill()
+            process.wait()
+
+
+def quarantine(path: Path | None, what: str, reason: str) -> None:
+    log.warning("skipping %s: %s", what, reason)
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{what}\t{reason}\n")
+
+
+def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, num_clips: int, transform: Callable,
+                  random: bool, rng: np.random.Generator, decoder: str) -> ClipItem:  # fmt: skip
+    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable)."""
+    video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
+    if video is None:
+        raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
+    if "cls" not in parts:
+        raise DecodeError("no .cls member")
+    try:
+        label = int(parts["cls"].decode().strip())
+    except ValueError as error:
+        raise DecodeError(f"bad .cls content {parts['cls'][:20]!r}") from error
+    clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
+                                rng=rng, decoder=decoder)  # fmt: skip
+    return ClipItem(clips, label, indices, f"{url}#{key}")
