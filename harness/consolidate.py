@@ -36,13 +36,13 @@ def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.
 
         with tempfile.TemporaryDirectory() as tmp:
             dcp_to_torch_save(checkpoint / "dcp", Path(tmp) / "state.pt")
-            state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=False)
+            state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=True)
         return state["model"]
     if strategy == "deepspeed":
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         return dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed"))
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)["model"]
+    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
 
 
 def build_plain_model(config: Config, num_classes: int) -> nn.Module:

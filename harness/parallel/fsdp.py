@@ -125,4 +125,4 @@ class FSDPStrategy(DistributedStrategy):
             optim_state_dict=state.get("optimizer", {}),
             options=StateDictOptions(strict=True),
         )
-        return torch.load(folder / EXTRA_FILE, map_location="cpu", weights_only=False)
+        return torch.load(folder / EXTRA_FILE, map_location="cpu", weights_only=True)

@@ -131,7 +131,7 @@ class Strategy:
 
     def load_state(self, folder: Path, model: nn.Module, optimizer) -> dict[str, Any]:
         """Restore what :meth:`save_state` wrote; returns its ``extra`` entries."""
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         load_model_state(self.unwrap(model), state.pop("model"))
         optimizer_state = state.pop("optimizer")
         if optimizer is not None and optimizer_state is not None:

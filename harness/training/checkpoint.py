@@ -38,11 +38,10 @@ TEMPORARY_PREFIX = ".tmp-"
 
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy, torch CPU and (when initialised) CUDA generator states of this process."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(legacy=False),
-        "torch": torch.get_rng_state(),
-    }
+    numpy_state = np.random.get_state(legacy=False)
+    # Plain lists instead of an ndarray, so rank files load with ``weights_only=True``.
+    numpy_state["state"] = {**numpy_state["state"], "key": numpy_state["state"]["key"].tolist()}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -51,7 +50,9 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {**numpy_state["state"], "key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32)}
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -147,7 +148,7 @@ class CheckpointManager:
         if not path.exists():
             log.warning("%s has no state for rank %d; continuing with fresh seeds", checkpoint, self.rank)
             return None
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         restore_rng(state.pop("rng"))
         return state
 

@@ -72,7 +72,7 @@ def test_frozen_encoder_trains_only_the_classifier(demo_root, tmp_path):
     assert all(p.grad is None for p in trainer.model.encoder.parameters())
     optimized = {id(p) for p in trainer.optimizer.state}
     assert optimized and not optimized & {id(p) for p in trainer.model.encoder.parameters()}
-    saved = torch.load(trainer.checkpoints.find("latest") / "state.pt", weights_only=False)["model"]
+    saved = torch.load(trainer.checkpoints.find("latest") / "state.pt", weights_only=True)["model"]
     assert not any(key.startswith("encoder.blocks") for key in saved), "the frozen encoder is not saved again"
     again = Trainer(load_config(None, overrides))  # resumes: encoder from the file, head from the checkpoint
     assert torch.equal(again.model.classifier.linear.weight, trainer.model.classifier.linear.weight)
@@ -143,7 +143,7 @@ def test_full_finetune_recipe_options_run_together(demo_root, tmp_path):
     trainer = Trainer(load_config(None, overrides))
     result = trainer.fit()
     assert result.count == 8 and 0 <= result.top1 <= 1
-    state = torch.load(trainer.checkpoints.find("latest") / "state.pt", weights_only=False)
+    state = torch.load(trainer.checkpoints.find("latest") / "state.pt", weights_only=True)
     assert state["ema"] and set(state["ema"]) == {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     scales = sorted({g["lr_scale"] for g in trainer.optimizer.param_groups})
     assert len(scales) > 3, "layer decay gives each depth its own learning rate"
