@@ -142,32 +142,34 @@ class Strategy:
         """Release process-group resources."""
 
 
+def frozen_state_keys(model: nn.Module) -> set[str]:
+    """State keys of frozen parameters and of the other tensors of the modules holding them: what
+    a trainable-only checkpoint leaves out (and may therefore lack on load)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    prefixes = tuple(name.rsplit(".", 1)[0] + "." for name in frozen)
+    return {k for k in model.state_dict() if k in frozen or (prefixes and k.startswith(prefixes))}
+
+
 def model_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
-    """The model's state dict; with ``trainable_only``, parameters that train plus all buffers
-    of modules that train (a frozen, pretrained encoder is reloaded from its own file)."""
+    """The model's state dict; with ``trainable_only``, without :func:`frozen_state_keys` (a
+    frozen, pretrained encoder is reloaded from its own file)."""
     state = model.state_dict()
     if not trainable_only:
         return state
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    prefixes = tuple(name.rsplit(".", 1)[0] + "." for name in frozen)
-    return {k: v for k, v in state.items() if k not in frozen and not (prefixes and k.startswith(prefixes))}
+    left_out = frozen_state_keys(model)
+    return {k: v for k, v in state.items() if k not in left_out}
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load our own checkpoint's model state strictly (a trainable-only state may omit frozen
-    parameters, nothing else)."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    """Load our own checkpoint's model state strictly (a trainable-only state may omit
+    :func:`frozen_state_keys`, nothing else)."""
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in frozen and not _under_frozen(k, frozen)]
+    may_lack = frozen_state_keys(model)
+    missing = [k for k in result.missing_keys if k not in may_lack]
     if missing or result.unexpected_keys:
         raise RuntimeError(
             f"checkpoint does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-
-
-def _under_frozen(key: str, frozen: set[str]) -> bool:
-    prefix = key.rsplit(".", 1)[0] + "."
-    return any(name.startswith(prefix) for name in frozen)
 
 
 class DistributedStrategy(Strategy):
