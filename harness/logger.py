@@ -197,8 +197,15 @@ class WandbSink:
         self.run.log(values, step=step)
 
     def finish(self) -> None:
-        """Flush and close the run."""
+        """Close the run and stop W&B's service process.
+
+        ``run.finish()`` returns before the service has written the offline run file to disk;
+        ``teardown`` waits for it, so the file is complete when the job exits (or is requeued).
+        """
+        import wandb
+
         self.run.finish()
+        wandb.teardown()
 
 
 def _thumbnail(wandb, video: str):
