@@ -15,6 +15,7 @@ re-encoding them (15 fps, short side 160).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,19 +81,37 @@ def main() -> None:
             files_rate, shards_rate = (statistics.median(r) for r in rates)
             print(f"{workers:7d} {files_rate:14.1f} {shards_rate:15.1f} {shards_rate / files_rate:6.2f}")
 
-        (root / "long" / "a").mkdir(parents=True)
-        for index in range(6):
-            write_video(root / "long" / "a" / f"s{index}.mp4", textured_frames(rng, frames=300), fps=30, gop=30)
-        for name, settings in (
-            ("stream copy", Settings(segment_seconds=2, shard_samples=8)),
-            ("re-encode 15 fps, 160 px", Settings(segment_seconds=2, fps=15, short_side=160, shard_samples=8)),
-        ):
-            out = root / f"prep-{len(name)}"
-            start = time.perf_counter()
-            report = prepare(root / "long", out, settings, val_fraction=0, workers=2)
-            clips = report["splits"]["train"]["clips"]
-            rate = clips / (time.perf_counter() - start)
-            print(f"prepare, {name}: {clips} clips from 6 x 10 s sources, {rate:.1f} clips/s")
+        bench_prepare(root, rng)
+
+
+def bench_prepare(root: Path, rng: np.random.Generator) -> None:
+    """clips/s of harness.prepare with each cutter (PyAV and the ffmpeg command), side by side."""
+    for name, count, (height, width) in (("small", 6, (240, 320)), ("hd", 3, (360, 640))):
+        (root / name / "a").mkdir(parents=True)
+        for index in range(count):
+            frames = textured_frames(rng, frames=300, height=height, width=width)
+            write_video(root / name / "a" / f"s{index}.mp4", frames, fps=30, gop=30)
+    kinds = (
+        ("small", "6 x 10 s 320x240, stream copy", {}),
+        ("small", "6 x 10 s 320x240 -> 15 fps 160 px", {"fps": 15, "short_side": 160}),
+        ("hd", "3 x 10 s 640x360 -> 30 fps 320 px", {"fps": 30, "short_side": 320}),
+    )
+    cutters = ["pyav", "ffmpeg"] if shutil.which("ffmpeg") else ["pyav"]
+    print("prepare -> 2 s clips, clips/s (best of 2 runs, cutters alternating)")
+    print(f"{'source, cutting':36s} {'workers':>7} {'pyav':>7} {'ffmpeg':>7} {'ratio':>6}")
+    for source, label, extra in kinds:
+        for workers in (1, 2):
+            rates: dict[str, list[float]] = {cutter: [] for cutter in cutters}
+            for repeat in range(2):  # alternate the cutters: the machine is shared and noisy
+                for cutter in cutters:
+                    settings = Settings(segment_seconds=2, shard_samples=8, cutter=cutter, **extra)
+                    out = root / "prepared" / f"{label}-{workers}-{repeat}-{cutter}".replace(" ", "_")
+                    start = time.perf_counter()
+                    report = prepare(root / source, out, settings, val_fraction=0, workers=workers)
+                    rates[cutter].append(report["splits"]["train"]["clips"] / (time.perf_counter() - start))
+            best = {cutter: max(values) for cutter, values in rates.items()}
+            ffmpeg = best.get("ffmpeg", float("nan"))
+            print(f"{label:36s} {workers:7d} {best['pyav']:7.1f} {ffmpeg:7.1f} {ffmpeg / best['pyav']:6.2f}")
 
 
 if __name__ == "__main__":

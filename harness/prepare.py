@@ -7,7 +7,8 @@
 ``--input`` is a folder of class folders (``root/<class>/*.mp4|webm|mkv|avi``; labels from the
 sorted folder names) or a listing (CSV ``path label``). Videos are split by source into train and
 validation (no clip of one video in both), cut into ``--segment-seconds`` segments (stream copy,
-cut at key frames; or re-encoded to H.264 at ``--fps`` / ``--short-side`` when asked), and packed
+cut at key frames; or re-encoded to H.264 at ``--fps`` / ``--short-side`` when asked; with PyAV,
+or the ``ffmpeg`` command with ``--cutter ffmpeg``), and packed
 into ``<split>/shard-%06d.tar`` files of about ``--shard-size`` MB, each sample ``key.mp4`` +
 ``key.cls`` + ``key.json``, with ``<split>/manifest.json``. ``--chunked`` packs a listing of
 already-chunked clips as they are. Rerunning resumes: finished videos and shards (verified by
@@ -25,14 +26,13 @@ import multiprocessing
 import shutil
 import sys
 import tarfile
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import av
 import numpy as np
 from tqdm import tqdm
 
+from harness.data.cutting import Settings, cut_segments, pick_cutter, probe
 from harness.data.listing import read_listing
 from harness.fileio import write_atomic
 
@@ -40,23 +40,6 @@ log = logging.getLogger("harness.prepare")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 SHARD_PATTERN = "shard-{:06d}.tar"
 MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How videos are cut and encoded (saved in every manifest)."""
-
-    segment_seconds: float = 10.0
-    min_seconds: float = 1.0
-    fps: float | None = None
-    short_side: int | None = None
-    shard_size_mb: float = 256.0
-    seed: int = 0
-    shard_samples: int | None = None  #: also cut a shard at this many samples
-
-    @property
-    def reencode(self) -> bool:
-        return self.fps is not None or self.short_side is not None
 
 
 @dataclass(frozen=True)
@@ -102,102 +85,6 @@ def split_sources(pairs: list[tuple[str, int]], val_fraction: float, seed: int) 
     return splits
 
 
-# ----------------------------------------------------------------------------- cutting
-def _probe(path: str) -> tuple[float, float, int, tuple[int, int]]:
-    """(duration s, fps, frames, (width, height)) of a video."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 30)
-        frames = stream.frames or 0
-        duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
-        if not duration and container.duration:
-            duration = container.duration / 1e6
-        if not frames:
-            frames = sum(1 for _ in container.demux(stream) if _.size)
-        if not duration:
-            duration = frames / fps
-        return duration, fps, frames, (stream.codec_context.width, stream.codec_context.height)
-
-
-def _cut_copy(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
-    """Stream-copy segments, cut at the first key frame after each boundary."""
-    segments: list[tuple[bytes, float, float, int]] = []
-    with av.open(path) as source:
-        stream = source.streams.video[0]
-        buffer, output, out_stream, first, start, frames = None, None, None, None, 0.0, 0
-
-        def close(end: float) -> None:
-            if output is not None:
-                output.close()
-                segments.append((buffer.getvalue(), start, end, frames))
-
-        for packet in source.demux(stream):
-            if packet.dts is None or packet.size == 0:
-                continue
-            time = float(packet.pts * stream.time_base) if packet.pts is not None else 0.0
-            if output is None or (packet.is_keyframe and time >= start + settings.segment_seconds):
-                close(time)
-                buffer = io.BytesIO()
-                output = av.open(buffer, "w", format="mp4")
-                out_stream = output.add_stream_from_template(stream)
-                first, start, frames = packet.dts, time, 0
-            offset = first
-            packet.dts -= offset
-            packet.pts = packet.pts - offset if packet.pts is not None else None
-            packet.stream = out_stream
-            output.mux(packet)
-            frames += 1
-        close(start + frames / float(stream.average_rate or 30))
-    return segments
-
-
-def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
-    """Decode, resample to ``fps``, resize the short side, encode H.264 segments."""
-    segments: list[tuple[bytes, float, float, int]] = []
-    with av.open(path) as source:
-        stream = source.streams.video[0]
-        in_fps = float(stream.average_rate or 30)
-        fps = settings.fps or in_fps
-        per_segment = max(1, int(round(settings.segment_seconds * fps)))
-        state = {"output": None, "frames": 0, "next_index": 0, "start": 0.0}
-
-        def close() -> None:
-            if state["output"] is not None:
-                for packet in state["out_stream"].encode():
-                    state["output"].mux(packet)
-                state["output"].close()
-                start = state["start"]
-                segments.append((state["buffer"].getvalue(), start, start + state["frames"] / fps, state["frames"]))
-                state["output"] = None
-
-        for frame in source.decode(stream):
-            time = float(frame.time or 0.0)
-            if time * fps + 1e-6 < state["next_index"]:
-                continue  # drop frames to reach the target rate
-            state["next_index"] += 1
-            width, height = frame.width, frame.height
-            if settings.short_side:
-                scale = settings.short_side / min(width, height)
-                width, height = 2 * round(width * scale / 2), 2 * round(height * scale / 2)
-            if state["output"] is None:
-                state["buffer"] = io.BytesIO()
-                state["output"] = av.open(state["buffer"], "w", format="mp4")
-                rate = Fraction(fps).limit_denominator(1001)
-                out = state["output"].add_stream("libx264", rate=rate)
-                out.width, out.height, out.pix_fmt = width, height, "yuv420p"
-                out.options = {"crf": "20", "g": str(max(1, int(fps)))}
-                state.update(out_stream=out, frames=0, start=time)
-            image = frame.reformat(width=width, height=height, format="yuv420p")
-            image.pts, image.time_base = state["frames"], 1 / state["out_stream"].codec_context.framerate
-            for packet in state["out_stream"].encode(image):
-                state["output"].mux(packet)
-            state["frames"] += 1
-            if state["frames"] >= per_segment:
-                close()
-        close()
-    return segments
-
-
 def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) -> list[dict]:
     """Cut one video into staged clips ``staging/<index>/<segment>.mp4``; returns their metadata.
 
@@ -209,15 +96,13 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
         return json.loads(done.read_text())
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    duration, fps, frames, size = _probe(source.path)
+    duration, fps, frames, size = probe(source.path)
     if duration < settings.min_seconds and not chunked:
         raise ValueError(f"shorter than --min-seconds ({duration:.2f} s < {settings.min_seconds} s)")
     if chunked or (not settings.reencode and duration <= settings.segment_seconds):
         segments = [(Path(source.path).read_bytes(), 0.0, duration, frames)]  # kept whole
-    elif settings.reencode:
-        segments = _cut_encode(source.path, settings)
     else:
-        segments = _cut_copy(source.path, settings)
+        segments = cut_segments(source.path, settings)
     clips = []
     for number, (data, start, end, count) in enumerate(segments):
         if end - start < settings.min_seconds and len(segments) > 1 and not chunked:
@@ -340,6 +225,7 @@ def prepare(
     chunked: bool = False,
 ) -> dict:
     """Cut and pack; returns the report (clips per split, skipped videos with reasons)."""
+    settings = replace(settings, cutter=pick_cutter(settings))  # the manifest names the tool used
     pairs, label_names = collect(input_path)
     if val_input is not None:
         val_pairs, _ = collect(val_input)
@@ -389,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunked", action="store_true", help="the listing holds ready clips: pack as they are")
+    parser.add_argument("--cutter", choices=("auto", "pyav", "ffmpeg"), default="auto",
+                        help="auto: PyAV (as fast as the ffmpeg command when re-encoding, faster when copying)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(
@@ -399,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_size_mb=args.shard_size,
         seed=args.seed,
         shard_samples=args.shard_samples,
+        cutter=args.cutter,
     )
     report = prepare(args.input, args.output, settings, args.val_fraction, args.val_input, args.workers, args.chunked)
     for split, counts in report["splits"].items():

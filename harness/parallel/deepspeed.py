@@ -70,6 +70,16 @@ def resolve_deepspeed_config(
         if given != "auto" and bool(given) != enabled:
             raise DeepSpeedConfigError(f"{source}: {section}.enabled={given!r} contradicts meta.dtype={dtype!r}")
         config.setdefault(section, {})["enabled"] = enabled
+    if config["bf16"]["enabled"] and config["bf16"].get("check_grad_overflow") is False:
+        raise DeepSpeedConfigError(
+            f"{source}: bf16.check_grad_overflow=false would let a NaN/Inf step update the weights; the harness "
+            "skips such steps (optimization.max_nonfinite_steps) through it: remove the key"
+        )
+    if config.get("zero_optimization", {}).get("compute_grad_norm") is False:
+        raise DeepSpeedConfigError(
+            f"{source}: zero_optimization.compute_grad_norm=false hides NaN/Inf gradients from the step the harness "
+            "must skip (and the logged gradient norm): remove the key"
+        )
     if config["fp16"]["enabled"]:
         config["fp16"].setdefault("loss_scale", 0)  # 0: dynamic loss scaling
     offload = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
@@ -128,13 +138,16 @@ class DeepSpeedStrategy(DistributedStrategy):
         self._engine.step()  # a no-op except at the accumulation boundary, where it steps
 
     def skip_micro_batch(self, model: nn.Module) -> None:
-        # The engine counts micro-batches: feed it a zero loss that touches every trainable weight
-        # (not the non-finite activations), so the step boundary stays where it was.
-        zero = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), torch.zeros((), device=self.device))
-        self.backward(zero)
+        # The engine counts micro-batches and owns the step: feed it a loss whose gradient is NaN in
+        # every trainable weight (not through the bad activations). At the boundary its ZeRO
+        # optimizer sees a non-finite gradient norm and drops the whole step (no update, moments
+        # untouched, gradients cleared), as it does for an fp16 overflow.
+        nan = torch.full((), float("nan"), device=self.device)
+        poisoned = sum((p.sum() * nan for p in model.parameters() if p.requires_grad), torch.zeros_like(nan))
+        self.backward(poisoned)
 
     def discard_step(self, optimizer) -> None:
-        """The engine has stepped at the boundary already (with the finite micro-batches' gradients)."""
+        """Done by the engine at the boundary (see :meth:`skip_micro_batch`)."""
 
     def optimizer_step(self, model: nn.Module, optimizer, max_norm: float | None):
         """Already done by the engine at the boundary (clipping included); returns the norm."""

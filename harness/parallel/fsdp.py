@@ -82,7 +82,8 @@ class FSDPStrategy(DistributedStrategy):
             param_dtype=dtypes[param_dtype] if param_dtype else precision.dtype, reduce_dtype=dtypes[reduce_dtype]
         )
         self.reshard_after_forward = reshard_after_forward
-        self.offload = CPUOffloadPolicy() if cpu_offload else None
+        # pinned host memory needs CUDA; on a CPU run the offload path still runs, unpinned
+        self.offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else None
 
     def prepare(
         self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]

@@ -105,6 +105,13 @@ class Strategy:
         """Sum ``tensor`` in place over all ranks."""
         return tensor
 
+    def all_finite(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` is finite on every rank: the same answer everywhere (one tiny
+        all-reduce), so all ranks skip a step together and no rank waits in a collective that
+        another one skipped."""
+        bad = (~torch.isfinite(tensor.detach())).sum(dtype=torch.float32).reshape(1)
+        return not bool(self.all_reduce_sum(bad))
+
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
         return [obj]

@@ -13,12 +13,11 @@ from harness.config import Config, ConfigError
 from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset, build_loader, read_listing
 from harness.data.listing import VideoRecord
 from harness.data.loader import ClipLoader
+from harness.data.shard_eval import ShardEvalDataset, ShardEvalLoader
 from harness.data.shards import (
     Shard,
     ShardDataset,
     ShardError,
-    ShardEvalDataset,
-    ShardEvalLoader,
     ShardLoader,
     list_shards,
     manifest_classes,

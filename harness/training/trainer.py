@@ -282,8 +282,8 @@ class Trainer:
                 with strategy.precision.autocast():
                     logits = self.model(clips)
                 loss = self.loss(logits, labels, targets)
-                # One host sync per micro-batch: a NaN/Inf loss must not reach the weights.
-                if bool(torch.isfinite(loss)):
+                # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights.
+                if strategy.all_finite(loss):
                     strategy.backward(loss / len(micro_batches))
                 else:
                     finite = False

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def test_prepare_from_class_folders(class_folders, tmp_path):
                for split, samples in (("train", train_samples), ("val", val_samples))}  # fmt: skip
     assert sources["train"] and sources["val"] and not sources["train"] & sources["val"], "split by source video"
     assert train["label_map"] == {"0": "left", "1": "right"} and len(train["shards"]) > 1
+    assert train["settings"]["cutter"] == "pyav", "auto cuts with PyAV (bench/RESULTS.md)"
     assert train["total_clips"] == len(train_samples)
     labels = [int(s["cls"]) for s in train_samples.values()]
     assert train["class_histogram"] == {"left": labels.count(0), "right": labels.count(1)}
@@ -113,3 +115,44 @@ def test_chunked_listing_packs_clips_as_they_are_and_webdataset_reads_them(demo_
     shards = sorted(str(p) for p in (demo_shards / "train").glob("*.tar"))
     read = list(webdataset.WebDataset(shards, shardshuffle=False, empty_check=False))
     assert len(read) == 24 and all({"mp4", "cls", "json"} <= set(r) for r in read)
+
+
+@pytest.mark.parametrize("cutter", ["pyav", "ffmpeg"])
+def test_both_cutters_reencode_to_the_same_segments(class_folders, tmp_path, cutter):
+    if cutter == "ffmpeg" and shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg command is not installed (.ci/run installs it)")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{class_folders / 'left' / 'v0.mp4'} 0\n")
+    settings = Settings(segment_seconds=5, fps=10, short_side=32, cutter=cutter)
+    prepare(listing, tmp_path / "out", settings, val_fraction=0, workers=1)
+    manifest, samples = read_split(tmp_path / "out" / "train")
+    assert manifest["settings"]["cutter"] == cutter
+    spans = []
+    for sample in samples.values():
+        meta = json.loads(sample["json"])
+        reader = open_video(sample["mp4"], "pyav")
+        assert reader.num_frames == meta["frames"] == 50 and round(reader.fps) == 10
+        assert reader.get_frames([0]).shape[1:3] == (32, 42)  # 48x64 -> short side 32, even width
+        reader.close()
+        spans.append((meta["start"], meta["end"]))
+    assert sorted(spans) == [(5.0 * i, 5.0 * i + 5) for i in range(5)]  # 25 s at 5 s per segment
+
+
+def test_stream_copy_with_ffmpeg_and_a_corrupt_video_is_reported(class_folders, tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg command is not installed (.ci/run installs it)")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{class_folders / 'left' / 'v0.mp4'} 0\n{class_folders / 'left' / 'broken.mp4'} 0\n")
+    report = prepare(listing, tmp_path / "out", Settings(segment_seconds=10, cutter="ffmpeg"), val_fraction=0,
+                     workers=1)  # fmt: skip
+    assert [Path(s["path"]).name for s in report["skipped"]] == ["broken.mp4"]
+    manifest, samples = read_split(tmp_path / "out" / "train")
+    frames = sorted(json.loads(s["json"])["frames"] for s in samples.values())
+    assert sum(frames) == 25 * 15 and len(frames) == 3, "copy keeps every frame, cut near 10 s boundaries"
+
+
+def test_asking_for_the_ffmpeg_command_without_it_is_a_clear_error(class_folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg here
+    with pytest.raises(SystemExit, match="--cutter ffmpeg needs the ffmpeg command"):
+        main(["--input", str(class_folders), "--output", str(tmp_path / "out"), "--cutter", "ffmpeg"])
+    assert not (tmp_path / "out").exists(), "nothing started"

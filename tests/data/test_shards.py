@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from harness.data import ClipSpec, EvalTransform, TrainTransform
+from harness.data.shard_eval import ShardEvalDataset, ShardEvalLoader
 from harness.data.shards import (
     ShardDataset,
     ShardError,
-    ShardEvalDataset,
-    ShardEvalLoader,
     ShardLoader,
     expand_braces,
     list_shards,

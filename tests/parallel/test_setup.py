@@ -61,6 +61,8 @@ def test_shipped_deepspeed_configs_are_filled_from_the_harness(name):
         ({"fp16": {"enabled": True}}, "fp16.enabled=True contradicts meta.dtype='bfloat16'"),
         ({"optimizer": {"type": "Adam"}}, "has 'optimizer'"),
         ({"train_batch_size": 32}, "train_batch_size=32 contradicts"),
+        ({"bf16": {"check_grad_overflow": False}}, "bf16.check_grad_overflow=false would let a NaN/Inf step"),
+        ({"zero_optimization": {"compute_grad_norm": False}}, "compute_grad_norm=false hides NaN/Inf gradients"),
     ],
 )
 def test_contradicting_deepspeed_json_names_both_values(base, message, tmp_path):

@@ -30,6 +30,12 @@ STRATEGIES = {
     "zero1": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero1.json'}"],
     "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero2.json'}"],
     "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero3.json'}"],
+    # host-memory offload: FSDP2's CPUOffloadPolicy; ZeRO-3 optimizer and parameter offload
+    "fsdp_offload": ["distributed.strategy=fsdp", "distributed.fsdp_cpu_offload=true"],
+    "zero3_offload": [
+        "distributed.strategy=deepspeed",
+        f"distributed.deepspeed_config={REPO / 'ds_configs/zero3_offload.json'}",
+    ],  # fmt: skip
 }
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -189,3 +195,19 @@ def test_ddp_trains_on_shards_with_equal_steps_per_rank(demo_root, demo_shards, 
     assert len(losses(folder, 0)) == len(losses(folder, 1)) == 24 // (2 * 3)
     with open(folder / "epochs.csv", newline="") as handle:
         assert [int(row["val_count"]) for row in csv.DictReader(handle)] == [8], "each val clip once over ranks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero1", "zero3"])
+def test_a_nan_loss_on_one_rank_skips_that_step_on_every_rank(name, demo_root, tmp_path):
+    folder = tmp_path / "run"
+    config = write(tmp_path, "nan", tiny_overrides(demo_root, folder, *STRATEGIES[name], "data.batch_size=2",
+                                                   "optimization.epochs=1"))  # fmt: skip
+    launch([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "tests/parallel/nan_driver.py",
+            str(tmp_path), str(config), "2"], tmp_path)  # fmt: skip
+    results = [json.loads((tmp_path / f"nan_r{rank}.json").read_text()) for rank in range(2)]
+    for result in results:
+        assert result["skipped_steps"] == 1 and result["steps"] == 6, "both ranks skipped the same one step"
+        assert result["before"] == result["after"], "the skipped step changed no weight"
+        assert result["before"] != result["final"], "the other steps trained"
+    assert results[0]["final"] == results[1]["final"], "ranks still hold the same weights"

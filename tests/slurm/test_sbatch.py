@@ -51,7 +51,7 @@ def submit(cluster: Cluster, tmp_path: Path, name: str, cfg: str, nodes: int) ->
 
 def test_one_node_two_tasks_and_a_warning_signal_requeues_and_resumes_exactly(cluster, demo_root, tmp_path):
     reference = submit(cluster, tmp_path, "reference", config(tmp_path, demo_root, "reference"), nodes=1)
-    assert cluster.wait(reference) == "COMPLETED", (tmp_path / "reference.out").read_text()[-3000:]
+    assert cluster.wait(reference) == "COMPLETED", (tmp_path / "reference.out").read_text()[-3000:] + cluster.logs()
     folder = tmp_path / "reference"
     assert (folder / "log_r0.csv").exists() and (folder / "log_r1.csv").exists()
     assert json.loads((folder / "summary.json").read_text())["finished"]
@@ -67,7 +67,7 @@ def test_one_node_two_tasks_and_a_warning_signal_requeues_and_resumes_exactly(cl
     cluster.run("scancel", "--signal=USR1", "--batch", str(job), check=True)
     state = cluster.wait(job)
     output = (tmp_path / "stopped.out").read_text()
-    assert state == "COMPLETED", output[-4000:]
+    assert state == "COMPLETED", output[-4000:] + cluster.logs()
     assert "requeueing job" in output and "restart 1" in output, output[-3000:]
     assert "stopped by SIGTERM" in output and "resumed from" in output
     assert losses(tmp_path / "stopped") == losses(folder), "the requeued job continued exactly"
@@ -75,7 +75,7 @@ def test_one_node_two_tasks_and_a_warning_signal_requeues_and_resumes_exactly(cl
 
 def test_two_emulated_nodes_train_as_one_four_rank_job(cluster, demo_root, tmp_path):
     job = submit(cluster, tmp_path, "two", config(tmp_path, demo_root, "two"), nodes=2)
-    assert cluster.wait(job) == "COMPLETED", (tmp_path / "two.out").read_text()[-3000:]
+    assert cluster.wait(job) == "COMPLETED", (tmp_path / "two.out").read_text()[-3000:] + cluster.logs()
     folder = tmp_path / "two"
     assert all((folder / f"log_r{rank}.csv").exists() for rank in range(4))
     assert "ddp x 4 rank(s)" in (tmp_path / "two.out").read_text()

@@ -1,0 +1,5 @@
+import sys
+
+from harness.config.cli import main
+
+sys.exit(main())

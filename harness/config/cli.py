@@ -1,0 +1,107 @@
+"""The key table (README), the shared ``--config CFG overrides...`` parser, ``python -m harness.config``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any
+
+import yaml
+
+from harness.config.loading import load_config, lookup, save_config
+from harness.config.schema import Config, ConfigError
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the ``#:`` comment after it in the class source (the key's documentation)."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): .*?#: (.*)$", line)
+        if match:
+            docs[match.group(1)] = match.group(2).strip()
+    return docs
+
+
+def config_table() -> str:
+    """Markdown table of every config key with its type, default and meaning (for the README)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    _table_rows(Config, "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _table_rows(cls: type, prefix: str, lines: list[str]) -> None:
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if item.metadata.get("internal"):
+            continue
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            _table_rows(hint, f"{prefix}{item.name}.", lines)
+        else:
+            lines.append(_table_row(f"{prefix}{item.name}", hint, _default(item), docs.get(item.name, "")))
+
+
+def _default(item: dataclasses.Field) -> Any:
+    if item.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return item.default_factory()  # type: ignore[misc]
+    return item.default
+
+
+def _table_row(key: str, hint: Any, default: Any, doc: str) -> str:
+    type_name = str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
+    type_name = type_name.replace(" | None", " or null")
+    shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
+    return f"| `{key}` | {type_name} | `{shown.strip()}` | {doc.replace('|', '/')} |"
+
+
+def argument_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A command-line parser with ``--config CFG`` and ``section.key=value`` overrides (entry points
+    add their own options)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="YAML config (V-JEPA 2 classifier files work as they are)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optimization.lr=1e-4")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config | None:
+    """The config that ``args.config`` and ``args.overrides`` describe; on a problem, print it
+    (naming the key, with a suggestion) and return None, so the entry point exits with code 2."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.config``: the key table; with ``--config`` (and overrides), print one
+    resolved key (``--get folder``) or save the resolved config (``--save PATH``)."""
+    parser = argparse.ArgumentParser(prog="python -m harness.config", description=main.__doc__)
+    parser.add_argument("--config", default=None, help="YAML config to resolve")
+    parser.add_argument("--get", default=None, help="print this resolved key (e.g. folder, data.batch_size)")
+    parser.add_argument("--save", default=None, help="write the resolved config to this path")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    args = parser.parse_args(argv)
+    if args.config is None and not args.overrides:
+        print(config_table(), end="")
+        return 0
+    config = config_from_args(args)
+    if config is None:
+        return 2
+    if args.save:
+        save_config(config, args.save)
+    if args.get:
+        try:
+            print(lookup(config, args.get))
+        except AttributeError:
+            print(f"config error: unknown key {args.get!r}", file=sys.stderr)
+            return 2
+    return 0

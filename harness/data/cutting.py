@@ -1,0 +1,187 @@
+"""Cut one video into segments: stream copy at key frames, or re-encoded to H.264 at a fixed
+frame rate and short side; with PyAV (bundled FFmpeg) or the ``ffmpeg`` command."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How videos are cut and encoded (saved in every manifest)."""
+
+    segment_seconds: float = 10.0
+    min_seconds: float = 1.0
+    fps: float | None = None
+    short_side: int | None = None
+    shard_size_mb: float = 256.0
+    seed: int = 0
+    shard_samples: int | None = None  #: also cut a shard at this many samples
+    cutter: str = "auto"  #: auto | pyav | ffmpeg (see ``pick_cutter``)
+
+    @property
+    def reencode(self) -> bool:
+        return self.fps is not None or self.short_side is not None
+
+
+def probe(path: str) -> tuple[float, float, int, tuple[int, int]]:
+    """(duration s, fps, frames, (width, height)) of a video."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 30)
+        frames = stream.frames or 0
+        duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        if not duration and container.duration:
+            duration = container.duration / 1e6
+        if not frames:
+            frames = sum(1 for _ in container.demux(stream) if _.size)
+        if not duration:
+            duration = frames / fps
+        return duration, fps, frames, (stream.codec_context.width, stream.codec_context.height)
+
+
+def _cut_copy(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
+    """Stream-copy segments, cut at the first key frame after each boundary."""
+    segments: list[tuple[bytes, float, float, int]] = []
+    with av.open(path) as source:
+        stream = source.streams.video[0]
+        buffer, output, out_stream, first, start, frames = None, None, None, None, 0.0, 0
+
+        def close(end: float) -> None:
+            if output is not None:
+                output.close()
+                segments.append((buffer.getvalue(), start, end, frames))
+
+        for packet in source.demux(stream):
+            if packet.dts is None or packet.size == 0:
+                continue
+            time = float(packet.pts * stream.time_base) if packet.pts is not None else 0.0
+            if output is None or (packet.is_keyframe and time >= start + settings.segment_seconds):
+                close(time)
+                buffer = io.BytesIO()
+                output = av.open(buffer, "w", format="mp4")
+                out_stream = output.add_stream_from_template(stream)
+                first, start, frames = packet.dts, time, 0
+            offset = first
+            packet.dts -= offset
+            packet.pts = packet.pts - offset if packet.pts is not None else None
+            packet.stream = out_stream
+            output.mux(packet)
+            frames += 1
+        close(start + frames / float(stream.average_rate or 30))
+    return segments
+
+
+def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
+    """Decode, resample to ``fps``, resize the short side, encode H.264 segments."""
+    segments: list[tuple[bytes, float, float, int]] = []
+    with av.open(path) as source:
+        stream = source.streams.video[0]
+        in_fps = float(stream.average_rate or 30)
+        fps = settings.fps or in_fps
+        per_segment = max(1, int(round(settings.segment_seconds * fps)))
+        state = {"output": None, "frames": 0, "next_index": 0, "start": 0.0}
+
+        def close() -> None:
+            if state["output"] is not None:
+                for packet in state["out_stream"].encode():
+                    state["output"].mux(packet)
+                state["output"].close()
+                start = state["start"]
+                segments.append((state["buffer"].getvalue(), start, start + state["frames"] / fps, state["frames"]))
+                state["output"] = None
+
+        for frame in source.decode(stream):
+            time = float(frame.time or 0.0)
+            if time * fps + 1e-6 < state["next_index"]:
+                continue  # drop frames to reach the target rate
+            state["next_index"] += 1
+            width, height = frame.width, frame.height
+            if settings.short_side:
+                scale = settings.short_side / min(width, height)
+                width, height = 2 * round(width * scale / 2), 2 * round(height * scale / 2)
+            if state["output"] is None:
+                state["buffer"] = io.BytesIO()
+                state["output"] = av.open(state["buffer"], "w", format="mp4")
+                rate = Fraction(fps).limit_denominator(1001)
+                out = state["output"].add_stream("libx264", rate=rate)
+                out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+                out.options = {"crf": "20", "g": str(max(1, int(fps)))}
+                state.update(out_stream=out, frames=0, start=time)
+            image = frame.reformat(width=width, height=height, format="yuv420p")
+            image.pts, image.time_base = state["frames"], 1 / state["out_stream"].codec_context.framerate
+            for packet in state["out_stream"].encode(image):
+                state["output"].mux(packet)
+            state["frames"] += 1
+            if state["frames"] >= per_segment:
+                close()
+        close()
+    return segments
+
+
+def _cut_ffmpeg(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
+    """Cut (and re-encode, when asked) with the ``ffmpeg`` command's segment muxer.
+
+    Re-encoding forces a key frame at every segment boundary, so segments are exactly
+    ``segment_seconds`` long; stream copy cuts at the first key frame after each boundary.
+    """
+    if settings.reencode:
+        filters = []
+        if settings.fps:
+            filters.append(f"fps={settings.fps}")
+        if settings.short_side:
+            side = settings.short_side
+            filters.append(f"scale='if(lt(iw,ih),{side},-2)':'if(lt(iw,ih),-2,{side})'")
+        gop = str(max(1, int(settings.fps or 30)))
+        codec = ["-c:v", "libx264", "-crf", "20", "-g", gop, "-pix_fmt", "yuv420p",
+                 "-force_key_frames", f"expr:gte(t,n_forced*{settings.segment_seconds})"]  # fmt: skip
+        codec += ["-vf", ",".join(filters)] if filters else []
+    else:
+        codec = ["-c", "copy"]
+    with tempfile.TemporaryDirectory(prefix="harness-cut-") as folder:
+        listing = Path(folder) / "segments.csv"
+        command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", path, "-map", "0:v:0", "-an", *codec,
+                   "-f", "segment", "-segment_time", str(settings.segment_seconds), "-reset_timestamps", "1",
+                   "-segment_list", str(listing), "-segment_list_type", "csv", f"{folder}/%06d.mp4"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
+            raise RuntimeError(f"ffmpeg failed: {lines[-1]}")
+        segments, start = [], 0.0
+        for line in listing.read_text().splitlines():  # its times carry the B-frame delay: not used
+            data = (Path(folder) / line.rsplit(",", 2)[0]).read_bytes()
+            with av.open(io.BytesIO(data)) as clip:
+                stream = clip.streams.video[0]
+                frames = stream.frames or sum(1 for packet in clip.demux(stream) if packet.size)
+                rate = settings.fps or float(stream.average_rate or 30)
+            segments.append((data, start, start + frames / rate, frames))
+            start += frames / rate
+    return segments
+
+
+def pick_cutter(settings: Settings) -> str:
+    """``pyav`` or ``ffmpeg`` for these settings (``auto`` is PyAV).
+
+    Measured (bench/bench_shards.py, bench/RESULTS.md): re-encoding camera-like content runs at
+    the same speed either way (libx264 dominates: 0.9-1.08x), and stream copy through the
+    ``ffmpeg`` command is 3-4x slower (a process per video). The command stays available for
+    inputs or encoders that only a system FFmpeg build has.
+    """
+    if settings.cutter == "ffmpeg" and shutil.which("ffmpeg") is None:
+        raise SystemExit("error: --cutter ffmpeg needs the ffmpeg command on the PATH (or use --cutter pyav)")
+    return "pyav" if settings.cutter == "auto" else settings.cutter
+
+
+def cut_segments(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
+    """``(mp4 bytes, start s, end s, frames)`` of each segment of one video."""
+    if pick_cutter(settings) == "ffmpeg":
+        return _cut_ffmpeg(path, settings)
+    return _cut_encode(path, settings) if settings.reencode else _cut_copy(path, settings)

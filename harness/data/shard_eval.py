@@ -1,0 +1,93 @@
+"""Validation from shards: every sample exactly once over all ranks and workers, deterministic."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from harness.data.decode import DecodeError, resolve_backend
+from harness.data.files import ClipItem, SkippedVideo
+from harness.data.loader import collate_clips
+from harness.data.sampling import ClipSpec
+from harness.data.shard_io import Shard, decode_sample, quarantine, read_samples
+from harness.data.shards import BROKEN_SHARDS, FAILED, VISITED
+
+
+class ShardEvalDataset(IterableDataset):
+    """Validation samples from shards: every sample exactly once over all ranks and workers
+    (shard ``i`` goes to rank ``i % ranks``, then to worker ``i // ranks % workers``), in tar
+    order, deterministic clips; an unusable sample is ``None`` (dropped by the collate) and
+    counted, never replaced.
+    """
+
+    def __init__(self, shards: Sequence[Shard], spec: ClipSpec, transform: Callable, *, num_clips: int = 1,
+                 decoder: str = "auto", quarantine: str | Path | None = None) -> None:  # fmt: skip
+        self.shards, self.spec, self.transform = list(shards), spec, transform
+        self.num_clips, self.decoder = num_clips, decoder
+        resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
+        self.quarantine = Path(quarantine) if quarantine else None
+        self.rank, self.world_size = 0, 1
+        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
+
+    def total_samples(self) -> int | None:
+        """Samples in all shards per the manifests (None when unknown)."""
+        counts = [shard.samples for shard in self.shards]
+        return None if None in counts else sum(counts)
+
+    def configure(self, rank: int, world_size: int) -> None:
+        """Place this dataset on rank ``rank`` of ``world_size``."""
+        self.rank, self.world_size = rank, world_size
+
+    def stats(self) -> dict[str, int]:
+        """Samples visited, unusable samples and broken shards seen by this rank."""
+        visited, failed, broken = self.counters.sum(0).tolist()
+        return {"visited": visited, "failed": failed, "broken_shards": broken}
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Evaluation is the same every time."""
+
+    def __iter__(self) -> Iterator[ClipItem | None]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = self.shards[self.rank :: self.world_size][worker::workers]
+        for shard in mine:
+            count = 0
+            try:
+                for key, parts in read_samples(shard.url):
+                    count += 1
+                    self.counters[worker, VISITED] += 1
+                    yield self._decode(shard.url, key, parts, worker)
+            except (tarfile.TarError, OSError, EOFError) as error:
+                self.counters[worker, BROKEN_SHARDS] += 1
+                quarantine(self.quarantine, shard.url, f"unreadable or truncated shard ({error})")
+            else:
+                if shard.samples is not None and count < shard.samples:
+                    self.counters[worker, BROKEN_SHARDS] += 1
+                    quarantine(self.quarantine, shard.url, f"truncated shard: {count} of {shard.samples} samples")
+
+    def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
+        try:
+            return decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, False,
+                                 np.random.default_rng(0), self.decoder)  # fmt: skip
+        except (DecodeError, SkippedVideo, OSError) as error:
+            self.counters[worker, FAILED] += 1
+            quarantine(self.quarantine, f"{url}#{key}", str(error))
+            return None
+
+
+class ShardEvalLoader(DataLoader):
+    """DataLoader over a :class:`ShardEvalDataset` (whole batches, the last one may be short)."""
+
+    def __init__(self, dataset: ShardEvalDataset, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(
+            dataset, batch_size=batch_size, collate_fn=collate_clips, generator=torch.Generator(), **kwargs
+        )
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Evaluation reads the same samples every time."""
