@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunked", action="store_true", help="the listing holds ready clips: pack as they are")
     parser.add_argument("--cutter", choices=("auto", "pyav", "ffmpeg"), default="auto",
-                        help="auto: PyAV (as fast as the ffmpeg command when re-encoding, faster when copying)")  # fmt: skip
+                        help="auto: PyAV (as fast as ffmpeg re-encoding, faster copying)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(
