@@ -32,8 +32,8 @@ class Settings:
         return self.fps is not None or self.short_side is not None
 
 
-def probe(path: str) -> tuple[float, float, int, tuple[int, int]]:
-    """(duration s, fps, frames, (width, height)) of a video."""
+def probe(path: str | io.BytesIO) -> tuple[float, float, int, tuple[int, int]]:
+    """(duration s, fps, frames, (width, height)) of a video file or of mp4 bytes in memory."""
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 30)
@@ -158,10 +158,8 @@ def _cut_ffmpeg(path: str, settings: Settings) -> list[tuple[bytes, float, float
         segments, start = [], 0.0
         for line in listing.read_text().splitlines():  # its times carry the B-frame delay: not used
             data = (Path(folder) / line.rsplit(",", 2)[0]).read_bytes()
-            with av.open(io.BytesIO(data)) as clip:
-                stream = clip.streams.video[0]
-                frames = stream.frames or sum(1 for packet in clip.demux(stream) if packet.size)
-                rate = settings.fps or float(stream.average_rate or 30)
+            _, clip_fps, frames, _ = probe(io.BytesIO(data))
+            rate = settings.fps or clip_fps
             segments.append((data, start, start + frames / rate, frames))
             start += frames / rate
     return segments
@@ -181,7 +179,8 @@ def pick_cutter(settings: Settings) -> str:
 
 
 def cut_segments(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
-    """``(mp4 bytes, start s, end s, frames)`` of each segment of one video."""
-    if pick_cutter(settings) == "ffmpeg":
+    """``(mp4 bytes, start s, end s, frames)`` of each segment of one video (``prepare`` has
+    checked ``settings.cutter`` once with :func:`pick_cutter`)."""
+    if settings.cutter == "ffmpeg":
         return _cut_ffmpeg(path, settings)
     return _cut_encode(path, settings) if settings.reencode else _cut_copy(path, settings)
