@@ -103,15 +103,19 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
         return "UNKNOWN"
 
     def wait(self, job: int, timeout: float = 300, kick_requeued: bool = True) -> str:
-        """Until the job ends; returns its final state. A requeued job is started at once (SLURM
-        would otherwise hold it ~120 s)."""
+        """Until the job ends; returns its final state. A requeued job is started after 2 s
+        instead of SLURM's ~120 s hold. Not at once: slurmd revokes the old run's credential with
+        a time stamp in whole seconds, so a restart allocated within the same second is refused
+        ("Job credential revoked") and the job ends FAILED."""
         deadline = time.time() + timeout
         final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
+        pending_since = None
         while time.time() < deadline:
             state = self.state(job)
             if state in final:
                 return state
-            if state == "PENDING" and kick_requeued:
+            pending_since = (pending_since or time.time()) if state == "PENDING" else None
+            if pending_since is not None and time.time() - pending_since >= 2 and kick_requeued:
                 self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
             time.sleep(0.5)
         raise TimeoutError(f"job {job} still {self.state(job)} after {timeout} s\n{self.logs()}")
