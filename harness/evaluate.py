@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info(load_classifier(strategy.unwrap(model).classifier, checkpoint).summary())
     loader = build.build_val_loader(config, strategy, val_set)
     num_classes = strategy.unwrap(model).classifier.linear.out_features
-    result, accumulator = evaluate(model, loader, strategy, num_classes, config.logging.progress_bar)
+    result, accumulator = evaluate(
+        model, loader, strategy, num_classes, config.logging.progress_bar, num_views=config.data.num_views
+    )
     out = Path(args.out) if args.out else Path(config.folder) / f"eval_{checkpoint.name}"
     if strategy.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     from harness.training import Trainer
 
     setup_console(config.logging.level, int(os.environ.get("RANK", "0")) == 0)
+    log = logging.getLogger("harness.train")
     if config.ignored:
-        logging.getLogger("harness.train").info(
-            "ignored cluster keys (set resources in the launcher): %s", ", ".join(config.ignored)
-        )
+        log.info("ignored keys (launcher resources, or not read by the original either): %s", ", ".join(config.ignored))
+    for note in config.notes:
+        if note.startswith("warning: "):
+            log.warning(note.removeprefix("warning: "))
+        else:
+            log.info("config: %s", note)
     trainer = Trainer(config)
     try:
         trainer.fit()

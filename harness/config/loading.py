@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from harness.config import vjepa2_eval
 from harness.config.schema import CHOICES, CLUSTER_KEYS, Config, ConfigError
 from harness.data.sampling import ClipSpec, ClipSpecError
 from harness.fileio import write_atomic
@@ -112,8 +113,14 @@ def validate(config: Config) -> Config:
     data = config.data
     try:  # the step rule lives in ClipSpec; frames per clip are checked per dataset below
         ClipSpec(1, frame_step=data.frame_step, fps=data.fps, duration=data.duration)
+        ClipSpec(1, frame_step=data.val_frame_step, fps=data.val_fps, duration=data.val_duration)
     except ClipSpecError as error:
         raise ConfigError(f"data: {error}") from None
+    if data.val_datasets_weights is not None and len(data.val_datasets_weights) != len(data.val_datasets):
+        count = len(data.val_datasets_weights)
+        raise ConfigError(
+            f"data.val_datasets_weights has {count} entries for {len(data.val_datasets)} data.val_datasets"
+        )
     if data.datasets_weights is not None and len(data.datasets_weights) != len(data.datasets):
         raise ConfigError(
             f"data.datasets_weights has {len(data.datasets_weights)} entries for {len(data.datasets)} data.datasets"
@@ -172,35 +179,100 @@ def _check_positive(config: Config, *groups: tuple[str, ...]) -> None:
             raise ConfigError(f"{key} must be >= 1, got {value}")
 
 
+SAMPLING_KEYS = ("fps", "duration", "frame_step")  # V-JEPA 2's priority when several are set
+
+
+def _resolve_sampling(data: dict[str, Any], notes: list[str]) -> None:
+    """Keep one of fps > duration > frame_step for training and for validation (the seed app's
+    rule), naming what was set aside; validation defaults to the training's choice."""
+    for prefix, name in (("", "training"), ("val_", "validation")):
+        given = [k for k in SAMPLING_KEYS if data.get(prefix + k) is not None]
+        if len(given) > 1:
+            dropped = ", ".join(f"data.{prefix}{k}={data[prefix + k]!r}" for k in given[1:])
+            notes.append(
+                f"warning: several {name} sampling options set; using data.{prefix}{given[0]}="
+                f"{data[prefix + given[0]]!r} (V-JEPA 2's order fps > duration > frame_step), ignoring {dropped}"
+            )
+        if given:
+            for key in SAMPLING_KEYS:
+                data[prefix + key] = data[prefix + key] if key == given[0] else None
+        elif not prefix:
+            data.update(fps=None, duration=None, frame_step=4)  # the seed's default step
+        else:
+            for key in SAMPLING_KEYS:
+                data[prefix + key] = data[key]
+
+
+def _origin(values: dict[str, Any]) -> str:
+    if vjepa2_eval.is_eval_layout(values):
+        return "vjepa2_eval"
+    return "vjepa2_app" if "app" in values else "harness"
+
+
+def _split_overrides(overrides: list[str], eval_layout: bool) -> tuple[list[str], list[str]]:
+    """Overrides in the file's own (V-JEPA 2 eval) layout apply before translation; ours after."""
+    if not eval_layout:
+        return [], overrides
+    roots = (*vjepa2_eval.EVAL_SECTIONS, *vjepa2_eval.EVAL_TOP_KEYS, *vjepa2_eval.LAUNCHER_KEYS)
+    before = [item for item in overrides if item.split(".", 1)[0].split("=", 1)[0] in roots]
+    return before, [item for item in overrides if item not in before]
+
+
+def _resolve_auto(values: dict[str, Any], origin: str, notes: list[str]) -> None:
+    data, model = values.setdefault("data", {}), values.setdefault("model", {})
+    if data.get("sampling_rule", "auto") == "auto":
+        data["sampling_rule"] = "harness" if origin == "harness" else "vjepa2"
+        notes.append(f"data.sampling_rule: auto -> {data['sampling_rule']}")
+    if model.get("clip_aggregation", "auto") == "auto":
+        model["clip_aggregation"] = "concat_tokens" if origin == "vjepa2_eval" else "average_logits"
+        notes.append(f"model.clip_aggregation: auto -> {model['clip_aggregation']}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides, then :func:`validate`."""
+    """Defaults <- YAML file <- overrides, then :func:`validate`.
+
+    A V-JEPA 2 evaluation file is first translated (:mod:`harness.config.vjepa2_eval`); every
+    translation and every choice made for the user is recorded in ``config.notes``.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    _deep_update(values, parse_overrides(overrides or []))
-    data = values.get("data")
-    if (
-        isinstance(data, dict)
-        and "frame_step" not in data
-        and any(data.get(k) is not None for k in ("fps", "duration"))
-    ):
-        data["frame_step"] = None  # the default step gives way to an explicit fps/duration
+    origin = _origin(values)
+    notes: list[str] = []
     ignored: list[str] = []
+    before, after = _split_overrides(overrides or [], origin == "vjepa2_eval")
+    _deep_update(values, parse_overrides(before))
+    if origin == "vjepa2_eval":
+        values, notes, ignored = vjepa2_eval.translate(values, str(path))
+    _deep_update(values, parse_overrides(after))
+    data = values.setdefault("data", {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"data: expected a mapping, got {data!r}")
+    _resolve_sampling(data, notes)
+    _resolve_auto(values, origin, notes)
     config = _build(Config, values, "", ignored)
     config.ignored = ignored
+    config.notes = notes
     return validate(config)
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A validated :class:`Config` from a nested dict (e.g. one saved in a checkpoint)."""
     ignored: list[str] = []
-    config = _build(Config, copy.deepcopy(values), "", ignored)
+    values = copy.deepcopy(values)
+    _resolve_auto(values, "harness", [])
+    config = _build(Config, values, "", ignored)
     config.ignored = ignored
     return validate(config)
 
@@ -209,10 +281,13 @@ def to_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict (for writing the resolved config into the run folder)."""
     out = dataclasses.asdict(config)
     out.pop("ignored", None)
+    out.pop("notes", None)
     return out
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically: a crash never leaves half a file)."""
-    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    """Write the resolved config as YAML (atomically: a crash never leaves half a file), headed
+    by comments saying what each translated key became and which keys were ignored."""
+    header = [f"# {note}" for note in config.notes] + [f"# ignored: {key}" for key in config.ignored]
+    text = "\n".join(header + [""]) * bool(header) + yaml.safe_dump(to_dict(config), sort_keys=False)
     write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))

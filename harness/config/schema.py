@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
 CHOICES = {
+    "data.sampling_rule": ("auto", "harness", "vjepa2"),
+    "model.clip_aggregation": ("auto", "average_logits", "concat_tokens"),
+    "optimization.lr_schedule": ("wsd", "cosine"),
     "meta.dtype": ("float32", "bfloat16", "float16"),
     "meta.device": ("auto", "cpu", "cuda"),
     "model.pooler_order": ("tokens_first", "queries"),
@@ -36,17 +39,26 @@ class DataConfig:
     crop_size: int = 224  #: output side in pixels
     patch_size: int = 16  #: spatial patch size of the encoder
     tubelet_size: int = 2  #: temporal patch size of the encoder
-    frame_step: int | None = 4  #: take every k-th frame (exactly one of frame_step/fps/duration)
+    frame_step: int | None = 4  #: take every k-th frame (of frame_step/fps/duration, fps wins, then duration)
     fps: float | None = None  #: target sampling rate in frames per second
     duration: float | None = None  #: seconds a clip spans
+    val_frame_step: int | None = None  #: validation frame step (default: the training's sampling)
+    val_fps: float | None = None  #: validation sampling rate (default: the training's sampling)
+    val_duration: float | None = None  #: validation clip duration (default: the training's sampling)
+    sampling_rule: str = "auto"  #: harness: frame indices: harness or vjepa2 (exact); auto: vjepa2 for V-JEPA 2 files
     num_clips: int = 1  #: temporal clips per training video
     val_num_clips: int = 1  #: temporal clips per validation video
     num_views: int = 1  #: spatial crops per validation clip
     num_workers: int = 8  #: decoding processes per rank
+    val_num_workers: int | None = None  #: validation decoding processes per rank (default: num_workers)
+    persistent_workers: bool = True  #: keep training loader processes alive between epochs
+    val_persistent_workers: bool | None = None  #: same for validation (default: persistent_workers)
     pin_mem: bool = True  #: pin host memory (only where a GPU exists)
     decoder: str = "auto"  #: auto, torchcodec, decord or pyav
     allow_clip_overlap: bool = False  #: spread clips over the video when they do not fit a segment
     random_clip_sampling: bool = True  #: random clip position when training
+    val_random_clip_sampling: bool = False  #: random clip position in validation too (seed key)
+    val_datasets_weights: list[float] | None = None  #: seed key; evaluation visits every video once, so only checked
     max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
     min_frames: int = 0  #: skip videos with fewer frames
     shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
@@ -84,6 +96,11 @@ class MetaConfig:
     seed: int = 0  #: global seed
     use_sdpa: bool = True  #: fused attention
     eval_only: bool = False  #: evaluate and stop
+    classifier_checkpoint: str | None = None  #: probe weights: V-JEPA 2 eval .pt (classifiers) or HF directory
+    classifier_index: int = 0  #: which head of a multi-head V-JEPA 2 probe file to load
+    checkpoint_key: str | None = None  #: key of the encoder in pretrain_checkpoint (default: target_encoder, encoder)
+    skip_batches: int = -1  #: seed key; the harness resumes mid-epoch exactly, so it is reported and not applied
+    sync_gc: bool = False  #: disable automatic garbage collection; collect every 50 steps instead (seed key)
     device: str = "auto"  #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
 
 
@@ -104,6 +121,11 @@ class ModelConfig:
     attn_pooler_heads: int | None = None  #: default: the encoder's heads
     drop_path_rate: float = 0.0  #: harness: stochastic depth rate of the last encoder block
     pooler_order: str = "tokens_first"  #: harness: tokens_first (V-JEPA 2 probes) or queries
+    pooler_output_projection: bool = False  #: harness: a Linear after the probe's cross-attention (V-JEPA 2 has none)
+    clip_aggregation: str = "auto"  #: harness: average_logits (seed), concat_tokens (V-JEPA 2 eval); auto picks by file
+    temporal_pos_embed: bool = False  #: concat_tokens: add a 1D sin-cos table by frame index (wrapper use_pos_embed)
+    max_frames: int = 128  #: length in frames of that table (wrapper max_frames)
+    out_layers: list[int] | None = None  #: multi-level features: tokens of these blocks (0-based), concatenated
 
 
 @dataclass
@@ -116,6 +138,7 @@ class OptimizationConfig:
     start_lr: float = 0.0  #: learning rate at step 0 (linear warmup from here)
     final_lr: float = 0.0  #: learning rate at the end of the decay
     warmup: float = 0.0  #: warmup epochs
+    lr_schedule: str = "wsd"  #: harness: wsd (warmup-stable-decay) or cosine (V-JEPA 2 eval: warmup, cosine)
     anneal: float = 0.0  #: decay epochs at the end (warmup-stable-decay)
     weight_decay: float = 0.05  #: initial weight decay
     final_weight_decay: float = 0.05  #: weight decay at the end (cosine schedule)
@@ -204,3 +227,4 @@ class Config:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     ignored: list[str] = field(default_factory=list, metadata={"internal": True})
+    notes: list[str] = field(default_factory=list, metadata={"internal": True})  #: what loading translated or chose

@@ -14,13 +14,19 @@ Semantics (documented in the README):
   starts at its segment's start and stays inside the segment.
 * Indices that would fall past the available frames repeat the last available frame (padding),
   so a video shorter than a clip still yields ``frames_per_clip`` frames.
+
+``rule="vjepa2"`` instead reproduces V-JEPA 2's ``VideoDataset`` index arithmetic exactly (the
+seed app and V-JEPA 2's evaluation read videos through it), see :func:`vjepa2_clip_indices`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+SAMPLING_RULES = ("harness", "vjepa2")
 
 
 class ClipSpecError(ValueError):
@@ -40,12 +46,16 @@ class ClipSpec:
             video's own frame rate (``round(video_fps / fps)``, at least 1).
         duration: seconds spanned by a clip; the step is ``round(duration * video_fps /
             frames_per_clip)``, at least 1.
+        rule: ``harness`` (the rules above) or ``vjepa2``: V-JEPA 2's integer steps
+            (``ceil(video_fps) // fps`` and ``int(duration * ceil(video_fps) / frames_per_clip)``,
+            at least 1 where V-JEPA 2 would stop on an assertion) and its clip layout.
     """
 
     frames_per_clip: int
     frame_step: int | None = None
     fps: float | None = None
     duration: float | None = None
+    rule: str = "harness"
 
     def __post_init__(self) -> None:
         if self.frames_per_clip < 1:
@@ -57,6 +67,8 @@ class ClipSpec:
         value = getattr(self, given[0])
         if value <= 0:
             raise ClipSpecError(f"{given[0]} must be > 0, got {value}")
+        if self.rule not in SAMPLING_RULES:
+            raise ClipSpecError(f"sampling rule must be one of {', '.join(SAMPLING_RULES)}, got {self.rule!r}")
 
     def step_for(self, video_fps: float) -> int:
         """Source-frame step for a video recorded at ``video_fps`` frames per second."""
@@ -64,6 +76,12 @@ class ClipSpec:
             return int(self.frame_step)
         if not video_fps or video_fps <= 0:
             raise ClipSpecError("fps/duration sampling needs the video's frame rate, which is unknown")
+        if self.rule == "vjepa2":
+            # V-JEPA 2 rounds decord's average rate up, then divides. Decoders disagree in the last
+            # bit (torchcodec says 30.000000000000004 where decord says 30.0): ignore that much.
+            rate = math.ceil(video_fps - 1e-9)
+            step = rate // self.fps if self.fps is not None else self.duration * rate / self.frames_per_clip
+            return max(1, int(step))
         if self.fps is not None:
             return max(1, round(video_fps / self.fps))
         return max(1, round(self.duration * video_fps / self.frames_per_clip))
@@ -143,6 +161,9 @@ def sample_clip_indices(
         and indices are non-decreasing within a clip (repeats mean padding).
     """
     step = spec.step_for(video_fps)
+    if spec.rule == "vjepa2":
+        return vjepa2_clip_indices(num_frames, step, spec.frames_per_clip, num_clips, random=random,
+                                   allow_clip_overlap=allow_clip_overlap, rng=rng)  # fmt: skip
     span = (spec.frames_per_clip - 1) * step + 1
     starts, limits = clip_starts(
         num_frames, span, num_clips, random=random, allow_clip_overlap=allow_clip_overlap, rng=rng
@@ -150,3 +171,54 @@ def sample_clip_indices(
     offsets = np.arange(spec.frames_per_clip, dtype=np.int64) * step
     indices = np.asarray(starts, dtype=np.int64)[:, None] + offsets[None, :]
     return np.minimum(indices, np.asarray(limits, dtype=np.int64)[:, None])
+
+
+def vjepa2_clip_indices(
+    num_frames: int,
+    step: int,
+    frames_per_clip: int,
+    num_clips: int,
+    *,
+    random: bool,
+    allow_clip_overlap: bool,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Clip frame indices exactly as V-JEPA 2's ``VideoDataset.loadvideo_decord`` computes them.
+
+    A clip covers ``frames_per_clip * step`` frames; the video is cut into ``num_clips``
+    partitions of ``num_frames // num_clips`` frames. When a clip fits its partition it ends at
+    ``clip_len`` (evaluation) or at a random end in ``[clip_len, partition)`` (training), and its
+    frames are ``linspace(start, end, frames_per_clip)`` rounded down, so consecutive indices
+    are ``step`` or ``step + 1`` apart. Otherwise the partition (or, with ``allow_clip_overlap``,
+    the first ``clip_len`` frames, shifted by ``(num_frames - clip_len) // (num_clips - 1)`` per
+    clip) is spread by ``linspace`` and the last frame repeated. Returns ``int64 [num_clips,
+    frames_per_clip]``, indices clamped into ``[0, num_frames)``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"video has no frames (num_frames={num_frames})")
+    if random and rng is None:
+        raise ValueError("random clip sampling needs an rng")
+    clip_len = frames_per_clip * step
+    partition = num_frames // num_clips
+    clips = []
+    for i in range(num_clips):
+        if partition > clip_len:
+            end = int(rng.integers(clip_len, partition)) if random else clip_len
+            start = end - clip_len
+            indices = np.linspace(start, end, num=frames_per_clip)
+            indices = np.clip(indices, start, end - 1).astype(np.int64) + i * partition
+        elif not allow_clip_overlap:
+            spread = np.linspace(0, partition, num=partition // step)
+            indices = np.concatenate((spread, np.ones(frames_per_clip - partition // step) * partition))
+            indices = np.clip(indices, 0, partition - 1).astype(np.int64) + i * partition
+        else:
+            sample_len = min(clip_len, num_frames) - 1
+            spread = np.linspace(0, sample_len, num=sample_len // step)
+            indices = np.concatenate((spread, np.ones(frames_per_clip - sample_len // step) * sample_len))
+            indices = np.clip(indices, 0, sample_len - 1).astype(np.int64)
+            shift = (num_frames - clip_len) // (num_clips - 1) if num_frames > clip_len else 0
+            indices = indices + i * shift
+        clips.append(indices)
+    # V-JEPA 2 would hand a negative index to the decoder for a video shorter than num_clips
+    # frames; clamping keeps such a video usable (its frames repeat).
+    return np.clip(np.stack(clips), 0, num_frames - 1)

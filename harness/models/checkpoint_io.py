@@ -4,7 +4,8 @@ Accepted layouts: a plain state dict; a dict with the encoder under ``target_enc
 ``encoder``; a whole classifier's flat state (``encoder.*`` keys, e.g. ``harness.consolidate``
 output); attentive-probe files with heads under ``classifiers`` (a list) or ``classifier``.
 Keys may carry ``module.`` (DDP) and/or ``backbone.`` (wrapper) prefixes. ``.pt``/``.pth`` files
-are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too.
+are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too, and so
+are Hugging Face V-JEPA 2 directories (see :mod:`harness.models.hf_vjepa2`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.models import hf_vjepa2
 from harness.models.vit import interpolate_position_table
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,10 @@ def load_encoder(
     A load that would leave any encoder weight at its random initialisation is an error unless
     ``allow_random_init`` is set, even with ``strict=False`` (extra keys are then tolerated).
     """
-    state = encoder_state(read_checkpoint(path), key)
+    if hf_vjepa2.is_hf_directory(path):
+        state = hf_vjepa2.encoder_state_from_hf(_read_hf(path))
+    else:
+        state = encoder_state(read_checkpoint(path), key)
     report = load_into(encoder, state, str(path), strict=False)
     left_random = report.missing + report.mismatched
     if left_random and not allow_random_init:
@@ -188,6 +193,22 @@ def load_encoder(
     return report
 
 
+def _read_hf(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        hf_vjepa2.read_hf_config(path)
+        return hf_vjepa2.read_hf_weights(path)
+    except hf_vjepa2.HFFormatError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def load_classifier(classifier: nn.Module, path: str | Path, index: int = 0, strict: bool = True) -> LoadReport:
-    """Load an attentive-probe head (``classifiers[index]`` or ``classifier``) from a file."""
-    return load_into(classifier, classifier_state(read_checkpoint(path), index), str(path), strict)
+    """Load an attentive-probe head (``classifiers[index]`` or ``classifier``) from a file, or
+    the pooler and head of a Hugging Face ``VJEPA2ForVideoClassification`` directory."""
+    if hf_vjepa2.is_hf_directory(path):
+        try:
+            state = hf_vjepa2.classifier_state_from_hf(_read_hf(path))
+        except hf_vjepa2.HFFormatError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+    else:
+        state = classifier_state(read_checkpoint(path), index)
+    return load_into(classifier, state, str(path), strict)

@@ -169,15 +169,22 @@ class Block(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Queries ``[B, n, D]`` attend to tokens ``[B, N, D]``."""
+    """Queries ``[B, n, D]`` attend to tokens ``[B, N, D]``.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_sdpa: bool = True) -> None:
+    V-JEPA 2's cross-attention has no output projection (its ``proj`` is commented out), so
+    there is none by default and released probes load strictly; ``output_projection`` adds one
+    (``xattn.proj``) for models that want it, never silently.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, use_sdpa: bool = True, output_projection: bool = False
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.use_sdpa = use_sdpa
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim) if output_projection else nn.Identity()
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         batch, count, dim = queries.shape
@@ -190,11 +197,20 @@ class CrossAttention(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """``q + xattn(q, norm1(tokens))``, then ``q + mlp(norm2(q))`` (V-JEPA 2's pooler block)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, use_sdpa: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        use_sdpa: bool = True,
+        output_projection: bool = False,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.xattn = CrossAttention(dim, num_heads, qkv_bias, use_sdpa)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.xattn = CrossAttention(dim, num_heads, qkv_bias, use_sdpa, output_projection)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ ENCODER_SIZES: dict[str, dict[str, Any]] = {
     "vit_giant": {"embed_dim": 1408, "depth": 40, "num_heads": 16, "mlp_ratio": 48 / 11},
     "vit_giant_xformers": {"embed_dim": 1408, "depth": 40, "num_heads": 22, "mlp_ratio": 48 / 11},
     "vit_gigantic": {"embed_dim": 1664, "depth": 48, "num_heads": 16, "mlp_ratio": 64 / 13},
+    "vit_gigantic_xformers": {"embed_dim": 1664, "depth": 48, "num_heads": 26, "mlp_ratio": 64 / 13},
 }
 ENCODER_SIZES.update({f"{name}_rope": {**size, "use_rope": True} for name, size in list(ENCODER_SIZES.items())})
 

@@ -94,6 +94,9 @@ class VisionTransformer(nn.Module):
         use_silu, wide_silu: SwiGLU MLP instead of GELU (``wide_silu``: 2/3 width, V-JEPA 2 rounding).
         use_sdpa: fused attention; ``False`` uses the numerically equal math path.
         drop_path_rate: stochastic depth, increasing linearly over depth to this rate.
+        out_layers: multi-level features (V-JEPA 2's ``wrapper_kwargs.out_layers``): the output
+            is the final norm applied to the tokens after each of these blocks (0-based),
+            concatenated along the token axis: ``[B, len(out_layers) * N, D]``.
 
     Inputs whose frame count or resolution differ from the configured ones work: the sin-cos
     table is interpolated (logged once per new grid) and RoPE is computed for the actual grid.
@@ -118,8 +121,12 @@ class VisionTransformer(nn.Module):
         use_sdpa: bool = True,
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
+        out_layers: list[int] | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if out_layers is not None and any(not 0 <= layer < depth for layer in out_layers):
+            raise ValueError(f"out_layers {list(out_layers)} must lie in [0, {depth}) for a {depth}-block encoder")
+        self.out_layers = tuple(out_layers) if out_layers else None
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.use_rope = use_rope
@@ -164,7 +171,8 @@ class VisionTransformer(nn.Module):
         return interpolate_position_table(self.pos_embed, self.grid_size, grid)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]``."""
+        """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]`` (``[B, L * N, D]`` with
+        ``L`` out_layers)."""
         grid = self.patch_embed.grid(x.shape)
         tokens = self.patch_embed(x)
         rope = None
@@ -172,8 +180,13 @@ class VisionTransformer(nn.Module):
             rope = self.rope(grid, x.device)
         else:
             tokens = tokens + self.position_table(grid).to(tokens.dtype)
-        for block in self.blocks:
+        levels = []
+        for index, block in enumerate(self.blocks):
             tokens = block(tokens, rope)
+            if self.out_layers is not None and index in self.out_layers:
+                levels.append(self.norm(tokens))
+        if self.out_layers is not None:
+            return torch.cat(levels, dim=1)
         return self.norm(tokens)
 
     forward = forward_features

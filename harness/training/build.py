@@ -22,7 +22,15 @@ from harness.data.shards import (
     list_shards,
     manifest_classes,
 )
-from harness.models import AttentiveClassifier, VideoClassifier, create_encoder, load_encoder
+from harness.models import (
+    AttentiveClassifier,
+    VideoClassifier,
+    VisionTransformer,
+    create_encoder,
+    hf_vjepa2,
+    load_classifier,
+    load_encoder,
+)
 from harness.models.registry import ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 from harness.parallel.strategy import Strategy, build_strategy
@@ -78,10 +86,13 @@ def _read_listings(paths: list[str], key: str) -> list[list[VideoRecord]]:
     return [read_listing(path) for path in paths]
 
 
-def _clip_specs(config: Config, frames_per_clip: list[int], count: int) -> list[ClipSpec]:
+def _clip_specs(config: Config, frames_per_clip: list[int], count: int, validation: bool = False) -> list[ClipSpec]:
     data = config.data
     per_listing = frames_per_clip if len(frames_per_clip) == count else frames_per_clip * count
-    return [ClipSpec(fpc, frame_step=data.frame_step, fps=data.fps, duration=data.duration) for fpc in per_listing]
+    prefix = "val_" if validation else ""
+    sampling = {key: getattr(data, prefix + key) for key in ("frame_step", "fps", "duration")}
+    rule = "harness" if data.sampling_rule == "auto" else data.sampling_rule
+    return [ClipSpec(fpc, rule=rule, **sampling) for fpc in per_listing]
 
 
 def _train_transform(config: Config) -> TrainTransform:
@@ -147,7 +158,7 @@ def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | N
         shards = [shard for source in _shard_sources(data.val_shards, "val_shards") for shard in source]
         return ShardEvalDataset(
             shards,
-            _clip_specs(config, data.val_dataset_fpcs, 1)[0],
+            _clip_specs(config, data.val_dataset_fpcs, 1, validation=True)[0],
             EvalTransform(data.crop_size, num_views=data.num_views, normalize=False),
             num_clips=data.val_num_clips,
             decoder=data.decoder,
@@ -155,12 +166,14 @@ def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | N
     if not data.val_datasets:
         return None
     records = _read_listings(data.val_datasets, "val_datasets")
-    specs = _clip_specs(config, data.val_dataset_fpcs, len(records))
+    specs = _clip_specs(config, data.val_dataset_fpcs, len(records), validation=True)
     return VideoClipDataset(
         list(zip(records, specs)),
         EvalTransform(data.crop_size, num_views=data.num_views, normalize=False),
         num_clips=data.val_num_clips,
         train=False,
+        random_clip_sampling=data.val_random_clip_sampling,
+        seed=config.meta.seed,
         allow_clip_overlap=data.allow_clip_overlap,
         decoder=data.decoder,
         max_failure_fraction=data.max_failure_fraction,
@@ -246,25 +259,32 @@ def build_val_loader(
     if isinstance(val_set, ShardEvalDataset):
         val_set.configure(strategy.rank, strategy.world_size)
         val_set.quarantine = Path(config.folder) / f"quarantine_r{strategy.rank}.txt"
-        return ShardEvalLoader(val_set, batch_size, num_workers=config.data.num_workers)
-    return build_loader(val_set, batch_size, train=False, **_loader_options(config, strategy))
+        return ShardEvalLoader(val_set, batch_size, num_workers=_val_workers(config))
+    return build_loader(val_set, batch_size, train=False, **_loader_options(config, strategy, validation=True))
 
 
-def _loader_options(config: Config, strategy: Strategy) -> dict:
+def _val_workers(config: Config) -> int:
+    data = config.data
+    return data.num_workers if data.val_num_workers is None else data.val_num_workers
+
+
+def _loader_options(config: Config, strategy: Strategy, validation: bool = False) -> dict:
+    data = config.data
+    persistent = data.persistent_workers
+    if validation and data.val_persistent_workers is not None:
+        persistent = data.val_persistent_workers
     return {
         "rank": strategy.rank,
         "world_size": strategy.world_size,
-        "num_workers": config.data.num_workers,
-        "pin_memory": config.data.pin_mem and strategy.device.type == "cuda",
+        "num_workers": _val_workers(config) if validation else data.num_workers,
+        "pin_memory": data.pin_mem and strategy.device.type == "cuda",
+        "persistent_workers": persistent,
     }
 
 
-def build_model(config: Config, num_classes: int) -> VideoClassifier:
-    """Encoder (pretrained weights loaded first) + attentive classifier, on the CPU.
-
-    Activation checkpointing is applied here from outside the model; compile and distributed
-    wrapping come after (the strategy's ``prepare``).
-    """
+def build_encoder(config: Config) -> VisionTransformer:
+    """The encoder with its pretrained weights (``meta.pretrain_checkpoint``: V-JEPA 2 / harness
+    file or a Hugging Face V-JEPA 2 directory, whose ``config.json`` then sets the architecture)."""
     model_cfg, data, meta = config.model, config.data, config.meta
     if model_cfg.model_name not in ENCODER_SIZES:
         raise ConfigError(f"model.model_name: unknown encoder {model_cfg.model_name!r}; known: {sorted(ENCODER_SIZES)}")
@@ -278,28 +298,75 @@ def build_model(config: Config, num_classes: int) -> VideoClassifier:
         "wide_silu": model_cfg.wide_silu,
         "use_sdpa": meta.use_sdpa,
         "drop_path_rate": model_cfg.drop_path_rate,
+        "out_layers": model_cfg.out_layers,
     }
     if model_cfg.depth is not None:
         overrides["depth"] = model_cfg.depth
     if model_cfg.use_rope:  # a *_rope name already implies it; False must not switch it off
         overrides["use_rope"] = True
-    encoder = create_encoder(model_cfg.model_name, **overrides)
-    if meta.load_encoder and meta.pretrain_checkpoint:
-        report = load_encoder(encoder, meta.pretrain_checkpoint)
+    pretrained = meta.pretrain_checkpoint if meta.load_encoder else None
+    if pretrained and hf_vjepa2.is_hf_directory(pretrained):
+        hf_options = hf_vjepa2.encoder_options(_hf_config(pretrained, "meta.pretrain_checkpoint"))
+        log.info("encoder architecture from %s/config.json: %s", pretrained, hf_options)
+        overrides.update(hf_options)
+    try:
+        encoder = create_encoder(model_cfg.model_name, **overrides)
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from None
+    if pretrained:
+        report = load_encoder(encoder, pretrained, key=meta.checkpoint_key)
         log.info("encoder: %s", report.summary())
     elif meta.load_encoder and not meta.finetune_encoder:
         log.warning("meta.pretrain_checkpoint is not set: the frozen encoder keeps its random initialisation")
-    classifier = AttentiveClassifier(
-        encoder.embed_dim,
-        num_classes,
-        num_heads=model_cfg.attn_pooler_heads or encoder.num_heads,
-        depth=model_cfg.attn_pooler_depth,
-        use_sdpa=meta.use_sdpa,
-        order=model_cfg.pooler_order,
-    )
+    return encoder
+
+
+def _hf_config(path: str, key: str) -> dict:
+    try:
+        return hf_vjepa2.read_hf_config(path)
+    except hf_vjepa2.HFFormatError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+def build_classifier(config: Config, embed_dim: int, num_heads: int, num_classes: int) -> AttentiveClassifier:
+    """The attentive probe, with ``meta.classifier_checkpoint`` loaded strictly when set (a V-JEPA 2
+    eval file's ``classifiers[meta.classifier_index]`` or a Hugging Face classifier directory)."""
+    model_cfg, meta = config.model, config.meta
+    options = {
+        "num_heads": model_cfg.attn_pooler_heads or num_heads,
+        "depth": model_cfg.attn_pooler_depth,
+        "use_sdpa": meta.use_sdpa,
+        "order": model_cfg.pooler_order,
+        "output_projection": model_cfg.pooler_output_projection,
+    }
+    path = meta.classifier_checkpoint
+    if path and hf_vjepa2.is_hf_directory(path):
+        hf_options = hf_vjepa2.classifier_options(_hf_config(path, "meta.classifier_checkpoint"))
+        if hf_options.pop("num_classes") != num_classes:
+            raise ConfigError(f"meta.classifier_checkpoint {path} has another number of classes than {num_classes}")
+        options.update(hf_options, order="tokens_first")
+    classifier = AttentiveClassifier(embed_dim, num_classes, **options)
+    if path:
+        report = load_classifier(classifier, path, index=meta.classifier_index)
+        log.info("classifier: %s", report.summary())
+    return classifier
+
+
+def build_model(config: Config, num_classes: int) -> VideoClassifier:
+    """Encoder (pretrained weights loaded first) + attentive classifier, on the CPU.
+
+    Activation checkpointing is applied here from outside the model; compile and distributed
+    wrapping come after (the strategy's ``prepare``).
+    """
+    model_cfg, meta = config.model, config.meta
+    encoder = build_encoder(config)
+    classifier = build_classifier(config, encoder.embed_dim, encoder.num_heads, num_classes)
     if model_cfg.use_activation_checkpointing and meta.finetune_encoder:
         apply_activation_checkpointing(encoder.blocks, model_cfg.activation_checkpointing_every)
-    model = VideoClassifier(encoder, classifier, freeze_encoder=not meta.finetune_encoder)
+    aggregation = "average_logits" if model_cfg.clip_aggregation == "auto" else model_cfg.clip_aggregation
+    model = VideoClassifier(encoder, classifier, freeze_encoder=not meta.finetune_encoder,
+                            clip_aggregation=aggregation, temporal_pos_embed=model_cfg.temporal_pos_embed,
+                            max_frames=model_cfg.max_frames)  # fmt: skip
     if model_cfg.compile_model:
         # Per block and in place (torchtitan's way): names and checkpoints stay the same, and the
         # compiled blocks are the units that FSDP2 shards afterwards.

@@ -28,9 +28,11 @@ def evaluate(
     num_classes: int,
     progress: bool = False,
     description: str = "eval",
+    num_views: int = 1,
 ) -> tuple[EvalResult, EvalAccumulator]:
     """Every validation video once over all ranks: ``val_num_clips x num_views`` views per video,
-    logits averaged. Returns the metrics and this rank's accumulator (its prediction rows)."""
+    combined by the model's clip aggregation. Returns the metrics and this rank's accumulator
+    (its prediction rows)."""
     was_training = model.training
     model.eval()
     accumulator = EvalAccumulator(num_classes, strategy.device)
@@ -39,7 +41,8 @@ def evaluate(
         if batch is None:  # every video of the batch was unusable (counted by the dataset)
             continue
         with strategy.precision.autocast():
-            logits = model(to_model_input(batch.clips, strategy.device))
+            indices = batch.clip_indices.to(strategy.device)
+            logits = model(to_model_input(batch.clips, strategy.device), indices, num_views)
         accumulator.add(logits.float(), batch.labels.to(strategy.device), batch.videos)
     model.train(was_training)
     return accumulator.result(strategy.all_reduce_sum), accumulator

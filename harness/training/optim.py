@@ -94,8 +94,9 @@ class Schedule:
     """Warmup-stable-decay learning rate and cosine weight decay, in optimizer steps.
 
     ``lr``: linear from ``start_lr`` to ``lr`` over ``warmup_steps``, constant, then linear to
-    ``final_lr`` over the last ``anneal_steps``. ``wd``: cosine from ``weight_decay`` at step 0
-    to ``final_weight_decay`` at ``total_steps``.
+    ``final_lr`` over the last ``anneal_steps``; with ``shape="cosine"`` (V-JEPA 2's evaluation
+    schedule) a cosine from ``lr`` to ``final_lr`` over all steps after the warmup instead.
+    ``wd``: cosine from ``weight_decay`` at step 0 to ``final_weight_decay`` at ``total_steps``.
     """
 
     total_steps: int
@@ -106,11 +107,15 @@ class Schedule:
     anneal_steps: int = 0
     weight_decay: float = 0.0
     final_weight_decay: float = 0.0
+    shape: str = "wsd"
 
     def lr_at(self, step: int) -> float:
         """Learning rate at optimizer step ``step`` (0-based)."""
         if step < self.warmup_steps:
             return self.start_lr + (self.lr - self.start_lr) * step / self.warmup_steps
+        if self.shape == "cosine":
+            progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+            return self.final_lr + (self.lr - self.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
         decay_start = self.total_steps - self.anneal_steps
         if self.anneal_steps and step >= decay_start:
             progress = min(1.0, (step - decay_start) / self.anneal_steps)

@@ -7,6 +7,7 @@ Strategy`, so single-process and distributed runs share every line here.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -91,6 +92,7 @@ class Trainer:
             anneal_steps=round(opt.anneal * self.steps_per_epoch),
             weight_decay=opt.weight_decay,
             final_weight_decay=opt.final_weight_decay,
+            shape=opt.lr_schedule,
         )
         self.mixup = None
         if opt.mixup > 0 or opt.cutmix > 0:
@@ -211,6 +213,8 @@ class Trainer:
             self.window.add(*step, data_time, step_time)
             self.epoch_sums.add(*step, data_time, step_time)
             bar.update()
+            if self.config.meta.sync_gc and self.state.step % 50 == 0:
+                gc.collect()  # the seed's sync_gc: collect at the same steps on every rank
             last = self.state.batch_in_epoch == self.steps_per_epoch * accumulation
             if self.state.step % log_every == 0 or last:
                 row = self._log_row(epoch, lr, wd)
@@ -280,7 +284,7 @@ class Trainer:
                 clips, targets = self.mixup(clips, labels, rng)
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
-                    logits = self.model(clips)
+                    logits = self.model(clips, batch.clip_indices.to(device, non_blocking=True))
                 loss = self.loss(logits, labels, targets)
                 # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights.
                 if strategy.all_finite(loss):
@@ -331,9 +335,9 @@ class Trainer:
         progress = self.is_main and self.config.logging.progress_bar
         if self.ema is not None:
             with self.ema.applied(model):
-                result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
+                result, accumulator = self._evaluate(progress)
         else:
-            result, accumulator = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress)
+            result, accumulator = self._evaluate(progress)
         epoch_means = self.epoch_sums.means(self.strategy.all_reduce_sum)
         train = {f"train_{key}": epoch_means[key] for key in ("loss", "acc1", "acc5")}
         self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
@@ -367,6 +371,10 @@ class Trainer:
             self.wandb.log_evaluation(self.state.step, metrics, result.confusion, rows,
                                       self.config.logging.wandb.thumbnails)  # fmt: skip
         return result
+
+    def _evaluate(self, progress: bool):
+        return evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
+                        num_views=self.config.data.num_views)  # fmt: skip
 
     def finish(self, stopped_by: str | None = None) -> None:
         """Summary, W&B run closed, signal handlers restored."""

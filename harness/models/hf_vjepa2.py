@@ -1,0 +1,174 @@
+"""Hugging Face V-JEPA 2 directories (``config.json`` + safetensors) as harness weights.
+
+``transformers`` ships V-JEPA 2 as ``VJEPA2Model`` (encoder + predictor) and
+``VJEPA2ForVideoClassification`` (the same under ``vjepa2.``, plus ``pooler.*`` and
+``classifier.*``). The computation equals ours; only the layout differs:
+
+* encoder: separate ``query``/``key``/``value`` projections (ours: one ``qkv``, rows stacked
+  q, k, v), ``encoder.layer.i`` for ``blocks.i``, ``encoder.layernorm`` for ``norm``; always RoPE.
+* pooler: ``self_attention_layers`` run over the tokens before the cross-attention, as V-JEPA 2's
+  ``tokens_first`` probes; ``k_proj``/``v_proj`` stack into our ``kv``; ``out_proj`` is
+  ``attn.proj``; the cross-attention has no output projection (as V-JEPA 2); its LayerNorms
+  use ``config.layer_norm_eps`` (1e-6) where V-JEPA 2's probes use 1e-5, so a classifier built
+  from a Hugging Face directory takes that epsilon.
+* ``classifier`` is our ``linear``; class names come from ``config.id2label``.
+
+Nothing here imports ``transformers``: a directory is read with ``json`` and ``safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HF_CONFIG = "config.json"
+
+
+class HFFormatError(ValueError):
+    """A directory that is not a readable Hugging Face V-JEPA 2 model."""
+
+
+def is_hf_directory(path: str | Path) -> bool:
+    """True for a directory holding a ``config.json`` (a ``save_pretrained`` output)."""
+    return Path(path).is_dir() and (Path(path) / HF_CONFIG).is_file()
+
+
+def read_hf_config(path: str | Path) -> dict[str, Any]:
+    """The directory's ``config.json``; it must describe a V-JEPA 2 model."""
+    file = Path(path) / HF_CONFIG
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise HFFormatError(f"{file}: cannot read the model config ({error})") from None
+    if config.get("model_type") != "vjepa2":
+        raise HFFormatError(f"{file}: model_type is {config.get('model_type')!r}, expected 'vjepa2'")
+    return config
+
+
+def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors`` or of the shards named by its index file."""
+    from safetensors.torch import load_file
+
+    root = Path(path)
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        files = [root / shard for shard in shards]
+    else:
+        files = [root / "model.safetensors"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise HFFormatError(f"{root}: no weights ({', '.join(missing)} missing); save with save_pretrained")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    return state
+
+
+def encoder_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Our ``VisionTransformer`` arguments for a Hugging Face V-JEPA 2 config."""
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise HFFormatError(f"hidden_act {config['hidden_act']!r} is not supported (only gelu)")
+    return {
+        "embed_dim": config["hidden_size"],
+        "depth": config["num_hidden_layers"],
+        "num_heads": config["num_attention_heads"],
+        "mlp_ratio": float(config.get("mlp_ratio", 4.0)),
+        "patch_size": config.get("patch_size", 16),
+        "tubelet_size": config.get("tubelet_size", 2),
+        "in_chans": config.get("in_chans", 3),
+        "qkv_bias": config.get("qkv_bias", True),
+        "use_rope": True,
+    }
+
+
+def classifier_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Our ``AttentiveClassifier`` arguments (heads, depth, norm epsilon, classes)."""
+    labels = config.get("id2label") or {}
+    return {
+        "num_heads": config["num_attention_heads"],
+        "depth": config.get("num_pooler_layers", 3) + 1,
+        "norm_eps": config.get("layer_norm_eps", 1e-6),
+        "num_classes": len(labels) if labels else config.get("num_labels", 2),
+    }
+
+
+def class_names(config: dict[str, Any]) -> list[str] | None:
+    """Class names in id order from ``id2label`` (None when absent)."""
+    labels = config.get("id2label")
+    if not labels:
+        return None
+    return [str(labels.get(str(i), labels.get(i, i))) for i in range(len(labels))]
+
+
+def _stack(state: dict[str, torch.Tensor], prefix: str, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    out = {}
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{part}.{kind}" for part in parts]
+        if all(key in state for key in keys):
+            out[kind] = torch.cat([state.pop(key) for key in keys], dim=0)
+    return out
+
+
+_ENCODER_RENAMES = (
+    (r"encoder\.embeddings\.patch_embeddings\.proj\.", "patch_embed.proj."),
+    (r"encoder\.layer\.(\d+)\.attention\.proj\.", r"blocks.\1.attn.proj."),
+    (r"encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"blocks.\1.\2."),
+    (r"encoder\.layernorm\.", "norm."),
+)
+_POOLER_RENAMES = (
+    (r"pooler\.query_tokens$", "pooler.query_tokens"),
+    (r"pooler\.cross_attention_layer\.layer_norm(\d)\.", r"pooler.cross_attention_block.norm\1."),
+    (r"pooler\.cross_attention_layer\.cross_attn\.q_proj\.", "pooler.cross_attention_block.xattn.q."),
+    (r"pooler\.cross_attention_layer\.mlp\.", "pooler.cross_attention_block.mlp."),
+    (r"pooler\.self_attention_layers\.(\d+)\.layer_norm(\d)\.", r"pooler.blocks.\1.norm\2."),
+    (r"pooler\.self_attention_layers\.(\d+)\.self_attn\.out_proj\.", r"pooler.blocks.\1.attn.proj."),
+    (r"pooler\.self_attention_layers\.(\d+)\.mlp\.", r"pooler.blocks.\1.mlp."),
+    (r"classifier\.", "linear."),
+)
+
+
+def _rename(state: dict[str, torch.Tensor], rules: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for pattern, replacement in rules:
+            new, count = re.subn("^" + pattern, replacement, key)
+            if count:
+                out[new] = value
+                break
+    return out
+
+
+def encoder_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our encoder state dict from a ``VJEPA2Model`` / ``VJEPA2ForVideoClassification`` one
+    (the predictor and any head are left out)."""
+    state = {key.removeprefix("vjepa2."): value for key, value in state.items() if not key.startswith("predictor.")}
+    state = {key: value for key, value in state.items() if key.startswith("encoder.")}
+    out: dict[str, torch.Tensor] = {}
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+    for layer in layers:
+        stacked = _stack(state, f"encoder.layer.{layer}.attention.", ("query", "key", "value"))
+        out.update({f"blocks.{layer}.attn.qkv.{kind}": tensor for kind, tensor in stacked.items()})
+    out.update(_rename(state, _ENCODER_RENAMES))
+    return out
+
+
+def classifier_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our ``AttentiveClassifier`` state dict from a ``VJEPA2ForVideoClassification`` one."""
+    state = {k: v for k, v in state.items() if k.startswith(("pooler.", "classifier."))}
+    if not state:
+        raise HFFormatError("no pooler/classifier weights: the directory holds an encoder (VJEPA2Model) only")
+    out: dict[str, torch.Tensor] = {}
+    cross = _stack(state, "pooler.cross_attention_layer.cross_attn.", ("k_proj", "v_proj"))
+    out.update({f"pooler.cross_attention_block.xattn.kv.{kind}": tensor for kind, tensor in cross.items()})
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"pooler\.self_attention_layers\.(\d+)\.", k))})
+    for layer in layers:
+        prefix = f"pooler.self_attention_layers.{layer}.self_attn."
+        stacked = _stack(state, prefix, ("q_proj", "k_proj", "v_proj"))
+        out.update({f"pooler.blocks.{layer}.attn.qkv.{kind}": tensor for kind, tensor in stacked.items()})
+    out.update(_rename(state, _POOLER_RENAMES))
+    return out
