@@ -2,9 +2,13 @@
 
 ``CKPT`` is a checkpoint folder (single/DDP ``state.pt``, FSDP2 DCP shards, or a DeepSpeed ZeRO
 checkpoint), a pointer (``runs/x/checkpoints/best``) or a run folder. ``OUT`` receives
-``model.safetensors`` (the whole classifier: encoder + head, fp32) and ``model.json`` (the config
-to rebuild the model, the number of classes, the label map and the source). Needs neither
-DeepSpeed nor a process group to read it back: :func:`load_consolidated`.
+``model.safetensors`` (the whole classifier: encoder + head, fp32), ``model.json`` (the config
+to rebuild the model, the number of classes, the label map and the source) and
+``vjepa2_probe.pt`` (the probe head(s) in V-JEPA 2's eval layout: ``classifiers``, a list of
+``module.``-prefixed state dicts, plus ``epoch``), which V-JEPA 2's own eval loads. A multi-head
+run exports its best head (by validation top-1) as the classifier; all heads go to
+``vjepa2_probe.pt``. Needs neither DeepSpeed nor a process group to read it back:
+:func:`load_consolidated`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
 
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
+VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
 
 
 def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -54,16 +59,29 @@ def build_plain_model(config: Config, num_classes: int) -> nn.Module:
 
 
 def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write ``out/model.safetensors`` and ``out/model.json``; returns ``out``."""
+    """Write ``out/model.safetensors``, ``out/model.json`` and ``out/vjepa2_probe.pt``; returns ``out``."""
     from safetensors.torch import save_file
 
     folder = resolve_checkpoint(checkpoint)
     meta = read_checkpoint_meta(folder)
     config = config_from_dict(meta["config"])
+    # Every weight comes from the checkpoint: no pretrained or probe file is read again.
+    config = dataclasses.replace(config, meta=dataclasses.replace(config.meta, classifier_checkpoint=None))
     model = build_plain_model(config, meta["num_classes"])
     load_model_state(model, read_model_state(folder, meta))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    heads = list(getattr(model.classifier, "heads", [model.classifier]))
+    best = meta.get("best_head") or 0
+    torch.save(
+        {"classifiers": [{f"module.{k}": v.detach().float() for k, v in h.state_dict().items()} for h in heads],
+         "epoch": meta["epoch"], "best_head": best},
+        out / VJEPA2_PROBE_FILE,
+    )  # fmt: skip
+    saved_config = meta["config"]
+    if len(heads) > 1:  # the export is the best head: a plain single-head classifier
+        model.classifier = heads[best]
+        saved_config = _single_head_config(saved_config, best)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE))
     description = {
@@ -72,10 +90,21 @@ def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
         "source": str(folder.resolve()),
         "strategy": meta["strategy"],
         "step": meta["step"],
-        "config": meta["config"],
+        "heads_trained": len(heads),
+        "best_head": best if len(heads) > 1 else None,
+        "config": saved_config,
     }
     (out / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _single_head_config(values: dict[str, Any], head: int) -> dict[str, Any]:
+    """The saved config of a multi-head run, reduced to head ``head`` (its schedule as the run's)."""
+    values = json.loads(json.dumps(values))
+    optimization = values["optimization"]
+    optimization.update(optimization.pop("heads")[head])
+    optimization["heads"] = []
+    return values
 
 
 def load_consolidated(folder: str | Path) -> nn.Module:
@@ -86,7 +115,9 @@ def load_consolidated(folder: str | Path) -> nn.Module:
     description = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
     config = config_from_dict(description["config"])
     # The weights come from the file: do not read the pretrained encoder again.
-    config = dataclasses.replace(config, meta=dataclasses.replace(config.meta, pretrain_checkpoint=None))
+    config = dataclasses.replace(
+        config, meta=dataclasses.replace(config.meta, pretrain_checkpoint=None, classifier_checkpoint=None)
+    )
     model = build_plain_model(config, description["num_classes"])
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
     return model

@@ -69,16 +69,22 @@ class RunLogger:
         rank: this process's rank; rank 0 also writes ``epochs.csv``.
         resume_step: when resuming, rows after this optimizer step are dropped (the resumed
             run writes them again), so the logs read as one uninterrupted run.
+        heads: probe heads; with several, per-head columns follow the common ones
+            (``loss_h{i}``, ``acc1_h{i}`` per step; ``val_top1_h{i}`` and ``best_head`` per epoch).
     """
 
-    def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None) -> None:
+    def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None, heads: int = 1) -> None:
         self.folder = Path(folder)
         self.rank = rank
         self.step_path = self.folder / f"log_r{rank}.csv"
         self.eval_path = self.folder / "epochs.csv"
-        self._truncate(self.step_path, STEP_COLUMNS, resume_step)
+        per_head = range(heads if heads > 1 else 0)
+        self.step_columns = STEP_COLUMNS + tuple(f"{kind}_h{i}" for i in per_head for kind in ("loss", "acc1"))
+        self.eval_columns = EVAL_COLUMNS + tuple(f"val_top1_h{i}" for i in per_head)
+        self.eval_columns += ("best_head",) if heads > 1 else ()
+        self._truncate(self.step_path, self.step_columns, resume_step)
         if rank == 0:
-            self._truncate(self.eval_path, EVAL_COLUMNS, resume_step)
+            self._truncate(self.eval_path, self.eval_columns, resume_step)
 
     @staticmethod
     def _truncate(path: Path, columns: tuple[str, ...], resume_step: int | None) -> None:
@@ -98,13 +104,13 @@ class RunLogger:
             csv.writer(handle).writerow([_format(values.get(column)) for column in columns])
 
     def log_step(self, values: dict[str, Any]) -> None:
-        """One training row (columns :data:`STEP_COLUMNS`)."""
-        self._append(self.step_path, STEP_COLUMNS, values)
+        """One training row (columns :data:`STEP_COLUMNS`, then any per-head ones)."""
+        self._append(self.step_path, self.step_columns, values)
 
     def log_eval(self, values: dict[str, Any]) -> None:
         """One epoch row (main rank)."""
         if self.rank == 0:
-            self._append(self.eval_path, EVAL_COLUMNS, values)
+            self._append(self.eval_path, self.eval_columns, values)
 
 
 def _format(value: Any) -> str:

@@ -41,8 +41,14 @@ def _table_rows(cls: type, prefix: str, lines: list[str]) -> None:
         if item.metadata.get("internal"):
             continue
         hint = hints[item.name]
+        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if dataclasses.is_dataclass(hint):
             _table_rows(hint, f"{prefix}{item.name}.", lines)
+        elif dataclasses.is_dataclass(inner):  # a list of sub-sections: its row, then each item key
+            lines.append(
+                _table_row(f"{prefix}{item.name}", "list of mappings", _default(item), docs.get(item.name, ""))
+            )
+            _table_rows(inner, f"{prefix}{item.name}[].", lines)
         else:
             lines.append(_table_row(f"{prefix}{item.name}", hint, _default(item), docs.get(item.name, "")))
 
@@ -54,7 +60,8 @@ def _default(item: dataclasses.Field) -> Any:
 
 
 def _table_row(key: str, hint: Any, default: Any, doc: str) -> str:
-    type_name = str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
+    type_name = hint if isinstance(hint, str) else str(hint).replace("typing.", "")
+    type_name = hint.__name__ if isinstance(hint, type) else type_name
     type_name = type_name.replace(" | None", " or null")
     shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
     return f"| `{key}` | {type_name} | `{shown.strip()}` | {doc.replace('|', '/')} |"

@@ -35,6 +35,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is list:
         (inner,) = typing.get_args(hint)
         items = value if isinstance(value, (list, tuple)) else [value]
+        if dataclasses.is_dataclass(inner):
+            return [_build(inner, item, f"{where}[{i}].", []) for i, item in enumerate(items)]
         return [_coerce(item, inner, f"{where}[{i}]") for i, item in enumerate(items)]
     if hint is bool:
         if isinstance(value, bool):
@@ -150,6 +152,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
     if opt.layer_decay is not None and not 0 < opt.layer_decay <= 1:
         raise ConfigError(f"optimization.layer_decay must be in (0, 1], got {opt.layer_decay}")
+    if len(opt.heads) > 1 and config.meta.finetune_encoder:
+        raise ConfigError(
+            f"optimization.heads has {len(opt.heads)} heads: several heads share one frozen-encoder pass, "
+            "so they need meta.finetune_encoder=false"
+        )
     if not 0 <= opt.ema_decay < 1:
         raise ConfigError(f"optimization.ema_decay must be in [0, 1), got {opt.ema_decay}")
     for listings, shards in (("datasets", "shards"), ("val_datasets", "val_shards")):

@@ -129,6 +129,18 @@ class ModelConfig:
 
 
 @dataclass
+class HeadConfig:
+    """One probe head's schedule (an entry of V-JEPA 2's ``multihead_kwargs``), epoch units."""
+
+    lr: float = 1e-4  #: peak learning rate of this head
+    start_lr: float = 0.0  #: learning rate at step 0
+    final_lr: float = 0.0  #: learning rate at the end
+    warmup: float = 0.0  #: warmup epochs
+    weight_decay: float = 0.05  #: initial weight decay
+    final_weight_decay: float = 0.05  #: final weight decay
+
+
+@dataclass
 class OptimizationConfig:
     """Optimizer and schedules (V-JEPA 2 ``optimization`` section). Epoch units unless noted."""
 
@@ -155,6 +167,9 @@ class OptimizationConfig:
     mixup_prob: float = 1.0  #: harness: probability that a batch is mixed
     mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
     max_nonfinite_steps: int = 5  #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
+    heads: list[HeadConfig] = field(
+        default_factory=list
+    )  #: several probe heads, one frozen-encoder pass (lr x wd grid)
 
 
 @dataclass

@@ -182,8 +182,8 @@ def _experiment(t: _Translation, experiment: dict[str, Any]) -> None:
 
 
 def _multihead(t: _Translation, heads: Any, origin: str) -> None:
-    """``multihead_kwargs``: the probe's lr / wd schedule. The harness trains one head per run,
-    with the first entry's values; further entries are named in a note (not silently dropped)."""
+    """``multihead_kwargs``: one probe head per entry (V-JEPA 2's lr x wd grid), each with its
+    own schedule; a single entry sets the run's own lr / wd keys."""
     if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
         raise ConfigError(f"{t.source}: {origin} must be a non-empty list of mappings")
     keys = ("lr", "start_lr", "final_lr", "warmup", "weight_decay", "final_weight_decay")
@@ -191,14 +191,16 @@ def _multihead(t: _Translation, heads: Any, origin: str) -> None:
         unknown = sorted(set(head) - set(keys))
         if unknown:
             raise ConfigError(f"{t.source}: unknown key {origin}[{index}].{unknown[0]} (known: {', '.join(keys)})")
+    if len(heads) == 1:
+        for key in keys:
+            if key in heads[0]:
+                t.set(f"optimization.{key}", heads[0][key], f"{origin}[0].{key}")
+        return
+    t.set("optimization.heads", [dict(head) for head in heads], f"{origin} ({len(heads)} heads)")
+    # The shared keys follow the first head (logged as the run's lr / wd); each head keeps its own.
     for key in keys:
         if key in heads[0]:
-            t.set(f"optimization.{key}", heads[0][key], f"{origin}[0].{key}")
-    if len(heads) > 1:
-        t.notes.append(
-            f"{origin}[1:]: {len(heads) - 1} more heads of V-JEPA 2's lr x wd grid are not trained: the harness "
-            "trains one head per run (use overrides of optimization.lr / optimization.weight_decay for others)"
-        )
+            t.out.setdefault("optimization", {})[key] = heads[0][key]
 
 
 def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Single-device models: the video ViT encoder family, attentive classifier, checkpoint loading."""
 
 from harness.models.checkpoint_io import CheckpointError, LoadReport, load_classifier, load_encoder
-from harness.models.pooler import AttentiveClassifier, AttentivePooler, VideoClassifier
+from harness.models.pooler import AttentiveClassifier, AttentivePooler, MultiHeadClassifier, VideoClassifier
 from harness.models.registry import create_encoder, encoder_names
 from harness.models.vit import VisionTransformer
 
@@ -10,6 +10,7 @@ __all__ = [
     "AttentivePooler",
     "CheckpointError",
     "LoadReport",
+    "MultiHeadClassifier",
     "VideoClassifier",
     "VisionTransformer",
     "create_encoder",

@@ -110,6 +110,23 @@ class AttentiveClassifier(nn.Module):
             return F.linear(pooled.float(), self.linear.weight.float(), bias)
 
 
+class MultiHeadClassifier(nn.Module):
+    """Several attentive classifiers over the same tokens (V-JEPA 2 trains a grid of probes from
+    one frozen-encoder pass): ``[B, N, D]`` -> logits ``float32 [B, heads, num_classes]``.
+
+    Head ``i``'s parameters are ``heads.i.*`` with the single head's names below that.
+    """
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        if len(heads) < 2:
+            raise ValueError("a multi-head classifier needs at least 2 heads (use the head itself otherwise)")
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(tokens) for head in self.heads], dim=1)
+
+
 def sincos_table_1d(dim: int, length: int) -> torch.Tensor:
     """``[length, dim]`` table ``[sin(p w_k), cos(p w_k)]`` with ``w_k = 10000^(-2k/dim)``."""
     omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
@@ -122,7 +139,8 @@ class VideoClassifier(nn.Module):
 
     Input ``[B, K, C, T, H, W]`` (or ``[B, C, T, H, W]`` for one clip) with ``K = clips x views``
     in clip-major order (clip ``c``, view ``v`` at ``c * views + v``); output fp32 logits
-    ``[B, num_classes]``. How clips become one prediction (``clip_aggregation``):
+    ``[B, num_classes]`` (``[B, heads, num_classes]`` with a :class:`MultiHeadClassifier`). How clips
+    become one prediction (``clip_aggregation``):
 
     * ``average_logits`` (the seed app's way): every clip and view is classified on its own and
       the logits are averaged.
@@ -190,11 +208,13 @@ class VideoClassifier(nn.Module):
         batch, count = clips.shape[:2]
         tokens = self.encode(clips.flatten(0, 1))
         if self.clip_aggregation == "average_logits":
-            return self.classifier(tokens).view(batch, count, -1).mean(dim=1)
+            logits = self.classifier(tokens)
+            return logits.view(batch, count, *logits.shape[1:]).mean(dim=1)
         if count % num_views:
             raise ValueError(f"{count} clips per video is not a multiple of num_views={num_views}")
         per_view = self.concat_clip_tokens(tokens, batch, count // num_views, num_views, clip_indices, clips.shape[3])
-        logits = self.classifier(per_view).view(batch, num_views, -1)
+        logits = self.classifier(per_view)
+        logits = logits.view(batch, num_views, *logits.shape[1:])
         if num_views == 1:
             return logits[:, 0]
         return torch.logsumexp(logits.float().log_softmax(dim=-1), dim=1) - math.log(num_views)

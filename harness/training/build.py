@@ -24,6 +24,7 @@ from harness.data.shards import (
 )
 from harness.models import (
     AttentiveClassifier,
+    MultiHeadClassifier,
     VideoClassifier,
     VisionTransformer,
     create_encoder,
@@ -328,9 +329,13 @@ def _hf_config(path: str, key: str) -> dict:
         raise ConfigError(f"{key}: {error}") from None
 
 
-def build_classifier(config: Config, embed_dim: int, num_heads: int, num_classes: int) -> AttentiveClassifier:
-    """The attentive probe, with ``meta.classifier_checkpoint`` loaded strictly when set (a V-JEPA 2
-    eval file's ``classifiers[meta.classifier_index]`` or a Hugging Face classifier directory)."""
+def build_classifier(
+    config: Config, embed_dim: int, num_heads: int, num_classes: int
+) -> AttentiveClassifier | MultiHeadClassifier:
+    """The attentive probe (one per ``optimization.heads`` entry when there are several), with
+    ``meta.classifier_checkpoint`` loaded strictly when set: a V-JEPA 2 eval file's
+    ``classifiers`` (head ``i`` from entry ``i``; one head from ``meta.classifier_index``) or a
+    Hugging Face classifier directory."""
     model_cfg, meta = config.model, config.meta
     options = {
         "num_heads": model_cfg.attn_pooler_heads or num_heads,
@@ -345,11 +350,14 @@ def build_classifier(config: Config, embed_dim: int, num_heads: int, num_classes
         if hf_options.pop("num_classes") != num_classes:
             raise ConfigError(f"meta.classifier_checkpoint {path} has another number of classes than {num_classes}")
         options.update(hf_options, order="tokens_first")
-    classifier = AttentiveClassifier(embed_dim, num_classes, **options)
+    count = max(1, len(config.optimization.heads))
+    heads = [AttentiveClassifier(embed_dim, num_classes, **options) for _ in range(count)]
     if path:
-        report = load_classifier(classifier, path, index=meta.classifier_index)
-        log.info("classifier: %s", report.summary())
-    return classifier
+        indices = range(count) if count > 1 else [meta.classifier_index]
+        for head, index in zip(heads, indices):
+            report = load_classifier(head, path, index=index)
+            log.info("classifier head %d: %s", index, report.summary())
+    return heads[0] if count == 1 else MultiHeadClassifier(heads)
 
 
 def build_model(config: Config, num_classes: int) -> VideoClassifier:

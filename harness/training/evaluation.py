@@ -35,7 +35,10 @@ def evaluate(
     (its prediction rows)."""
     was_training = model.training
     model.eval()
-    accumulator = EvalAccumulator(num_classes, strategy.device)
+    # One accumulator per probe head, made before the loop: every rank takes part in every
+    # all-reduce, even one that got no batch.
+    heads = getattr(model_heads(model), "heads", None)
+    accumulators = [EvalAccumulator(num_classes, strategy.device) for _ in range(len(heads) if heads else 1)]
     loader.set_epoch(0)
     for batch in tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False):
         if batch is None:  # every video of the batch was unusable (counted by the dataset)
@@ -43,9 +46,25 @@ def evaluate(
         with strategy.precision.autocast():
             indices = batch.clip_indices.to(strategy.device)
             logits = model(to_model_input(batch.clips, strategy.device), indices, num_views)
-        accumulator.add(logits.float(), batch.labels.to(strategy.device), batch.videos)
+        per_head = logits.unbind(1) if logits.dim() == 3 else [logits]  # [B, heads, C]: one per head
+        labels = batch.labels.to(strategy.device)
+        for accumulator, head_logits in zip(accumulators, per_head):
+            accumulator.add(head_logits.float(), labels, batch.videos)
     model.train(was_training)
-    return accumulator.result(strategy.all_reduce_sum), accumulator
+    results = [accumulator.result(strategy.all_reduce_sum) for accumulator in accumulators]
+    if len(results) == 1:
+        return results[0], accumulators[0]
+    best = max(range(len(results)), key=lambda i: (results[i].top1, -i))
+    results[best].head_top1 = [result.top1 for result in results]
+    results[best].best_head = best
+    return results[best], accumulators[best]
+
+
+def model_heads(model: nn.Module) -> nn.Module:
+    """The classifier of a (possibly wrapped) :class:`~harness.models.VideoClassifier`."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "module", inner)
+    return getattr(inner, "classifier", inner)
 
 
 def write_eval_artefacts(

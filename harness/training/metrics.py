@@ -27,16 +27,21 @@ class EvalResult:
     loss: float
     count: int
     confusion: torch.Tensor  #: ``int64 [num_classes, num_classes]``, rows = true label
+    head_top1: list[float] | None = None  #: top-1 of every probe head (multi-head runs); the rest is the best's
+    best_head: int | None = None  #: index of the head with the best top-1 (multi-head runs)
 
     def as_dict(self) -> dict[str, float]:
         """Scalars for logs."""
-        return {
+        out = {
             "val_top1": self.top1,
             "val_top5": self.top5,
             "val_mean_class_acc": self.mean_class_accuracy,
             "val_loss": self.loss,
             "val_count": self.count,
         }
+        if self.head_top1 is not None:
+            out |= {f"val_top1_h{i}": value for i, value in enumerate(self.head_top1)} | {"best_head": self.best_head}
+        return out
 
 
 class EvalAccumulator:
@@ -123,22 +128,36 @@ class RunningSums:
     resumed run's log rows and epoch averages equal an uninterrupted run's.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, heads: int = 1) -> None:
         self.device = device
+        self.heads = heads if heads > 1 else 0
         self.reset()
 
     def reset(self) -> None:
         """Start a new stretch."""
-        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1, top-5, count
+        # loss, top-1, top-5, count, then per head (multi-head runs): loss, top-1
+        self.sums = torch.zeros(4 + 2 * self.heads, dtype=torch.float64, device=self.device)
         self.norm = None
         self.data_time = self.step_time = 0.0
         self.steps = 0
 
-    def add(self, loss_sum: torch.Tensor, hits: torch.Tensor, count: int, norm, data_time: float, step_time: float):
-        """Add one optimizer step (tensors stay on the device)."""
+    def add(
+        self,
+        loss_sum: torch.Tensor,
+        hits: torch.Tensor,
+        count: int,
+        norm,
+        data_time: float,
+        step_time: float,
+        head_sums: torch.Tensor | None = None,
+    ):
+        """Add one optimizer step (tensors stay on the device); ``head_sums`` is ``[heads, 2]``
+        (loss sum, top-1 hits per head) in multi-head runs."""
         self.sums[0] += loss_sum
         self.sums[1:3] += hits
         self.sums[3] += count
+        if self.heads and head_sums is not None:
+            self.sums[4:] += head_sums.flatten()
         self.norm = norm
         self.data_time += data_time
         self.step_time += step_time
@@ -147,10 +166,14 @@ class RunningSums:
     def means(self, all_reduce=None) -> dict[str, float]:
         """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``."""
         sums = all_reduce(self.sums.clone()) if all_reduce is not None else self.sums
-        loss_sum, top1, top5, count = sums.tolist()
+        loss_sum, top1, top5, count, *per_head = sums.tolist()
         if not count:  # every step of the stretch was skipped (non-finite loss)
             return {"loss": None, "acc1": None, "acc5": None, "count": 0}
-        return {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count, "count": int(count)}
+        out = {"loss": loss_sum / count, "acc1": top1 / count, "acc5": top5 / count, "count": int(count)}
+        for head in range(self.heads):
+            out[f"loss_h{head}"] = per_head[2 * head] / count
+            out[f"acc1_h{head}"] = per_head[2 * head + 1] / count
+        return out
 
     def state_dict(self) -> dict:
         """Plain values for a checkpoint."""

@@ -51,10 +51,12 @@ def param_groups(
     Only parameters with ``requires_grad`` are included (a frozen encoder gets no optimizer
     state). Each group carries ``lr_scale`` (``enc_lr_scale`` for encoder parameters, times
     ``layer_decay ** (depth + 1 - layer_id)`` when set) and ``wd_scale`` (0 or 1), which
-    :meth:`Schedule.apply` multiplies into the scheduled values.
+    :meth:`Schedule.apply` multiplies into the scheduled values; the parameters of probe head
+    ``i`` of a multi-head classifier (``classifier.heads.i.*``) are grouped with ``head: i``, so
+    that each head follows its own schedule (:class:`HeadSchedules`).
     """
     depth = len(getattr(model_module(model).encoder, "blocks", []))
-    groups: dict[tuple[float, int], dict] = {}
+    groups: dict[tuple[float, int, int | None], dict] = {}
     for raw_name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -67,7 +69,10 @@ def param_groups(
                 scale *= layer_decay ** (depth + 1 - encoder_layer_id(inner, depth))
         wd_scale = 1 if uses_weight_decay(name, param) else 0
         empty = {"params": [], "names": [], "lr_scale": scale, "wd_scale": wd_scale}
-        group = groups.setdefault((scale, wd_scale), empty)
+        head = re.match(r"classifier\.heads\.(\d+)\.", name)
+        if head:
+            empty["head"] = int(head.group(1))
+        group = groups.setdefault((scale, wd_scale, empty.get("head")), empty)
         group["params"].append(param)
         group["names"].append(name)
     return list(groups.values())
@@ -135,3 +140,39 @@ class Schedule:
             group["lr"] = lr * group.get("lr_scale", 1.0)
             group["weight_decay"] = wd * group.get("wd_scale", 1)
         return lr, wd
+
+
+class HeadSchedules:
+    """The run's :class:`Schedule` plus one per probe head (``optimization.heads``): a group with
+    a ``head`` key follows that head's schedule, every other group the run's."""
+
+    def __init__(self, main: Schedule, heads: list[Schedule] | None = None) -> None:
+        self.main, self.heads = main, heads or []
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[float, float]:
+        """Set every group's ``lr`` and ``weight_decay`` for ``step``; returns the run's values."""
+        lr, wd = self.main.lr_at(step), self.main.wd_at(step)
+        for group in optimizer.param_groups:
+            schedule = self.heads[group["head"]] if "head" in group and self.heads else self.main
+            group["lr"] = schedule.lr_at(step) * group.get("lr_scale", 1.0)
+            group["weight_decay"] = schedule.wd_at(step) * group.get("wd_scale", 1)
+        return lr, wd
+
+
+def build_schedules(opt, steps_per_epoch: int) -> HeadSchedules:
+    """Schedules from an ``OptimizationConfig`` (epoch units converted to optimizer steps)."""
+
+    def schedule(values) -> Schedule:
+        return Schedule(
+            total_steps=opt.epochs * steps_per_epoch,
+            lr=values.lr,
+            start_lr=values.start_lr,
+            final_lr=values.final_lr,
+            warmup_steps=round(values.warmup * steps_per_epoch),
+            anneal_steps=round(opt.anneal * steps_per_epoch),
+            weight_decay=values.weight_decay,
+            final_weight_decay=values.final_weight_decay,
+            shape=opt.lr_schedule,
+        )
+
+    return HeadSchedules(schedule(opt), [schedule(head) for head in opt.heads] if len(opt.heads) > 1 else None)

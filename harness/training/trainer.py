@@ -29,7 +29,7 @@ from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums, topk_correct
 from harness.training.mixup import Mixup, soft_cross_entropy
-from harness.training.optim import Schedule, build_adamw, param_groups
+from harness.training.optim import build_adamw, build_schedules, param_groups
 from harness.training.resume import resume as resume_trainer
 from harness.training.resume import save as save_trainer
 from harness.training.signals import StopRequest
@@ -51,6 +51,7 @@ class TrainState:
     skipped_steps: int = 0  #: steps dropped for a NaN/Inf loss
     nonfinite_streak: int = 0  #: such steps in a row
     wandb_run_id: str | None = None  #: continued by a resumed job
+    best_head: int | None = None  #: multi-head runs: the head of the best evaluation (used for export)
 
 
 class Trainer:
@@ -82,18 +83,8 @@ class Trainer:
         self.train_loader, self.val_loader = build.build_loaders(config, self.strategy, self.train_set, self.val_set)
         opt = config.optimization
         self.steps_per_epoch = self._steps_per_epoch()
-        total = opt.epochs * self.steps_per_epoch
-        self.schedule = Schedule(
-            total_steps=total,
-            lr=opt.lr,
-            start_lr=opt.start_lr,
-            final_lr=opt.final_lr,
-            warmup_steps=round(opt.warmup * self.steps_per_epoch),
-            anneal_steps=round(opt.anneal * self.steps_per_epoch),
-            weight_decay=opt.weight_decay,
-            final_weight_decay=opt.final_weight_decay,
-            shape=opt.lr_schedule,
-        )
+        self.schedule = build_schedules(opt, self.steps_per_epoch)
+        self.num_heads = max(1, len(opt.heads))
         self.mixup = None
         if opt.mixup > 0 or opt.cutmix > 0:
             self.mixup = Mixup(
@@ -102,10 +93,11 @@ class Trainer:
         self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay) if opt.ema_decay > 0 else None
         self.checkpoints = CheckpointManager(self.folder, self.strategy.rank, self.strategy.barrier)
         self.state = TrainState()
-        self.window = RunningSums(self.strategy.device)  # since the last log row
-        self.epoch_sums = RunningSums(self.strategy.device)  # since the start of the epoch
+        self.window = RunningSums(self.strategy.device, self.num_heads)  # since the last log row
+        self.epoch_sums = RunningSums(self.strategy.device, self.num_heads)  # since the start of the epoch
         resumed_from = self.resume()
-        self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None)
+        self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
+                                heads=self.num_heads)  # fmt: skip
         self.flops_per_clip = flops_per_clip(config, config.meta.finetune_encoder)
         self.tokens_per_clip = tokens_per_clip(config)
         self.peak_flops: float | None = None  # measured or looked up at the first log row
@@ -206,12 +198,12 @@ class Trainer:
             micro_batches = [next(batches) for _ in range(accumulation)]
             data_time = time.perf_counter() - started
             lr, wd = self.schedule.apply(self.optimizer, self.state.step)
-            step = self.train_step(micro_batches)
+            *step, head_sums = self.train_step(micro_batches)
             self.state.step += 1
             self.state.batch_in_epoch += accumulation
             step_time = time.perf_counter() - started
-            self.window.add(*step, data_time, step_time)
-            self.epoch_sums.add(*step, data_time, step_time)
+            self.window.add(*step, data_time, step_time, head_sums)
+            self.epoch_sums.add(*step, data_time, step_time, head_sums)
             bar.update()
             if self.config.meta.sync_gc and self.state.step % 50 == 0:
                 gc.collect()  # the seed's sync_gc: collect at the same steps on every rank
@@ -259,6 +251,7 @@ class Trainer:
             "decode_failures": self.train_set.stats()["failed"],
             "skipped_steps": self.state.skipped_steps,
         }
+        row |= {key: value for key, value in means.items() if key.startswith(("loss_h", "acc1_h"))}
         self.logger.log_step(row)
         if self.wandb is not None:
             self.wandb.log({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "step")} | {"epoch": epoch},
@@ -267,12 +260,16 @@ class Trainer:
         window.reset()
         return row
 
-    def train_step(self, micro_batches: list[ClipBatch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
+    def train_step(self, micro_batches: list[ClipBatch]) -> tuple:
         """One optimizer step over ``micro_batches``; returns on-device sums (loss, top-1,
-        top-5 hits), the sample count and the gradient norm, without synchronising."""
+        top-5 hits), the sample count, the gradient norm and, with several probe heads, their
+        ``[heads, 2]`` loss and top-1 sums, without synchronising. Heads are trained together:
+        the loss is their sum (their parameters are disjoint, so each gets its own gradient) and
+        the logged loss and accuracies are their means."""
         strategy, device = self.strategy, self.strategy.device
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros(2, device=device)
+        head_sums = torch.zeros(self.num_heads, 2, device=device)
         count = 0
         finite = True
         for index, batch in enumerate(micro_batches):
@@ -285,7 +282,9 @@ class Trainer:
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
                     logits = self.model(clips, batch.clip_indices.to(device, non_blocking=True))
-                loss = self.loss(logits, labels, targets)
+                per_head = logits.unbind(1) if logits.dim() == 3 else (logits,)
+                losses = torch.stack([self.loss(head, labels, targets) for head in per_head])
+                loss = losses.sum()
                 # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights.
                 if strategy.all_finite(loss):
                     strategy.backward(loss / len(micro_batches))
@@ -293,16 +292,19 @@ class Trainer:
                     finite = False
                     strategy.skip_micro_batch(self.model)
             if finite:
-                loss_sum += loss.detach() * len(labels)
-                hits += torch.stack(topk_correct(logits.detach(), labels, (1, 5))).float()
+                with torch.no_grad():
+                    head_hits = torch.stack([torch.stack(topk_correct(h.detach(), labels, (1, 5))) for h in per_head])
+                    loss_sum += losses.detach().mean() * len(labels)
+                    hits += head_hits.float().mean(0)
+                    head_sums += torch.stack([losses.detach() * len(labels), head_hits[:, 0].float()], dim=1)
                 count += len(labels)
         if not finite:
-            return self._skip_step(), hits, 0, None
+            return self._skip_step(), hits, 0, None, None
         self.state.nonfinite_streak = 0
         norm = strategy.optimizer_step(self.model, self.optimizer, self.config.optimization.clip_grad)
         if self.ema is not None:
             self.ema.update(strategy.unwrap(self.model))
-        return loss_sum, hits, count, norm
+        return loss_sum, hits, count, norm, head_sums
 
     def _skip_step(self) -> torch.Tensor:
         """Drop a step with a non-finite loss; stop after ``max_nonfinite_steps`` in a row."""
@@ -358,9 +360,13 @@ class Trainer:
             f" ({failed} unreadable on this rank, skipped)" if failed else "",
         )
         self.state.last_eval = result.as_dict()
+        if result.best_head is not None:
+            log.info("best of %d probe heads: head %d (top-1 %.2f%%; all: %s)", len(result.head_top1),
+                     result.best_head, 100 * result.top1, " ".join(f"{100 * t:.1f}" for t in result.head_top1))  # fmt: skip
         improved = result.top1 > self.state.best_top1
         if improved and write_best:
             self.state.best_top1, self.state.best_epoch = result.top1, epoch
+            self.state.best_head = result.best_head
         rows = None
         if improved or not write_best:
             prefix = "best_" if write_best else "eval_"

@@ -123,3 +123,64 @@ def test_hugging_face_encoder_only_directory(tmp_path):
     torch.testing.assert_close(encoder(video.transpose(1, 2)), expected, rtol=0, atol=1e-4)
     with pytest.raises(Exception, match="encoder .*only"):
         load_classifier(AttentiveClassifier(96, 5, 4, 3), tmp_path / "hf_encoder")
+
+
+def vjepa2_multiclip_reference(encoder, probe, clips, clip_indices, tubelet, pos_embed=None):
+    """V-JEPA 2's ``evals/video_classification_frozen`` protocol, step by step as its
+    ``ClipAggregation`` wrapper and ``run_one_epoch`` do it: ``clips[i][j]`` is clip ``i``, view
+    ``j`` (``[B, C, T, H, W]``); all go through the encoder as one batch (clip-major, then view);
+    each view's clips are joined along time (tokens viewed as ``[B, T, S, D]``), plus the 1D table
+    gathered at ``indices[:, ::tubelet]``; the probe runs per view; softmax averaged over views."""
+    from vjepa2.masks.utils import apply_masks
+
+    num_clips, num_views = len(clips), len(clips[0])
+    batch, _, frames = clips[0][0].shape[:3]
+    outputs = encoder(torch.cat([torch.cat(views, dim=0) for views in clips], dim=0))
+    if isinstance(outputs, list):
+        outputs = torch.cat(outputs, dim=1)
+    _, count, dim = outputs.shape
+    steps = frames // tubelet
+    per_view = [[] for _ in range(num_views)]
+    for i in range(num_clips):
+        block = outputs[i * batch * num_views : (i + 1) * batch * num_views]
+        for j in range(num_views):
+            per_view[j].append(block[j * batch : (j + 1) * batch])
+    probabilities = []
+    for view_outputs in per_view:
+        merged = torch.cat([o.reshape(batch, steps, count // steps, dim) for o in view_outputs], dim=1).flatten(1, 2)
+        if pos_embed is not None:
+            table = apply_masks(pos_embed.repeat(batch, 1, 1), [c[:, ::tubelet] for c in clip_indices], concat=False)
+            merged = merged + torch.cat(table, dim=1).unsqueeze(2).repeat(1, 1, count // steps, 1).flatten(1, 2)
+        probabilities.append(probe(merged).softmax(dim=1))
+    return sum(probabilities) / len(probabilities)
+
+
+@pytest.mark.parametrize("use_pos_embed,out_layers", [(False, None), (True, None), (False, [3, 11])])
+def test_concat_tokens_is_vjepa2s_multiclip_evaluation(tmp_path, use_pos_embed, out_layers):
+    from vjepa2.models.utils.pos_embs import get_1d_sincos_pos_embed
+
+    torch.manual_seed(0)
+    their_encoder = vjepa2_vit.vit_tiny(img_size=32, num_frames=4, patch_size=16, tubelet_size=2, use_rope=True,
+                                        out_layers=out_layers).eval()  # fmt: skip
+    probe = vjepa2_pooler.AttentiveClassifier(embed_dim=192, num_heads=3, depth=2, num_classes=6).eval()
+    torch.save({"target_encoder": their_encoder.state_dict()}, tmp_path / "enc.pt")
+    torch.save(vjepa2_eval_checkpoint([probe]), tmp_path / "probe.pt")
+    encoder = create_encoder("vit_tiny_rope", img_size=32, num_frames=4, out_layers=out_layers)
+    load_encoder(encoder, tmp_path / "enc.pt")
+    classifier = AttentiveClassifier(192, 6, num_heads=3, depth=2)
+    load_classifier(classifier, tmp_path / "probe.pt")
+    model = VideoClassifier(encoder, classifier, freeze_encoder=True, clip_aggregation="concat_tokens",
+                            temporal_pos_embed=use_pos_embed, max_frames=64).eval()  # fmt: skip
+    batch, num_clips, num_views = 2, 3, 2
+    clips = [[torch.randn(batch, 3, 4, 32, 32) for _ in range(num_views)] for _ in range(num_clips)]
+    indices = [torch.stack([torch.arange(4) * 2 + 10 * i + b for b in range(batch)]) for i in range(num_clips)]
+    pos_embed = None
+    if use_pos_embed:
+        pos_embed = torch.from_numpy(get_1d_sincos_pos_embed(192, 32)).float().unsqueeze(0)
+    with torch.no_grad():
+        expected = vjepa2_multiclip_reference(their_encoder, probe, clips, indices, 2, pos_embed)
+        ours_input = torch.stack([view for views in clips for view in views], dim=1)  # [B, clips x views, ...]
+        ours_indices = torch.stack([idx for idx in indices for _ in range(num_views)], dim=1)
+        ours = model(ours_input, ours_indices, num_views=num_views)
+    torch.testing.assert_close(ours.exp(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(ours.argmax(1), expected.argmax(1))

@@ -75,8 +75,10 @@ def run_driver(tmp_path: Path, demo_root: Path, strategy: list[str], pretrained:
     base = [*strategy, "data.batch_size=2"]  # 2 ranks x 2 = the reference's global batch
     config_a = write(tmp_path, "a", tiny_overrides(demo_root, folder, *base, "optimization.epochs=1"))
     config_b = write(tmp_path, "b", tiny_overrides(demo_root, folder, *base, "optimization.epochs=2"))
+    # The frozen probe runs V-JEPA 2's evaluation protocol: 2 clips (tokens joined) x 2 views.
     probe = tiny_overrides(demo_root, tmp_path / "probe", *base, "optimization.epochs=1", "meta.finetune_encoder=false",
-                           f"meta.pretrain_checkpoint={pretrained}")  # fmt: skip
+                           f"meta.pretrain_checkpoint={pretrained}", "model.clip_aggregation=concat_tokens",
+                           "data.num_clips=2", "data.val_num_clips=2", "data.num_views=2")  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "tests/parallel/driver.py",
                str(tmp_path), str(config_a), str(config_b), "--frozen", str(write(tmp_path, "probe", probe)),
                str(pretrained), *extra]  # fmt: skip

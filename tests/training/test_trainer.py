@@ -84,7 +84,7 @@ def test_bfloat16_really_computes_in_bfloat16_on_cpu(demo_root, tmp_path):
     block = trainer.model.encoder.blocks[0]
     block.attn.qkv.register_forward_hook(lambda m, i, out: seen.update(qkv=out.dtype))
     batch = next(iter(trainer.train_loader))
-    loss_sum, _, _, _ = trainer.train_step([batch])
+    loss_sum, *_ = trainer.train_step([batch])
     assert seen["qkv"] == torch.bfloat16
     assert trainer.model.classifier.linear.weight.dtype == torch.float32, "weights stay fp32"
     assert torch.isfinite(loss_sum)
