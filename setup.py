@@ -36,6 +36,11 @@ setup(
             "deepspeed>=0.17",
             "huggingface_hub>=0.20",
             "webdataset>=0.2",  # only to prove our shards read with the reference reader
+            # V-JEPA 2 compatibility is tested against the foreign code itself:
+            "transformers>=4.53",  # VJEPA2Model / VJEPA2ForVideoClassification (save_pretrained)
+            "cc-vjepa2==0.0.3",  # V-JEPA 2's src (models, VideoDataset) as a package
+            "timm>=0.9",  # imported by V-JEPA 2's modules
+            "pandas>=2.0",  # imported by V-JEPA 2's VideoDataset
         ],
     },
     entry_points={

@@ -46,14 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     if val_set is None:
         print("config error: data.val_datasets is empty: nothing to evaluate", file=sys.stderr)
         return 2
-    model = build.build_model(config, _num_classes(checkpoint))
+    num_classes = _num_classes(checkpoint)
+    model = build.build_model(config, num_classes)
     model, _ = strategy.prepare(model, lambda _: None)
     if checkpoint.is_dir():
         strategy.load_state(checkpoint, model, None)
     else:
-        log.info(load_classifier(strategy.unwrap(model).classifier, checkpoint).summary())
+        classifier = strategy.unwrap(model).classifier
+        for index, head in enumerate(getattr(classifier, "heads", [classifier])):
+            log.info(load_classifier(head, checkpoint, index=index).summary())
     loader = build.build_val_loader(config, strategy, val_set)
-    num_classes = strategy.unwrap(model).classifier.linear.out_features
     result, accumulator = evaluate(
         model, loader, strategy, num_classes, config.logging.progress_bar, num_views=config.data.num_views
     )

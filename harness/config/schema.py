@@ -167,9 +167,7 @@ class OptimizationConfig:
     mixup_prob: float = 1.0  #: harness: probability that a batch is mixed
     mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
     max_nonfinite_steps: int = 5  #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
-    heads: list[HeadConfig] = field(
-        default_factory=list
-    )  #: several probe heads, one frozen-encoder pass (lr x wd grid)
+    heads: list[HeadConfig] = field(default_factory=list)  #: probe heads (lr x wd grid) on one encoder pass
 
 
 @dataclass

@@ -18,14 +18,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("harness.training.trainer")
 
 
+VJEPA2_LATEST = "latest.pt"  # what V-JEPA 2's eval writes in its run folder
+
+
 def resume(trainer: Trainer) -> Path | None:
     """Load ``meta.read_checkpoint``, else the run folder's ``latest`` (when
-    ``meta.load_checkpoint``); returns the checkpoint used or None for a fresh start."""
+    ``meta.load_checkpoint``), else a V-JEPA 2 eval run's ``latest.pt`` in the run folder;
+    returns the checkpoint used or None for a fresh start."""
     meta = trainer.config.meta
     if meta.read_checkpoint:
         path = resolve_checkpoint(meta.read_checkpoint)
     elif meta.load_checkpoint:
         path = trainer.checkpoints.find("latest")
+        if path is None and (trainer.folder / VJEPA2_LATEST).is_file():
+            return resume_vjepa2(trainer, trainer.folder / VJEPA2_LATEST)
     else:
         path = None
     if path is None:
@@ -109,3 +115,37 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
     data = loader.state_dict() if hasattr(loader, "state_dict") else None
     name = checkpoint_name(state.epoch, state.step)
     return trainer.checkpoints.save(name, write, pointers, rank_state={"data": data})
+
+
+def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
+    """Continue a V-JEPA 2 eval run from its ``latest.pt``: the probe heads (``classifiers``),
+    their AdamW moments (``opt``: one optimizer per head, parameters in the head's order, which
+    ours share) and the epoch. A V-JEPA 2 run that was evaluation-only has no optimizer state
+    to take; the weights and epoch are taken alone then."""
+    import torch
+
+    from harness.models.checkpoint_io import classifier_state, load_into, read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    model = trainer.strategy.unwrap(trainer.model)
+    heads = list(getattr(model.classifier, "heads", [model.classifier]))
+    stored = checkpoint.get("classifiers") or []
+    if len(stored) != len(heads):
+        raise RuntimeError(f"{path} holds {len(stored)} V-JEPA 2 probe heads, this run has {len(heads)}")
+    for index, head in enumerate(heads):
+        load_into(head, classifier_state(checkpoint, index), f"{path} classifiers[{index}]")
+    optimizer_states = checkpoint.get("opt") or []
+    if optimizer_states and trainer.strategy.name in ("single", "ddp"):
+        for head, saved in zip(heads, optimizer_states):
+            params = list(head.parameters())
+            for index, param in enumerate(params):
+                state = saved["state"].get(index)
+                if state is not None:
+                    trainer.optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v) else v
+                                                      for k, v in state.items()}  # fmt: skip
+    elif optimizer_states:
+        log.warning("%s: AdamW moments are not restored under %s (weights and epoch are)", path, trainer.strategy.name)
+    epoch = int(checkpoint.get("epoch", 0))
+    trainer.state.epoch, trainer.state.step = epoch, epoch * trainer.steps_per_epoch
+    log.info("resumed V-JEPA 2 eval run %s at epoch %d (%d probe heads)", path, epoch, len(heads))
+    return path

@@ -361,8 +361,9 @@ class Trainer:
         )
         self.state.last_eval = result.as_dict()
         if result.best_head is not None:
+            every = " ".join(f"{100 * t:.1f}" for t in result.head_top1)
             log.info("best of %d probe heads: head %d (top-1 %.2f%%; all: %s)", len(result.head_top1),
-                     result.best_head, 100 * result.top1, " ".join(f"{100 * t:.1f}" for t in result.head_top1))  # fmt: skip
+                     result.best_head, 100 * result.top1, every)  # fmt: skip
         improved = result.top1 > self.state.best_top1
         if improved and write_best:
             self.state.best_top1, self.state.best_epoch = result.top1, epoch

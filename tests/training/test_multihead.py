@@ -84,3 +84,26 @@ def test_heads_share_one_encoder_pass_and_follow_their_own_schedules(demo_root, 
 def test_several_heads_need_a_frozen_encoder(demo_root, tmp_path):
     with pytest.raises(ConfigError, match="several heads share one frozen-encoder pass"):
         load_config(None, tiny_overrides(demo_root, tmp_path, HEADS))  # tiny_overrides fine-tunes the encoder
+
+
+def test_resumes_a_vjepa2_eval_run_from_its_latest_pt(demo_root, tmp_path, probe_files):
+    """V-JEPA 2's eval resumes from ``<folder>/latest.pt``; so does the harness when a V-JEPA 2 run
+    folder has no harness checkpoint: heads, AdamW moments and epoch carry over."""
+    encoder_file, _, theirs = probe_files
+    saved = vjepa2_eval_checkpoint(theirs, epoch=1)  # one AdamW step taken on each head
+    (tmp_path / "run").mkdir()
+    torch.save(saved, tmp_path / "run" / "latest.pt")
+    overrides = tiny_overrides(demo_root, tmp_path / "run", "meta.finetune_encoder=false", "optimization.epochs=2",
+                               f"meta.pretrain_checkpoint={encoder_file}", "model.attn_pooler_depth=2",
+                               "model.attn_pooler_heads=3", HEADS)  # fmt: skip
+    trainer = Trainer(load_config(None, overrides))
+    assert (trainer.state.epoch, trainer.state.step) == (1, trainer.steps_per_epoch)
+    for ours, their, opt in zip(trainer.model.classifier.heads, theirs, saved["opt"]):
+        assert torch.equal(ours.linear.weight, their.linear.weight)
+        index = [name for name, _ in their.named_parameters()].index("linear.weight")
+        moments = trainer.optimizer.state[ours.linear.weight]
+        assert torch.equal(moments["exp_avg"], opt["state"][index]["exp_avg"])
+    trainer.fit()
+    with open(tmp_path / "run" / "log_r0.csv", newline="") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps[0] == trainer.steps_per_epoch + 1 and trainer.state.epoch == 2
