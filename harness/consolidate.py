@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +28,9 @@ from torch import nn
 from harness.config import Config, config_from_dict
 from harness.parallel.strategy import STATE_FILE, load_model_state
 from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
+from harness.training.ema import read_rank_files, whole_average
 
+WRAPPERS = re.compile(r"(_checkpoint_wrapped_module\.|_orig_mod\.)")
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
 VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
@@ -46,7 +49,10 @@ def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.
     if strategy == "deepspeed":
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed"))
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed")
+        # DeepSpeed records parameter names as named_parameters() gives them, wrappers included
+        # (activation checkpointing, compile); state dicts use the plain names.
+        return {WRAPPERS.sub("", key): value for key, value in state.items()}
     return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
 
 
@@ -58,8 +64,12 @@ def build_plain_model(config: Config, num_classes: int) -> nn.Module:
     return build_model(plain, num_classes)
 
 
-def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write ``out/model.safetensors``, ``out/model.json`` and ``out/vjepa2_probe.pt``; returns ``out``."""
+def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
+    """Write ``out/model.safetensors``, ``out/model.json`` and ``out/vjepa2_probe.pt``; returns ``out``.
+
+    ``weights="ema"`` (default) exports the moving average of the weights where the run kept one
+    (``optimization.ema_decay``; what its evaluation used), ``"trained"`` the weights as trained.
+    """
     from safetensors.torch import save_file
 
     folder = resolve_checkpoint(checkpoint)
@@ -69,6 +79,12 @@ def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
     config = dataclasses.replace(config, meta=dataclasses.replace(config.meta, classifier_checkpoint=None))
     model = build_plain_model(config, meta["num_classes"])
     load_model_state(model, read_model_state(folder, meta))
+    average = whole_average(read_rank_files(folder)) if weights == "ema" else None
+    if average:  # the average replaces the trained weights it tracks, whatever the strategy's shards
+        parameters = {WRAPPERS.sub("", name): p for name, p in model.named_parameters()}
+        with torch.no_grad():
+            for name, value in average.items():
+                parameters[name].copy_(value)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heads = list(getattr(model.classifier, "heads", [model.classifier]))
@@ -90,6 +106,7 @@ def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
         "source": str(folder.resolve()),
         "strategy": meta["strategy"],
         "step": meta["step"],
+        "weights": "ema" if average else "trained",
         "heads_trained": len(heads),
         "best_head": best if len(heads) > 1 else None,
         "config": saved_config,
@@ -129,9 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("checkpoint", help="checkpoint folder, pointer or run folder")
     parser.add_argument("out", help="output folder")
+    parser.add_argument(
+        "--weights",
+        choices=("ema", "trained"),
+        default="ema",
+        help="the moving average of the weights if the run kept one (default), or as trained",
+    )
     args = parser.parse_args(argv)
     try:
-        out = consolidate(args.checkpoint, args.out)
+        out = consolidate(args.checkpoint, args.out, args.weights)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

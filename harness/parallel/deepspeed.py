@@ -118,6 +118,23 @@ class DeepSpeedStrategy(DistributedStrategy):
         """The ZeRO stage in use."""
         return int(self.config.get("zero_optimization", {}).get("stage", 0))
 
+    @property
+    def shards_parameters(self) -> bool:
+        return self.zero_stage == 3
+
+    def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
+        # ZeRO-3 keeps this rank's slice of the flattened parameter in ``ds_tensor``; the module's
+        # own ``param`` is an empty placeholder outside a forward.
+        return param.ds_tensor if hasattr(param, "ds_tensor") else param
+
+    def layout(self, param: torch.Tensor) -> dict:
+        if hasattr(param, "ds_tensor"):
+            return {"shard": "flat", "shape": list(param.ds_shape)}
+        return {"shard": "none"}
+
+    def parameter_numel(self, param: torch.Tensor) -> int:
+        return int(param.ds_numel) if hasattr(param, "ds_numel") else param.numel()
+
     def prepare(
         self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:

@@ -98,6 +98,15 @@ class FSDPStrategy(DistributedStrategy):
         fully_shard(model, reshard_after_forward=self.reshard_after_forward, **options)
         return model, build_optimizer(model)
 
+    shards_parameters = True
+
+    def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
+        # The DTensor's own local shard (not a copy), so writes reach the sharded parameter.
+        return param._local_tensor if isinstance(param, DTensor) else param
+
+    def layout(self, param: torch.Tensor) -> dict:
+        return {"shard": "dim0", "shape": list(param.shape)} if isinstance(param, DTensor) else {"shard": "none"}
+
     def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
         norm = super().optimizer_step(model, optimizer, max_norm)
         return norm.full_tensor() if isinstance(norm, DTensor) else norm

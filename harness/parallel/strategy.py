@@ -65,6 +65,22 @@ class Strategy:
         """The plain module (for state dicts and attribute access)."""
         return model
 
+    #: whether parameters are split over ranks (then per-parameter state is kept per rank)
+    shards_parameters = False
+
+    def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
+        """The part of ``param`` this rank holds (the whole tensor when nothing is sharded);
+        writing into it changes what the model computes with."""
+        return param
+
+    def layout(self, param: torch.Tensor) -> dict:
+        """How ``param`` is split over ranks (see :mod:`harness.parallel.sharding`)."""
+        return {"shard": "none"}
+
+    def parameter_numel(self, param: torch.Tensor) -> int:
+        """Elements of the whole ``param``, however it is sharded."""
+        return param.numel()
+
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss`` (scaled for float16)."""
         self.precision.scale(loss).backward()

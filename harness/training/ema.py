@@ -1,25 +1,42 @@
-"""Exponential moving average of the trained weights, swapped in for evaluation."""
+"""Exponential moving average of the trained weights, swapped in for evaluation and export."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
+from harness.parallel.sharding import assemble, split
+from harness.training.optim import clean_name
+
+EMA_KEY, LAYOUT_KEY = "ema", "ema_layout"  # in the rank files of a checkpoint (see ``rank_state``)
+
+
+def _whole(param: torch.Tensor) -> torch.Tensor:
+    return param
+
 
 class ModelEMA:
-    """``ema = decay * ema + (1 - decay) * weight`` after every optimizer step.
+    """``ema = decay * ema + (1 - decay) * weight`` after every optimizer step, in fp32.
 
-    Only parameters that train are tracked (a frozen encoder costs no extra memory). Works on
-    sharded (DTensor) parameters as well, since it only uses elementwise ops on local tensors.
+    Only parameters that train are tracked (a frozen encoder costs no extra memory), and only the
+    part of each that this rank holds: ``local`` maps a parameter to that part (the whole tensor
+    by default; FSDP2's local shard; ZeRO-3's ``ds_tensor`` slice, see
+    ``Strategy.local_tensor``), so the average is sharded exactly as the weights are and costs
+    ``4 bytes x local parameters`` per rank. Under DeepSpeed bf16 (ZeRO 1/2) the module holds bf16
+    copies of the fp32 master weights: the average follows those.
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, local: Callable[[torch.Tensor], torch.Tensor] = _whole) -> None:
         self.decay = decay
+        self.local = local
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for _, p in self._tracked(model)]
+        # Saved under the plain model's names (without activation-checkpointing/compile wrappers),
+        # so a checkpoint's average lines up with the consolidated model's parameters.
+        self.keys = [clean_name(name) for name in self.names]
+        self.shadow = [local(p).detach().float().clone() for _, p in self._tracked(model)]
 
     def _tracked(self, model: nn.Module) -> list[tuple[str, torch.Tensor]]:
         params = dict(model.named_parameters())
@@ -28,32 +45,93 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards the current weights."""
-        current = [p.detach() for _, p in self._tracked(model)]
+        current = [self.local(p).detach().float() for _, p in self._tracked(model)]
         torch._foreach_lerp_(self.shadow, current, 1.0 - self.decay)
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:
         """Run the block with the averaged weights in ``model``; the trained ones come back after."""
-        params = [p for _, p in self._tracked(model)]
-        backup = [p.detach().clone() for p in params]
+        parts = [self.local(p) for _, p in self._tracked(model)]
+        backup = [part.detach().clone() for part in parts]
         with torch.no_grad():
-            for param, average in zip(params, self.shadow):
-                param.copy_(average)
+            for part, average in zip(parts, self.shadow):
+                part.copy_(average)
         try:
             yield
         finally:
             with torch.no_grad():
-                for param, saved in zip(params, backup):
-                    param.copy_(saved)
+                for part, saved in zip(parts, backup):
+                    part.copy_(saved)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Averaged weights by parameter name."""
-        return dict(zip(self.names, self.shadow))
+        """This rank's averaged weights by parameter name (its shard when sharded)."""
+        return dict(zip(self.keys, self.shadow))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict` (names must match)."""
-        missing = [name for name in self.names if name not in state]
+        """Restore :meth:`state_dict` (names and shard shapes must match)."""
+        missing = [name for name in self.keys if name not in state]
         if missing:
             raise KeyError(f"EMA state lacks {missing[:3]}")
-        for average, name in zip(self.shadow, self.names):
+        for average, name in zip(self.shadow, self.keys):
+            if average.shape != state[name].shape:
+                raise ValueError(f"EMA state of {name} has shape {tuple(state[name].shape)}, expected "
+                                 f"{tuple(average.shape)} (saved with another sharding?)")  # fmt: skip
             average.copy_(state[name])
+
+    def layouts(self, model: nn.Module, layout: Callable[[torch.Tensor], dict]) -> dict[str, dict]:
+        """Parameter name -> how its average is split over ranks (saved for consolidation)."""
+        return {clean_name(name): layout(param) for name, param in self._tracked(model)}
+
+    def full_state(self, strategy, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The whole averaged weights on every rank (CPU fp32), gathered from all ranks' shards."""
+        pieces = strategy.gather_objects({name: tensor.cpu() for name, tensor in self.state_dict().items()})
+        layouts = self.layouts(strategy.unwrap(model), strategy.layout)
+        return {name: assemble([piece[name] for piece in pieces], layouts[name]) for name in self.keys}
+
+    def rank_state(self, strategy, model: nn.Module) -> dict:
+        """What this rank saves with its own checkpoint file: its shard of the average and the
+        layout of each parameter (every rank when sharded; only rank 0 otherwise)."""
+        if not strategy.shards_parameters and not strategy.is_main:
+            return {}
+        return {EMA_KEY: self.state_dict(), LAYOUT_KEY: self.layouts(strategy.unwrap(model), strategy.layout)}
+
+    def restore(self, checkpoint, strategy, model: nn.Module) -> bool:
+        """Load this rank's average from ``checkpoint``'s rank files, reassembling and re-splitting
+        it when the checkpoint was written by another number of ranks or another layout; False
+        when the checkpoint has no average (it was written without EMA)."""
+        files = read_rank_files(checkpoint)
+        own = files.get(strategy.rank, {}) if strategy.shards_parameters else files.get(0, {})
+        try:
+            self.load_state_dict(own[EMA_KEY])
+            return True
+        except (KeyError, ValueError):
+            pass
+        whole = whole_average(files)
+        if whole is None:
+            return False
+        layouts = self.layouts(strategy.unwrap(model), strategy.layout)
+        self.load_state_dict(
+            {name: split(whole[name], layouts[name], strategy.rank, strategy.world_size) for name in self.keys}
+        )
+        return True
+
+
+def read_rank_files(checkpoint) -> dict[int, dict]:
+    """Rank -> the EMA part of that rank's file in a checkpoint folder (ranks without one left out)."""
+    from pathlib import Path
+
+    out = {}
+    for path in sorted(Path(checkpoint).glob("rank_r*.pt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if EMA_KEY in state:
+            out[int(path.stem.removeprefix("rank_r"))] = {EMA_KEY: state[EMA_KEY], LAYOUT_KEY: state[LAYOUT_KEY]}
+    return out
+
+
+def whole_average(files: dict[int, dict]) -> dict[str, torch.Tensor] | None:
+    """The whole averaged weights (fp32) from the rank files of a checkpoint, or None without any."""
+    if not files:
+        return None
+    ranks = sorted(files)
+    layouts = files[ranks[0]][LAYOUT_KEY]
+    return {name: assemble([files[r][EMA_KEY][name] for r in ranks], layout) for name, layout in layouts.items()}

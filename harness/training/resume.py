@@ -40,11 +40,14 @@ def resume(trainer: Trainer) -> Path | None:
     extra = trainer.strategy.load_state(path, trainer.model, trainer.optimizer)
     trainer.state = type(trainer.state)(**extra["train_state"])
     trainer.strategy.precision.load_state_dict(extra.get("precision", {}))
-    if trainer.ema is not None and extra.get("ema") is not None:
-        trainer.ema.load_state_dict(extra["ema"])
     trainer.window.load_state_dict(extra["window"])
     trainer.epoch_sums.load_state_dict(extra["epoch_sums"])
     rank_state = trainer.checkpoints.restore_rank_state(path)
+    if trainer.ema is not None:
+        if extra.get("ema") is not None:  # written before the average moved to the rank files
+            trainer.ema.load_state_dict(extra["ema"])
+        elif not trainer.ema.restore(path, trainer.strategy, trainer.model):
+            log.warning("%s has no EMA of the weights: the average starts from the resumed weights", path)
     if rank_state and rank_state.get("data") and hasattr(trainer.train_loader, "load_state_dict"):
         trainer.train_loader.load_state_dict(rank_state["data"])
     _warn_config_changes(trainer, extra.get("config", {}))
@@ -88,7 +91,6 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
     extra = {
         "train_state": dataclasses.asdict(state),
         "precision": strategy.precision.state_dict(),
-        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "window": trainer.window.state_dict(),
         "epoch_sums": trainer.epoch_sums.state_dict(),
         "config": to_dict(config),
@@ -112,9 +114,11 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
             write_atomic(folder / META_FILE, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
 
     loader = trainer.train_loader
-    data = loader.state_dict() if hasattr(loader, "state_dict") else None
+    rank_state = {"data": loader.state_dict() if hasattr(loader, "state_dict") else None}
+    if trainer.ema is not None:  # each rank's shard of the average (sharded) or rank 0's whole copy
+        rank_state |= trainer.ema.rank_state(strategy, trainer.model)
     name = checkpoint_name(state.epoch, state.step)
-    return trainer.checkpoints.save(name, write, pointers, rank_state={"data": data})
+    return trainer.checkpoints.save(name, write, pointers, rank_state=rank_state)
 
 
 def resume_vjepa2(trainer: Trainer, path: Path) -> Path:

@@ -29,8 +29,7 @@ def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
     """One start-up paragraph: data, model, batch, strategy, precision, schedule."""
     config = trainer.config
     data = config.data
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
+    total, trainable = trainer.parameter_counts()  # whole tensors, also under ZeRO-3 / FSDP2
     source = ", ".join(data.shards) if data.shards else ", ".join(data.datasets)
     global_batch = data.batch_size * config.optimization.accumulation_steps * trainer.strategy.world_size
     log.info(

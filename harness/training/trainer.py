@@ -90,7 +90,9 @@ class Trainer:
             self.mixup = Mixup(
                 self.num_classes, opt.mixup, opt.cutmix, opt.mixup_prob, opt.mixup_switch_prob, opt.label_smoothing
             )
-        self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay) if opt.ema_decay > 0 else None
+        self.ema = None
+        if opt.ema_decay > 0:
+            self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay, self.strategy.local_tensor)
         self.checkpoints = CheckpointManager(self.folder, self.strategy.rank, self.strategy.barrier)
         self.state = TrainState()
         self.window = RunningSums(self.strategy.device, self.num_heads)  # since the last log row
@@ -113,6 +115,12 @@ class Trainer:
         if not groups:
             raise RuntimeError("no trainable parameters: check meta.finetune_encoder and the model")
         return build_adamw(groups, tuple(opt.betas), opt.eps, self.strategy.device)
+
+    def parameter_counts(self) -> list[int]:
+        """``[total, trained]`` parameters of the whole model, however the strategy shards it."""
+        params = list(self.strategy.unwrap(self.model).parameters())
+        count = self.strategy.parameter_numel
+        return [sum(count(p) for p in params), sum(count(p) for p in params if p.requires_grad)]
 
     def _start_wandb(self) -> WandbSink | None:
         settings = self.config.logging.wandb

@@ -143,8 +143,9 @@ def test_full_finetune_recipe_options_run_together(demo_root, tmp_path):
     trainer = Trainer(load_config(None, overrides))
     result = trainer.fit()
     assert result.count == 8 and 0 <= result.top1 <= 1
-    state = torch.load(trainer.checkpoints.find("latest") / "state.pt", weights_only=True)
-    assert state["ema"] and set(state["ema"]) == {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    rank_file = torch.load(trainer.checkpoints.find("latest") / "rank_r0.pt", weights_only=True)
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(rank_file["ema"]) == trained and all(v == {"shard": "none"} for v in rank_file["ema_layout"].values())
     scales = sorted({g["lr_scale"] for g in trainer.optimizer.param_groups})
     assert len(scales) > 3, "layer decay gives each depth its own learning rate"
 

@@ -1,0 +1,111 @@
+"""Every shipped config (``configs/*.yaml``), reduced in size by overrides only, under the strategy
+its header recommends (``torchrun``: ddp), under FSDP2 and under ZeRO-3, on 2 CPU ranks: it trains
+(the weights change), saves, resumes where it stopped, holds the same weights on both ranks, counts
+its parameters correctly and consolidates (with its EMA weights, where it keeps an average)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness.config import load_config, save_config
+from harness.consolidate import consolidate, load_consolidated
+from harness.training.optim import clean_name
+from tests.parallel.driver import digest
+from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs: int) -> list[str]:
+    """Overrides that shrink a shipped config to seconds on CPU (sizes and paths only)."""
+    return [
+        f"folder={folder}",
+        f"data.datasets=[{root / 'train.csv'}]",
+        f"data.val_datasets=[{root / 'val.csv'}]",
+        "data.generate_demo_data=false",
+        "data.dataset_fpcs=[4]",
+        "data.val_dataset_fpcs=[4]",
+        "data.crop_size=32",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "model.depth=2",
+        "meta.num_classes=4",
+        "meta.pretrain_checkpoint=null",
+        "optimization.ipe=2",
+        f"optimization.epochs={epochs}",
+        "optimization.warmup=0.5",
+        "optimization.anneal=0.5",
+        "checkpointing.every_steps=0",
+        "logging.progress_bar=false",
+        *strategy,
+    ]
+
+
+def write(path: Path, overrides: list[str], source: Path) -> Path:
+    save_config(load_config(source, overrides), path)
+    return path
+
+
+def expected_parameters(config: Path) -> tuple[int, int]:
+    """Total and trained parameters of the reduced model, counted on one unsharded copy."""
+    from harness.training.build import build_model
+
+    reduced_config = load_config(config, reduced(config, Path("/x"), Path("/x"), [], 1))
+    model = build_model(reduced_config, 4)
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
+def test_every_shipped_config_trains_resumes_and_consolidates(strategy, demo_root, tmp_path):
+    entries = []
+    for config in CONFIGS:
+        name = config.stem
+        folder = tmp_path / name
+        options = STRATEGIES[strategy]
+        config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, demo_root, folder, options, 1), config)
+        config_b = write(tmp_path / f"{name}_b.yaml", reduced(config, demo_root, folder, options, 2), config)
+        entries.append(f"{name}:{config_a}:{config_b}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-6000:]
+    for config in CONFIGS:
+        name = config.stem
+        ranks = [json.loads((tmp_path / f"{name}_r{rank}.json").read_text()) for rank in range(2)]
+        assert ranks[0]["resumed_at_step"] == 2 and ranks[0]["steps"] == 4, name
+        assert ranks[0]["final"] != ranks[0]["initial"], f"{name}: the weights did not change"
+        assert ranks[0]["final"] == ranks[1]["final"], f"{name}: ranks disagree"
+        total, trained = expected_parameters(config)
+        assert ranks[0]["parameters"] == [total, trained], f"{name}: parameter count under {strategy}"
+        values = yaml.safe_load(config.read_text())
+        out = consolidate(tmp_path / name / "checkpoints" / "latest", tmp_path / f"{name}_plain")
+        model = load_consolidated(out)
+        if values.get("optimization", {}).get("ema_decay"):
+            assert ranks[0]["ema_starts_as_weights"] and ranks[1]["ema_starts_as_weights"], name
+            assert "ema" in ranks[0] and ranks[0]["ema"] == ranks[1]["ema"], name
+            exported = model.state_dict()
+            assert digest({k: exported[k] for k in ema_names(model)}) == ranks[0]["ema"], f"{name}: export != EMA"
+
+
+def ema_names(model: torch.nn.Module) -> list[str]:
+    return [clean_name(name) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def test_reduction_keeps_the_shipped_choices():
+    """The overrides change sizes and paths only: every other key keeps the shipped value."""
+    config = REPO / "configs" / "vitl16_finetune.yaml"
+    shipped, small = load_config(config), load_config(config, reduced(config, Path("/d"), Path("/f"), [], 1))
+    for section in ("model", "optimization", "data_aug"):
+        for key, value in vars(getattr(shipped, section)).items():
+            if key not in ("depth", "epochs", "warmup", "anneal", "ipe"):
+                assert getattr(getattr(small, section), key) == value, f"{section}.{key}"
+    assert small.model.model_name == shipped.model.model_name
