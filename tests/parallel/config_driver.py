@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,7 +25,9 @@ from tests.parallel.driver import digest  # noqa: E402
 
 
 def run(out: Path, name: str, config_a: str, config_b: str) -> None:
+    started = time.perf_counter()
     first = Trainer(load_config(config_a))
+    built = time.perf_counter()
     result = {"initial": digest(first.strategy.full_model_state(first.model))}
     result["parameters"] = first.parameter_counts()
     if first.ema is not None:  # the average starts as the weights: its shards reassemble into them
@@ -40,6 +43,7 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     result["steps"] = resumed.state.step
     if resumed.ema is not None:
         result["ema"] = digest(resumed.ema.full_state(resumed.strategy, resumed.model))
+    result["seconds"] = {"build": built - started, "total": time.perf_counter() - started}
     rank = resumed.strategy.rank
     (out / f"{name}_r{rank}.json").write_text(json.dumps(result))
     resumed.strategy.barrier()

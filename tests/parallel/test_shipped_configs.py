@@ -24,8 +24,11 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs: int) -> list[str]:
-    """Overrides that shrink a shipped config to seconds on CPU (sizes and paths only)."""
+    """Overrides that shrink a shipped config to seconds on CPU (sizes and paths only): 2 encoder
+    blocks, at most 2 probe blocks (so the probe's self-attention path stays), 32 px, 4 frames."""
+    pooler_depth = min(2, yaml.safe_load(config.read_text()).get("model", {}).get("attn_pooler_depth", 1))
     return [
+        f"model.attn_pooler_depth={pooler_depth}",
         f"folder={folder}",
         f"data.datasets=[{root / 'train.csv'}]",
         f"data.val_datasets=[{root / 'val.csv'}]",
@@ -34,7 +37,9 @@ def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs:
         "data.val_dataset_fpcs=[4]",
         "data.crop_size=32",
         "data.batch_size=2",
-        "data.val_batch_size=2",
+        "data.val_batch_size=4",
+        "data.val_num_clips=1",
+        "data.num_views=1",
         "data.num_workers=0",
         "model.depth=2",
         "meta.num_classes=4",

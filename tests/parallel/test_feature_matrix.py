@@ -1,0 +1,109 @@
+"""Every option that changes the training step, combined, under every strategy (2 CPU ranks).
+
+Two recipes cover the options, so every option meets every strategy and every other option of its
+recipe (a pairwise cover, within what combines at all):
+
+* ``finetune``: EMA, mixup + cutmix, label smoothing, layer decay, drop path, activation
+  checkpointing, torch.compile (per block), repeated augmentation, 2 clips per video, gradient
+  accumulation, bf16.
+* ``probe``: frozen pretrained encoder, fp16 with its loss scaler, EMA of the head, label
+  smoothing, 2 clips x 2 views joined as V-JEPA 2 evaluates (``concat_tokens``).
+
+Each recipe trains one epoch, resumes for a second, and is compared with the same two epochs run
+without interruption (losses equal to the last bit), trains (weights change), keeps the ranks in
+agreement, and consolidates. NaN-step skipping is exercised per strategy by
+``test_strategies.py::test_a_nan_loss_on_one_rank_skips_that_step_on_every_rank``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import load_config, save_config
+from harness.consolidate import consolidate, load_consolidated
+from harness.models import create_encoder
+from tests.conftest import tiny_overrides
+from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
+
+MATRIX = {"single": ["distributed.strategy=single"], **STRATEGIES}
+RECIPES = {
+    "finetune": [
+        "optimization.ema_decay=0.9",
+        "optimization.mixup=0.8",
+        "optimization.cutmix=1.0",
+        "optimization.label_smoothing=0.1",
+        "optimization.layer_decay=0.75",
+        "model.drop_path_rate=0.1",
+        "model.use_activation_checkpointing=true",
+        "model.compile_model=true",
+        "data.repeated_aug=2",
+        "data.num_clips=2",
+        "optimization.accumulation_steps=2",
+        "meta.dtype=bfloat16",
+    ],
+    "probe": [
+        "meta.finetune_encoder=false",
+        "meta.dtype=float16",
+        "optimization.ema_decay=0.9",
+        "optimization.label_smoothing=0.1",
+        "model.clip_aggregation=concat_tokens",
+        "data.num_clips=2",
+        "data.val_num_clips=2",
+        "data.num_views=2",
+    ],
+}
+
+
+def losses(folder: Path) -> list[tuple[int, float]]:
+    with open(folder / "log_r0.csv", newline="") as handle:
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("pretrained") / "encoder.pt"
+    torch.save({"encoder": create_encoder("vit_tiny", img_size=32, num_frames=4, depth=2).state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(MATRIX))
+def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, pretrained):
+    ranks = 1 if strategy == "single" else 2
+    batch = 4 // ranks  # the same global batch of 4 everywhere
+    entries = []
+    for recipe, options in RECIPES.items():
+        common = [*MATRIX[strategy], *options, f"data.batch_size={batch}", f"meta.pretrain_checkpoint={pretrained}",
+                  "optimization.ipe=2"]  # fmt: skip
+        configs = {}
+        for key, folder, epochs in (("a", recipe, 1), ("b", recipe, 2), ("ref", f"{recipe}_ref", 2)):
+            path = tmp_path / f"{recipe}_{key}.yaml"
+            save_config(load_config(None, tiny_overrides(demo_root, tmp_path / folder, *common,
+                                                         f"optimization.epochs={epochs}")), path)  # fmt: skip
+            configs[key] = path
+        entries += [f"{recipe}:{configs['a']}:{configs['b']}", f"{recipe}_ref:{configs['ref']}:{configs['ref']}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
+               "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-6000:]
+    for recipe in RECIPES:
+        results = [json.loads((tmp_path / f"{recipe}_r{rank}.json").read_text()) for rank in range(ranks)]
+        assert results[0]["resumed_at_step"] == 2 and results[0]["steps"] == 4, recipe
+        assert results[0]["final"] != results[0]["initial"], f"{recipe}: nothing trained"
+        assert all(r["final"] == results[0]["final"] for r in results), f"{recipe}: ranks disagree"
+        assert all(r["ema_starts_as_weights"] for r in results), f"{recipe}: EMA shards do not match the weights"
+        resumed, straight = losses(tmp_path / recipe), losses(tmp_path / f"{recipe}_ref")
+        assert [step for step, _ in resumed] == [1, 2, 3, 4]
+        assert all(loss == loss for _, loss in resumed), f"{recipe}: non-finite loss"  # NaN != NaN
+        assert resumed == straight, f"{recipe}: the resumed run differs from the uninterrupted one"
+        out = consolidate(tmp_path / recipe / "checkpoints" / "latest", tmp_path / f"{recipe}_plain")
+        assert json.loads((out / "model.json").read_text())["weights"] == "ema"
+        load_consolidated(out)
