@@ -1,16 +1,20 @@
-"""Run by ``torchrun`` from test_shipped_configs.py: train, resume and compare ranks for several configs.
+"""Run by ``torchrun`` from test_shipped_configs.py / test_feature_matrix.py: for several configs,
+train, resume, compare ranks, consolidate, then delete the run (disk stays bounded).
 
     torchrun --nproc-per-node 2 tests/parallel/config_driver.py OUT NAME:CONFIG_A:CONFIG_B ...
 
 For each entry, CONFIG_A trains one epoch, CONFIG_B (the same run with one more epoch, same folder)
 resumes from its checkpoint. Every rank writes ``OUT/<NAME>_r{rank}.json``: the weights' digest
-before and after, where B resumed, and the EMA's digest when the run has one. Several configs share
-one process group, so the launcher's start-up cost is paid once per strategy.
+before and after, where B resumed, the losses logged, the EMA's digest when the run has one, and
+(rank 0) what consolidation exported. Several configs share one process group, so the launcher's
+start-up cost is paid once per strategy.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,14 +24,31 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness.config import load_config  # noqa: E402
+from harness.consolidate import consolidate, load_consolidated  # noqa: E402
 from harness.training import Trainer  # noqa: E402
+from harness.training.optim import clean_name  # noqa: E402
 from tests.parallel.driver import digest  # noqa: E402
+
+
+def logged_losses(folder: Path) -> list[list[float]]:
+    with open(folder / "log_r0.csv", newline="") as handle:
+        return [[int(row["step"]), float(row["loss"])] for row in csv.DictReader(handle)]
+
+
+def exported(folder: Path, out: Path) -> dict:
+    """Consolidate the run's latest checkpoint; the digest of what it exports for the averaged
+    (trainable) parameters, and which weights ``model.json`` says it holds."""
+    plain = consolidate(folder / "checkpoints" / "latest", out)
+    model = load_consolidated(plain)
+    state = model.state_dict()
+    trained = [clean_name(name) for name, p in model.named_parameters() if p.requires_grad]
+    description = json.loads((plain / "model.json").read_text())
+    return {"digest": digest({k: state[k] for k in trained}), "weights": description["weights"]}
 
 
 def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     started = time.perf_counter()
     first = Trainer(load_config(config_a))
-    built = time.perf_counter()
     result = {"initial": digest(first.strategy.full_model_state(first.model))}
     result["parameters"] = first.parameter_counts()
     if first.ema is not None:  # the average starts as the weights: its shards reassemble into them
@@ -43,9 +64,15 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     result["steps"] = resumed.state.step
     if resumed.ema is not None:
         result["ema"] = digest(resumed.ema.full_state(resumed.strategy, resumed.model))
-    result["seconds"] = {"build": built - started, "total": time.perf_counter() - started}
-    rank = resumed.strategy.rank
-    (out / f"{name}_r{rank}.json").write_text(json.dumps(result))
+    folder = Path(resumed.config.folder)
+    resumed.strategy.barrier()
+    if resumed.strategy.is_main:
+        result["losses"] = logged_losses(folder)
+        result["export"] = exported(folder, out / f"{name}_plain")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(out / f"{name}_plain", ignore_errors=True)
+    result["seconds"] = time.perf_counter() - started
+    (out / f"{name}_r{resumed.strategy.rank}.json").write_text(json.dumps(result))
     resumed.strategy.barrier()
 
 
