@@ -9,9 +9,10 @@ JSON that contradicts the config is refused with both values named.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,23 @@ class DeepSpeedStrategy(DistributedStrategy):
 
     def parameter_numel(self, param: torch.Tensor) -> int:
         return int(param.ds_numel) if hasattr(param, "ds_numel") else param.numel()
+
+    @contextlib.contextmanager
+    def writing_local(self, model: nn.Module) -> Iterator[None]:
+        if self.zero_stage != 3:
+            yield
+            return
+        # ZeRO-3 keeps small ("persistent") parameters gathered between steps: release them first
+        # (their partitions are current), and gather them again from the written partitions after,
+        # as DeepSpeed's own step does around its update.
+        optimizer = self._engine.optimizer
+        optimizer._partition_all_parameters()
+        try:
+            yield
+        finally:
+            persistent = optimizer.persistent_parameters
+            if persistent:
+                persistent[0].all_gather(persistent)
 
     def prepare(
         self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]

@@ -8,7 +8,8 @@ shards, and a checkpoint loads on any number of ranks (DCP reshards).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from harness.fileio import write_atomic
@@ -106,6 +107,15 @@ class FSDPStrategy(DistributedStrategy):
 
     def layout(self, param: torch.Tensor) -> dict:
         return {"shard": "dim0", "shape": list(param.shape)} if isinstance(param, DTensor) else {"shard": "none"}
+
+    @contextlib.contextmanager
+    def writing_local(self, model: nn.Module) -> Iterator[None]:
+        # A module left unsharded (reshard_after_forward=False after an eval forward) would not
+        # gather the written shards again: reshard everything first.
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        yield
 
     def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
         norm = super().optimizer_step(model, optimizer, max_norm)

@@ -81,6 +81,12 @@ class Strategy:
         """Elements of the whole ``param``, however it is sharded."""
         return param.numel()
 
+    @contextlib.contextmanager
+    def writing_local(self, model: nn.Module) -> Iterator[None]:
+        """Context for writing into :meth:`local_tensor` pieces outside a step (e.g. swapping in
+        the EMA weights): afterwards the model computes with what was written."""
+        yield
+
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss`` (scaled for float16)."""
         self.precision.scale(loss).backward()

@@ -49,17 +49,19 @@ class ModelEMA:
         torch._foreach_lerp_(self.shadow, current, 1.0 - self.decay)
 
     @contextlib.contextmanager
-    def applied(self, model: nn.Module) -> Iterator[None]:
-        """Run the block with the averaged weights in ``model``; the trained ones come back after."""
+    def applied(self, model: nn.Module, writing=contextlib.nullcontext) -> Iterator[None]:
+        """Run the block with the averaged weights in ``model``; the trained ones come back after.
+        ``writing(model)`` wraps each write (``Strategy.writing_local``: what a sharding strategy
+        needs so that its forward sees written shards)."""
         parts = [self.local(p) for _, p in self._tracked(model)]
-        backup = [part.detach().clone() for part in parts]
-        with torch.no_grad():
+        with torch.no_grad(), writing(model):
+            backup = [part.detach().clone() for part in parts]
             for part, average in zip(parts, self.shadow):
                 part.copy_(average)
         try:
             yield
         finally:
-            with torch.no_grad():
+            with torch.no_grad(), writing(model):
                 for part, saved in zip(parts, backup):
                     part.copy_(saved)
 

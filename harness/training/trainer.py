@@ -344,7 +344,7 @@ class Trainer:
         model = self.strategy.unwrap(self.model)
         progress = self.is_main and self.config.logging.progress_bar
         if self.ema is not None:
-            with self.ema.applied(model):
+            with self.ema.applied(model, self.strategy.writing_local):
                 result, accumulator = self._evaluate(progress)
         else:
             result, accumulator = self._evaluate(progress)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from harness.config import load_config  # noqa: E402
 from harness.consolidate import consolidate, load_consolidated  # noqa: E402
 from harness.training import Trainer  # noqa: E402
+from harness.training.evaluation import to_model_input  # noqa: E402
 from harness.training.optim import clean_name  # noqa: E402
 from tests.parallel.driver import digest  # noqa: E402
 
@@ -46,6 +47,14 @@ def exported(folder: Path, out: Path) -> dict:
     return {"digest": digest({k: state[k] for k in trained}), "weights": description["weights"]}
 
 
+def forward_once(trainer: Trainer) -> None:
+    trainer.val_loader.set_epoch(0)
+    batch = next(iter(trainer.val_loader))
+    with torch.no_grad(), trainer.strategy.precision.autocast():
+        clips = to_model_input(batch.clips, trainer.strategy.device)
+        trainer.model(clips, batch.clip_indices.to(trainer.strategy.device), trainer.config.data.num_views)
+
+
 def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     started = time.perf_counter()
     first = Trainer(load_config(config_a))
@@ -63,7 +72,18 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     result["final"] = digest(resumed.strategy.full_model_state(resumed.model))
     result["steps"] = resumed.state.step
     if resumed.ema is not None:
-        result["ema"] = digest(resumed.ema.full_state(resumed.strategy, resumed.model))
+        average = resumed.ema.full_state(resumed.strategy, resumed.model)
+        result["ema"] = digest(average)
+        # What evaluation computes with while the average is swapped in: every tracked parameter
+        # (small ones that ZeRO-3 keeps gathered included) must hold the average.
+        plain = resumed.strategy.unwrap(resumed.model)
+        forward_once(resumed)  # as after a training step: ZeRO-3 holds its small parameters gathered
+        with resumed.ema.applied(plain, resumed.strategy.writing_local):
+            swapped = resumed.strategy.full_model_state(resumed.model)
+        # (in the module's dtype: DeepSpeed bf16 computes with bf16 copies of the weights)
+        result["ema_applied"] = all(torch.equal(swapped[k], average[k].to(swapped[k].dtype)) for k in average)
+        after = resumed.strategy.full_model_state(resumed.model)
+        result["restored_after_ema"] = digest(after) == result["final"]
     folder = Path(resumed.config.folder)
     resumed.strategy.barrier()
     if resumed.strategy.is_main:

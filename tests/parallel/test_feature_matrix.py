@@ -98,3 +98,4 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, p
         assert all(loss == loss for _, loss in resumed), f"{recipe}: non-finite loss"  # NaN != NaN
         assert resumed == straight, f"{recipe}: the resumed run differs from the uninterrupted one"
         assert results[0]["export"] == {"digest": results[0]["ema"], "weights": "ema"}, f"{recipe}: export != EMA"
+        assert all(r["ema_applied"] and r["restored_after_ema"] for r in results), f"{recipe}: EMA swap"

@@ -93,6 +93,7 @@ def test_every_shipped_config_trains_resumes_and_consolidates(strategy, demo_roo
             assert ranks[0]["ema_starts_as_weights"] and ranks[1]["ema_starts_as_weights"], name
             assert ranks[0]["ema"] == ranks[1]["ema"], f"{name}: ranks disagree on the EMA"
             assert ranks[0]["export"] == {"digest": ranks[0]["ema"], "weights": "ema"}, f"{name}: export != EMA"
+            assert all(r["ema_applied"] and r["restored_after_ema"] for r in ranks), f"{name}: EMA swap"
         else:
             assert ranks[0]["export"]["weights"] == "trained", name
 
