@@ -4,10 +4,10 @@ train, resume, compare ranks, consolidate, then delete the run (disk stays bound
     torchrun --nproc-per-node 2 tests/parallel/config_driver.py OUT NAME:CONFIG_A:CONFIG_B ...
 
 For each entry, CONFIG_A trains one epoch, CONFIG_B (the same run with one more epoch, same folder)
-resumes from its checkpoint. Every rank writes ``OUT/<NAME>_r{rank}.json``: the weights' digest
-before and after, where B resumed, the losses logged, the EMA's digest when the run has one, and
-(rank 0) what consolidation exported. Several configs share one process group, so the launcher's
-start-up cost is paid once per strategy.
+resumes from its checkpoint and is consolidated (``NAME:CONFIG_A:`` with no CONFIG_B: train and save). Every rank
+writes ``OUT/<NAME>_r{rank}.json``: the weights' digest before and after, where B resumed, the
+losses logged, the EMA's digest when the run has one, and (rank 0) what consolidation exported.
+Several configs share one process group, so the launcher's start-up cost is paid once per strategy.
 """
 
 from __future__ import annotations
@@ -66,9 +66,11 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
         result["ema_starts_as_weights"] = all(torch.equal(average[k], whole[k].float()) for k in average)
     first.fit()
     first.strategy.barrier()
-    resumed = Trainer(load_config(config_b))
-    result["resumed_at_step"] = resumed.state.step
-    resumed.fit()
+    resumed = first
+    if config_b:
+        resumed = Trainer(load_config(config_b))
+        result["resumed_at_step"] = resumed.state.step
+        resumed.fit()
     result["final"] = digest(resumed.strategy.full_model_state(resumed.model))
     result["steps"] = resumed.state.step
     if resumed.ema is not None:
@@ -79,7 +81,8 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
         plain = resumed.strategy.unwrap(resumed.model)
         forward_once(resumed)  # as after a training step: ZeRO-3 holds its small parameters gathered
         with resumed.ema.applied(plain, resumed.strategy.writing_local):
-            swapped = resumed.strategy.full_model_state(resumed.model)
+            # (copies: a CPU model's state dict holds the parameters themselves, restored on exit)
+            swapped = {k: v.clone() for k, v in resumed.strategy.full_model_state(resumed.model).items()}
         # (in the module's dtype: DeepSpeed bf16 computes with bf16 copies of the weights)
         result["ema_applied"] = all(torch.equal(swapped[k], average[k].to(swapped[k].dtype)) for k in average)
         after = resumed.strategy.full_model_state(resumed.model)
@@ -88,7 +91,8 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     resumed.strategy.barrier()
     if resumed.strategy.is_main:
         result["losses"] = logged_losses(folder)
-        result["export"] = exported(folder, out / f"{name}_plain")
+        if config_b:
+            result["export"] = exported(folder, out / f"{name}_plain")
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(out / f"{name}_plain", ignore_errors=True)
     result["seconds"] = time.perf_counter() - started

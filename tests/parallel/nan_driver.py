@@ -35,9 +35,11 @@ def main(out: str, config: str, bad_step: str) -> None:
     def train_step(micro_batches):
         if trainer.state.step == bad:
             result["before"] = digest(trainer.strategy.full_model_state(trainer.model))
+            result["ema_before"] = digest(trainer.ema.full_state(trainer.strategy, trainer.model))
         outcome = clean_step(micro_batches)
         if trainer.state.step == bad:
             result["after"] = digest(trainer.strategy.full_model_state(trainer.model))
+            result["ema_after"] = digest(trainer.ema.full_state(trainer.strategy, trainer.model))
         return outcome
 
     trainer.loss, trainer.train_step = loss, train_step

@@ -1,7 +1,8 @@
 """Every shipped config (``configs/*.yaml``), reduced in size by overrides only, under the strategy
 its header recommends (``torchrun``: ddp), under FSDP2 and under ZeRO-3, on 2 CPU ranks: it trains
-(the weights change), saves, resumes where it stopped, holds the same weights on both ranks, counts
-its parameters correctly and consolidates (with its EMA weights, where it keeps an average)."""
+two steps (the weights change, the loss is finite), evaluates with its EMA weights where it keeps an
+average, saves, holds the same weights on both ranks and counts its parameters correctly. Exact
+resume and consolidation of the same options under every strategy are test_feature_matrix.py's."""
 
 from __future__ import annotations
 
@@ -67,15 +68,14 @@ def expected_parameters(config: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
-def test_every_shipped_config_trains_resumes_and_consolidates(strategy, demo_root, tmp_path):
+def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, tmp_path):
     entries = []
     for config in CONFIGS:
         name = config.stem
         folder = tmp_path / name
         options = STRATEGIES[strategy]
         config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, demo_root, folder, options, 1), config)
-        config_b = write(tmp_path / f"{name}_b.yaml", reduced(config, demo_root, folder, options, 2), config)
-        entries.append(f"{name}:{config_a}:{config_b}")
+        entries.append(f"{name}:{config_a}:")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
@@ -83,7 +83,7 @@ def test_every_shipped_config_trains_resumes_and_consolidates(strategy, demo_roo
     for config in CONFIGS:
         name = config.stem
         ranks = [json.loads((tmp_path / f"{name}_r{rank}.json").read_text()) for rank in range(2)]
-        assert ranks[0]["resumed_at_step"] == 2 and ranks[0]["steps"] == 4, name
+        assert ranks[0]["steps"] == 2, name
         assert ranks[0]["final"] != ranks[0]["initial"], f"{name}: the weights did not change"
         assert ranks[0]["final"] == ranks[1]["final"], f"{name}: ranks disagree"
         assert all(loss == loss for _, loss in ranks[0]["losses"]), f"{name}: non-finite loss"  # NaN != NaN
@@ -92,10 +92,7 @@ def test_every_shipped_config_trains_resumes_and_consolidates(strategy, demo_roo
         if yaml.safe_load(config.read_text()).get("optimization", {}).get("ema_decay"):
             assert ranks[0]["ema_starts_as_weights"] and ranks[1]["ema_starts_as_weights"], name
             assert ranks[0]["ema"] == ranks[1]["ema"], f"{name}: ranks disagree on the EMA"
-            assert ranks[0]["export"] == {"digest": ranks[0]["ema"], "weights": "ema"}, f"{name}: export != EMA"
             assert all(r["ema_applied"] and r["restored_after_ema"] for r in ranks), f"{name}: EMA swap"
-        else:
-            assert ranks[0]["export"]["weights"] == "trained", name
 
 
 def test_reduction_keeps_the_shipped_choices():

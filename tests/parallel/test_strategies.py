@@ -200,16 +200,18 @@ def test_ddp_trains_on_shards_with_equal_steps_per_rank(demo_root, demo_shards, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero1", "zero3"])
+@pytest.mark.parametrize("name", list(STRATEGIES))
 def test_a_nan_loss_on_one_rank_skips_that_step_on_every_rank(name, demo_root, tmp_path):
     folder = tmp_path / "run"
+    # with an EMA of the weights too: a skipped step must not move the average either
     config = write(tmp_path, "nan", tiny_overrides(demo_root, folder, *STRATEGIES[name], "data.batch_size=2",
-                                                   "optimization.epochs=1"))  # fmt: skip
+                                                   "optimization.epochs=1", "optimization.ema_decay=0.5"))  # fmt: skip
     launch([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "tests/parallel/nan_driver.py",
             str(tmp_path), str(config), "2"], tmp_path)  # fmt: skip
     results = [json.loads((tmp_path / f"nan_r{rank}.json").read_text()) for rank in range(2)]
     for result in results:
         assert result["skipped_steps"] == 1 and result["steps"] == 6, "both ranks skipped the same one step"
         assert result["before"] == result["after"], "the skipped step changed no weight"
+        assert result["ema_before"] == result["ema_after"], "nor the average of the weights"
         assert result["before"] != result["final"], "the other steps trained"
     assert results[0]["final"] == results[1]["final"], "ranks still hold the same weights"
