@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -33,6 +34,17 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> floa
     return 2 * size**3 / best
 
 
+def median_step_seconds(step: Callable[[], None], steps: int) -> float:
+    """Median seconds of ``step()`` over ``steps`` calls, after one warm-up call (allocators,
+    kernels)."""
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
 def step_time(name: str, dtype: torch.dtype, steps: int, batch: int, frames: int, size: int) -> float:
     """Median seconds of one training step."""
     torch.manual_seed(0)
@@ -42,16 +54,15 @@ def step_time(name: str, dtype: torch.dtype, steps: int, batch: int, frames: int
     clips = torch.randn(batch, 1, 3, frames, size, size)
     labels = torch.randint(0, 400, (batch,))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
-    times = []
-    for _ in range(steps + 1):  # the first step warms up allocators and kernels
-        start = time.perf_counter()
+
+    def step() -> None:
         with autocast:
             loss = torch.nn.functional.cross_entropy(model(clips), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+
+    return median_step_seconds(step, steps)
 
 
 def main() -> None:

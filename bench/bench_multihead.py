@@ -12,11 +12,15 @@ and with N heads, for pooler depths 1 and 4; N separate steps cost N x the 1-hea
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from harness.models import AttentiveClassifier, MultiHeadClassifier, VideoClassifier, create_encoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import median_step_seconds  # noqa: E402
 
 
 def build(model: str, heads: int, depth: int, frames: int, size: int, classes: int) -> VideoClassifier:
@@ -31,18 +35,17 @@ def step_time(model: VideoClassifier, steps: int, batch: int, frames: int, size:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     clips = torch.randn(batch, 1, 3, frames, size, size)
     labels = torch.randint(0, classes, (batch,))
-    times = []
     model.train()
-    for _ in range(steps + 1):  # the first step warms up allocators and kernels
-        start = time.perf_counter()
+
+    def step() -> None:
         logits = model(clips)
         per_head = logits.unbind(1) if logits.dim() == 3 else (logits,)
         loss = sum(torch.nn.functional.cross_entropy(head, labels) for head in per_head)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+
+    return median_step_seconds(step, steps)
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +28,8 @@ from harness.config import Config, config_from_dict
 from harness.parallel.strategy import STATE_FILE, load_model_state
 from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
 from harness.training.ema import read_rank_files, whole_average
+from harness.training.optim import clean_name
 
-WRAPPERS = re.compile(r"(_checkpoint_wrapped_module\.|_orig_mod\.)")
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
 VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
@@ -52,7 +51,7 @@ def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed")
         # DeepSpeed records parameter names as named_parameters() gives them, wrappers included
         # (activation checkpointing, compile); state dicts use the plain names.
-        return {WRAPPERS.sub("", key): value for key, value in state.items()}
+        return {clean_name(key): value for key, value in state.items()}
     return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
 
 
@@ -81,7 +80,7 @@ def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -
     load_model_state(model, read_model_state(folder, meta))
     average = whole_average(read_rank_files(folder)) if weights == "ema" else None
     if average:  # the average replaces the trained weights it tracks, whatever the strategy's shards
-        parameters = {WRAPPERS.sub("", name): p for name, p in model.named_parameters()}
+        parameters = {clean_name(name): p for name, p in model.named_parameters()}
         with torch.no_grad():
             for name, value in average.items():
                 parameters[name].copy_(value)

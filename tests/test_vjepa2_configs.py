@@ -92,6 +92,27 @@ def test_overrides_in_either_layout_and_resolved_file_shows_the_mapping(tmp_path
     assert yaml.safe_load(text)["data"]["crop_size"] == 64
 
 
+def small_eval_overrides(tmp_path, demo_root, probe_blocks: int) -> list[str]:
+    """Paths and sizes only: a V-JEPA 2 eval file shrunk to the demo data and a vit_tiny encoder
+    (``tmp_path/vitt.pt``), in the file's own layout."""
+    return [
+        f"folder={tmp_path / 'run'}",
+        f"model_kwargs.checkpoint={tmp_path / 'vitt.pt'}",
+        "model_kwargs.pretrain_kwargs.encoder.model_name=vit_tiny",
+        f"experiment.data.dataset_train={demo_root / 'train.csv'}",
+        f"experiment.data.dataset_val={demo_root / 'val.csv'}",
+        "experiment.data.resolution=32",
+        "experiment.data.frames_per_clip=4",
+        "experiment.data.num_classes=4",
+        "experiment.classifier.num_heads=3",
+        f"experiment.classifier.num_probe_blocks={probe_blocks}",
+        "experiment.optimization.num_epochs=1",
+        "num_workers=0",
+        "meta.dtype=float32",
+        "logging.progress_bar=false",
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("val_only", [True, False])
 def test_inference_file_runs_unchanged_on_small_data(tmp_path, demo_root, val_only):
@@ -106,22 +127,9 @@ def test_inference_file_runs_unchanged_on_small_data(tmp_path, demo_root, val_on
     torch.save(vjepa2_eval_checkpoint([probe]), tmp_path / "probe.pt")
     shutil.copy(FIXTURES / "inference_vitg-384_ssv2.yaml", tmp_path / "ssv2.yaml")
     overrides = [
-        f"folder={tmp_path / 'run'}",
+        *small_eval_overrides(tmp_path, demo_root, probe_blocks=2),
         f"val_only={str(val_only).lower()}",
         f"classifier_checkpoint={tmp_path / 'probe.pt'}",
-        f"model_kwargs.checkpoint={tmp_path / 'vitt.pt'}",
-        "model_kwargs.pretrain_kwargs.encoder.model_name=vit_tiny",
-        f"experiment.data.dataset_train={demo_root / 'train.csv'}",
-        f"experiment.data.dataset_val={demo_root / 'val.csv'}",
-        "experiment.data.resolution=32",
-        "experiment.data.frames_per_clip=4",
-        "experiment.data.num_classes=4",
-        "experiment.classifier.num_heads=3",
-        "experiment.classifier.num_probe_blocks=2",
-        "experiment.optimization.num_epochs=1",
-        "num_workers=0",
-        "meta.dtype=float32",
-        "logging.progress_bar=false",
     ]
     assert main(["--config", str(tmp_path / "ssv2.yaml"), *overrides]) == 0
     run = tmp_path / "run"  # a folder= override sets our folder exactly (no V-JEPA 2 tag suffix)
@@ -135,23 +143,7 @@ def test_twenty_head_eval_file_trains_every_head(tmp_path, demo_root):
     torch.manual_seed(0)
     encoder = their_vit_tiny(img_size=32, num_frames=4, patch_size=16, tubelet_size=2, use_rope=True)
     torch.save({"target_encoder": encoder.state_dict()}, tmp_path / "vitt.pt")
-    overrides = [
-        f"folder={tmp_path / 'run'}",
-        f"model_kwargs.checkpoint={tmp_path / 'vitt.pt'}",
-        "model_kwargs.pretrain_kwargs.encoder.model_name=vit_tiny",
-        f"experiment.data.dataset_train={demo_root / 'train.csv'}",
-        f"experiment.data.dataset_val={demo_root / 'val.csv'}",
-        "experiment.data.resolution=32",
-        "experiment.data.frames_per_clip=4",
-        "experiment.data.num_segments=2",
-        "experiment.data.num_classes=4",
-        "experiment.classifier.num_heads=3",
-        "experiment.classifier.num_probe_blocks=1",
-        "experiment.optimization.num_epochs=1",
-        "num_workers=0",
-        "meta.dtype=float32",
-        "logging.progress_bar=false",
-    ]
+    overrides = [*small_eval_overrides(tmp_path, demo_root, probe_blocks=1), "experiment.data.num_segments=2"]
     assert main(["--config", str(FIXTURES / "eval_vitl_k400.yaml"), *overrides]) == 0
     with open(tmp_path / "run" / "epochs.csv") as handle:
         header, row = handle.read().splitlines()[:2]

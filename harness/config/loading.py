@@ -296,5 +296,5 @@ def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a crash never leaves half a file), headed
     by comments saying what each translated key became and which keys were ignored."""
     header = [f"# {note}" for note in config.notes] + [f"# ignored: {key}" for key in config.ignored]
-    text = "\n".join(header + [""]) * bool(header) + yaml.safe_dump(to_dict(config), sort_keys=False)
+    text = "".join(f"{line}\n" for line in header) + yaml.safe_dump(to_dict(config), sort_keys=False)
     write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -16,11 +16,13 @@ from typing import Any
 from harness.config.schema import ConfigError
 
 EVAL_NAME = "video_classification_frozen"
-#: V-JEPA 2 wrapper modules -> whether they read multi-level features.
-MODULES = {
-    "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip": False,
-    "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip_multilevel": True,
-}
+#: V-JEPA 2's clip wrappers (the multi-level one reads ``wrapper_kwargs.out_layers``).
+MODULES = (
+    "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip",
+    "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip_multilevel",
+)
+IGNORED = None  # a mapping target: the key is accepted and reported as ignored
+HANDLED = object()  # a mapping target: the key is read elsewhere (a sub-section, or checked)
 LAUNCHER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "max_workers", "tag")
 EVAL_SECTIONS = ("experiment", "model_kwargs")
 EVAL_TOP_KEYS = ("eval_name", "val_only", "resume_checkpoint", "classifier_checkpoint", "num_workers")
@@ -60,12 +62,14 @@ class _Translation:
         if not isinstance(section, dict):
             raise ConfigError(f"{self.source}: {where} must be a mapping, got {section!r}")
         for key, value in section.items():
-            origin = f"{where}.{key}"
+            origin = f"{where}.{key}" if where else key
             if key not in mapping:
                 known = ", ".join(sorted(mapping))
                 raise ConfigError(f"{self.source}: unknown V-JEPA 2 eval key {origin!r} (known here: {known})")
             target = mapping[key]
-            if target is None:
+            if target is HANDLED:
+                continue
+            if target is IGNORED:
                 self.ignored.append(origin)
             elif callable(target):
                 target(value, origin)
@@ -91,17 +95,15 @@ def translate(values: dict[str, Any], source: str) -> tuple[dict[str, Any], list
         {k: v for k, v in values.items() if k not in EVAL_SECTIONS},
         "",
         {
-            "eval_name": None,
+            "eval_name": HANDLED,  # checked above
             "folder": folder,
             "val_only": "meta.eval_only",
             "resume_checkpoint": "meta.load_checkpoint",
             "classifier_checkpoint": "meta.classifier_checkpoint",
             "num_workers": "data.num_workers",
-            **dict.fromkeys(LAUNCHER_KEYS),
+            **dict.fromkeys(LAUNCHER_KEYS, IGNORED),
         },
     )
-    t.notes = [note.lstrip(".") for note in t.notes]
-    t.ignored = [key.lstrip(".") for key in t.ignored]
     _experiment(t, experiment)
     _model(t, model_kwargs)
     for key, value in TRAIN_AUGMENTATION.items():
@@ -142,10 +144,7 @@ def _experiment(t: _Translation, experiment: dict[str, Any]) -> None:
     def heads(value: Any, origin: str) -> None:
         _multihead(t, value, origin)
 
-    t.take(experiment, "experiment", {"classifier": None, "data": None, "optimization": None})
-    t.ignored = [
-        k for k in t.ignored if k not in ("experiment.classifier", "experiment.data", "experiment.optimization")
-    ]
+    t.take(experiment, "experiment", dict.fromkeys(("classifier", "data", "optimization"), HANDLED))
     t.take(
         experiment.get("classifier") or {},
         "experiment.classifier",
@@ -176,7 +175,7 @@ def _experiment(t: _Translation, experiment: dict[str, Any]) -> None:
             "num_epochs": "optimization.epochs",
             "use_bfloat16": bfloat16,
             "multihead_kwargs": heads,
-            "use_pos_embed": None,  # not read by eval.py; the wrapper's use_pos_embed is what counts
+            "use_pos_embed": IGNORED,  # not read by eval.py; the wrapper's use_pos_embed is what counts
         },
     )
 
@@ -191,16 +190,13 @@ def _multihead(t: _Translation, heads: Any, origin: str) -> None:
         unknown = sorted(set(head) - set(keys))
         if unknown:
             raise ConfigError(f"{t.source}: unknown key {origin}[{index}].{unknown[0]} (known: {', '.join(keys)})")
-    if len(heads) == 1:
-        for key in keys:
-            if key in heads[0]:
-                t.set(f"optimization.{key}", heads[0][key], f"{origin}[0].{key}")
-        return
-    t.set("optimization.heads", [dict(head) for head in heads], f"{origin} ({len(heads)} heads)")
-    # The shared keys follow the first head (logged as the run's lr / wd); each head keeps its own.
+    # The run's own keys follow the first head (what the logs show as the run's lr / wd); with
+    # several heads each also keeps its own schedule.
     for key in keys:
         if key in heads[0]:
-            t.out.setdefault("optimization", {})[key] = heads[0][key]
+            t.set(f"optimization.{key}", heads[0][key], f"{origin}[0].{key}")
+    if len(heads) > 1:
+        t.set("optimization.heads", [dict(head) for head in heads], f"{origin} ({len(heads)} heads)")
 
 
 def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:
@@ -220,14 +216,12 @@ def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:
         {
             "checkpoint": "meta.pretrain_checkpoint",
             "module_name": module,
-            "pretrain_kwargs": None,
-            "wrapper_kwargs": None,
-        },  # fmt: skip
+            "pretrain_kwargs": HANDLED,
+            "wrapper_kwargs": HANDLED,
+        },
     )
-    t.ignored = [k for k in t.ignored if k not in ("model_kwargs.pretrain_kwargs", "model_kwargs.wrapper_kwargs")]
     pretrain = model_kwargs.get("pretrain_kwargs") or {}
-    t.take(pretrain, "model_kwargs.pretrain_kwargs", {"encoder": None})
-    t.ignored = [k for k in t.ignored if k != "model_kwargs.pretrain_kwargs.encoder"]
+    t.take(pretrain, "model_kwargs.pretrain_kwargs", {"encoder": HANDLED})
     t.take(
         pretrain.get("encoder") or {},
         "model_kwargs.pretrain_kwargs.encoder",
@@ -242,7 +236,7 @@ def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:
             "wide_silu": "model.wide_silu",
             "use_sdpa": "meta.use_sdpa",
             "img_temporal_dim_size": unsupported_if_true,
-            "use_activation_checkpointing": None,  # frozen encoder: nothing to recompute
+            "use_activation_checkpointing": IGNORED,  # frozen encoder: nothing to recompute
             "use_area_attention": unsupported_if_true,
         },
     )

@@ -91,6 +91,15 @@ class ClipSpec:
         return (self.frames_per_clip - 1) * self.step_for(video_fps) + 1
 
 
+def _check_request(num_frames: int, num_clips: int, random: bool, rng: np.random.Generator | None) -> None:
+    if num_frames < 1:
+        raise ValueError(f"video has no frames (num_frames={num_frames})")
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    if random and rng is None:
+        raise ValueError("random clip sampling needs an rng")
+
+
 def clip_starts(
     num_frames: int,
     span: int,
@@ -106,12 +115,7 @@ def clip_starts(
         ``(starts, limits)``: clip ``i`` begins at ``starts[i]`` and its indices are clamped to
         ``limits[i]`` (the last frame of its segment, or of the video), which implements padding.
     """
-    if num_frames < 1:
-        raise ValueError(f"video has no frames (num_frames={num_frames})")
-    if num_clips < 1:
-        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    if random and rng is None:
-        raise ValueError("random clip sampling needs an rng")
+    _check_request(num_frames, num_clips, random, rng)
     bounds = [(i * num_frames) // num_clips for i in range(num_clips + 1)]
     starts: list[int] = []
     limits: list[int] = []
@@ -194,10 +198,7 @@ def vjepa2_clip_indices(
     clip) is spread by ``linspace`` and the last frame repeated. Returns ``int64 [num_clips,
     frames_per_clip]``, indices clamped into ``[0, num_frames)``.
     """
-    if num_frames < 1:
-        raise ValueError(f"video has no frames (num_frames={num_frames})")
-    if random and rng is None:
-        raise ValueError("random clip sampling needs an rng")
+    _check_request(num_frames, num_clips, random, rng)
     clip_len = frames_per_clip * step
     partition = num_frames // num_clips
     clips = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -97,18 +98,19 @@ class ModelEMA:
             return {}
         return {EMA_KEY: self.state_dict(), LAYOUT_KEY: self.layouts(strategy.unwrap(model), strategy.layout)}
 
-    def restore(self, checkpoint, strategy, model: nn.Module) -> bool:
-        """Load this rank's average from ``checkpoint``'s rank files, reassembling and re-splitting
-        it when the checkpoint was written by another number of ranks or another layout; False
-        when the checkpoint has no average (it was written without EMA)."""
-        files = read_rank_files(checkpoint)
-        own = files.get(strategy.rank, {}) if strategy.shards_parameters else files.get(0, {})
+    def restore(self, checkpoint, strategy, model: nn.Module, own: dict | None) -> bool:
+        """Load this rank's average from ``checkpoint``: from ``own`` (this rank's file, already
+        read by the caller) when it holds this rank's piece; otherwise (another number of ranks or
+        another layout) from every rank's file, reassembled and split again. False when the
+        checkpoint has no average (it was written without EMA)."""
+        if not strategy.shards_parameters:  # only rank 0 wrote the whole average
+            own = own if strategy.is_main else _read_rank_file(Path(checkpoint) / "rank_r0.pt")
         try:
-            self.load_state_dict(own[EMA_KEY])
+            self.load_state_dict((own or {})[EMA_KEY])
             return True
         except (KeyError, ValueError):
             pass
-        whole = whole_average(files)
+        whole = whole_average(read_rank_files(checkpoint))
         if whole is None:
             return False
         layouts = self.layouts(strategy.unwrap(model), strategy.layout)
@@ -118,13 +120,15 @@ class ModelEMA:
         return True
 
 
+def _read_rank_file(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+
+
 def read_rank_files(checkpoint) -> dict[int, dict]:
     """Rank -> the EMA part of that rank's file in a checkpoint folder (ranks without one left out)."""
-    from pathlib import Path
-
     out = {}
     for path in sorted(Path(checkpoint).glob("rank_r*.pt")):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_rank_file(path)
         if EMA_KEY in state:
             out[int(path.stem.removeprefix("rank_r"))] = {EMA_KEY: state[EMA_KEY], LAYOUT_KEY: state[LAYOUT_KEY]}
     return out

@@ -37,7 +37,7 @@ def evaluate(
     model.eval()
     # One accumulator per probe head, made before the loop: every rank takes part in every
     # all-reduce, even one that got no batch.
-    heads = getattr(model_heads(model), "heads", None)
+    heads = getattr(strategy.unwrap(model).classifier, "heads", None)
     accumulators = [EvalAccumulator(num_classes, strategy.device) for _ in range(len(heads) if heads else 1)]
     loader.set_epoch(0)
     for batch in tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False):
@@ -58,13 +58,6 @@ def evaluate(
     results[best].head_top1 = [result.top1 for result in results]
     results[best].best_head = best
     return results[best], accumulators[best]
-
-
-def model_heads(model: nn.Module) -> nn.Module:
-    """The classifier of a (possibly wrapped) :class:`~harness.models.VideoClassifier`."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "classifier", inner)
 
 
 def write_eval_artefacts(

@@ -46,7 +46,7 @@ def resume(trainer: Trainer) -> Path | None:
     if trainer.ema is not None:
         if extra.get("ema") is not None:  # written before the average moved to the rank files
             trainer.ema.load_state_dict(extra["ema"])
-        elif not trainer.ema.restore(path, trainer.strategy, trainer.model):
+        elif not trainer.ema.restore(path, trainer.strategy, trainer.model, rank_state):
             log.warning("%s has no EMA of the weights: the average starts from the resumed weights", path)
     if rank_state and rank_state.get("data") and hasattr(trainer.train_loader, "load_state_dict"):
         trainer.train_loader.load_state_dict(rank_state["data"])
