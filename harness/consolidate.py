@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from harness.config import Config, config_from_dict
+from harness.errors import entry_point
+from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.strategy import STATE_FILE, load_model_state
-from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
+from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
 from harness.training.ema import read_rank_files, whole_average
 from harness.training.optim import clean_name
 
@@ -73,6 +75,8 @@ def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -
 
     folder = resolve_checkpoint(checkpoint)
     meta = read_checkpoint_meta(folder)
+    if problem := damage(folder):
+        raise CheckpointError(f"{folder} is damaged: {problem}")
     config = config_from_dict(meta["config"])
     # Every weight comes from the checkpoint: no pretrained or probe file is read again.
     config = dataclasses.replace(config, meta=dataclasses.replace(config.meta, classifier_checkpoint=None))
@@ -139,6 +143,7 @@ def load_consolidated(folder: str | Path) -> nn.Module:
     return model
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="harness-consolidate", description=__doc__,
@@ -152,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the moving average of the weights if the run kept one (default), or as trained",
     )
     args = parser.parse_args(argv)
-    try:
-        out = consolidate(args.checkpoint, args.out, args.weights)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    out = consolidate(args.checkpoint, args.out, args.weights)
     print(f"wrote {out / WEIGHTS_FILE} and {out / MODEL_FILE}")
     return 0
 

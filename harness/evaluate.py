@@ -13,13 +13,16 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.config import argument_parser, config_from_args
+from harness.config import ConfigError, argument_parser, config_from_args
+from harness.errors import RunFailed, entry_point
 from harness.logger import setup_console
 from harness.models import load_classifier
 from harness.models.checkpoint_io import classifier_state, read_checkpoint
 from harness.training import build
 from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
+from harness.training.checks import check_labels
 from harness.training.evaluation import evaluate, write_eval_artefacts
+from harness.training.resume import load_checkpoint
 
 log = logging.getLogger("harness.evaluate")
 
@@ -30,6 +33,7 @@ def _num_classes(checkpoint: Path) -> int:
     return int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argument_parser("harness-evaluate", __doc__)
@@ -37,20 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: <folder>/eval_<checkpoint>)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if config is None:
-        return 2
     strategy = build.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
     checkpoint = resolve_checkpoint(args.checkpoint)
     val_set = build.build_val_dataset(config)
     if val_set is None:
-        print("config error: data.val_datasets is empty: nothing to evaluate", file=sys.stderr)
-        return 2
+        raise ConfigError("data.val_datasets (or data.val_shards) is empty: nothing to evaluate")
     num_classes = _num_classes(checkpoint)
+    check_labels(config, num_classes, None, val_set)
     model = build.build_model(config, num_classes)
     model, _ = strategy.prepare(model, lambda _: None)
     if checkpoint.is_dir():
-        strategy.load_state(checkpoint, model, None)
+        load_checkpoint(checkpoint, strategy, model, None, config, num_classes)
     else:
         classifier = strategy.unwrap(model).classifier
         for index, head in enumerate(getattr(classifier, "heads", [classifier])):
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {out / 'metrics.json'}, " + ", ".join(str(p) for p in paths)
         )
     strategy.close()
+    if result.count == 0:
+        raise RunFailed(f"0 videos were evaluated: every one was unreadable (see the warnings above); wrote {out}")
     return 0
 
 

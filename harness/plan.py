@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.config import Config, argument_parser, config_from_args
+from harness.errors import entry_point
 
 GIB = 1024**3
 
@@ -164,6 +165,7 @@ def plan(config: Config, ranks: int, num_classes: int) -> list[MemoryPlan]:
     return rows
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argument_parser("harness-plan", __doc__)
@@ -173,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=None, help="default: meta.num_classes or 400")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if config is None:
-        return 2
     ranks = args.gpus * args.nodes
     classes = args.num_classes or config.meta.num_classes or 400
     rows = plan(config, ranks, classes)

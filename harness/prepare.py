@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from harness.data.cutting import Settings, cut_segments, pick_cutter, probe
 from harness.data.listing import read_listing
+from harness.data.shard_io import read_manifest
+from harness.errors import UserError, entry_point
 from harness.fileio import write_atomic
 
 log = logging.getLogger("harness.prepare")
@@ -56,7 +58,7 @@ def collect(input_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
     if input_path.is_dir():
         classes = sorted(p.name for p in input_path.iterdir() if p.is_dir())
         if not classes:
-            raise SystemExit(f"error: {input_path} has no class folders (expected <root>/<class>/*.mp4)")
+            raise UserError(f"{input_path} has no class folders (expected <root>/<class>/*.mp4)")
         pairs = [
             (str(video), label)
             for label, name in enumerate(classes)
@@ -179,9 +181,11 @@ def plan_shards(clips: list[dict], shard_bytes: float, seed: int, max_samples: i
 def pack(clips: list[dict], folder: Path, label_names: list[str], settings: Settings, extra: dict) -> dict:
     """Write the shards of one split and its manifest; existing shards that match are kept."""
     folder.mkdir(parents=True, exist_ok=True)
+    for stray in folder.glob(".tmp-*"):  # half-written shards of a killed run
+        stray.unlink()
     previous = {}
     if (folder / MANIFEST).exists():
-        previous = {s["name"]: s for s in json.loads((folder / MANIFEST).read_text()).get("shards", [])}
+        previous = {s["name"]: s for s in read_manifest(folder / MANIFEST)["shards"]}
     entries = []
     plans = plan_shards(
         sorted(clips, key=lambda c: c["key"]), settings.shard_size_mb * 1e6, settings.seed, settings.shard_samples
@@ -223,9 +227,16 @@ def prepare(
     val_input: Path | None = None,
     workers: int = 4,
     chunked: bool = False,
+    overwrite: bool = False,
 ) -> dict:
-    """Cut and pack; returns the report (clips per split, skipped videos with reasons)."""
+    """Cut and pack; returns the report (clips per split, skipped videos with reasons).
+
+    Raises:
+        UserError: ``output`` holds clips cut with other settings (``overwrite`` redoes them), or
+            no clip at all came out.
+    """
     settings = replace(settings, cutter=pick_cutter(settings))  # the manifest names the tool used
+    check_previous_settings(output, settings, chunked, overwrite)
     pairs, label_names = collect(input_path)
     if val_input is not None:
         val_pairs, _ = collect(val_input)
@@ -249,15 +260,52 @@ def prepare(
                 if error is not None:
                     log.warning("skipping %s: %s", source.path, error)
                     report["skipped"].append({"path": source.path, "split": split, "reason": error})
+                elif not source_clips:
+                    reason = f"no clip of at least --min-seconds={settings.min_seconds} s"
+                    report["skipped"].append({"path": source.path, "split": split, "reason": reason})
                 else:
                     clips.extend(source_clips)
         extra = {"source_videos": len(sources) - sum(1 for s in report["skipped"] if s["split"] == split)}
         manifest = pack(clips, output / split, label_names, settings, extra)
         report["splits"][split] = {"clips": manifest["total_clips"], "shards": len(manifest["shards"])}
     write_atomic(output / "report.json", lambda h: h.write(json.dumps(report, indent=1).encode()))
+    if not any(counts["clips"] for counts in report["splits"].values()):
+        raise UserError(f"no clips were produced from {input_path}: every video was skipped (reasons in "
+                        f"{output / 'report.json'})")  # fmt: skip
     return report
 
 
+CUT_SETTINGS = ("segment_seconds", "min_seconds", "fps", "short_side", "cutter", "chunked")
+SETTINGS_FILE = "cut_settings.json"  # in the staging folder: how its clips were cut
+
+
+def check_previous_settings(output: Path, settings: Settings, chunked: bool, overwrite: bool) -> None:
+    """Refuse to mix clips cut with other settings into ``output`` (naming what differs); with
+    ``overwrite``, drop the old clips and shards instead. Records the settings for the next run."""
+    staging = output / ".staging"
+    current = {**asdict(settings), "chunked": chunked}
+    current = {key: current[key] for key in CUT_SETTINGS}
+    previous: dict = {}
+    if (staging / SETTINGS_FILE).is_file():
+        previous = json.loads((staging / SETTINGS_FILE).read_text(encoding="utf-8"))
+    else:  # written before the settings file existed: the manifests' settings (no "chunked")
+        for manifest in sorted(output.glob(f"*/{MANIFEST}"))[:1]:
+            previous = read_manifest(manifest).get("settings", {})
+    changed = [key for key in CUT_SETTINGS if key in previous and previous[key] != current[key]]
+    if changed and not overwrite:
+        differences = ", ".join(f"{key} {previous[key]!r} -> {current[key]!r}" for key in changed)
+        raise UserError(f"{output} holds clips cut with other settings ({differences}): use another --output, "
+                        "or --overwrite to cut everything again")  # fmt: skip
+    if changed:
+        log.warning("--overwrite: removing the clips and shards cut with the old settings in %s", output)
+        shutil.rmtree(staging, ignore_errors=True)
+        for split in ("train", "val"):
+            shutil.rmtree(output / split, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    write_atomic(staging / SETTINGS_FILE, lambda h: h.write(json.dumps(current).encode()))
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="harness-prepare", description=__doc__,
@@ -275,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunked", action="store_true", help="the listing holds ready clips: pack as they are")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the output holds clips cut with other settings: remove them and cut again")  # fmt: skip
     parser.add_argument("--cutter", choices=("auto", "pyav", "ffmpeg"), default="auto",
                         help="auto: PyAV (as fast as ffmpeg re-encoding, faster copying)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -289,11 +339,18 @@ def main(argv: list[str] | None = None) -> int:
         shard_samples=args.shard_samples,
         cutter=args.cutter,
     )
-    report = prepare(args.input, args.output, settings, args.val_fraction, args.val_input, args.workers, args.chunked)
+    report = prepare(args.input, args.output, settings, args.val_fraction, args.val_input, args.workers, args.chunked,
+                     args.overwrite)  # fmt: skip
     for split, counts in report["splits"].items():
         print(f"{split}: {counts['clips']} clips in {counts['shards']} shards -> {args.output / split}")
-    if report["skipped"]:
-        print(f"skipped {len(report['skipped'])} videos (see {args.output / 'report.json'})")
+    skipped = report["skipped"]
+    if skipped:
+        print(f"WARNING: {len(skipped)} videos were dropped (all listed in {args.output / 'report.json'}):",
+              file=sys.stderr)  # fmt: skip
+        for entry in skipped[:20]:
+            print(f"  {entry['path']}: {entry['reason']}", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import UserError, entry_point
+
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
     """Columns of a CSV log as float arrays (empty cells become NaN)."""
@@ -48,9 +50,9 @@ def _save(plt, figure, axis, path: Path, xlabel: str) -> None:
 def render(folder: str | Path) -> list[Path]:
     """Write the report PNGs for the run in ``folder``; returns their paths."""
     folder = Path(folder)
-    steps = read_csv(folder / "log_r0.csv")
+    steps = read_csv(folder / "log_r0.csv") if (folder / "log_r0.csv").is_file() else {}
     if not steps:
-        raise FileNotFoundError(f"{folder / 'log_r0.csv'} is missing or empty: is this a harness run folder?")
+        raise UserError(f"{folder / 'log_r0.csv'} is missing or empty: is this a harness run folder?")
     epochs = read_csv(folder / "epochs.csv") if (folder / "epochs.csv").is_file() else {}
     out = folder / "report"
     out.mkdir(exist_ok=True)
@@ -107,17 +109,14 @@ def render(folder: str | Path) -> list[Path]:
     return written
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="harness-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("folder", help="run folder")
     args = parser.parse_args(argv)
-    try:
-        paths = render(args.folder)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    paths = render(args.folder)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -19,16 +19,16 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from harness.config import argument_parser, config_from_args  # noqa: E402
+from harness.errors import entry_point  # noqa: E402
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argument_parser("harness-train", __doc__)
     # The deepspeed launcher passes --local_rank=N; the rank comes from the environment anyway.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     config = config_from_args(parser.parse_args(argv))
-    if config is None:
-        return 2
     from harness.logger import setup_console
     from harness.training import Trainer
 

@@ -106,7 +106,18 @@ def test_overrides_apply_after_yaml(tmp_path):
         (["optimization.warmup=15", "optimization.anneal=10"], "exceed epochs"),
         (["lr"], "not of the form"),
         (["meta.device=cuad"], "meta.device: 'cuad' is not one of auto, cpu, cuda; did you mean 'cuda'"),
-        (["data.repeated_aug=0"], "data.repeated_aug must be >= 1"),
+        (["data.repeated_aug=0"], "data.repeated_aug must be in [1, inf), got 0"),
+        (["optimization.lr=-1"], "optimization.lr must be in [0, inf), got -1"),
+        (["optimization.lr=.nan"], "optimization.lr must be in .*got nan"),
+        (["optimization.weight_decay=.inf"], "optimization.weight_decay must be in .*got inf"),
+        (["optimization.betas=[0.9, 1.5]"], "optimization.betas must be in [0, 1), got 1.5"),
+        (["optimization.eps=0"], "optimization.eps must be in"),
+        (["optimization.heads=[{lr: -0.1}]", "meta.finetune_encoder=false"], "optimization.heads[0].lr must be in"),
+        (["data.num_workers=-1"], "data.num_workers must be in [0, inf), got -1"),
+        (["data.max_failure_fraction=1.5"], "data.max_failure_fraction must be in [0, 1]"),
+        (["data.crop_size=225"], "data.crop_size=225 is not a multiple of data.patch_size=16"),
+        (["data.dataset_fpcs=[15]"], "data.dataset_fpcs: 15 frames per clip is not a multiple of data.tubelet_size=2"),
+        (["data_aug.random_resize_scale=[0.9, 0.3]"], "low <= high"),
         (["optimization.ema_decay=1.5"], "ema_decay must be in"),
         (["optimization.layer_decay=0"], "layer_decay must be in"),
         (["loging.log_every=5"], "did you mean 'logging'"),
@@ -114,7 +125,7 @@ def test_overrides_apply_after_yaml(tmp_path):
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_config(None, overrides)
 
 
@@ -166,3 +177,25 @@ def test_every_config_key_is_documented():
     rows = [line for line in config_table().splitlines()[2:]]
     assert len(rows) > 80
     assert all(not row.rstrip(" |").endswith("|") and row.split("|")[4].strip() for row in rows)
+
+
+def test_brace_patterns_in_list_overrides_as_the_readme_writes_them():
+    config = load_config(None, ["data.shards=[s3data/shard-{000000..000999}.tar, more/shard-{00..09}.tar]",
+                                "data.val_shards=val/shard-{0..3}.tar", "data.datasets=[]"])  # fmt: skip
+    assert config.data.shards == ["s3data/shard-{000000..000999}.tar", "more/shard-{00..09}.tar"]
+    assert config.data.val_shards == ["val/shard-{0..3}.tar"]
+    with pytest.raises(ConfigError, match="override data.crop_size: .* is not a YAML value"):
+        load_config(None, ["data.crop_size={224"])
+
+
+def test_a_run_folder_that_is_a_file_is_a_config_error(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(ConfigError, match="folder: .*run exists and is not a folder"):
+        load_config(None, [f"folder={tmp_path / 'run'}"])
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("folder: runs/caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text"):
+        load_config(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import typing
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 
 from harness.config.loading import load_config, lookup, save_config
 from harness.config.schema import Config, ConfigError
+from harness.errors import entry_point
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -78,16 +78,13 @@ def argument_parser(prog: str, description: str | None) -> argparse.ArgumentPars
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config | None:
-    """The config that ``args.config`` and ``args.overrides`` describe; on a problem, print it
-    (naming the key, with a suggestion) and return None, so the entry point exits with code 2."""
-    try:
-        return load_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return None
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config that ``args.config`` and ``args.overrides`` describe (raises :class:`ConfigError`,
+    naming the key with a suggestion; the entry point turns it into one line and exit status 2)."""
+    return load_config(args.config, args.overrides)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """``python -m harness.config``: the key table; with ``--config`` (and overrides), print one
     resolved key (``--get folder``) or save the resolved config (``--save PATH``)."""
@@ -101,14 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         print(config_table(), end="")
         return 0
     config = config_from_args(args)
-    if config is None:
-        return 2
     if args.save:
         save_config(config, args.save)
     if args.get:
         try:
             print(lookup(config, args.get))
         except AttributeError:
-            print(f"config error: unknown key {args.get!r}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"unknown key {args.get!r}") from None
     return 0

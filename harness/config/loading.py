@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from harness.config import vjepa2_eval
-from harness.config.schema import CHOICES, CLUSTER_KEYS, Config, ConfigError
+from harness.config.schema import CHOICES, CLUSTER_KEYS, RANGES, Config, ConfigError
 from harness.data.sampling import ClipSpec, ClipSpecError
 from harness.fileio import write_atomic
 
@@ -97,8 +98,34 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        _merge(tree, key.split("."), yaml.safe_load(raw) if raw else None)
+        _merge(tree, key.split("."), _override_value(key, raw))
     return tree
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """An override's value as YAML; a list whose items YAML cannot read (brace patterns such as
+    ``[shards/train-{000..009}.tar]``, where YAML sees a mapping) is split on its top-level commas."""
+    if not raw:
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        if raw.startswith("[") and raw.endswith("]"):
+            return _split_top_level(raw[1:-1])
+        raise ConfigError(f"override {key}: {raw!r} is not a YAML value ({getattr(error, 'problem', error)})") from None
+
+
+def _split_top_level(text: str) -> list[str]:
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+    items.append(current.strip())
+    return [item for item in items if item]
 
 
 def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -142,23 +169,14 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"optimization.warmup ({opt.warmup}) + optimization.anneal ({opt.anneal}) exceed epochs ({opt.epochs})"
         )
-    _check_positive(
-        config,
-        ("data.batch_size", "data.num_clips", "data.val_num_clips", "data.num_views", "data.repeated_aug"),
-        ("optimization.epochs", "optimization.accumulation_steps", "logging.log_every"),
-        ("model.activation_checkpointing_every", "shards.interleave", "optimization.max_nonfinite_steps"),
-    )
-    if opt.ipe is not None and opt.ipe < 1:
-        raise ConfigError(f"optimization.ipe must be >= 1 (or null for the loader length), got {opt.ipe}")
-    if opt.layer_decay is not None and not 0 < opt.layer_decay <= 1:
-        raise ConfigError(f"optimization.layer_decay must be in (0, 1], got {opt.layer_decay}")
+    for key, interval in RANGES.items():
+        _check_range(config, key, interval)
+    _check_shapes(config)
     if len(opt.heads) > 1 and config.meta.finetune_encoder:
         raise ConfigError(
             f"optimization.heads has {len(opt.heads)} heads: several heads share one frozen-encoder pass, "
             "so they need meta.finetune_encoder=false"
         )
-    if not 0 <= opt.ema_decay < 1:
-        raise ConfigError(f"optimization.ema_decay must be in [0, 1), got {opt.ema_decay}")
     for listings, shards in (("datasets", "shards"), ("val_datasets", "val_shards")):
         if getattr(data, listings) and getattr(data, shards):
             raise ConfigError(f"data.{listings} and data.{shards} are both set: choose listings or shards")
@@ -179,11 +197,49 @@ def lookup(config: Config, key: str) -> Any:
     return value
 
 
-def _check_positive(config: Config, *groups: tuple[str, ...]) -> None:
-    for key in (k for group in groups for k in group):
-        value = lookup(config, key)
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
+def _check_range(config: Config, key: str, interval: str) -> None:
+    """``key``'s value (each entry of a list; each head of ``heads[]``) lies in ``interval``."""
+    section, _, name = key.partition("[].")
+    if name:  # a key of every entry of a list of sub-sections
+        for index, item in enumerate(lookup(config, section)):
+            _check_value(f"{section}[{index}].{name}", getattr(item, name), interval)
+        return
+    value = lookup(config, key)
+    for item in value if isinstance(value, list) else [value]:
+        _check_value(key, item, interval)
+
+
+def _check_value(key: str, value: Any, interval: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    if not (math.isfinite(value) and above and below):
+        raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+
+
+def _check_shapes(config: Config) -> None:
+    """Options the model would reject later: the crop must tile into patches, clips into tubelets."""
+    data = config.data
+    if data.crop_size % data.patch_size:
+        raise ConfigError(f"data.crop_size={data.crop_size} is not a multiple of data.patch_size={data.patch_size}")
+    for key in ("dataset_fpcs", "val_dataset_fpcs"):
+        odd = [frames for frames in getattr(data, key) if frames % data.tubelet_size]
+        if odd:
+            raise ConfigError(
+                f"data.{key}: {odd[0]} frames per clip is not a multiple of data.tubelet_size={data.tubelet_size}"
+            )
+    scale = config.data_aug.random_resize_scale
+    ratio = config.data_aug.random_resize_aspect_ratio
+    for key, pair in (("random_resize_scale", scale), ("random_resize_aspect_ratio", ratio)):
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ConfigError(f"data_aug.{key} must be [low, high] with low <= high, got {pair}")
+    if len(config.optimization.betas) != 2:
+        raise ConfigError(f"optimization.betas must be [beta1, beta2], got {config.optimization.betas}")
+    folder = Path(config.folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"folder: {folder} exists and is not a folder; choose another run folder")
 
 
 SAMPLING_KEYS = ("fps", "duration", "frame_step")  # V-JEPA 2's priority when several are set
@@ -249,6 +305,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             with open(path, encoding="utf-8") as handle:
                 values = yaml.safe_load(handle) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.errors import UserError
+
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
 CHOICES = {
     "data.sampling_rule": ("auto", "harness", "vjepa2"),
@@ -20,9 +22,37 @@ CHOICES = {
     "distributed.fsdp_reduce_dtype": ("float32", "bfloat16"),
 }
 
+_INTERVALS = (
+    ("(0, inf)", "optimization.eps optimization.clip_grad data_aug.random_resize_aspect_ratio"),
+    ("[0, inf)", "optimization.lr optimization.heads[].lr optimization.start_lr optimization.final_lr "
+                 "optimization.warmup optimization.anneal "
+                 "optimization.weight_decay optimization.final_weight_decay optimization.enc_lr_scale "
+                 "optimization.mixup optimization.cutmix optimization.heads[].start_lr optimization.heads[].final_lr "
+                 "optimization.heads[].warmup optimization.heads[].weight_decay "
+                 "optimization.heads[].final_weight_decay "
+                 "data.num_workers data.val_num_workers data.min_frames data.datasets_weights data.shards_weights "
+                 "data.val_datasets_weights meta.num_classes meta.save_every_freq meta.classifier_index "
+                 "checkpointing.every_steps logging.wandb.thumbnails"),
+    ("[1, inf)", "data.batch_size data.val_batch_size data.num_clips data.val_num_clips data.num_views "
+                 "data.repeated_aug data.crop_size data.patch_size data.tubelet_size data.dataset_fpcs "
+                 "data.val_dataset_fpcs optimization.epochs optimization.ipe optimization.accumulation_steps "
+                 "optimization.max_nonfinite_steps logging.log_every model.activation_checkpointing_every "
+                 "model.attn_pooler_depth model.attn_pooler_heads model.depth model.max_frames shards.interleave "
+                 "shards.samples_per_epoch"),
+    ("[0, 1)", "optimization.betas optimization.label_smoothing optimization.ema_decay model.drop_path_rate"),
+    ("(0, 1]", "optimization.layer_decay data_aug.random_resize_scale"),
+    ("[0, 1]", "optimization.mixup_prob optimization.mixup_switch_prob data.max_failure_fraction data_aug.reprob "
+               "logging.stall_threshold"),
+)  # fmt: skip
+# Allowed interval of each numeric key ("[" / "]" include the bound, "(" / ")" exclude it); each
+# entry of a list key is checked, null is allowed where the key is optional, NaN never.
+RANGES = {key: interval for interval, keys in _INTERVALS for key in keys.split()}
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config problem; the message names the key (``section.key``) and suggests a fix."""
+
+    prefix = "config error"
 
 
 @dataclass

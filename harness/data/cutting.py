@@ -13,6 +13,8 @@ from pathlib import Path
 
 import av
 
+from harness.errors import UserError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -174,7 +176,7 @@ def pick_cutter(settings: Settings) -> str:
     inputs or encoders that only a system FFmpeg build has.
     """
     if settings.cutter == "ffmpeg" and shutil.which("ffmpeg") is None:
-        raise SystemExit("error: --cutter ffmpeg needs the ffmpeg command on the PATH (or use --cutter pyav)")
+        raise UserError("--cutter ffmpeg needs the ffmpeg command on the PATH (or use --cutter pyav)")
     return "pyav" if settings.cutter == "auto" else settings.cutter
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import VideoRecord
 from harness.data.sampling import ClipSpec, sample_clip_indices
+from harness.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 UNKNOWN, BAD, TOO_SHORT, TOO_LARGE = 0, 1, 2, 3
 
 
-class TooManyDecodeFailures(RuntimeError):
+class TooManyDecodeFailures(UserError, RuntimeError):
     """More videos failed to decode than the configured fraction allows."""
 
 

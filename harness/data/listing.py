@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from harness.errors import UserError
 
-class ListingError(ValueError):
+
+class ListingError(UserError, ValueError):
     """A listing file that cannot be parsed; the message names the file and line."""
 
 
@@ -28,10 +30,16 @@ class VideoRecord:
     Attributes:
         path: absolute path (or URL understood by the decoder) of the video file.
         label: integer class id, ``>= 0``.
+        where: ``listing:line`` it came from (for messages; not part of equality).
     """
 
     path: str
     label: int
+    where: str = field(default="", compare=False)
+
+
+# Words a header row's fields are made of ("path,label", "video class", "filename label_id").
+HEADER_WORDS = {"path", "video", "file", "filename", "name", "label", "labels", "class", "category", "target", "id"}
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -44,62 +52,87 @@ def _parse_label(text: str, where: str) -> int:
     try:
         label = int(text)
     except ValueError:
-        raise ListingError(f"{where}: label {text!r} is not an integer") from None
+        raise ListingError(f"{where}: label {text!r} is not an integer class id") from None
     if label < 0:
         raise ListingError(f"{where}: label {label} is negative")
     return label
 
 
-def _split_line(line: str) -> list[str]:
-    """Split ``path label`` on a comma (CSV) or on the last run of whitespace.
+def _is_label(text: str) -> bool:
+    return text.isdigit()
 
-    Splitting on the *last* whitespace keeps paths that contain spaces intact.
-    """
+
+def _split_line(line: str) -> list[str] | None:
+    """Split ``path label``: CSV (quotes allowed) or the last run of whitespace, whichever gives a
+    second field that is a label; None when neither does. Splitting on the *last* whitespace keeps
+    paths with spaces intact, and trying whitespace after CSV keeps paths with commas intact."""
+    candidates = []
     if "," in line:
-        return [field.strip() for field in next(csv.reader(io.StringIO(line)))]
-    return line.rsplit(None, 1)
+        candidates.append([field.strip() for field in next(csv.reader(io.StringIO(line)))])
+    candidates.append(line.rsplit(None, 1))
+    for fields in candidates:
+        if len(fields) == 2 and fields[0] and _is_label(fields[1].lstrip("-")):
+            return fields
+    return None
+
+
+def _looks_like_header(line: str) -> bool:
+    """A header is made of header words only (``path,label``), never of a path and a label."""
+    words = [w for w in line.replace(",", " ").replace("_", " ").lower().split() if w]
+    return bool(words) and all(w in HEADER_WORDS for w in words)
 
 
 def read_text_listing(listing: str | Path) -> list[VideoRecord]:
     """Parse a CSV / space-separated listing into records.
 
-    The first line is treated as a header when its label field is not an integer
-    (e.g. ``path,label``). Blank lines and lines starting with ``#`` are ignored.
+    The first line is a header only when it is made of header words (``path,label``, ``video
+    class``). A UTF-8 byte-order mark is dropped. Blank lines and lines starting with ``#`` are
+    ignored.
 
     Raises:
-        ListingError: a malformed line, naming ``file:line``.
+        ListingError: a malformed line (naming ``file:line``) or a file that is not UTF-8 text.
     """
     listing = Path(listing)
     base = listing.parent
+    try:
+        text = listing.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = listing.read_bytes()[: error.start].count(b"\n") + 1
+        raise ListingError(f"{listing}:{line}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     records: list[VideoRecord] = []
     first_content_line = True
-    with open(listing, encoding="utf-8") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
+    for line_number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{listing}:{line_number}"
+        if first_content_line:
+            first_content_line = False
+            if _looks_like_header(line):
                 continue
-            where = f"{listing}:{line_number}"
-            fields = _split_line(line)
-            if len(fields) != 2 or not fields[0]:
-                raise ListingError(f"{where}: expected 'path label', got {line!r}")
-            if first_content_line:
-                first_content_line = False
-                if not fields[1].lstrip("-").isdigit():
-                    continue  # header row such as "path,label"
-            records.append(VideoRecord(_resolve(fields[0], base), _parse_label(fields[1], where)))
+        fields = _split_line(line)
+        if fields is None:
+            parts = line.replace(",", " ").split()
+            if len(parts) >= 2:
+                _parse_label(parts[-1], where)  # names a label that is not a class id
+            raise ListingError(f"{where}: expected 'path label' (space or comma separated), got {line!r}")
+        records.append(VideoRecord(_resolve(fields[0], base), _parse_label(fields[1], where), where))
     return records
 
 
 def read_npy_listing(listing: str | Path) -> list[VideoRecord]:
     """Read an NPY listing: a 1-D array of paths (label 0) or an ``[N, 2]`` array of path, label."""
     listing = Path(listing)
-    array = np.load(listing, allow_pickle=False)
+    try:
+        array = np.load(listing, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise ListingError(f"{listing}: not a readable NPY array of paths ({error})") from None
     base = listing.parent
     if array.ndim == 1:
         return [VideoRecord(_resolve(str(p), base), 0) for p in array]
     if array.ndim == 2 and array.shape[1] == 2:
         return [
-            VideoRecord(_resolve(str(p), base), _parse_label(str(lab), f"{listing}:row {i}"))
+            VideoRecord(_resolve(str(p), base), _parse_label(str(lab), f"{listing}:row {i}"), f"{listing}:row {i}")
             for i, (p, lab) in enumerate(array)
         ]
     raise ListingError(f"{listing}: expected a 1-D array of paths or [N, 2] of (path, label), got shape {array.shape}")

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data.files import ClipItem
+from harness.data.workers import die_with_parent
 
 
 class ClipBatch(NamedTuple):
@@ -253,6 +254,7 @@ def build_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=train if drop_last is None else drop_last,
         multiprocessing_context=multiprocessing_context if num_workers else None,
+        worker_init_fn=die_with_parent,
         # Its own generator: starting an iterator then draws no number from the global torch RNG,
         # which the training process's drop path uses; a resumed run stays on the same stream.
         generator=torch.Generator().manual_seed(seed),

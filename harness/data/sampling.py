@@ -26,10 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.errors import UserError
+
 SAMPLING_RULES = ("harness", "vjepa2")
 
 
-class ClipSpecError(ValueError):
+class ClipSpecError(UserError, ValueError):
     """An inconsistent clip-sampling configuration; the message names the conflicting keys."""
 
 

@@ -17,6 +17,7 @@ from harness.data.loader import collate_clips
 from harness.data.sampling import ClipSpec
 from harness.data.shard_io import Shard, decode_sample, quarantine, read_samples
 from harness.data.shards import BROKEN_SHARDS, FAILED, VISITED
+from harness.data.workers import die_with_parent
 
 
 class ShardEvalDataset(IterableDataset):
@@ -33,6 +34,7 @@ class ShardEvalDataset(IterableDataset):
         resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
         self.quarantine = Path(quarantine) if quarantine else None
         self.rank, self.world_size = 0, 1
+        self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
         self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
 
     def total_samples(self) -> int | None:
@@ -59,7 +61,7 @@ class ShardEvalDataset(IterableDataset):
         for shard in mine:
             count = 0
             try:
-                for key, parts in read_samples(shard.url):
+                for key, parts in read_samples(shard.url, sha256=shard.sha256):
                     count += 1
                     self.counters[worker, VISITED] += 1
                     yield self._decode(shard.url, key, parts, worker)
@@ -74,7 +76,7 @@ class ShardEvalDataset(IterableDataset):
     def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
         try:
             return decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, False,
-                                 np.random.default_rng(0), self.decoder)  # fmt: skip
+                                 np.random.default_rng(0), self.decoder, self.num_classes)  # fmt: skip
         except (DecodeError, SkippedVideo, OSError) as error:
             self.counters[worker, FAILED] += 1
             quarantine(self.quarantine, f"{url}#{key}", str(error))
@@ -86,8 +88,9 @@ class ShardEvalLoader(DataLoader):
 
     def __init__(self, dataset: ShardEvalDataset, batch_size: int, **kwargs: Any) -> None:
         super().__init__(
-            dataset, batch_size=batch_size, collate_fn=collate_clips, generator=torch.Generator(), **kwargs
-        )
+            dataset, batch_size=batch_size, collate_fn=collate_clips, generator=torch.Generator(),
+            worker_init_fn=die_with_parent, **kwargs,
+        )  # fmt: skip
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Evaluation reads the same samples every time."""

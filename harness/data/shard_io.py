@@ -6,7 +6,8 @@ sample share the key (the name up to the first dot). :mod:`harness.data.shards` 
 
 from __future__ import annotations
 
-import json
+import hashlib
+import io
 import logging
 import re
 import subprocess
@@ -21,12 +22,14 @@ import numpy as np
 from harness.data.decode import DecodeError
 from harness.data.files import ClipItem, load_clips
 from harness.data.sampling import ClipSpec
+from harness.errors import UserError
+from harness.fileio import read_json
 
 log = logging.getLogger("harness.data.shards")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard source that cannot be used as configured; the message says why and what to do."""
 
 
@@ -36,6 +39,33 @@ class Shard:
 
     url: str
     samples: int | None = None
+    sha256: str | None = None  #: checksum from the manifest, verified while the shard is read
+
+
+class ShardChecksumError(tarfile.ReadError):
+    """A shard whose bytes differ from the checksum its manifest records."""
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes a byte stream through while hashing it (the checksum costs no second read)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        self.digest.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def finish(self) -> str:
+        """Hash the rest of the stream (the tar's end padding) and return the hex digest."""
+        while chunk := self.stream.read(1 << 20):
+            self.digest.update(chunk)
+        return self.digest.hexdigest()
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -55,12 +85,10 @@ def list_shards(source: str) -> list[Shard]:
     """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s)."""
     if source.endswith(".json"):
         path = Path(source)
-        if not path.is_file():
-            raise ShardError(f"shard manifest not found: {path}")
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(path)
         if not manifest.get("complete", True):
             raise ShardError(f"{path} is incomplete (harness.prepare was interrupted): rerun it to finish")
-        return [Shard(str(path.parent / entry["name"]), entry["samples"]) for entry in manifest["shards"]]
+        return [Shard(str(path.parent / e["name"]), e["samples"], e.get("sha256")) for e in manifest["shards"]]
     urls = expand_braces(source)
     missing = [url for url in urls if not url.startswith("pipe:") and not Path(url).is_file()]
     if missing:
@@ -68,11 +96,30 @@ def list_shards(source: str) -> list[Shard]:
     return [Shard(url) for url in urls]
 
 
+def read_manifest(path: str | Path) -> dict:
+    """A shard manifest (``harness.prepare``'s ``manifest.json``), checked to be one."""
+    manifest = read_json(path, ShardError, "shard manifest")
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and "name" in s and "samples" in s for s in shards):
+        raise ShardError(f"{path}: not a shard manifest (needs a 'shards' list of {{name, samples}} entries)")
+    return manifest
+
+
 def manifest_classes(source: str) -> int | None:
     """Number of classes in a source's manifest label map (None for sources without manifest)."""
     if not source.endswith(".json"):
         return None
-    return len(json.loads(Path(source).read_text()).get("label_map", {})) or None
+    return len(read_manifest(source).get("label_map", {})) or None
+
+
+def manifest_largest_label(source: str) -> int | None:
+    """The largest class id a source's manifest says its samples hold (from its class histogram,
+    ordered as its label map), or None when unknown."""
+    if not source.endswith(".json"):
+        return None
+    counts = list((read_manifest(source).get("class_histogram") or {}).values())
+    used = [index for index, count in enumerate(counts) if count]
+    return max(used) if used else None
 
 
 def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
@@ -83,13 +130,16 @@ def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
     return open(url, "rb"), None
 
 
-def read_samples(url: str, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+def read_samples(url: str, skip: int = 0, sha256: str | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Samples ``(key, {extension: bytes})`` of a shard in tar order, after the first ``skip``.
 
     Raises ``tarfile.TarError`` / ``OSError`` / ``EOFError`` for an unreadable or truncated tar
-    (after yielding the samples before the damage).
+    (after yielding the samples before the damage), and :class:`ShardChecksumError` at the end of a
+    shard whose bytes do not hash to ``sha256`` (hashed while reading).
     """
-    stream, process = open_stream(url)
+    raw, process = open_stream(url)
+    hashing = _HashingReader(raw) if sha256 else None
+    stream = io.BufferedReader(hashing, 1 << 16) if hashing else raw
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             key, parts, index = None, {}, 0
@@ -114,6 +164,10 @@ def read_samples(url: str, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes
                 parts[extension] = data
             if key is not None and index >= skip:
                 yield key, parts
+        if hashing is not None:
+            stream.read()  # what the tar reader left in the buffer and the stream
+            if (actual := hashing.finish()) != sha256:
+                raise ShardChecksumError(f"sha256 {actual[:12]}... differs from the manifest's {sha256[:12]}...")
     finally:
         stream.close()
         if process is not None:
@@ -129,8 +183,10 @@ def quarantine(path: Path | None, what: str, reason: str) -> None:
 
 
 def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, num_clips: int, transform: Callable,
-                  random: bool, rng: np.random.Generator, decoder: str) -> ClipItem:  # fmt: skip
-    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable)."""
+                  random: bool, rng: np.random.Generator, decoder: str,
+                  num_classes: int | None = None) -> ClipItem:  # fmt: skip
+    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable,
+    including a label outside ``[0, num_classes)``)."""
     video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
     if video is None:
         raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
@@ -140,6 +196,10 @@ def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, n
         label = int(parts["cls"].decode().strip())
     except ValueError as error:
         raise DecodeError(f"bad .cls content {parts['cls'][:20]!r}") from error
+    if label < 0:
+        raise DecodeError(f"negative label {label}")
+    if num_classes is not None and label >= num_classes:
+        raise DecodeError(f"label {label} is outside the {num_classes} classes (ids 0..{num_classes - 1})")
     clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
                                 rng=rng, decoder=decoder)  # fmt: skip
     return ClipItem(clips, label, indices, f"{url}#{key}")

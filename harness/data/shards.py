@@ -44,9 +44,11 @@ from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shar
     expand_braces,
     list_shards,
     manifest_classes,
+    manifest_largest_label,
     quarantine,
     read_samples,
 )
+from harness.data.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 # Counters kept per stream in shared memory.
@@ -112,6 +114,7 @@ class ShardDataset(IterableDataset):
         resolve_backend(decoder)
         self.max_failure_fraction = max_failure_fraction
         self.quarantine = Path(quarantine) if quarantine else None
+        self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
         self.rank, self.world_size, self.streams = 0, 1, 1
         self.epoch, self.quotas, self.start_states = 0, [0], [None]
         self.rotation = 0
@@ -198,12 +201,16 @@ class ShardDataset(IterableDataset):
                 f"{self.max_failure_fraction}; see {self.quarantine or 'the warnings'}"
             )
 
+    def _open(self, source: int, shard_index: int, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+        shard = self.sources[source][shard_index]
+        return read_samples(shard.url, skip, shard.sha256)
+
     def _raw_samples(self, stream: int, state: dict) -> Iterator[tuple[str, dict[str, bytes], str]]:
         """Raw samples of this stream from ``state`` on; updates ``state`` as it goes."""
         readers: list[list[Iterator]] = [[] for _ in self.sources]
         for source, source_state in enumerate(state["sources"]):
             for shard_index, consumed in source_state["open"]:
-                readers[source].append(read_samples(self.sources[source][shard_index].url, consumed))
+                readers[source].append(self._open(source, shard_index, consumed))
         opened_without_sample = 0
         while True:
             if opened_without_sample > 2 * sum(len(shards) for shards in self.sources) + self.interleave:
@@ -215,7 +222,7 @@ class ShardDataset(IterableDataset):
                 shard_index = self._shard_at(source, stream, source_state["next"])
                 source_state["next"] += 1
                 source_state["open"].append([shard_index, 0])
-                readers[source].append(read_samples(self.sources[source][shard_index].url))
+                readers[source].append(self._open(source, shard_index))
             slot = int(rng.integers(len(source_state["open"])))
             shard_index = source_state["open"][slot][0]
             url = self.sources[source][shard_index].url
@@ -257,7 +264,7 @@ class ShardDataset(IterableDataset):
             self.counters[stream, VISITED] += 1
             try:
                 item = decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, self.train, rng,
-                                     self.decoder)  # fmt: skip
+                                     self.decoder, self.num_classes)  # fmt: skip
             except (DecodeError, SkippedVideo, OSError) as error:
                 self.counters[stream, FAILED] += 1
                 quarantine(self.quarantine, f"{url}#{key}", str(error))
@@ -283,6 +290,7 @@ class ShardLoader(DataLoader):
             collate_fn=collate_shard_items,
             drop_last=True,
             generator=torch.Generator(),
+            worker_init_fn=die_with_parent,
             **kwargs,
         )
         self.streams = max(1, self.num_workers)

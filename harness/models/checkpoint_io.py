@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import UserError
 from harness.models import hf_vjepa2
 from harness.models.vit import interpolate_position_table
 
@@ -27,7 +28,7 @@ ENCODER_KEYS = ("target_encoder", "encoder")
 PREFIXES = ("module.", "backbone.", "_orig_mod.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be loaded as asked; the message says what is wrong."""
 
 

@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 
+from harness.errors import UserError
+
 HF_CONFIG = "config.json"
 
 
-class HFFormatError(ValueError):
+class HFFormatError(UserError, ValueError):
     """A directory that is not a readable Hugging Face V-JEPA 2 model."""
 
 

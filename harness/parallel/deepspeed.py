@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import UserError
+from harness.fileio import read_json
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
 
@@ -27,7 +28,7 @@ DEFAULT_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 2}}
 OWNED_BY_HARNESS = ("optimizer", "scheduler")
 
 
-class DeepSpeedConfigError(ValueError):
+class DeepSpeedConfigError(UserError, ValueError):
     """The DeepSpeed JSON contradicts the harness config."""
 
 
@@ -43,10 +44,7 @@ def resolve_deepspeed_config(
     fields the harness decides filled in. Values set to ``"auto"`` are filled in silently."""
     source = str(base) if isinstance(base, (str, Path)) else "the DeepSpeed config"
     if isinstance(base, (str, Path)):
-        path = Path(base)
-        if not path.is_file():
-            raise DeepSpeedConfigError(f"distributed.deepspeed_config: {path} not found")
-        config = json.loads(path.read_text())
+        config = read_json(base, DeepSpeedConfigError, "distributed.deepspeed_config")
     else:
         config = copy.deepcopy(base if base is not None else DEFAULT_CONFIG)
     for key in OWNED_BY_HARNESS:
@@ -135,6 +133,9 @@ class DeepSpeedStrategy(DistributedStrategy):
 
     def parameter_numel(self, param: torch.Tensor) -> int:
         return int(param.ds_numel) if hasattr(param, "ds_numel") else param.numel()
+
+    def parameter_shape(self, param: torch.Tensor) -> tuple[int, ...]:
+        return tuple(param.ds_shape) if hasattr(param, "ds_shape") else tuple(param.shape)
 
     @contextlib.contextmanager
     def writing_local(self, model: nn.Module) -> Iterator[None]:

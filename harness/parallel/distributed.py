@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from harness.errors import UserError
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -75,7 +77,7 @@ def init_process_group(info: ProcessInfo, backend: str, device: torch.device, ti
         env.setdefault("MASTER_PORT", str(_free_port()))
     missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if key not in env]
     if missing:
-        raise RuntimeError(f"rank {info.rank}/{info.world_size}: {', '.join(missing)} not set; launch with torchrun")
+        raise UserError(f"rank {info.rank}/{info.world_size}: {', '.join(missing)} not set; launch with torchrun")
     try:
         dist.init_process_group(
             backend,
@@ -85,7 +87,7 @@ def init_process_group(info: ProcessInfo, backend: str, device: torch.device, ti
             device_id=device if device.type == "cuda" else None,
         )
     except Exception as error:
-        raise RuntimeError(
+        raise UserError(
             f"rank {info.rank} of {info.world_size} could not join the process group at "
             f"{env['MASTER_ADDR']}:{env['MASTER_PORT']} ({backend}): {error}"
         ) from error

@@ -18,7 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from harness.errors import UserError
 from harness.fileio import write_atomic
+from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.precision import Precision
 
 STATE_FILE = "state.pt"
@@ -29,7 +31,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("meta.device=cuda but CUDA is not available on this machine")
+        raise UserError("meta.device=cuda but CUDA is not available on this machine")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 
@@ -80,6 +82,10 @@ class Strategy:
     def parameter_numel(self, param: torch.Tensor) -> int:
         """Elements of the whole ``param``, however it is sharded."""
         return param.numel()
+
+    def parameter_shape(self, param: torch.Tensor) -> tuple[int, ...]:
+        """Shape of the whole ``param``, however it is sharded."""
+        return tuple(param.shape)
 
     @contextlib.contextmanager
     def writing_local(self, model: nn.Module) -> Iterator[None]:
@@ -196,7 +202,7 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     may_lack = frozen_state_keys(model)
     missing = [k for k in result.missing_keys if k not in may_lack]
     if missing or result.unexpected_keys:
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
 
@@ -248,7 +254,7 @@ def build_strategy(
     precision = Precision(dtype, device)
     if name == "single":
         if info.world_size > 1:
-            raise RuntimeError(
+            raise UserError(
                 f"distributed.strategy=single but the launcher started {info.world_size} processes; "
                 "use ddp, fsdp or deepspeed (or launch one process)"
             )

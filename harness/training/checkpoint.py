@@ -15,6 +15,7 @@ Folders no pointer names are deleted after each save, so disk use stays bounded.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -28,11 +29,13 @@ import numpy as np
 import torch
 
 from harness.fileio import write_atomic
+from harness.models.checkpoint_io import CheckpointError
 
 log = logging.getLogger(__name__)
 
 POINTERS = ("latest", "best")
 META_FILE = "meta.json"  # strategy, world size, step, num_classes and config of a checkpoint
+FILES_FILE = "files.json"  # size of every file of a checkpoint, to tell a damaged one on resume
 TEMPORARY_PREFIX = ".tmp-"
 
 
@@ -98,11 +101,18 @@ class CheckpointManager:
             shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
         self.barrier()
-        write_state(temporary)
-        own = {"rng": capture_rng(), **(rank_state or {})}
-        write_atomic(temporary / f"rank_r{self.rank}.pt", lambda handle: torch.save(own, handle))
+        try:
+            write_state(temporary)
+            own = {"rng": capture_rng(), **(rank_state or {})}
+            write_atomic(temporary / f"rank_r{self.rank}.pt", lambda handle: torch.save(own, handle))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise self._out_of_space(temporary, name) from error
         self.barrier()
         if self.rank == 0:
+            sizes = {str(p.relative_to(temporary)): p.stat().st_size for p in temporary.rglob("*") if p.is_file()}
+            write_atomic(temporary / FILES_FILE, lambda handle: handle.write(json.dumps(sizes, indent=0).encode()))
             if final.exists():  # the same step saved again (e.g. after a resume): replace it
                 shutil.rmtree(final)
             os.rename(temporary, final)
@@ -111,6 +121,21 @@ class CheckpointManager:
             self._remove_unreferenced()
         self.barrier()
         return final
+
+    def _out_of_space(self, temporary: Path, name: str) -> CheckpointError:
+        """Remove the partial checkpoint and say where space ran out and about how much is needed
+        (the size of the previous checkpoint, else what was written before the disk filled)."""
+        written = folder_bytes(temporary)
+        shutil.rmtree(temporary, ignore_errors=True)
+        latest = self.pointers().get("latest")
+        needed = folder_bytes(self.root / latest) if latest else written
+        free = shutil.disk_usage(self.root).free
+        kept = f"checkpoints/latest ({latest}) is intact" if latest else "no earlier checkpoint exists"
+        return CheckpointError(
+            f"no space left on {filesystem_of(self.root)} while writing checkpoint {name}: about {needed:,} bytes "
+            f"needed, {free:,} free; the partial checkpoint was removed and {kept}. Free space (or move the run "
+            "folder) and rerun the same command to resume"
+        )
 
     def _point(self, pointer: str, name: str) -> None:
         write_atomic(self.root / pointer, lambda handle: handle.write(f"{name}\n".encode()))
@@ -138,8 +163,18 @@ class CheckpointManager:
             return None
         path = self.root / name
         if not path.is_dir():
-            raise FileNotFoundError(f"{self.root / pointer} names {name}, which does not exist")
+            raise CheckpointError(f"{self.root / pointer} names {name}, which does not exist")
         return path
+
+    def alternatives(self, damaged: Path) -> str:
+        """The complete checkpoints other than ``damaged`` that pointers name, as a hint to resume
+        from one of them (nothing is chosen for the user)."""
+        found = sorted({(name, pointer) for pointer, name in self.pointers().items()
+                        if name != damaged.name and damage(self.root / name) is None})  # fmt: skip
+        if not found:
+            return "no other complete checkpoint is kept"
+        listed = ", ".join(f"{pointer} -> {self.root / name}" for name, pointer in found)
+        return f"older complete checkpoints: {listed} (resume from one with meta.read_checkpoint=<folder>)"
 
     def restore_rank_state(self, checkpoint: Path) -> dict[str, Any] | None:
         """Restore this rank's RNG states from ``checkpoint`` and return the rest of its saved
@@ -153,12 +188,57 @@ class CheckpointManager:
         return state
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def filesystem_of(path: Path) -> str:
+    """``<device> (<type>) mounted at <mount point>`` of the filesystem holding ``path``."""
+    mount = Path(path).resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    try:
+        with open("/proc/mounts", encoding="utf-8") as handle:
+            entries = [line.split()[:3] for line in handle]
+        device, _, kind = next(e for e in reversed(entries) if e[1] == str(mount))
+        return f"{device} ({kind}) mounted at {mount}"
+    except (OSError, StopIteration, ValueError):
+        return f"the filesystem mounted at {mount}"
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint folder (None when it is complete as written): a missing or
+    unreadable ``meta.json``, or a file that is missing or has another size than when it was saved."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        return "the folder does not exist"
+    try:
+        json.loads((checkpoint / META_FILE).read_text(encoding="utf-8"))
+        sizes = json.loads((checkpoint / FILES_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        missing = Path(error.filename).name
+        return None if missing == FILES_FILE else f"{missing} is missing"  # saved before sizes were kept
+    except ValueError:
+        return "its metadata is not valid JSON"
+    for name, size in sizes.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} of the {size} bytes it was saved with (truncated or replaced)"
+    return None
+
+
 def read_checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
     """The ``meta.json`` of a harness checkpoint folder."""
     path = Path(checkpoint) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a harness checkpoint folder (no {META_FILE})")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise CheckpointError(f"{checkpoint} is not a harness checkpoint folder (no {META_FILE})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error}); the checkpoint is damaged") from None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -170,8 +250,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         manager = CheckpointManager(path)
         found = manager.find("best") or manager.find("latest")
         if found is None:
-            raise FileNotFoundError(f"run folder {path} has no checkpoint yet")
+            raise CheckpointError(f"run folder {path} has no checkpoint yet")
         return found
     if path.exists():
         return path
-    raise FileNotFoundError(f"checkpoint not found: {path}")
+    raise CheckpointError(f"checkpoint not found: {path}")

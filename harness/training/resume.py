@@ -5,12 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.config import to_dict
+from harness.config import Config, to_dict
 from harness.fileio import write_atomic
-from harness.training.checkpoint import META_FILE, checkpoint_name, read_checkpoint_meta, resolve_checkpoint
+from harness.models.checkpoint_io import CheckpointError
+from harness.training.checkpoint import (
+    META_FILE,
+    CheckpointManager,
+    checkpoint_name,
+    damage,
+    read_checkpoint_meta,
+    resolve_checkpoint,
+)
+from harness.training.optim import clean_name
 
 if TYPE_CHECKING:
     from harness.training.trainer import Trainer
@@ -19,6 +29,10 @@ log = logging.getLogger("harness.training.trainer")
 
 
 VJEPA2_LATEST = "latest.pt"  # what V-JEPA 2's eval writes in its run folder
+# Settings that shape the model's tensors: named when a checkpoint holds another model.
+ARCHITECTURE_KEYS = {"model_name", "depth", "use_rope", "use_silu", "wide_silu", "attn_pooler_depth",
+                     "attn_pooler_heads", "pooler_output_projection", "out_layers", "temporal_pos_embed", "max_frames",
+                     "patch_size", "tubelet_size", "crop_size", "dataset_fpcs"}  # fmt: skip
 
 
 def resume(trainer: Trainer) -> Path | None:
@@ -36,8 +50,8 @@ def resume(trainer: Trainer) -> Path | None:
         path = None
     if path is None:
         return None
-    check_resumable(path, trainer.strategy)
-    extra = trainer.strategy.load_state(path, trainer.model, trainer.optimizer)
+    extra = load_checkpoint(path, trainer.strategy, trainer.model, trainer.optimizer, trainer.config,
+                            trainer.num_classes, trainer.checkpoints)  # fmt: skip
     trainer.state = type(trainer.state)(**extra["train_state"])
     trainer.strategy.precision.load_state_dict(extra.get("precision", {}))
     trainer.window.load_state_dict(extra["window"])
@@ -54,6 +68,60 @@ def resume(trainer: Trainer) -> Path | None:
     return path
 
 
+def load_checkpoint(path: Path, strategy, model, optimizer, config: Config, num_classes: int,
+                    manager: CheckpointManager | None = None) -> dict:  # fmt: skip
+    """Check that ``path`` is complete, loadable by ``strategy`` and holds the model this run
+    builds, then load it; returns the saved extras. Every problem is a :class:`CheckpointError`
+    naming the file and what differs, with the older complete checkpoints when there are some."""
+    manager = manager or CheckpointManager(path.parent.parent, strategy.rank)
+    problem = damage(path)
+    if problem:
+        raise CheckpointError(f"{path} is damaged: {problem}; {manager.alternatives(path)}")
+    check_resumable(path, strategy)
+    check_same_model(path, strategy, model, config, num_classes)
+    try:
+        return strategy.load_state(path, model, optimizer)
+    except CheckpointError:
+        raise
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read {path} ({reason}); {manager.alternatives(path)}") from error
+
+
+def model_shapes(strategy, model) -> dict[str, list[int]]:
+    """Name -> whole shape of every parameter and buffer of the model, however it is sharded."""
+    plain = strategy.unwrap(model)
+    shapes = {clean_name(n): list(strategy.parameter_shape(p)) for n, p in plain.named_parameters()}
+    return shapes | {clean_name(n): list(b.shape) for n, b in plain.named_buffers()}
+
+
+def check_same_model(path: Path, strategy, model, config: Config, num_classes: int) -> None:
+    """Refuse a checkpoint of another model (size, class count, head layout), naming the settings
+    and the tensors that differ, before any ``load_state_dict`` fails with a dump of keys."""
+    meta = read_checkpoint_meta(path)
+    saved = meta.get("shapes")
+    if saved is None:  # written before shapes were recorded: the load itself will tell
+        return
+    current = model_shapes(strategy, model)
+    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if not differing:
+        return
+    before, now = meta.get("config", {}), to_dict(config)
+    settings = (
+        [f"meta.num_classes {meta['num_classes']} -> {num_classes}"] if meta["num_classes"] != num_classes else []
+    )
+    for section in ("model", "data"):
+        for key, value in before.get(section, {}).items():
+            if key in ARCHITECTURE_KEYS and now[section].get(key) != value:
+                settings.append(f"{section}.{key} {value!r} -> {now[section].get(key)!r}")
+    examples = "; ".join(f"{k} {saved.get(k, 'absent')} vs {current.get(k, 'absent')}" for k in differing[:3])
+    raise CheckpointError(
+        f"{path} holds another model than this run builds: {len(differing)} tensors differ (e.g. {examples})"
+        + (f"; settings that differ: {', '.join(settings)}" if settings else "")
+        + ". Resume with the checkpoint's settings, or start a new run folder"
+    )
+
+
 def check_resumable(path: Path, strategy) -> None:
     """Refuse checkpoints this strategy cannot load, with what to do instead."""
     meta = read_checkpoint_meta(path)
@@ -62,12 +130,12 @@ def check_resumable(path: Path, strategy) -> None:
         "OUT/model.safetensors as meta.pretrain_checkpoint, or resume with the saved setting"
     )
     if meta["strategy"] != strategy.name and {meta["strategy"], strategy.name} != {"single", "ddp"}:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path} was written by distributed.strategy={meta['strategy']}, this run uses "
             f"{strategy.name}: the formats differ; {hint}"
         )
     if strategy.name == "deepspeed" and meta["world_size"] != strategy.world_size:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path} is a DeepSpeed checkpoint of {meta['world_size']} ranks and this run has "
             f"{strategy.world_size}: ZeRO partitions do not reshard on load; {hint} (or convert it "
             "with DeepSpeed's ds_to_universal.py and load it as a universal checkpoint)"
@@ -106,6 +174,7 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
         "best_head": state.best_head,
         "trainable_only": trainable_only,
         "config": to_dict(config),
+        "shapes": model_shapes(strategy, trainer.model),
     }
 
     def write(folder: Path) -> None:
@@ -135,7 +204,7 @@ def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
     heads = list(getattr(model.classifier, "heads", [model.classifier]))
     stored = checkpoint.get("classifiers") or []
     if len(stored) != len(heads):
-        raise RuntimeError(f"{path} holds {len(stored)} V-JEPA 2 probe heads, this run has {len(heads)}")
+        raise CheckpointError(f"{path} holds {len(stored)} V-JEPA 2 probe heads, this run has {len(heads)}")
     for index, head in enumerate(heads):
         load_into(head, classifier_state(checkpoint, index), f"{path} classifiers[{index}]")
     optimizer_states = checkpoint.get("opt") or []

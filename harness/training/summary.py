@@ -70,14 +70,30 @@ def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
         log.info("resumed from %s at epoch %d, step %d", resumed_from, trainer.state.epoch, trainer.state.step)
 
 
-def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> None:
-    """Write ``summary.json`` and print where everything is (main rank)."""
+def failure(trainer: Trainer) -> str | None:
+    """Why a run that ended produced nothing usable, or None: every optimizer step was skipped for
+    a NaN/Inf loss, or the validation counted no video."""
+    state = trainer.state
+    if state.step > 0 and state.skipped_steps >= state.step:
+        return (
+            f"every one of the {state.step} optimizer steps had a NaN/Inf loss and was skipped, so the weights "
+            "never changed: lower optimization.lr, check the data, or use meta.dtype=bfloat16/float32"
+        )
+    if state.last_eval is not None and not state.last_eval.get("val_count"):
+        return "validation counted 0 videos: every validation video was unreadable (see the warnings above)"
+    return None
+
+
+def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> str | None:
+    """Write ``summary.json`` and print where everything is (main rank); returns :func:`failure`."""
+    problem = failure(trainer)
     if not trainer.is_main:
-        return
+        return problem
     state = trainer.state
     summary = {
         "folder": str(trainer.folder.resolve()),
         "finished": stopped_by is None and state.epoch >= trainer.config.optimization.epochs,
+        "failed": problem,
         "stopped_by": stopped_by,
         "epochs": state.epoch,
         "steps": state.step,
@@ -102,4 +118,7 @@ def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> None
         "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
         "  summary.json             this summary (python -m harness.report <folder> draws the curves)",
     ]
+    if problem:
+        lines.append(f"RUN FAILED: {problem}")
     print("\n".join(lines), flush=True)
+    return problem

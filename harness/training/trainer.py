@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.config import Config, save_config, to_dict
+from harness.config import Config, ConfigError, save_config, to_dict
 from harness.data.loader import ClipBatch
+from harness.errors import RunFailed
 from harness.logger import RunLogger, WandbSink
 from harness.observability import StallDetector, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.strategy import Strategy
-from harness.training import build
+from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
+from harness.training.checks import check_labels, steps_per_epoch
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums, topk_correct
@@ -32,8 +35,9 @@ from harness.training.mixup import Mixup, soft_cross_entropy
 from harness.training.optim import build_adamw, build_schedules, param_groups
 from harness.training.resume import resume as resume_trainer
 from harness.training.resume import save as save_trainer
+from harness.training.run_lock import take_run_folder
 from harness.training.signals import StopRequest
-from harness.training.summary import describe_start, write_final_summary
+from harness.training.summary import describe_start, failure, write_final_summary
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,8 @@ class Trainer:
         self.strategy = strategy or build.build_strategy_from_config(config)
         self.folder = Path(config.folder)
         self.is_main = self.strategy.is_main
+        take_run_folder(self.folder, self.strategy)
         if self.is_main:
-            self.folder.mkdir(parents=True, exist_ok=True)
             save_config(config, self.folder / "config.yaml")
             build.ensure_demo_data(config)
         self.strategy.barrier()
@@ -76,13 +80,14 @@ class Trainer:
         self.train_set = build.build_train_dataset(config)
         self.val_set = build.build_val_dataset(config)
         self.num_classes = build.infer_num_classes(config, self.train_set)
+        check_labels(config, self.num_classes, self.train_set, self.val_set)
         self.model, self.optimizer = self.strategy.prepare(
             build.build_model(config, self.num_classes), self._build_optimizer
         )
         torch.manual_seed(config.meta.seed + self.strategy.rank)  # drop path etc. differ per rank
         self.train_loader, self.val_loader = build.build_loaders(config, self.strategy, self.train_set, self.val_set)
         opt = config.optimization
-        self.steps_per_epoch = self._steps_per_epoch()
+        self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
         self.schedule = build_schedules(opt, self.steps_per_epoch)
         self.num_heads = max(1, len(opt.heads))
         self.mixup = None
@@ -113,7 +118,7 @@ class Trainer:
         opt = self.config.optimization
         groups = param_groups(model, opt.enc_lr_scale, opt.layer_decay)
         if not groups:
-            raise RuntimeError("no trainable parameters: check meta.finetune_encoder and the model")
+            raise ConfigError("no trainable parameters: check meta.finetune_encoder and the model")
         return build_adamw(groups, tuple(opt.betas), opt.eps, self.strategy.device)
 
     def parameter_counts(self) -> list[int]:
@@ -131,18 +136,6 @@ class Trainer:
         self.state.wandb_run_id = sink.run_id  # saved with the checkpoints: a resumed job continues the run
         return sink
 
-    def _steps_per_epoch(self) -> int:
-        self.train_loader.set_epoch(0)
-        batches = len(self.train_loader)
-        steps = batches // self.config.optimization.accumulation_steps
-        if steps < 1:
-            raise RuntimeError(
-                f"an epoch has {batches} batches of {self.config.data.batch_size} on this rank, fewer than "
-                f"optimization.accumulation_steps={self.config.optimization.accumulation_steps}: "
-                "use a smaller data.batch_size or more data"
-            )
-        return steps
-
     def resume(self) -> Path | None:
         """Continue from the run folder's latest checkpoint (or ``meta.read_checkpoint``)."""
         return resume_trainer(self)
@@ -155,7 +148,10 @@ class Trainer:
     def fit(self) -> EvalResult | None:
         """Train the remaining epochs (evaluating after each); returns the last evaluation."""
         if self.config.meta.eval_only:
-            return self.evaluate_epoch(self.state.epoch - 1, write_best=False)
+            result = self.evaluate_epoch(self.state.epoch - 1, write_best=False)
+            if problem := failure(self):
+                raise RunFailed(problem)
+            return result
         result, stopped_by = None, None
         if self.state.epoch >= self.config.optimization.epochs:
             log.info("the run in %s has finished all %d epochs; nothing to do", self.folder, self.state.epoch)
@@ -323,7 +319,7 @@ class Trainer:
         log.warning("non-finite loss at step %d: step skipped (%d in a row)", self.state.step + 1,
                     self.state.nonfinite_streak)  # fmt: skip
         if self.state.nonfinite_streak >= limit:
-            raise FloatingPointError(
+            raise RunFailed(
                 f"{limit} steps in a row had a NaN/Inf loss (last at step {self.state.step + 1}): lower "
                 "optimization.lr, check the data, or use meta.dtype=bfloat16/float32. Nothing was saved after "
                 "the last good step: checkpoints/latest is intact"
@@ -372,7 +368,8 @@ class Trainer:
             every = " ".join(f"{100 * t:.1f}" for t in result.head_top1)
             log.info("best of %d probe heads: head %d (top-1 %.2f%%; all: %s)", len(result.head_top1),
                      result.best_head, 100 * result.top1, every)  # fmt: skip
-        improved = result.top1 > self.state.best_top1
+        # A model whose validation loss is NaN/Inf is never the best one, whatever its argmax says.
+        improved = result.top1 > self.state.best_top1 and math.isfinite(result.loss)
         if improved and write_best:
             self.state.best_top1, self.state.best_epoch = result.top1, epoch
             self.state.best_head = result.best_head
@@ -392,8 +389,12 @@ class Trainer:
                         num_views=self.config.data.num_views)  # fmt: skip
 
     def finish(self, stopped_by: str | None = None) -> None:
-        """Summary, W&B run closed, signal handlers restored."""
-        write_final_summary(self, stopped_by)
+        """Summary, W&B run closed, signal handlers restored; a run that learned nothing then
+        raises :class:`RunFailed` (everything it wrote stays)."""
+        problem = write_final_summary(self, stopped_by)
         if self.wandb is not None:
             self.wandb.finish()
         self.stop.restore()
+        run_lock.release(self.folder)
+        if problem:
+            raise RunFailed(f"{problem} (everything is kept in {self.folder})")

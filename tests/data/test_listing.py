@@ -56,3 +56,36 @@ def test_npy_listings(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 3)))
     with pytest.raises(ListingError, match="shape"):
         read_listing(tmp_path / "bad.npy")
+
+
+@pytest.mark.parametrize("first", ["/x/a.mp4 cat", "/x/a.mp4 1.0", "/x/a.mp4,cat"])
+def test_a_first_line_with_a_bad_label_is_an_error_not_a_header(tmp_path, first):
+    listing = tmp_path / "l.csv"
+    listing.write_text(f"{first}\n/x/b.mp4 2\n")
+    with pytest.raises(ListingError, match=r"l.csv:1: label '(cat|1.0)' is not an integer"):
+        read_listing(listing)
+
+
+@pytest.mark.parametrize("header", ["path,label", "video label", "filename,class_id", "Path Label"])
+def test_header_rows_made_of_header_words_are_skipped(tmp_path, header):
+    listing = tmp_path / "l.csv"
+    listing.write_text(f"{header}\n/x/a.mp4 1\n")
+    assert [r.label for r in read_listing(listing)] == [1]
+
+
+def test_byte_order_mark_is_dropped_and_non_utf8_named(tmp_path):
+    listing = tmp_path / "bom.csv"
+    listing.write_bytes("\ufeff/x/a.mp4 1\n/x/b.mp4 2\n".encode("utf-8"))
+    assert [(r.path, r.label) for r in read_listing(listing)] == [("/x/a.mp4", 1), ("/x/b.mp4", 2)]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("/x/a.mp4 1\n/x/caf\u00e9.mp4 2\n".encode("latin-1"))
+    with pytest.raises(ListingError, match=r"latin.csv:2: not UTF-8 text"):
+        read_listing(latin)
+
+
+def test_commas_inside_paths(tmp_path):
+    listing = tmp_path / "l.csv"
+    listing.write_text('/x/a,b.mp4 1\n"/x/c,d.mp4",2\n/x/e f,g.mp4 3\n')
+    records = read_listing(listing)
+    assert [(r.path, r.label) for r in records] == [("/x/a,b.mp4", 1), ("/x/c,d.mp4", 2), ("/x/e f,g.mp4", 3)]
+    assert records[1].where == f"{listing}:2"

@@ -151,8 +151,41 @@ def test_stream_copy_with_ffmpeg_and_a_corrupt_video_is_reported(class_folders, 
     assert sum(frames) == 25 * 15 and len(frames) == 3, "copy keeps every frame, cut near 10 s boundaries"
 
 
-def test_asking_for_the_ffmpeg_command_without_it_is_a_clear_error(class_folders, tmp_path, monkeypatch):
+def test_asking_for_the_ffmpeg_command_without_it_is_a_clear_error(class_folders, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg here
-    with pytest.raises(SystemExit, match="--cutter ffmpeg needs the ffmpeg command"):
-        main(["--input", str(class_folders), "--output", str(tmp_path / "out"), "--cutter", "ffmpeg"])
+    assert main(["--input", str(class_folders), "--output", str(tmp_path / "out"), "--cutter", "ffmpeg"]) == 2
+    assert capsys.readouterr().err.startswith("error: --cutter ffmpeg needs the ffmpeg command")
     assert not (tmp_path / "out").exists(), "nothing started"
+
+
+def test_rerun_with_other_cut_settings_refuses_or_redoes(class_folders, tmp_path, capsys):
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{class_folders / 'left' / 'v0.mp4'} 0\n{class_folders / 'right' / 'v2.mp4'} 1\n")
+    out = tmp_path / "out"
+    common = ["--input", str(listing), "--output", str(out), "--val-fraction", "0", "--workers", "1"]
+    assert main([*common, "--segment-seconds", "10"]) == 0
+    first, _ = read_split(out / "train")
+    (out / "train" / ".tmp-999-shard-000009.tar").write_bytes(b"half a shard of a killed run")
+    assert main([*common, "--segment-seconds", "5"]) == 2
+    assert "segment_seconds 10.0 -> 5.0" in capsys.readouterr().err
+    assert read_split(out / "train")[0] == first, "the refused run changed nothing"
+    assert main([*common, "--segment-seconds", "5", "--overwrite"]) == 0
+    redone, _ = read_split(out / "train")
+    assert redone["settings"]["segment_seconds"] == 5 and redone["total_clips"] > first["total_clips"]
+    assert not list((out / "train").glob(".tmp-*")), "stray temporary shards are cleaned"
+
+
+def test_no_clip_at_all_fails_and_dropped_videos_are_listed(class_folders, tmp_path, capsys):
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{class_folders / 'left' / 'broken.mp4'} 0\n{class_folders / 'right' / 'tiny.mp4'} 1\n")
+    code = main(["--input", str(listing), "--output", str(tmp_path / "out"), "--val-fraction", "0", "--workers", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error: no clips were produced" in err and "report.json" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert sorted(Path(s["path"]).name for s in report["skipped"]) == ["broken.mp4", "tiny.mp4"]
+    listing.write_text(f"{class_folders / 'left' / 'v1.mp4'} 0\n{class_folders / 'right' / 'tiny.mp4'} 1\n")
+    code = main(["--input", str(listing), "--output", str(tmp_path / "out2"), "--val-fraction", "0", "--workers", "1"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "WARNING: 1 videos were dropped" in err and "tiny.mp4: " in err

@@ -16,6 +16,7 @@ from harness.data.shards import (
     ShardLoader,
     expand_braces,
     list_shards,
+    read_samples,
 )
 
 SPEC = ClipSpec(4, frame_step=2)
@@ -207,3 +208,51 @@ def test_resume_with_other_workers_keeps_the_step_count_and_warns(train_source, 
         other.set_epoch(0, start=9)
     assert "restarts from the start of the epoch" in caplog.text
     assert len(list(other)) == 4 - 3, "the epoch still has its number of steps"
+
+
+def test_a_shard_whose_checksum_differs_from_the_manifest_is_quarantined(demo_shards, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "val"
+    shutil.copytree(demo_shards / "val", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    tampered = copy / manifest["shards"][1]["name"]
+    data = bytearray(tampered.read_bytes())
+    data[-600] ^= 0xFF  # inside the tar's end padding: every sample still reads
+    tampered.write_bytes(bytes(data))
+    quarantine = tmp_path / "quarantine_r0.txt"
+    dataset = ShardEvalDataset(list_shards(str(copy / "manifest.json")), SPEC, EvalTransform(32, normalize=False),
+                               quarantine=quarantine)  # fmt: skip
+    videos = [v for batch in ShardEvalLoader(dataset, 3, num_workers=0) for v in batch.videos]
+    assert len(videos) == 8, "the samples read before the end of the shard were used"
+    assert dataset.stats()["broken_shards"] == 1
+    line = quarantine.read_text()
+    assert tampered.name in line and "differs from the manifest" in line
+    for shard in list_shards(str(demo_shards / "val" / "manifest.json")):  # untouched shards verify
+        assert len(list(read_samples(shard.url, sha256=shard.sha256))) == shard.samples
+
+
+def test_samples_with_labels_outside_the_classes_are_quarantined(demo_root, tmp_path):
+    video = sorted((demo_root / "train").glob("*.mp4"))[0].read_bytes()
+    write_tar(tmp_path / "a.tar", [
+        *sample_members("ok", video, b"1"), *sample_members("big", video, b"7"), *sample_members("neg", video, b"-1"),
+    ])  # fmt: skip
+    quarantine = tmp_path / "q.txt"
+    dataset = ShardEvalDataset(list_shards(str(tmp_path / "a.tar")), SPEC, EvalTransform(32, normalize=False),
+                               quarantine=quarantine)  # fmt: skip
+    dataset.num_classes = 4
+    videos = [v for batch in ShardEvalLoader(dataset, 3, num_workers=0) for v in batch.videos]
+    assert [v.split("#")[1] for v in videos] == ["ok"]
+    text = quarantine.read_text()
+    assert "label 7 is outside the 4 classes" in text and "negative label -1" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"), ('{"shards": 3}', "not a shard manifest"),
+    ("[]", "not a shard manifest"),
+])  # fmt: skip
+def test_a_broken_manifest_names_its_file(tmp_path, content, message):
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(ShardError, match=rf"manifest.json:? {message}"):
+        list_shards(str(tmp_path / "manifest.json"))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import UserError
 from harness.parallel.deepspeed import DeepSpeedConfigError, resolve_deepspeed_config
 from harness.parallel.distributed import ProcessInfo, process_info
 from harness.parallel.strategy import build_strategy
@@ -24,7 +25,7 @@ def test_process_info_reads_torchrun_slurm_and_nothing():
 def test_several_processes_never_become_one(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="started 2 processes"):
+    with pytest.raises(UserError, match="started 2 processes"):
         build_strategy("single", "cpu", "float32")
 
 
@@ -33,7 +34,7 @@ def test_missing_rendezvous_is_an_error_not_a_fallback(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="MASTER_ADDR, MASTER_PORT not set"):
+    with pytest.raises(UserError, match="MASTER_ADDR, MASTER_PORT not set"):
         build_strategy("ddp", "cpu", "float32")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.models.checkpoint_io import CheckpointError
 from harness.training.checkpoint import CheckpointManager, capture_rng, resolve_checkpoint, restore_rng
 
 
@@ -49,7 +50,7 @@ def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path):
 def test_pointer_to_missing_folder_is_a_clear_error(tmp_path):
     manager = CheckpointManager(tmp_path)
     (manager.root / "latest").write_text("e0009_s00000099\n")
-    with pytest.raises(FileNotFoundError, match="e0009_s00000099"):
+    with pytest.raises(CheckpointError, match="e0009_s00000099"):
         manager.find("latest")
 
 
