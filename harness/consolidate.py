@@ -105,7 +105,7 @@ def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -
     save_file(state, str(out / WEIGHTS_FILE))
     description = {
         "num_classes": meta["num_classes"],
-        "label_map": {str(i): str(i) for i in range(meta["num_classes"])},
+        "label_map": dict(enumerate(meta.get("class_names") or map(str, range(meta["num_classes"])))),
         "source": str(folder.resolve()),
         "strategy": meta["strategy"],
         "step": meta["step"],

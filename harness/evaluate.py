@@ -21,16 +21,20 @@ from harness.models.checkpoint_io import classifier_state, read_checkpoint
 from harness.training import build
 from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
 from harness.training.checks import check_labels
+from harness.training.classes import display_names, resolve_class_names
 from harness.training.evaluation import evaluate, write_eval_artefacts
 from harness.training.resume import load_checkpoint
 
 log = logging.getLogger("harness.evaluate")
 
 
-def _num_classes(checkpoint: Path) -> int:
+def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None]:
+    """Number of classes and their names: the checkpoint's, else the config's."""
     if checkpoint.is_dir():
-        return int(read_checkpoint_meta(checkpoint)["num_classes"])
-    return int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
+        meta = read_checkpoint_meta(checkpoint)
+        return int(meta["num_classes"]), meta.get("class_names") or resolve_class_names(config)
+    count = int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
+    return count, resolve_class_names(config)
 
 
 @entry_point
@@ -44,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     strategy = build.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
     checkpoint = resolve_checkpoint(args.checkpoint)
-    val_set = build.build_val_dataset(config)
+    num_classes, names = _classes(checkpoint, config)
+    val_set = build.build_val_dataset(config, names)
     if val_set is None:
         raise ConfigError("data.val_datasets (or data.val_shards) is empty: nothing to evaluate")
-    num_classes = _num_classes(checkpoint)
+    names = display_names(names, num_classes)
     check_labels(config, num_classes, None, val_set)
     model = build.build_model(config, num_classes)
     model, _ = strategy.prepare(model, lambda _: None)
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if strategy.is_main:
         out.mkdir(parents=True, exist_ok=True)
     strategy.barrier()
-    paths, _ = write_eval_artefacts(result, accumulator, strategy, out, "")
+    paths, _ = write_eval_artefacts(result, accumulator, strategy, out, "", names)
     if strategy.is_main:
         metrics = {**result.as_dict(), "checkpoint": str(checkpoint), "unreadable_videos": val_set.stats()["failed"]}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -181,24 +181,30 @@ class WandbSink:
         confusion,
         predictions: list[tuple[str, int, list[int], list[float]]] | None,
         thumbnails: int,
+        names: list[str],
     ) -> None:
-        """Validation metrics, the confusion matrix and per-class accuracy as tables/plots, and a
-        sample of predictions (with a thumbnail of the middle frame for video files)."""
+        """Validation metrics, W&B's confusion-matrix plot and a per-class accuracy chart (both
+        with class ``names``), and a sample of predictions (with a thumbnail of the middle frame
+        for video files)."""
         wandb = self.wandb
-        counts = confusion.tolist()
-        classes = len(counts)
-        cells = wandb.Table(columns=["true", "predicted", "count"],
-                            data=[[t, p, c] for t in range(classes) for p, c in enumerate(counts[t]) if c])  # fmt: skip
-        per_class = wandb.Table(columns=["class", "accuracy"], data=[
-            [str(c), counts[c][c] / sum(counts[c])] for c in range(classes) if sum(counts[c])
-        ])  # fmt: skip
+        counts = np.asarray(confusion.tolist(), dtype=np.int64)
+        # W&B's plot takes one (true, predicted) pair per video: expand the counts.
+        true, predicted = np.nonzero(counts)
+        repeats = counts[true, predicted]
         values: dict[str, Any] = dict(metrics)
-        values["val/confusion"] = cells
+        values["val/confusion"] = wandb.plot.confusion_matrix(
+            y_true=np.repeat(true, repeats).tolist(), preds=np.repeat(predicted, repeats).tolist(),
+            class_names=list(names), title="validation confusion matrix",
+        )  # fmt: skip
+        support = counts.sum(1)
+        per_class = wandb.Table(columns=["class", "accuracy"], data=[
+            [names[c], counts[c, c] / support[c]] for c in range(len(names)) if support[c]
+        ])  # fmt: skip
         values["val/per_class_accuracy"] = wandb.plot.bar(per_class, "class", "accuracy", title="per-class accuracy")
         if predictions:
             rows = []
             for video, label, top, scores in predictions[:thumbnails]:
-                rows.append([video, label, top[0], scores[0], _thumbnail(wandb, video)])
+                rows.append([video, names[label], names[top[0]], scores[0], _thumbnail(wandb, video)])
             values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
         self.run.log(values, step=step)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import UserError, entry_point
+from harness.training.confusion import plot_confusion, read_confusion
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -94,17 +95,8 @@ def render(folder: str | Path) -> list[Path]:
 
     confusion_csv = folder / "best_confusion.csv"
     if confusion_csv.is_file():
-        with open(confusion_csv, newline="") as handle:
-            matrix = np.array([[float(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
-        plt, figure, axis = _figure("confusion (best epoch, rows normalised)")
-        axis.grid(False)
-        shown = axis.imshow(matrix / np.maximum(matrix.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        figure.colorbar(shown)
-        axis.set_ylabel("true class")
-        axis.set_xlabel("predicted class")
-        figure.tight_layout()
-        figure.savefig(out / "confusion.png")
-        plt.close(figure)
+        matrix, names = read_confusion(confusion_csv)
+        plot_confusion(matrix, names, out / "confusion.png", "confusion matrix (best epoch, rows normalised)")
         written.append(out / "confusion.png")
     return written
 

@@ -72,6 +72,7 @@ def tiny_overrides(root: Path, folder: Path, *extra: str) -> list[str]:
         f"folder={folder}",
         f"data.datasets=[{root / 'train.csv'}]",
         f"data.val_datasets=[{root / 'val.csv'}]",
+        f"data.class_names={root / 'classes.txt'}",
         "data.dataset_fpcs=[4]",
         "data.val_dataset_fpcs=[4]",
         "data.frame_step=2",

@@ -69,7 +69,12 @@ def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo
     assert all(r["train/clips_per_s"] > 0 and "train/mfu" in r for r in steps)
     epochs = [r for r in run["history"] if "val/top1" in r]
     assert len(epochs) == 1 and epochs[0]["val/count"] == 8
-    assert epochs[0]["val/confusion/_type"] == "table-file", "the confusion matrix is logged as a table"
+    assert epochs[0]["val/confusion_table/_type"] == "table-file", "W&B's confusion-matrix plot"
+    table = files[0].parent / "files" / epochs[0]["val/confusion_table/path"]
+    cells = json.loads(table.read_text())
+    assert cells["columns"] == ["Actual", "Predicted", "nPredictions"]
+    assert {row[0] for row in cells["data"]} == {"right", "left", "down", "up"}, "class names, not ids"
+    assert sum(row[2] for row in cells["data"]) == 8
 
     second = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=2")))
     assert second.state.wandb_run_id == run_id, "the resumed job continues the same W&B run"

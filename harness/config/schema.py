@@ -91,6 +91,7 @@ class DataConfig:
     val_datasets_weights: list[float] | None = None  #: seed key; evaluation visits every video once, so only checked
     max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
     min_frames: int = 0  #: skip videos with fewer frames
+    class_names: str | None = None  #: harness: class names: a text file (one per line) or JSON list / id->name map
     shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
     shards_weights: list[float] | None = None  #: harness: per-source sampling weights for data.shards
     val_shards: list[str] = field(default_factory=list)  #: harness: validation shard sources

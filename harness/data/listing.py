@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,15 @@ class VideoRecord:
 
     Attributes:
         path: absolute path (or URL understood by the decoder) of the video file.
-        label: integer class id, ``>= 0``.
+        label: integer class id, ``>= 0`` (-1 until a class name is given its id).
         where: ``listing:line`` it came from (for messages; not part of equality).
+        name: the class name when the listing names classes instead of numbering them.
     """
 
     path: str
     label: int
     where: str = field(default="", compare=False)
+    name: str | None = None
 
 
 # Words a header row's fields are made of ("path,label", "video class", "filename label_id").
@@ -52,14 +54,26 @@ def _parse_label(text: str, where: str) -> int:
     try:
         label = int(text)
     except ValueError:
-        raise ListingError(f"{where}: label {text!r} is not an integer class id") from None
+        raise ListingError(f"{where}: label {text!r} is neither a class id nor a class name") from None
     if label < 0:
         raise ListingError(f"{where}: label {label} is negative")
     return label
 
 
 def _is_label(text: str) -> bool:
-    return text.isdigit()
+    """A class id (``3``) or a class name (``abseiling``, ``"air drumming"``): not a number, not
+    a path, at least one letter."""
+    if text.isdigit():
+        return True
+    return any(c.isalpha() for c in text) and not any(c in text for c in "./\\") and not _is_number(text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_line(line: str) -> list[str] | None:
@@ -71,7 +85,7 @@ def _split_line(line: str) -> list[str] | None:
         candidates.append([field.strip() for field in next(csv.reader(io.StringIO(line)))])
     candidates.append(line.rsplit(None, 1))
     for fields in candidates:
-        if len(fields) == 2 and fields[0] and _is_label(fields[1].lstrip("-")):
+        if len(fields) == 2 and fields[0] and (_is_label(fields[1]) or fields[1].lstrip("-").isdigit()):
             return fields
     return None
 
@@ -86,8 +100,9 @@ def read_text_listing(listing: str | Path) -> list[VideoRecord]:
     """Parse a CSV / space-separated listing into records.
 
     The first line is a header only when it is made of header words (``path,label``, ``video
-    class``). A UTF-8 byte-order mark is dropped. Blank lines and lines starting with ``#`` are
-    ignored.
+    class``). Labels are class ids, or class names throughout (:attr:`VideoRecord.name`; the
+    ids are given later, see :func:`name_labels`). A UTF-8 byte-order mark is dropped. Blank lines
+    and lines starting with ``#`` are ignored.
 
     Raises:
         ListingError: a malformed line (naming ``file:line``) or a file that is not UTF-8 text.
@@ -116,8 +131,35 @@ def read_text_listing(listing: str | Path) -> list[VideoRecord]:
             if len(parts) >= 2:
                 _parse_label(parts[-1], where)  # names a label that is not a class id
             raise ListingError(f"{where}: expected 'path label' (space or comma separated), got {line!r}")
-        records.append(VideoRecord(_resolve(fields[0], base), _parse_label(fields[1], where), where))
+        named = not fields[1].lstrip("-").isdigit()
+        if records and named != (records[0].name is not None):
+            first = records[0].name or records[0].label
+            raise ListingError(f"{where}: label {fields[1]!r}: the listing mixes class ids and class names "
+                               f"({records[0].where} has {first!r})")  # fmt: skip
+        if named:
+            records.append(VideoRecord(_resolve(fields[0], base), -1, where, fields[1]))
+        else:
+            records.append(VideoRecord(_resolve(fields[0], base), _parse_label(fields[1], where), where))
     return records
+
+
+def name_labels(records: list[VideoRecord], names: list[str], source: str) -> list[VideoRecord]:
+    """Records whose labels are class names, with the id of each name in ``names`` (records
+    with ids are returned as they are).
+
+    Raises:
+        ListingError: a name that is not among ``names`` (naming ``file:line``).
+    """
+    ids = {name: index for index, name in enumerate(names)}
+    out = []
+    for record in records:
+        if record.name is not None:
+            if record.name not in ids:
+                raise ListingError(f"{record.where}: class {record.name!r} is not one of the {len(names)} classes of "
+                                   f"{source}")  # fmt: skip
+            record = replace(record, label=ids[record.name])
+        out.append(record)
+    return out
 
 
 def read_npy_listing(listing: str | Path) -> list[VideoRecord]:

@@ -62,6 +62,13 @@ def moving_square_frames(
     return frames
 
 
+def write_class_names(root: str | Path, num_classes: int) -> Path:
+    """``root/classes.txt``: the demo's class names (directions of motion) in id order."""
+    path = Path(root) / "classes.txt"
+    path.write_text("".join(f"{name}\n" for name in DIRECTIONS[:num_classes]), encoding="utf-8")
+    return path
+
+
 def make_demo_dataset(
     root: str | Path,
     num_classes: int = 4,
@@ -73,7 +80,8 @@ def make_demo_dataset(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Write a labelled moving-squares dataset and its ``train.csv`` / ``val.csv`` listings.
+    """Write a labelled moving-squares dataset, its ``train.csv`` / ``val.csv`` listings and
+    ``classes.txt`` (the direction of each class id).
 
     Returns:
         Paths of the train and validation listings (V-JEPA 2 format, relative paths).
@@ -100,4 +108,5 @@ def make_demo_dataset(
                     bar.update()
             listings[split] = root / f"{split}.csv"
             write_listing(records, listings[split])
+    write_class_names(root, num_classes)
     return listings["train"], listings["val"]

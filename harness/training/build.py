@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from harness.config import Config, ConfigError
-from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset, build_loader, read_listing
+from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset, build_loader
 from harness.data.listing import VideoRecord
 from harness.data.loader import ClipLoader
 from harness.data.shard_eval import ShardEvalDataset, ShardEvalLoader
@@ -35,6 +35,7 @@ from harness.models import (
 from harness.models.registry import ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 from harness.parallel.strategy import Strategy, build_strategy
+from harness.training.classes import labelled, listing_records
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,12 @@ def ensure_demo_data(config: Config) -> None:
     if not config.data.generate_demo_data:
         return
     listings = [Path(p) for p in config.data.datasets + config.data.val_datasets]
+    names = Path(config.data.class_names) if config.data.class_names else None
     if all(p.is_file() for p in listings):
+        if names is not None and not names.is_file() and names.parent == listings[0].parent:
+            from harness.data.synthetic import write_class_names  # demo data made before it had names
+
+            write_class_names(names.parent, 1 + max(r.label for p in listings for r in listing_records(str(p))))
         return
     roots = {p.parent for p in listings}
     names = {p.name for p in listings}
@@ -81,10 +87,10 @@ def ensure_demo_data(config: Config) -> None:
     make_demo_dataset(root, seed=config.meta.seed)
 
 
-def _read_listings(paths: list[str], key: str) -> list[list[VideoRecord]]:
+def _read_listings(paths: list[str], key: str, names: list[str] | None) -> list[list[VideoRecord]]:
     if not paths:
         raise ConfigError(f"data.{key} is empty: give at least one listing (CSV 'path label' or NPY)")
-    return [read_listing(path) for path in paths]
+    return [labelled(listing_records(path), names, key) for path in paths]
 
 
 def _clip_specs(config: Config, frames_per_clip: list[int], count: int, validation: bool = False) -> list[ClipSpec]:
@@ -117,8 +123,9 @@ def _shard_sources(sources: list[str], key: str) -> list[list[Shard]]:
         raise ConfigError(f"data.{key}: {error}") from None
 
 
-def build_train_dataset(config: Config) -> VideoClipDataset | ShardDataset:
-    """Training data: ``data.datasets`` listings, or ``data.shards`` streamed, with ``data_aug``."""
+def build_train_dataset(config: Config, names: list[str] | None = None) -> VideoClipDataset | ShardDataset:
+    """Training data: ``data.datasets`` listings (name labels get their ids in ``names``), or
+    ``data.shards`` streamed, with ``data_aug``."""
     data = config.data
     if data.shards:
         dataset = ShardDataset(
@@ -135,7 +142,7 @@ def build_train_dataset(config: Config) -> VideoClipDataset | ShardDataset:
         )
         dataset.num_classes = max((manifest_classes(s) or 0) for s in data.shards) or None
         return dataset
-    records = _read_listings(data.datasets, "datasets")
+    records = _read_listings(data.datasets, "datasets", names)
     specs = _clip_specs(config, data.dataset_fpcs, len(records))
     return VideoClipDataset(
         list(zip(records, specs)),
@@ -151,7 +158,7 @@ def build_train_dataset(config: Config) -> VideoClipDataset | ShardDataset:
     )
 
 
-def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | None:
+def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoClipDataset | ShardEvalDataset | None:
     """Deterministic multi-view validation data over ``data.val_datasets`` or ``data.val_shards``
     (None if neither is set)."""
     data = config.data
@@ -166,7 +173,7 @@ def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | N
         )
     if not data.val_datasets:
         return None
-    records = _read_listings(data.val_datasets, "val_datasets")
+    records = _read_listings(data.val_datasets, "val_datasets", names)
     specs = _clip_specs(config, data.val_dataset_fpcs, len(records), validation=True)
     return VideoClipDataset(
         list(zip(records, specs)),
@@ -181,8 +188,11 @@ def build_val_dataset(config: Config) -> VideoClipDataset | ShardEvalDataset | N
     )
 
 
-def infer_num_classes(config: Config, dataset: VideoClipDataset | ShardDataset) -> int:
-    """``meta.num_classes``, or 1 + the largest training label (or the manifests' label map)."""
+def infer_num_classes(config: Config, dataset: VideoClipDataset | ShardDataset, names: list[str] | None = None) -> int:
+    """``meta.num_classes``, or the number of class names, or 1 + the largest training label (or
+    the manifests' label map)."""
+    if names is not None and not config.meta.num_classes:
+        return len(names)
     if isinstance(dataset, ShardDataset):
         if config.meta.num_classes:
             return config.meta.num_classes

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from harness.data.loader import ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
-from harness.training.metrics import EvalAccumulator, EvalResult, write_confusion, write_predictions
+from harness.training.confusion import write_confusion, write_predictions
+from harness.training.metrics import EvalAccumulator, EvalResult
 
 
 def to_model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -61,15 +62,15 @@ def evaluate(
 
 
 def write_eval_artefacts(
-    result: EvalResult, accumulator: EvalAccumulator, strategy: Strategy, folder: Path, prefix: str
+    result: EvalResult, accumulator: EvalAccumulator, strategy: Strategy, folder: Path, prefix: str, names: list[str]
 ) -> tuple[list[Path], list]:
-    """Predictions (top-5 with scores) and confusion matrix (CSV + PNG) from all ranks, written
-    by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths written and the
-    gathered prediction rows (empty on other ranks)."""
+    """Predictions (top-5 with scores and class ``names``) and confusion matrix (CSV + PNG) from
+    all ranks, written by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths
+    written and the gathered prediction rows (empty on other ranks)."""
     rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []
     paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
-    write_predictions(rows, paths[0])
-    write_confusion(result.confusion, paths[1], paths[2])
+    write_predictions(rows, paths[0], names)
+    write_confusion(result.confusion, paths[1], paths[2], names)
     return paths, rows

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -85,40 +83,6 @@ class EvalAccumulator:
             count=count_int,
             confusion=confusion,
         )
-
-
-def write_predictions(rows: list[tuple[str, int, list[int], list[float]]], path: str | Path) -> None:
-    """CSV ``video,label,pred1,score1,...`` sorted by video (rows gathered from every rank)."""
-    k = max((len(top) for _, _, top, _ in rows), default=0)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "label", *[f"{name}{i + 1}" for i in range(k) for name in ("pred", "score")]])
-        for video, label, top, score in sorted(rows, key=lambda row: row[0]):
-            writer.writerow([video, label, *[v for pair in zip(top, (f"{s:.6f}" for s in score)) for v in pair]])
-
-
-def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str | Path) -> None:
-    """Confusion matrix as CSV (rows: true label, columns: predicted) and as a heat-map PNG."""
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true\\pred", *range(len(confusion))])
-        for label, row in enumerate(confusion.tolist()):
-            writer.writerow([label, *row])
-    confusion_png(confusion, png_path)
-
-
-def confusion_png(confusion: torch.Tensor, path: str | Path, max_side: int = 1024) -> None:
-    """Row-normalised heat map (white = 0, dark blue = the whole row), one square per cell."""
-    from PIL import Image  # torchvision's dependency; imported here to keep start-up light
-
-    classes = len(confusion)
-    rows = confusion.double()
-    rows = rows / rows.sum(1, keepdim=True).clamp(min=1)
-    cell = max(1, min(32, max_side // max(classes, 1)))
-    shade = (1.0 - rows).clamp(0, 1)
-    rgb = torch.stack([shade * 255, shade * 255, 128 + shade * 127], dim=-1).round().to(torch.uint8)
-    rgb = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    Image.fromarray(rgb.numpy()).save(path)
 
 
 class RunningSums:

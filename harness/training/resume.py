@@ -171,6 +171,7 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
         "epoch": state.epoch,
         "step": state.step,
         "num_classes": trainer.num_classes,
+        "class_names": trainer.class_names,
         "best_head": state.best_head,
         "trainable_only": trainable_only,
         "config": to_dict(config),

@@ -44,6 +44,9 @@ def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
         tokens_per_clip(config),
         data.num_clips,
     )
+    names = trainer.class_names
+    shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
+    log.info("classes: %s", shown)
     log.info(
         "model: %s, %.1fM parameters (%.1fM trained%s); %.1f GFLOPs per clip per step",
         config.model.model_name,

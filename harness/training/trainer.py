@@ -28,6 +28,7 @@ from harness.parallel.strategy import Strategy
 from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
 from harness.training.checks import check_labels, steps_per_epoch
+from harness.training.classes import display_names, resolve_class_names
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums, topk_correct
@@ -77,10 +78,12 @@ class Trainer:
             build.ensure_demo_data(config)
         self.strategy.barrier()
         torch.manual_seed(config.meta.seed)  # same initial weights on every rank
-        self.train_set = build.build_train_dataset(config)
-        self.val_set = build.build_val_dataset(config)
-        self.num_classes = build.infer_num_classes(config, self.train_set)
+        names = resolve_class_names(config)
+        self.train_set = build.build_train_dataset(config, names)
+        self.val_set = build.build_val_dataset(config, names)
+        self.num_classes = build.infer_num_classes(config, self.train_set, names)
         check_labels(config, self.num_classes, self.train_set, self.val_set)
+        self.class_names = display_names(names, self.num_classes)
         self.model, self.optimizer = self.strategy.prepare(
             build.build_model(config, self.num_classes), self._build_optimizer
         )
@@ -376,12 +379,12 @@ class Trainer:
         rows = None
         if improved or not write_best:
             prefix = "best_" if write_best else "eval_"
-            _, rows = write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix)
+            _, rows = write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix, self.class_names)
         if self.wandb is not None:
             metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
             metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
             self.wandb.log_evaluation(self.state.step, metrics, result.confusion, rows,
-                                      self.config.logging.wandb.thumbnails)  # fmt: skip
+                                      self.config.logging.wandb.thumbnails, self.class_names)  # fmt: skip
         return result
 
     def _evaluate(self, progress: bool):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness.data.listing import ListingError, read_listing
+from harness.data.listing import ListingError, name_labels, read_listing
 
 
 def test_space_separated_relative_paths_resolve_against_listing_folder(tmp_path):
@@ -25,7 +25,7 @@ def test_comma_separated_with_header(tmp_path):
 @pytest.mark.parametrize(
     "content, line, message",
     [
-        ("/a.mp4 1\n/b.mp4 x\n", 2, "not an integer"),
+        ("/a.mp4 1\n/b.mp4 x\n", 2, "mixes class ids and class names"),
         ("/a.mp4 1\n/b.mp4\n", 2, "expected 'path label'"),
         ("/a.mp4 1\n\n/b.mp4 -1\n", 3, "negative"),
         ("/a.mp4,1,2\n", 1, "expected 'path label'"),
@@ -58,12 +58,27 @@ def test_npy_listings(tmp_path):
         read_listing(tmp_path / "bad.npy")
 
 
-@pytest.mark.parametrize("first", ["/x/a.mp4 cat", "/x/a.mp4 1.0", "/x/a.mp4,cat"])
-def test_a_first_line_with_a_bad_label_is_an_error_not_a_header(tmp_path, first):
+@pytest.mark.parametrize("first, message", [
+    ("/x/a.mp4 cat", "l.csv:2: label '2': the listing mixes class ids and class names"),
+    ("/x/a.mp4,cat", "l.csv:2: label '2': the listing mixes class ids and class names"),
+    ("/x/a.mp4 1.0", "l.csv:1: label '1.0' is neither a class id nor a class name"),
+])  # fmt: skip
+def test_a_first_line_with_another_label_is_never_taken_for_a_header(tmp_path, first, message):
     listing = tmp_path / "l.csv"
     listing.write_text(f"{first}\n/x/b.mp4 2\n")
-    with pytest.raises(ListingError, match=r"l.csv:1: label '(cat|1.0)' is not an integer"):
+    with pytest.raises(ListingError, match=message):
         read_listing(listing)
+
+
+def test_class_names_as_labels(tmp_path):
+    listing = tmp_path / "l.csv"
+    listing.write_text('/x/a.mp4 push_up\n"/x/b.mp4","air drumming"\n/x/c.mp4 push_up\n')
+    records = read_listing(listing)
+    assert [(r.label, r.name) for r in records] == [(-1, "push_up"), (-1, "air drumming"), (-1, "push_up")]
+    named = name_labels(records, ["air drumming", "push_up"], "the run")
+    assert [r.label for r in named] == [1, 0, 1]
+    with pytest.raises(ListingError, match=r"l.csv:2: class 'air drumming' is not one of the 1 classes"):
+        name_labels(records, ["push_up"], "the run")
 
 
 @pytest.mark.parametrize("header", ["path,label", "video label", "filename,class_id", "Path Label"])

@@ -30,7 +30,7 @@ def finished(demo_root, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("extra, differs", [
     (("model.depth=3",), "model.depth 2 -> 3"),
-    (("meta.num_classes=6",), "meta.num_classes 4 -> 6"),
+    (("meta.num_classes=6", "data.class_names=null"), "meta.num_classes 4 -> 6"),
     (("model.model_name=vit_small",), "model.model_name 'vit_tiny' -> 'vit_small'"),
 ])  # fmt: skip
 def test_resuming_another_model_names_the_settings_and_tensors(finished, demo_root, extra, differs):

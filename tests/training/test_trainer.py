@@ -35,10 +35,24 @@ def test_run_writes_every_artefact_and_evaluate_agrees(demo_root, tmp_path):
     mean_loss = sum(float(r["loss"]) for r in first_epoch) / len(first_epoch)  # equal batch sizes
     assert float(evals[0]["train_loss"]) == pytest.approx(mean_loss, rel=1e-6)
     predictions = rows(folder / "best_predictions.csv")
-    assert len(predictions) == 8 and set(predictions[0]) >= {"video", "label", "pred1", "score1", "pred4"}
-    confusion = [list(map(int, r[1:])) for r in csv.reader(open(folder / "best_confusion.csv"))][1:]
+    assert len(predictions) == 8 and set(predictions[0]) >= {"video", "label", "label_name", "pred1", "name1", "score1"}
+    names = ["right", "left", "down", "up"]
+    assert all(r["label_name"] == names[int(r["label"])] and r["name1"] == names[int(r["pred1"])] for r in predictions)
+    table = list(csv.reader(open(folder / "best_confusion.csv")))
+    assert table[0] == ["true\\pred", *names] and [r[0] for r in table[1:]] == names
+    confusion = [list(map(int, r[1:])) for r in table[1:]]
     assert sum(map(sum, confusion)) == 8 and all(sum(row) == 2 for row in confusion)
-    assert Image.open(folder / "best_confusion.png").size[0] > 0
+    assert Image.open(folder / "best_confusion.png").size[0] >= 400, "a labelled plot, not a bare bitmap"
+    assert (
+        json.loads(
+            (folder / "checkpoints" / "latest")
+            .resolve()
+            .with_name((folder / "checkpoints" / "latest").read_text().strip())
+            .joinpath("meta.json")
+            .read_text()
+        )["class_names"]
+        == names
+    )
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["steps"] == steps and set(summary["checkpoints"]) == {"latest", "best"}
     assert (folder / "config.yaml").is_file()
