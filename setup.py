@@ -28,6 +28,8 @@ setup(
     extras_require={
         # huggingface_hub: DeepSpeed's zero_to_fp32.py (copied into its checkpoints) imports it.
         "deepspeed": ["deepspeed>=0.17", "huggingface_hub>=0.20"],
+        # harness.export --format onnx (torch's exporter needs onnxscript; ONNX Runtime runs it)
+        "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
         "test": [
             "pytest>=8.0",
             "hypothesis>=6.100",
@@ -41,6 +43,9 @@ setup(
             "cc-vjepa2==0.0.3",  # V-JEPA 2's src (models, VideoDataset) as a package
             "timm>=0.9",  # imported by V-JEPA 2's modules
             "pandas>=2.0",  # imported by V-JEPA 2's VideoDataset
+            "onnx>=1.17",  # the onnx export, run back with ONNX Runtime
+            "onnxscript>=0.3",
+            "onnxruntime>=1.20",
         ],
     },
     entry_points={
@@ -51,6 +56,8 @@ setup(
             "harness-prepare=harness.prepare:main",
             "harness-report=harness.report:main",
             "harness-plan=harness.plan:main",
+            "harness-predict=harness.predict:main",
+            "harness-export=harness.export.cli:main",
         ],
     },
 )

@@ -101,3 +101,15 @@ def demo_shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     settings = Settings(shard_samples=3)
     prepare(demo_root / "train.csv", out, settings, val_input=demo_root / "val.csv", workers=1, chunked=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1-epoch run of a RoPE ViT (V-JEPA 2's architecture) on the named demo classes."""
+    from harness.config import load_config
+    from harness.training import Trainer
+
+    folder = tmp_path_factory.mktemp("trained") / "run"
+    extra = ("optimization.epochs=1", "model.model_name=vit_tiny_rope", "logging.level=warning")
+    Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra))).fit()
+    return folder

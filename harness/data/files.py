@@ -75,8 +75,11 @@ def load_clips(
     rng: np.random.Generator,
     decoder: str = "auto",
     min_frames: int = 0,
+    frame_range: tuple[int, int] | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Decode and transform the clips of one video (file path or in-memory bytes).
+    """Decode and transform the clips of one video (file path or in-memory bytes); with
+    ``frame_range = (start, end)``, of that window of it (clips are sampled as if it were the
+    whole video; indices stay the video's).
 
     Returns:
         ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
@@ -89,8 +92,12 @@ def load_clips(
     try:
         if reader.num_frames < min_frames:
             raise SkippedVideo(TOO_SHORT, f"{reader.num_frames} frames < min_frames={min_frames}")
-        indices = sample_clip_indices(
-            reader.num_frames,
+        start, end = frame_range if frame_range is not None else (0, reader.num_frames)
+        end = min(end, reader.num_frames)
+        if end <= start:
+            raise DecodeError(f"window [{start}, {end}) holds no frame of the video's {reader.num_frames}")
+        indices = start + sample_clip_indices(
+            end - start,
             reader.fps,
             spec,
             num_clips,

@@ -116,22 +116,40 @@ def _stack(state: dict[str, torch.Tensor], prefix: str, parts: tuple[str, ...]) 
     return out
 
 
-_ENCODER_RENAMES = (
-    (r"encoder\.embeddings\.patch_embeddings\.proj\.", "patch_embed.proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.proj\.", r"blocks.\1.attn.proj."),
-    (r"encoder\.layer\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.", r"blocks.\1.\2."),
-    (r"encoder\.layernorm\.", "norm."),
+# Parameter names: (Hugging Face, ours); {i} and {j} stand for numbers. Both directions of the
+# conversion are made from these pairs, so they cannot drift apart.
+_ENCODER_NAMES = (
+    ("encoder.embeddings.patch_embeddings.proj.", "patch_embed.proj."),
+    ("encoder.layer.{i}.attention.proj.", "blocks.{i}.attn.proj."),
+    *((f"encoder.layer.{{i}}.{part}.", f"blocks.{{i}}.{part}.") for part in ("norm1", "norm2", "mlp.fc1", "mlp.fc2")),
+    ("encoder.layernorm.", "norm."),
 )
-_POOLER_RENAMES = (
-    (r"pooler\.query_tokens$", "pooler.query_tokens"),
-    (r"pooler\.cross_attention_layer\.layer_norm(\d)\.", r"pooler.cross_attention_block.norm\1."),
-    (r"pooler\.cross_attention_layer\.cross_attn\.q_proj\.", "pooler.cross_attention_block.xattn.q."),
-    (r"pooler\.cross_attention_layer\.mlp\.", "pooler.cross_attention_block.mlp."),
-    (r"pooler\.self_attention_layers\.(\d+)\.layer_norm(\d)\.", r"pooler.blocks.\1.norm\2."),
-    (r"pooler\.self_attention_layers\.(\d+)\.self_attn\.out_proj\.", r"pooler.blocks.\1.attn.proj."),
-    (r"pooler\.self_attention_layers\.(\d+)\.mlp\.", r"pooler.blocks.\1.mlp."),
-    (r"classifier\.", "linear."),
+_POOLER_NAMES = (
+    ("pooler.query_tokens", "pooler.query_tokens"),
+    ("pooler.cross_attention_layer.layer_norm{i}.", "pooler.cross_attention_block.norm{i}."),
+    ("pooler.cross_attention_layer.cross_attn.q_proj.", "pooler.cross_attention_block.xattn.q."),
+    ("pooler.cross_attention_layer.mlp.", "pooler.cross_attention_block.mlp."),
+    ("pooler.self_attention_layers.{i}.layer_norm{j}.", "pooler.blocks.{i}.norm{j}."),
+    ("pooler.self_attention_layers.{i}.self_attn.out_proj.", "pooler.blocks.{i}.attn.proj."),
+    ("pooler.self_attention_layers.{i}.mlp.", "pooler.blocks.{i}.mlp."),
+    ("classifier.", "linear."),
 )
+
+
+def _rules(pairs: tuple[tuple[str, str], ...], to_hf: bool) -> tuple[tuple[str, str], ...]:
+    """Regex rules for :func:`_rename` from name pairs, in either direction."""
+    rules = []
+    for hf, ours in pairs:
+        source, target = (ours, hf) if to_hf else (hf, ours)
+        pattern = re.escape(source).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{j\}", r"(?P<j>\d+)")
+        rules.append(
+            (pattern + ("" if source.endswith(".") else "$"), target.replace("{i}", r"\g<i>").replace("{j}", r"\g<j>"))
+        )
+    return tuple(rules)
+
+
+_ENCODER_RENAMES, _ENCODER_TO_HF = _rules(_ENCODER_NAMES, False), _rules(_ENCODER_NAMES, True)
+_POOLER_RENAMES, _POOLER_TO_HF = _rules(_POOLER_NAMES, False), _rules(_POOLER_NAMES, True)
 
 
 def _rename(state: dict[str, torch.Tensor], rules: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
@@ -173,4 +191,39 @@ def classifier_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.
         stacked = _stack(state, prefix, ("q_proj", "k_proj", "v_proj"))
         out.update({f"pooler.blocks.{layer}.attn.qkv.{kind}": tensor for kind, tensor in stacked.items()})
     out.update(_rename(state, _POOLER_RENAMES))
+    return out
+
+
+def _split(state: dict[str, torch.Tensor], key: str, prefix: str, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`_stack`: ``key.{weight,bias}`` cut into equal ``prefix{part}.*`` pieces."""
+    out = {}
+    for kind in ("weight", "bias"):
+        if f"{key}.{kind}" in state:
+            for part, piece in zip(parts, state.pop(f"{key}.{kind}").chunk(len(parts), dim=0)):
+                out[f"{prefix}{part}.{kind}"] = piece.contiguous()
+    return out
+
+
+def encoder_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``VJEPA2ForVideoClassification`` encoder state (``vjepa2.encoder.*``) from ours; the
+    inverse of :func:`encoder_state_from_hf`."""
+    state = dict(state)
+    out: dict[str, torch.Tensor] = {}
+    for layer in sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.attn\.qkv\.", k))}):
+        prefix = f"encoder.layer.{layer}.attention."
+        out.update(_split(state, f"blocks.{layer}.attn.qkv", prefix, ("query", "key", "value")))
+    out.update(_rename(state, _ENCODER_TO_HF))
+    return {f"vjepa2.{key}": value for key, value in out.items()}
+
+
+def classifier_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pooler and classifier of a ``VJEPA2ForVideoClassification`` from our attentive
+    classifier; the inverse of :func:`classifier_state_from_hf`."""
+    state = dict(state)
+    out = _split(state, "pooler.cross_attention_block.xattn.kv", "pooler.cross_attention_layer.cross_attn.",
+                 ("k_proj", "v_proj"))  # fmt: skip
+    for layer in sorted({int(m.group(1)) for k in state if (m := re.match(r"pooler\.blocks\.(\d+)\.attn\.qkv", k))}):
+        prefix = f"pooler.self_attention_layers.{layer}.self_attn."
+        out.update(_split(state, f"pooler.blocks.{layer}.attn.qkv", prefix, ("q_proj", "k_proj", "v_proj")))
+    out.update(_rename(state, _POOLER_TO_HF))
     return out

@@ -86,7 +86,7 @@ class AttentivePooler(nn.Module):
         if self.blocks is not None and self.order == "tokens_first":
             for block in self.blocks:
                 tokens = block(tokens)
-        queries = self.cross_attention_block(self.query_tokens.expand(len(tokens), -1, -1), tokens)
+        queries = self.cross_attention_block(self.query_tokens.expand(tokens.shape[0], -1, -1), tokens)
         if self.blocks is not None and self.order == "queries":
             for block in self.blocks:
                 queries = block(queries)

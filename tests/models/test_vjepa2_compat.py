@@ -184,3 +184,13 @@ def test_concat_tokens_is_vjepa2s_multiclip_evaluation(tmp_path, use_pos_embed, 
         ours = model(ours_input, ours_indices, num_views=num_views)
     torch.testing.assert_close(ours.exp(), expected, rtol=0, atol=1e-5)
     assert torch.equal(ours.argmax(1), expected.argmax(1))
+
+
+def test_hugging_face_state_conversion_is_exactly_invertible():
+    torch.manual_seed(0)
+    theirs = transformers.VJEPA2ForVideoClassification(small_hf_config()).state_dict()
+    encoder, classifier = hf_vjepa2.encoder_state_from_hf(theirs), hf_vjepa2.classifier_state_from_hf(theirs)
+    back = {**hf_vjepa2.encoder_state_to_hf(encoder), **hf_vjepa2.classifier_state_to_hf(classifier)}
+    wanted = {k: v for k, v in theirs.items() if not k.startswith("vjepa2.predictor.")}
+    assert sorted(back) == sorted(wanted)
+    assert all(torch.equal(back[k], wanted[k]) for k in wanted)

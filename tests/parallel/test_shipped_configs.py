@@ -29,6 +29,7 @@ def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs:
         f"folder={folder}",
         f"data.datasets=[{root / 'train.csv'}]",
         f"data.val_datasets=[{root / 'val.csv'}]",
+        f"data.class_names={root / 'classes.txt'}",
         "data.generate_demo_data=false",
         "data.dataset_fpcs=[4]",
         "data.val_dataset_fpcs=[4]",

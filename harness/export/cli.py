@@ -1,0 +1,114 @@
+"""Export a trained classifier: ``python -m harness.export SOURCE OUT [--format F]``.
+
+``SOURCE`` is a run folder (its best checkpoint), a checkpoint folder or pointer of any strategy,
+an exported directory, or a Hugging Face V-JEPA 2 classifier directory. Formats:
+
+  safetensors  (default) weights + model.json: harness.load_classifier(OUT) rebuilds the model
+  hf           a transformers V-JEPA 2 video-classification directory (V-JEPA 2-shaped models)
+  onnx         model.onnx: clips [B, views, 3, T, S, S] -> logits [B, classes], dynamic batch
+  pt2          model.pt2 (torch.export), same input and output
+
+Every format writes model.json: class names, preprocessing, the config and where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from harness.errors import UserError, entry_point
+from harness.export.model_io import (
+    MODEL_FILE,
+    WEIGHTS_FILE,
+    Preprocessing,
+    TrainedModel,
+    class_names_of,
+    load_exported,
+    load_hf_classifier,
+    read_trained_model,
+    single_head,
+)
+from harness.models import hf_vjepa2
+
+
+def export_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """The plain model of ``source``, its preprocessing and the description to write with it."""
+    path = Path(source)
+    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
+        model, preprocessing = load_hf_classifier(path)
+        return model, preprocessing, {"source": str(path.resolve()), "source_format": "hf"}
+    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        model, preprocessing = load_exported(path)
+        description = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        kept = {k: v for k, v in description.items() if k not in ("label_map", "preprocessing", "num_classes")}
+        return model, preprocessing, kept
+    return from_trained(read_trained_model(path, weights))
+
+
+def from_trained(trained: TrainedModel) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """:func:`export_source` of a checkpoint read back (a multi-head run: its best head)."""
+    heads = getattr(trained.model.classifier, "heads", None)
+    description = {
+        "source": str(trained.folder.resolve()),
+        "strategy": trained.meta["strategy"],
+        "step": trained.meta["step"],
+        "weights": "ema" if trained.ema else "trained",
+        "heads_trained": len(heads) if heads is not None else 1,
+        "best_head": trained.meta.get("best_head") if heads is not None else None,
+    }
+    model, description["config"] = single_head(trained)
+    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta)), description
+
+
+def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weights: str = "ema") -> list[Path]:
+    """Write ``source`` as ``fmt`` into ``out``; returns the files written."""
+    from harness.export.formats import EXPORTERS
+
+    if fmt not in EXPORTERS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
+    return write_export(*export_source(source, weights), Path(out), fmt)
+
+
+def write_export(model: nn.Module, preprocessing: Preprocessing, description: dict[str, Any], out: Path,
+                 fmt: str) -> list[Path]:  # fmt: skip
+    """Write a prepared model in format ``fmt`` into ``out``."""
+    from harness.export.formats import EXPORTERS
+
+    if fmt == "safetensors" and "config" not in description:
+        raise UserError(f"{description.get('source')} holds no harness config to rebuild the model from; export "
+                        "it as onnx or pt2")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    return EXPORTERS[fmt](model, preprocessing, description, out)
+
+
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights ema|trained``: which weights of a checkpoint to take."""
+    parser.add_argument("--weights", choices=("ema", "trained"), default="ema",
+                        help="from a checkpoint: the moving average of the weights if the run kept one (default), "
+                        "or the weights as trained")  # fmt: skip
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    from harness.export.formats import EXPORTERS
+
+    parser = argparse.ArgumentParser(prog="harness-export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("source", help="run folder, checkpoint, exported or Hugging Face directory")
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--format", default="safetensors", choices=sorted(EXPORTERS), help="default: safetensors")
+    add_weights_option(parser)
+    args = parser.parse_args(argv)
+    written = export(args.source, args.out, args.format, args.weights)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Export to a ``transformers`` V-JEPA 2 video-classification directory.
+
+``transformers.AutoModelForVideoClassification.from_pretrained(OUT)`` loads it: ``config.json``
+(with ``id2label``), ``model.safetensors`` and ``video_preprocessor_config.json``. Only models
+with V-JEPA 2's architecture can go there (RoPE encoder with GELU MLPs, one attentive probe with
+the encoder's head count, no output projection, queries attending to the tokens); any other is
+refused with the reason. The export is checked before it is written: the ``transformers`` model
+must give the harness's logits (1e-4 in fp32) on a random clip, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+from harness.export.formats import FILE_MODE, write_description
+from harness.export.model_io import Preprocessing
+from harness.models import hf_vjepa2
+
+TOLERANCE = 1e-4
+# Harness settings V-JEPA 2's Hugging Face model has no counterpart for: key -> value it needs.
+REQUIRED = {
+    "use_silu": False,
+    "out_layers": None,
+    "pooler_output_projection": False,
+    "pooler_order": "tokens_first",
+    "temporal_pos_embed": False,
+}
+
+
+def incompatibility(model: nn.Module, values: dict[str, Any]) -> str | None:
+    """Why ``model`` (built from config ``values``) cannot be a Hugging Face V-JEPA 2 classifier."""
+    settings = values.get("model", {})
+    encoder = model.encoder
+    if not getattr(encoder, "use_rope", False):
+        return "its encoder uses sin-cos position tables; Hugging Face's V-JEPA 2 has RoPE only (model.use_rope)"
+    for key, needed in REQUIRED.items():
+        if settings.get(key, needed) != needed:
+            return f"model.{key}={settings[key]!r}; Hugging Face's V-JEPA 2 needs {needed!r}"
+    heads = settings.get("attn_pooler_heads")
+    if heads not in (None, encoder.num_heads):
+        return f"model.attn_pooler_heads={heads}: Hugging Face's V-JEPA 2 probe has the encoder's {encoder.num_heads}"
+    if hasattr(model.classifier, "heads"):
+        return "it has several probe heads: export a run's best head (a run folder or checkpoint does that)"
+    return None
+
+
+def hf_config(model: nn.Module, preprocessing: Preprocessing, layer_norm_eps: float):
+    """The ``transformers.VJEPA2Config`` of ``model`` (a small predictor: classification skips it)."""
+    import transformers
+
+    encoder, names = model.encoder, preprocessing.class_names
+    mlp = encoder.blocks[0].mlp.fc1
+    depth = 1 + len(getattr(model.classifier.pooler, "blocks", None) or [])
+    return transformers.VJEPA2Config(
+        hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth, num_attention_heads=encoder.num_heads,
+        mlp_ratio=mlp.out_features / encoder.embed_dim, patch_size=encoder.patch_size,
+        tubelet_size=encoder.tubelet_size, crop_size=preprocessing.crop_size,
+        frames_per_clip=preprocessing.frames_per_clip, qkv_bias=encoder.blocks[0].attn.qkv.bias is not None,
+        num_pooler_layers=depth - 1, layer_norm_eps=layer_norm_eps, num_labels=len(names),
+        id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)},
+        pred_hidden_size=64, pred_num_hidden_layers=1, pred_num_attention_heads=4, pred_num_mask_tokens=1,
+    )  # fmt: skip
+
+
+def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
+    """Write the directory (see the module docs); returns the files written."""
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("the hf format needs transformers: pip install transformers") from None
+    if reason := incompatibility(model, description.get("config", {})):
+        raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: {reason}")
+    ours_state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    encoder = {k.removeprefix("encoder."): v for k, v in ours_state.items() if k.startswith("encoder.")}
+    classifier = {k.removeprefix("classifier."): v for k, v in ours_state.items() if k.startswith("classifier.")}
+    state = {**hf_vjepa2.encoder_state_to_hf(encoder), **hf_vjepa2.classifier_state_to_hf(classifier)}
+    # transformers has one LayerNorm epsilon where V-JEPA 2 has 1e-6 in the encoder and 1e-5 in the
+    # probe: take the one whose model reproduces ours better (the probe's, measured: 1e-6 of error
+    # instead of 2e-4, as the queries' variance is small).
+    candidates = []
+    for eps in (model.classifier.pooler.cross_attention_block.norm1.eps, model.encoder.norm.eps):
+        theirs = transformers.VJEPA2ForVideoClassification(hf_config(model, preprocessing, eps)).eval()
+        result = theirs.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("vjepa2.predictor.")]
+        if missing or result.unexpected_keys:
+            raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: its weights do not map "
+                            f"(missing {missing[:3]}, left over {result.unexpected_keys[:3]})")  # fmt: skip
+        candidates.append((logit_difference(model, theirs, preprocessing), eps, theirs))
+    difference, _, theirs = min(candidates, key=lambda c: c[0])
+    if difference > TOLERANCE:
+        raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: transformers' model differs from "
+                        f"ours by {difference:.2e} on test clips")  # fmt: skip
+    # Its resize is int(crop x 256/224), fixed by transformers (the harness rounds: 1 px more at some sizes).
+    processor = transformers.VJEPA2VideoProcessor(
+        crop_size={"height": preprocessing.crop_size, "width": preprocessing.crop_size},
+        image_mean=list(preprocessing.mean), image_std=list(preprocessing.std),
+    )  # fmt: skip
+    # transformers writes in place: write into a temporary folder, then move each file over.
+    staging = out / f".tmp-{os.getpid()}-hf"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        theirs.save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        written = []
+        for path in sorted(staging.iterdir()):
+            path.chmod(FILE_MODE)
+            os.replace(path, out / path.name)
+            written.append(out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [*written, write_description(out, preprocessing, description, format="hf")]
+
+
+def logit_difference(model: nn.Module, theirs: nn.Module, preprocessing: Preprocessing) -> float:
+    """Largest absolute logit difference between the two models on random clips."""
+    p = preprocessing
+    clip = torch.randn(4, 3, p.frames_per_clip, p.crop_size, p.crop_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return (model(clip) - theirs(pixel_values_videos=clip.transpose(1, 2)).logits).abs().max().item()

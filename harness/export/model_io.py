@@ -1,0 +1,239 @@
+"""A trained classifier as a plain module, from any source, with the preprocessing it expects.
+
+Sources: a run folder (its best, else latest checkpoint), a checkpoint folder or pointer of any
+strategy (read offline: no process group, no DeepSpeed engine), an exported or consolidated
+directory (``model.json`` + ``model.safetensors``), or a Hugging Face V-JEPA 2 classifier
+directory (``config.json`` + weights, as ``transformers`` saves them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.config import Config, config_from_dict, load_config
+from harness.data.sampling import ClipSpec
+from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from harness.errors import UserError
+from harness.models import hf_vjepa2
+from harness.models.checkpoint_io import CheckpointError
+from harness.parallel.strategy import STATE_FILE, load_model_state
+from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
+from harness.training.ema import read_rank_files, whole_average
+from harness.training.optim import clean_name
+
+WEIGHTS_FILE = "model.safetensors"
+MODEL_FILE = "model.json"
+
+
+@dataclasses.dataclass
+class Preprocessing:
+    """How a video becomes the model's input, and what its outputs mean.
+
+    Clips of ``frames_per_clip`` frames, every ``frame_step``-th frame (or at ``fps``, or spanning
+    ``duration`` seconds), ``num_clips`` spread over the video, each resized (short side
+    ``crop_size x 256/224``) and cut into ``num_views`` square crops of ``crop_size``, scaled to
+    [0, 1] and normalised with ``mean``/``std``; the model averages its logits over clips and
+    views. Logit ``i`` is class ``class_names[i]``.
+    """
+
+    frames_per_clip: int
+    crop_size: int
+    class_names: list[str]
+    frame_step: int | None = 4
+    fps: float | None = None
+    duration: float | None = None
+    sampling_rule: str = "harness"
+    num_clips: int = 1
+    num_views: int = 1
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @classmethod
+    def from_config(cls, config: Config, class_names: list[str]) -> Preprocessing:
+        """The validation preprocessing of a run's config."""
+        data = config.data
+        rule = "harness" if data.sampling_rule == "auto" else data.sampling_rule
+        return cls(max(data.val_dataset_fpcs), data.crop_size, list(class_names), data.val_frame_step, data.val_fps,
+                   data.val_duration, rule, data.val_num_clips, data.num_views)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`as_dict` (unknown keys are refused)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise UserError(f"preprocessing: unknown keys {unknown}")
+        values = {**values, **{k: tuple(values[k]) for k in ("mean", "std") if k in values}}
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (JSON)."""
+        values = dataclasses.asdict(self)
+        return {**values, "mean": list(self.mean), "std": list(self.std)}
+
+    def with_sampling(self, **overrides: Any) -> Preprocessing:
+        """A copy with other clip settings; setting one of frame_step/fps/duration clears the others."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if any(k in overrides for k in ("frame_step", "fps", "duration")):
+            overrides = {"frame_step": None, "fps": None, "duration": None, **overrides}
+        updated = dataclasses.replace(self, **overrides)
+        updated.clip_spec()  # checks the combination
+        return updated
+
+    def clip_spec(self) -> ClipSpec:
+        """Which frames make a clip."""
+        return ClipSpec(self.frames_per_clip, frame_step=self.frame_step, fps=self.fps, duration=self.duration,
+                        rule=self.sampling_rule)  # fmt: skip
+
+    def transform(self, normalize: bool = False) -> EvalTransform:
+        """The evaluation views of one clip (``uint8`` unless ``normalize``)."""
+        return EvalTransform(self.crop_size, num_views=self.num_views, mean=self.mean, std=self.std,
+                             normalize=normalize)  # fmt: skip
+
+
+def plain_config(config: Config, **meta: Any) -> Config:
+    """``config`` for a single-device rebuild: no compile, nothing read from other files."""
+    values = {"pretrain_checkpoint": None, "classifier_checkpoint": None, **meta}
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, compile_model=False),
+                               meta=dataclasses.replace(config.meta, **values))  # fmt: skip
+
+
+def build_plain_model(config: Config, num_classes: int) -> nn.Module:
+    """The single-device model of ``config`` (no compile, no wrapping) in fp32 on the CPU."""
+    from harness.training.build import build_model
+
+    plain = dataclasses.replace(config, model=dataclasses.replace(config.model, compile_model=False))
+    return build_model(plain, num_classes)
+
+
+def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's (possibly trainable-only) state from a checkpoint of any strategy, offline."""
+    strategy = meta["strategy"]
+    if strategy == "fsdp":
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dcp_to_torch_save(checkpoint / "dcp", Path(tmp) / "state.pt")
+            state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=True)
+        return state["model"]
+    if strategy == "deepspeed":
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed")
+        # DeepSpeed records parameter names as named_parameters() gives them, wrappers included
+        # (activation checkpointing, compile); state dicts use the plain names.
+        return {clean_name(key): value for key, value in state.items()}
+    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A checkpoint read back: the plain model (a multi-head run's heads all present), the
+    checkpoint's ``meta.json`` and whether the weights are the moving average."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    config: Config
+    folder: Path
+    ema: bool
+
+
+def read_trained_model(checkpoint: str | Path, weights: str = "ema") -> TrainedModel:
+    """Rebuild the model of any harness checkpoint (any strategy) and load its weights;
+    ``weights="ema"`` swaps in the moving average of the weights where the run kept one."""
+    folder = resolve_checkpoint(checkpoint)
+    meta = read_checkpoint_meta(folder)
+    if problem := damage(folder):
+        raise CheckpointError(f"{folder} is damaged: {problem}")
+    # Every weight comes from the checkpoint, except a frozen encoder that was not saved in it.
+    config = config_from_dict(meta["config"])
+    config = plain_config(config, pretrain_checkpoint=config.meta.pretrain_checkpoint)
+    model = build_plain_model(config, meta["num_classes"])
+    load_model_state(model, read_model_state(folder, meta))
+    average = whole_average(read_rank_files(folder)) if weights == "ema" else None
+    if average:  # the average replaces the trained weights it tracks, whatever the strategy's shards
+        parameters = {clean_name(name): p for name, p in model.named_parameters()}
+        with torch.no_grad():
+            for name, value in average.items():
+                parameters[name].copy_(value)
+    return TrainedModel(model.eval(), meta, config, folder, bool(average))
+
+
+def single_head(trained: TrainedModel) -> tuple[nn.Module, dict[str, Any]]:
+    """The model with only the best head of a multi-head run (a plain classifier), and the config
+    values that rebuild it."""
+    model, values = trained.model, trained.meta["config"]
+    heads = getattr(model.classifier, "heads", None)
+    if heads is None:
+        return model, values
+    best = trained.meta.get("best_head") or 0
+    model.classifier = heads[best]
+    values = json.loads(json.dumps(values))
+    optimization = values["optimization"]
+    optimization.update(optimization.pop("heads")[best])
+    optimization["heads"] = []
+    return model, values
+
+
+def class_names_of(meta: dict[str, Any]) -> list[str]:
+    return list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
+
+
+def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
+    """Rebuild the classifier written by the ``safetensors`` export (or ``harness.consolidate``)
+    and load its weights strictly."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    description = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+    config = plain_config(config_from_dict(description["config"]))
+    model = build_plain_model(config, description["num_classes"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    names = [description["label_map"][str(i)] for i in range(description["num_classes"])]
+    if "preprocessing" in description:
+        return model.eval(), Preprocessing.from_dict(description["preprocessing"])
+    return model.eval(), Preprocessing.from_config(config, names)
+
+
+def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
+    """A Hugging Face ``VJEPA2ForVideoClassification`` directory as our classifier."""
+    hf_config = hf_vjepa2.read_hf_config(folder)
+    names = hf_vjepa2.class_names(hf_config) or [str(i) for i in range(hf_config.get("num_labels", 2))]
+    frames, crop = hf_config.get("frames_per_clip", 16), hf_config.get("crop_size", 256)
+    config = load_config(None, [f"meta.pretrain_checkpoint={folder}", f"meta.classifier_checkpoint={folder}",
+                                f"data.crop_size={crop}", f"data.dataset_fpcs=[{frames}]",
+                                f"data.val_dataset_fpcs=[{frames}]", "model.model_name=vit_large",
+                                f"data.patch_size={hf_config.get('patch_size', 16)}",
+                                f"data.tubelet_size={hf_config.get('tubelet_size', 2)}"])  # fmt: skip
+    model = build_plain_model(config, len(names))
+    description = Path(folder) / MODEL_FILE  # written by harness.export: the preprocessing it was trained with
+    if description.is_file():
+        saved = json.loads(description.read_text(encoding="utf-8")).get("preprocessing")
+        if saved:
+            return model.eval(), Preprocessing.from_dict(saved)
+    return model.eval(), Preprocessing.from_config(config, names)
+
+
+def load_classifier(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing]:
+    """A ready ``nn.Module`` (fp32, CPU, eval mode) and its :class:`Preprocessing` from any source
+    (see the module docs). Needs neither DeepSpeed nor a process group, except to read a
+    DeepSpeed checkpoint itself.
+
+    The module takes normalised clips ``[B, num_clips x num_views, C, T, H, W]`` (and optionally
+    their frame indices ``[B, clips, T]``, and ``num_views``) and returns logits ``[B, classes]``.
+    """
+    path = Path(source)
+    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
+        return load_hf_classifier(path)
+    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        return load_exported(path)
+    trained = read_trained_model(path, weights)
+    model, _ = single_head(trained)
+    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta))
