@@ -23,7 +23,7 @@ CHOICES = {
 }
 
 _INTERVALS = (
-    ("(0, inf)", "optimization.eps optimization.clip_grad data_aug.random_resize_aspect_ratio"),
+    ("(0, inf)", "optimization.eps optimization.clip_grad data_aug.random_resize_aspect_ratio model.pooler_norm_eps"),
     ("[0, inf)", "optimization.lr optimization.heads[].lr optimization.start_lr optimization.final_lr "
                  "optimization.warmup optimization.anneal "
                  "optimization.weight_decay optimization.final_weight_decay optimization.enc_lr_scale "
@@ -153,6 +153,7 @@ class ModelConfig:
     drop_path_rate: float = 0.0  #: harness: stochastic depth rate of the last encoder block
     pooler_order: str = "tokens_first"  #: harness: tokens_first (V-JEPA 2 probes) or queries
     pooler_output_projection: bool = False  #: harness: a Linear after the probe's cross-attention (V-JEPA 2 has none)
+    pooler_norm_eps: float = 1e-5  #: harness: probe LayerNorm epsilon (V-JEPA 2's 1e-5; 1e-6 makes HF exports exact)
     clip_aggregation: str = "auto"  #: harness: average_logits (seed), concat_tokens (V-JEPA 2 eval); auto picks by file
     temporal_pos_embed: bool = False  #: concat_tokens: add a 1D sin-cos table by frame index (wrapper use_pos_embed)
     max_frames: int = 128  #: length in frames of that table (wrapper max_frames)

@@ -353,6 +353,7 @@ def build_classifier(
         "use_sdpa": meta.use_sdpa,
         "order": model_cfg.pooler_order,
         "output_projection": model_cfg.pooler_output_projection,
+        "norm_eps": model_cfg.pooler_norm_eps,
     }
     path = meta.classifier_checkpoint
     if path and hf_vjepa2.is_hf_directory(path):
