@@ -108,3 +108,12 @@ def test_two_ranks_split_the_inputs_and_rank_0_merges_them(trained_run, demo_roo
     assert [r["video"] for r in two] == [r["video"] for r in one] and len(one) == 9
     for a, b in zip(one, two):
         assert a["name1"] == b["name1"] and float(a["prob1"]) == pytest.approx(float(b["prob1"]), abs=1e-5)
+
+
+def test_bfloat16_predictions_stay_close_to_float32(trained_run, demo_root, tmp_path):
+    args = [str(trained_run), str(demo_root / "val"), "--workers", "0", "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "fp32.csv")]) == 0
+    assert main([*args, "--dtype", "bfloat16", "--output", str(tmp_path / "bf16.csv")]) == 0
+    for a, b in zip(read_csv(tmp_path / "fp32.csv"), read_csv(tmp_path / "bf16.csv"), strict=True):
+        probabilities = {a[f"name{i}"]: float(a[f"prob{i}"]) for i in range(1, 5)}
+        assert abs(probabilities[b["name1"]] - float(b["prob1"])) < 0.03, "bf16 autocast, fp32 softmax"
