@@ -171,7 +171,7 @@ def main() -> None:
     ddp_bytes = results["ddp"][0]
     for name in STRATEGIES:
         held, seconds, _ = results[name]
-        planned = sum(model_state_bytes(name if name != "ddp" else "ddp", counts, 2, "float32")[:3])
+        planned = sum(model_state_bytes(name, counts, 2, "float32")[:3])
         print(f"{name:9} {held / 1e6:9.1f} {planned / 1e6:10.1f} {held / ddp_bytes:9.3f} {0.5:5.2f} "
               f"{seconds:7.3f} {seconds / baseline:7.2f}")  # fmt: skip
     print(f"ddp step time, first and last run: {results['ddp'][1]:.3f} s, {results['ddp_again'][1]:.3f} s")

@@ -46,6 +46,7 @@ import torch
 
 from harness.config import Config, argument_parser, config_from_args
 from harness.errors import entry_point
+from harness.parallel.registry import PLAN_ROWS
 
 GIB = 1024**3
 
@@ -82,23 +83,14 @@ class MemoryPlan:
         return self.model_states + self.gathered + self.activations
 
 
-def model_state_bytes(
-    strategy: str, counts: ModelCounts, ranks: int, dtype: str, offload: bool = False
-) -> tuple[float, float, float, float]:
-    """(weights, gradients, optimizer, gathered) bytes per rank; see the module table."""
-    p, q, n = counts.total, counts.trainable, ranks
+def model_state_bytes(row: str, counts: ModelCounts, ranks: int, dtype: str) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer, gathered) bytes per rank of planner row ``row`` (``ddp``,
+    ``fsdp+offload``, ``zero3``...: the strategies' rows, :data:`PLAN_ROWS`); see the module table."""
+    if row not in PLAN_ROWS:
+        raise ValueError(f"unknown plan row {row!r}; rows: {', '.join(PLAN_ROWS)}")
     low = 2 if dtype in ("bfloat16", "float16") else 4
-    optimizer = 0.0 if offload else 8.0 * q
-    if strategy in ("single", "ddp"):
-        return 4 * p, 4 * q, optimizer, 0.0
-    if strategy == "fsdp":
-        return 4 * p / n, 4 * q / n, optimizer / n, 2 * counts.largest_unit * low
-    master = 0.0 if offload else 4.0 * q
-    if strategy in ("zero1", "zero2"):
-        return low * p, low * q / n, (optimizer + master) / n, 0.0
-    if strategy == "zero3":
-        return low * p / n, low * q / n, (optimizer + master) / n, 2 * counts.largest_unit * low
-    raise ValueError(f"unknown strategy {strategy!r}")
+    spec = PLAN_ROWS[row]
+    return spec.formula(counts.total, counts.trainable, ranks, counts.largest_unit, low, spec.offload)
 
 
 def activation_bytes(config: Config, counts: ModelCounts) -> float:
@@ -146,22 +138,10 @@ def plan(config: Config, ranks: int, num_classes: int) -> list[MemoryPlan]:
     counts = count_parameters(config, num_classes)
     activations = activation_bytes(config, counts)
     rows = []
-    for name, strategy, offload in [
-        ("ddp", "ddp", False),
-        ("fsdp", "fsdp", False),
-        ("fsdp+offload", "fsdp", True),
-        ("zero1", "zero1", False),
-        ("zero2", "zero2", False),
-        ("zero3", "zero3", False),
-        ("zero3+offload", "zero3", True),
-    ]:
-        dtype = config.meta.dtype
-        weights, grads, optimizer, gathered = model_state_bytes(strategy, counts, ranks, dtype, offload)
-        if offload and strategy == "zero3":
-            weights = 0.0  # offload_param keeps the partitions in host memory
-        if offload and strategy == "fsdp":
-            weights = grads = 0.0
-        rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
+    for name, row in PLAN_ROWS.items():
+        if row.listed:
+            weights, grads, optimizer, gathered = model_state_bytes(name, counts, ranks, config.meta.dtype)
+            rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
     return rows
 
 

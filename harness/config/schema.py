@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.errors import UserError
+from harness.parallel.registry import STRATEGY_CHOICES
 
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
 CHOICES = {
@@ -17,7 +18,7 @@ CHOICES = {
     "model.pooler_order": ("tokens_first", "queries"),
     "logging.level": ("debug", "info", "warning"),
     "logging.wandb.mode": ("auto", "online", "offline", "disabled"),
-    "distributed.strategy": ("auto", "single", "ddp", "fsdp", "deepspeed"),
+    "distributed.strategy": STRATEGY_CHOICES,
     "distributed.backend": ("auto", "nccl", "gloo"),
     "distributed.fsdp_reduce_dtype": ("float32", "bfloat16"),
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from harness.errors import UserError
 from harness.models import hf_vjepa2
 from harness.models.checkpoint_io import CheckpointError
-from harness.parallel.strategy import STATE_FILE, load_model_state
+from harness.parallel.registry import strategy_spec
+from harness.parallel.strategy import load_model_state
 from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
 from harness.training.ema import read_rank_files, whole_average
 from harness.training.optim import clean_name
@@ -115,22 +115,7 @@ def build_plain_model(config: Config, num_classes: int) -> nn.Module:
 
 def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's (possibly trainable-only) state from a checkpoint of any strategy, offline."""
-    strategy = meta["strategy"]
-    if strategy == "fsdp":
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-        with tempfile.TemporaryDirectory() as tmp:
-            dcp_to_torch_save(checkpoint / "dcp", Path(tmp) / "state.pt")
-            state = torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=True)
-        return state["model"]
-    if strategy == "deepspeed":
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed")
-        # DeepSpeed records parameter names as named_parameters() gives them, wrappers included
-        # (activation checkpointing, compile); state dicts use the plain names.
-        return {clean_name(key): value for key, value in state.items()}
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+    return strategy_spec(meta["strategy"]).read_model_state(checkpoint)
 
 
 @dataclasses.dataclass

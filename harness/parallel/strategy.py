@@ -10,6 +10,7 @@ changes nothing in the loop.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.precision import Precision
 
 STATE_FILE = "state.pt"
+
+
+WRAPPER_TOKENS = re.compile(r"(_orig_mod\.|_checkpoint_wrapped_module\.|module\.)")
+
+
+def clean_name(name: str) -> str:
+    """A parameter name without wrapper tokens (``encoder.blocks.3.attn.qkv.weight``): compile,
+    activation checkpointing and DDP/DeepSpeed wrappers add them to ``named_parameters()``."""
+    return WRAPPER_TOKENS.sub("", name)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -228,9 +238,6 @@ class DistributedStrategy(Strategy):
             dist.destroy_process_group()
 
 
-STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
-
-
 def build_strategy(
     name: str,
     device_name: str,
@@ -244,30 +251,28 @@ def build_strategy(
     ``options`` are the strategy's own settings (FSDP policies, the DeepSpeed JSON...).
     """
     from harness.parallel.distributed import init_process_group, process_info
+    from harness.parallel.registry import STRATEGY_SPECS
 
     info = process_info()
-    if name == "auto":
-        name = "ddp" if info.world_size > 1 else "single"
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    name = resolve_strategy_name(name, info.world_size)
+    if name not in STRATEGY_SPECS:
+        raise ValueError(f"unknown strategy {name!r}; choose one of auto, {', '.join(STRATEGY_SPECS)}")
     device = resolve_device(device_name, info.local_rank)
     precision = Precision(dtype, device)
-    if name == "single":
+    implementation = STRATEGY_SPECS[name].implementation()
+    if not issubclass(implementation, DistributedStrategy):
         if info.world_size > 1:
             raise UserError(
-                f"distributed.strategy=single but the launcher started {info.world_size} processes; "
-                "use ddp, fsdp or deepspeed (or launch one process)"
+                f"distributed.strategy={name} but the launcher started {info.world_size} processes; "
+                "use a distributed strategy (or launch one process)"
             )
-        return Strategy(device, precision)
+        return implementation(device, precision, **(options or {}))
     init_process_group(info, backend, device)
-    if name == "ddp":
-        from harness.parallel.ddp import DDPStrategy
+    return implementation(device, precision, info.rank, info.world_size, **(options or {}))
 
-        return DDPStrategy(device, precision, info.rank, info.world_size)
-    if name == "fsdp":
-        from harness.parallel.fsdp import FSDPStrategy
 
-        return FSDPStrategy(device, precision, info.rank, info.world_size, **(options or {}))
-    from harness.parallel.deepspeed import DeepSpeedStrategy
-
-    return DeepSpeedStrategy(device, precision, info.rank, info.world_size, **(options or {}))
+def resolve_strategy_name(name: str, world_size: int) -> str:
+    """``auto`` is ``ddp`` when the launcher started several processes, else ``single``."""
+    if name != "auto":
+        return name
+    return "ddp" if world_size > 1 else "single"

@@ -34,7 +34,9 @@ from harness.models import (
 )
 from harness.models.registry import ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
-from harness.parallel.strategy import Strategy, build_strategy
+from harness.parallel.distributed import process_info
+from harness.parallel.registry import STRATEGY_SPECS
+from harness.parallel.strategy import Strategy, build_strategy, resolve_strategy_name
 from harness.training.classes import labelled, listing_records
 
 log = logging.getLogger(__name__)
@@ -43,21 +45,9 @@ log = logging.getLogger(__name__)
 def build_strategy_from_config(config: Config) -> Strategy:
     """Device, precision and strategy for this process (joins the process group when distributed)."""
     dist_cfg = config.distributed
-    options: dict = {}
-    if dist_cfg.strategy == "fsdp":
-        options = {
-            "reshard_after_forward": dist_cfg.fsdp_reshard_after_forward,
-            "cpu_offload": dist_cfg.fsdp_cpu_offload,
-            "reduce_dtype": dist_cfg.fsdp_reduce_dtype,
-        }
-    elif dist_cfg.strategy == "deepspeed":
-        options = {
-            "config": dist_cfg.deepspeed_config,
-            "micro_batch": config.data.batch_size,
-            "accumulation": config.optimization.accumulation_steps,
-            "clip_grad": config.optimization.clip_grad,
-        }
-    return build_strategy(dist_cfg.strategy, config.meta.device, config.meta.dtype, dist_cfg.backend, options)
+    name = resolve_strategy_name(dist_cfg.strategy, process_info().world_size)
+    options = STRATEGY_SPECS[name].options(dist_cfg, config.data, config.optimization)
+    return build_strategy(name, config.meta.device, config.meta.dtype, dist_cfg.backend, options)
 
 
 def ensure_demo_data(config: Config) -> None:

@@ -14,15 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.parallel.strategy import clean_name  # noqa: F401  (re-exported: used across training/)
+
 # Parameters that never get weight decay besides biases and norm weights (any 0/1-dim tensor).
 NO_DECAY_NAMES = ("pos_embed", "query_tokens")
-# Wrapper tokens that torch.compile / activation checkpointing / DDP insert into names.
-WRAPPER_TOKENS = re.compile(r"(_orig_mod\.|_checkpoint_wrapped_module\.|module\.)")
-
-
-def clean_name(name: str) -> str:
-    """A parameter name without wrapper tokens (``encoder.blocks.3.attn.qkv.weight``)."""
-    return WRAPPER_TOKENS.sub("", name)
 
 
 def uses_weight_decay(name: str, param: torch.Tensor) -> bool:

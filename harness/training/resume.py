@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from harness.config import Config, to_dict
 from harness.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
+from harness.parallel.registry import strategy_spec
 from harness.training.checkpoint import (
     META_FILE,
     CheckpointManager,
@@ -129,17 +130,9 @@ def check_resumable(path: Path, strategy) -> None:
         f"consolidate it (python -m harness.consolidate {path} OUT) and start a new run from "
         "OUT/model.safetensors as meta.pretrain_checkpoint, or resume with the saved setting"
     )
-    if meta["strategy"] != strategy.name and {meta["strategy"], strategy.name} != {"single", "ddp"}:
-        raise CheckpointError(
-            f"{path} was written by distributed.strategy={meta['strategy']}, this run uses "
-            f"{strategy.name}: the formats differ; {hint}"
-        )
-    if strategy.name == "deepspeed" and meta["world_size"] != strategy.world_size:
-        raise CheckpointError(
-            f"{path} is a DeepSpeed checkpoint of {meta['world_size']} ranks and this run has "
-            f"{strategy.world_size}: ZeRO partitions do not reshard on load; {hint} (or convert it "
-            "with DeepSpeed's ds_to_universal.py and load it as a universal checkpoint)"
-        )
+    problem = strategy_spec(strategy.name).resume_problem(meta["strategy"], meta["world_size"], strategy.world_size)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; {hint}")
 
 
 def _warn_config_changes(trainer: Trainer, saved: dict) -> None:
@@ -209,7 +202,7 @@ def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
     for index, head in enumerate(heads):
         load_into(head, classifier_state(checkpoint, index), f"{path} classifiers[{index}]")
     optimizer_states = checkpoint.get("opt") or []
-    if optimizer_states and trainer.strategy.name in ("single", "ddp"):
+    if optimizer_states and strategy_spec(trainer.strategy.name).plain_optimizer_state:
         for head, saved in zip(heads, optimizer_states):
             params = list(head.parameters())
             for index, param in enumerate(params):

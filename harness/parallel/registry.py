@@ -1,0 +1,167 @@
+"""Every strategy in one table: what the rest of the harness may know about it.
+
+A :class:`StrategySpec` declares a strategy's name, how it is built (imported only when used, so
+this module stays light enough for config parsing), its options from the run settings, its
+offline checkpoint reader (consolidation and export read any checkpoint through it), its memory
+formula for the planner, and which checkpoints it resumes. Config choices, resume checks, export
+and the planner all go through :data:`STRATEGY_SPECS`; no module outside ``parallel/`` compares
+strategy names. A new strategy is one entry here plus its module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# (weights, gradients, optimizer, gathered) bytes per rank, from (P, Q, N, U, low-precision bytes,
+# offload): see harness.plan's module docs for the formulas.
+MemoryFormula = Callable[[float, float, int, float, int, bool], tuple[float, float, float, float]]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One row of the memory plan: a named variant of a strategy."""
+
+    name: str
+    formula: MemoryFormula
+    offload: bool = False
+    listed: bool = True  #: printed by the planner (one process is not a distributed plan)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """What a strategy declares (see the module docs).
+
+    Attributes:
+        name: the ``distributed.strategy`` value.
+        module: ``module:Class`` of the implementation, imported when built.
+        options: run settings (``distributed``, ``data``, ``optimization`` sections, read by
+            attribute) -> the implementation's keyword options.
+        read_model_state: reads a checkpoint folder's model state offline (no process group).
+        resumes: strategy names whose checkpoints this one loads.
+        same_world_size: its checkpoints only load on as many ranks as wrote them.
+        plan_rows: its rows in the memory planner.
+        plain_optimizer_state: the optimizer's state dict is torch's, keyed by parameter order (a
+            foreign optimizer state can be poured into it).
+    """
+
+    name: str
+    module: str
+    options: Callable[[Any, Any, Any], dict[str, Any]] = lambda distributed, data, optimization: {}
+    read_model_state: Callable[[Path], dict] | None = None
+    resumes: frozenset[str] = frozenset()
+    same_world_size: bool = False
+    plan_rows: tuple[PlanRow, ...] = field(default_factory=tuple)
+    plain_optimizer_state: bool = False
+    convert_hint: str = ""  #: how to load its checkpoints on another number of ranks, if at all
+
+    def implementation(self) -> type:
+        """The strategy class (imported now)."""
+        import importlib
+
+        module, name = self.module.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def resume_problem(self, saved: str, saved_world_size: int, world_size: int) -> str | None:
+        """Why a checkpoint written by ``saved`` on ``saved_world_size`` ranks cannot be resumed by
+        this strategy on ``world_size`` ranks (None: it can)."""
+        if saved != self.name and saved not in self.resumes:
+            return f"it was written by distributed.strategy={saved}, this run uses {self.name}: the formats differ"
+        if self.same_world_size and saved_world_size != world_size:
+            return (
+                f"it is a {self.name} checkpoint of {saved_world_size} ranks and this run has {world_size}: its "
+                f"partitions do not reshard on load{self.convert_hint}"
+            )
+        return None
+
+
+def _torch_state(folder: Path) -> dict:
+    import torch
+
+    from harness.parallel.strategy import STATE_FILE
+
+    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+
+
+def _dcp_state(folder: Path) -> dict:
+    import tempfile
+
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(folder / "dcp", Path(tmp) / "state.pt")
+        return torch.load(Path(tmp) / "state.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def _zero_state(folder: Path) -> dict:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from harness.parallel.deepspeed import TAG
+    from harness.parallel.strategy import clean_name
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=TAG)
+    # DeepSpeed records parameter names as named_parameters() gives them, wrappers included
+    # (activation checkpointing, compile); state dicts use the plain names.
+    return {clean_name(key): value for key, value in state.items()}
+
+
+def _replicated(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
+    return 4 * p, 4 * q, 0.0 if offload else 8.0 * q, 0.0
+
+
+def _fsdp(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
+    if offload:  # weights, gradients and optimizer state live in host memory
+        return 0.0, 0.0, 0.0, 2 * unit * low
+    return 4 * p / n, 4 * q / n, 8.0 * q / n, 2 * unit * low
+
+
+def _zero(stage: int) -> MemoryFormula:
+    def formula(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
+        states = 0.0 if offload else 12.0 * q  # AdamW moments + fp32 master, partitioned
+        if stage < 3:
+            return low * p, low * q / n, states / n, 0.0
+        return (0.0 if offload else low * p / n), low * q / n, states / n, 2 * unit * low
+
+    return formula
+
+
+def _fsdp_options(distributed: Any, data: Any, optimization: Any) -> dict[str, Any]:
+    return {"reshard_after_forward": distributed.fsdp_reshard_after_forward,
+            "cpu_offload": distributed.fsdp_cpu_offload, "reduce_dtype": distributed.fsdp_reduce_dtype}  # fmt: skip
+
+
+def _deepspeed_options(distributed: Any, data: Any, optimization: Any) -> dict[str, Any]:
+    return {"config": distributed.deepspeed_config, "micro_batch": data.batch_size,
+            "accumulation": optimization.accumulation_steps, "clip_grad": optimization.clip_grad}  # fmt: skip
+
+
+STRATEGY_SPECS: dict[str, StrategySpec] = {
+    spec.name: spec
+    for spec in (
+        StrategySpec("single", "harness.parallel.strategy:Strategy", read_model_state=_torch_state,
+                     resumes=frozenset({"ddp"}), plain_optimizer_state=True,
+                     plan_rows=(PlanRow("single", _replicated, listed=False),)),
+        StrategySpec("ddp", "harness.parallel.ddp:DDPStrategy", read_model_state=_torch_state,
+                     resumes=frozenset({"single"}), plain_optimizer_state=True,
+                     plan_rows=(PlanRow("ddp", _replicated),)),
+        StrategySpec("fsdp", "harness.parallel.fsdp:FSDPStrategy", _fsdp_options, _dcp_state,
+                     plan_rows=(PlanRow("fsdp", _fsdp), PlanRow("fsdp+offload", _fsdp, True))),
+        StrategySpec("deepspeed", "harness.parallel.deepspeed:DeepSpeedStrategy", _deepspeed_options, _zero_state,
+                     same_world_size=True, convert_hint=" (DeepSpeed's ds_to_universal.py converts it to a universal "
+                                                        "checkpoint, which does)",
+                     plan_rows=(PlanRow("zero1", _zero(1)), PlanRow("zero2", _zero(2)), PlanRow("zero3", _zero(3)),
+                                PlanRow("zero3+offload", _zero(3), True))),
+    )
+}  # fmt: skip
+STRATEGY_CHOICES = ("auto", *STRATEGY_SPECS)  # auto: ddp when launched as several processes, else single
+PLAN_ROWS = {row.name: row for spec in STRATEGY_SPECS.values() for row in spec.plan_rows}
+
+
+def strategy_spec(name: str) -> StrategySpec:
+    """The spec of a registered strategy (a checkpoint's ``meta.json`` names one)."""
+    if name not in STRATEGY_SPECS:
+        raise KeyError(f"unknown strategy {name!r}; registered: {', '.join(STRATEGY_SPECS)}")
+    return STRATEGY_SPECS[name]
