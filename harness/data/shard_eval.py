@@ -15,12 +15,11 @@ from harness.data.decode import DecodeError, resolve_backend
 from harness.data.files import ClipItem, SkippedVideo
 from harness.data.loader import collate_clips
 from harness.data.sampling import ClipSpec
-from harness.data.shard_io import Shard, decode_sample, quarantine, read_samples
-from harness.data.shards import BROKEN_SHARDS, FAILED, VISITED
+from harness.data.shard_io import Shard, ShardCounters, decode_sample, read_samples
 from harness.data.workers import die_with_parent
 
 
-class ShardEvalDataset(IterableDataset):
+class ShardEvalDataset(ShardCounters, IterableDataset):
     """Validation samples from shards: every sample exactly once over all ranks and workers
     (shard ``i`` goes to rank ``i % ranks``, then to worker ``i // ranks % workers``), in tar
     order, deterministic clips; an unusable sample is ``None`` (dropped by the collate) and
@@ -32,10 +31,8 @@ class ShardEvalDataset(IterableDataset):
         self.shards, self.spec, self.transform = list(shards), spec, transform
         self.num_clips, self.decoder = num_clips, decoder
         resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
-        self.quarantine = Path(quarantine) if quarantine else None
+        ShardCounters.__init__(self, quarantine)
         self.rank, self.world_size = 0, 1
-        self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
-        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
 
     def total_samples(self) -> int | None:
         """Samples in all shards per the manifests (None when unknown)."""
@@ -45,11 +42,6 @@ class ShardEvalDataset(IterableDataset):
     def configure(self, rank: int, world_size: int) -> None:
         """Place this dataset on rank ``rank`` of ``world_size``."""
         self.rank, self.world_size = rank, world_size
-
-    def stats(self) -> dict[str, int]:
-        """Samples visited, unusable samples and broken shards seen by this rank."""
-        visited, failed, broken = self.counters.sum(0).tolist()
-        return {"visited": visited, "failed": failed, "broken_shards": broken}
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Evaluation is the same every time."""
@@ -63,23 +55,20 @@ class ShardEvalDataset(IterableDataset):
             try:
                 for key, parts in read_samples(shard.url, sha256=shard.sha256):
                     count += 1
-                    self.counters[worker, VISITED] += 1
+                    self.visited(worker)
                     yield self._decode(shard.url, key, parts, worker)
             except (tarfile.TarError, OSError, EOFError) as error:
-                self.counters[worker, BROKEN_SHARDS] += 1
-                quarantine(self.quarantine, shard.url, f"unreadable or truncated shard ({error})")
+                self.broken_shard(worker, shard.url, f"unreadable or truncated shard ({error})")
             else:
                 if shard.samples is not None and count < shard.samples:
-                    self.counters[worker, BROKEN_SHARDS] += 1
-                    quarantine(self.quarantine, shard.url, f"truncated shard: {count} of {shard.samples} samples")
+                    self.broken_shard(worker, shard.url, f"truncated shard: {count} of {shard.samples} samples")
 
     def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
         try:
             return decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, False,
                                  np.random.default_rng(0), self.decoder, self.num_classes)  # fmt: skip
         except (DecodeError, SkippedVideo, OSError) as error:
-            self.counters[worker, FAILED] += 1
-            quarantine(self.quarantine, f"{url}#{key}", str(error))
+            self.bad_sample(worker, f"{url}#{key}", str(error))
             return None
 
 

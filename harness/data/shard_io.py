@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import torch
 
 from harness.data.decode import DecodeError
 from harness.data.files import ClipItem, load_clips
@@ -173,6 +174,39 @@ def read_samples(url: str, skip: int = 0, sha256: str | None = None) -> Iterator
         if process is not None:
             process.kill()
             process.wait()
+
+
+VISITED, FAILED, BROKEN_SHARDS = 0, 1, 2  # counters kept per stream (worker) in shared memory
+
+
+class ShardCounters:
+    """What shard training and shard validation count and report alike: per worker (stream),
+    samples visited, bad samples and broken shards, in shared memory (workers write, the main
+    process reads), and the quarantine file each bad sample or shard is appended to."""
+
+    def __init__(self, quarantine_path: str | Path | None = None) -> None:
+        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
+        self.quarantine = Path(quarantine_path) if quarantine_path else None
+        self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
+
+    def stats(self) -> dict[str, int]:
+        """Samples visited, bad samples skipped and broken shards, over this rank's workers."""
+        visited, failed, broken = self.counters.sum(0).tolist()
+        return {"visited": visited, "failed": failed, "broken_shards": broken}
+
+    def visited(self, slot: int) -> None:
+        """A sample read by worker ``slot``."""
+        self.counters[slot, VISITED] += 1
+
+    def bad_sample(self, slot: int, what: str, reason: str) -> None:
+        """A sample that cannot be used: counted and quarantined."""
+        self.counters[slot, FAILED] += 1
+        quarantine(self.quarantine, what, reason)
+
+    def broken_shard(self, slot: int, url: str, reason: str) -> None:
+        """A shard that broke off (unreadable, truncated, altered): counted and quarantined."""
+        self.counters[slot, BROKEN_SHARDS] += 1
+        quarantine(self.quarantine, url, reason)
 
 
 def quarantine(path: Path | None, what: str, reason: str) -> None:

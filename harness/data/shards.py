@@ -37,22 +37,22 @@ from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures
 from harness.data.loader import ClipBatch, collate_clips
 from harness.data.sampling import ClipSpec
 from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shard API lives here)
+    FAILED,
     VIDEO_EXTENSIONS,
+    VISITED,
     Shard,
+    ShardCounters,
     ShardError,
     decode_sample,
     expand_braces,
     list_shards,
     manifest_classes,
     manifest_largest_label,
-    quarantine,
     read_samples,
 )
 from harness.data.workers import die_with_parent
 
 log = logging.getLogger(__name__)
-# Counters kept per stream in shared memory.
-VISITED, FAILED, BROKEN_SHARDS = 0, 1, 2
 
 
 class ShardItem(NamedTuple):
@@ -69,7 +69,7 @@ def collate_shard_items(items: Sequence[ShardItem]) -> ClipBatch:
     return batch._replace(position={"stream": items[-1].stream, "state": items[-1].position})
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(ShardCounters, IterableDataset):
     """Training samples streamed from shards; see the module docs for the scheme.
 
     Args:
@@ -113,12 +113,10 @@ class ShardDataset(IterableDataset):
         # of importing it again (torchcodec: ~1.5 s per worker).
         resolve_backend(decoder)
         self.max_failure_fraction = max_failure_fraction
-        self.quarantine = Path(quarantine) if quarantine else None
-        self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
+        ShardCounters.__init__(self, quarantine)
         self.rank, self.world_size, self.streams = 0, 1, 1
         self.epoch, self.quotas, self.start_states = 0, [0], [None]
         self.rotation = 0
-        self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
         # Each epoch's plan (epoch, rotation, quotas, start positions) as JSON in shared memory:
         # persistent workers read it when their next epoch starts.
         self._plan = torch.zeros(1 << 20, dtype=torch.uint8).share_memory_()
@@ -158,11 +156,6 @@ class ShardDataset(IterableDataset):
                     f"{total_streams} streams: every stream needs a shard. Prepare smaller shards "
                     "(harness.prepare --shard-size), use fewer workers, or set shards.resample=true"
                 )
-
-    def stats(self) -> dict[str, int]:
-        """Samples visited, bad samples skipped and broken shards, over this rank's workers."""
-        visited, failed, broken = self.counters.sum(0).tolist()
-        return {"visited": visited, "failed": failed, "broken_shards": broken}
 
     # ---------------------------------------------------------------------- the stream
     def _global(self, stream: int) -> int:
@@ -232,12 +225,10 @@ class ShardDataset(IterableDataset):
                 key = None
                 expected = self.sources[source][shard_index].samples
                 if expected is not None and source_state["open"][slot][1] < expected:
-                    self.counters[stream, BROKEN_SHARDS] += 1
                     read = source_state["open"][slot][1]
-                    quarantine(self.quarantine, url, f"truncated shard: {read} of {expected} samples readable")
+                    self.broken_shard(stream, url, f"truncated shard: {read} of {expected} samples readable")
             except (tarfile.TarError, OSError, EOFError) as error:
-                self.counters[stream, BROKEN_SHARDS] += 1
-                quarantine(self.quarantine, url, f"unreadable or truncated shard after "
+                self.broken_shard(stream, url, f"unreadable or truncated shard after "
                               f"{source_state['open'][slot][1]} samples ({error})")  # fmt: skip
                 key = None
             if key is None:  # shard finished (or broken): close it; the next draw refills
@@ -261,13 +252,12 @@ class ShardDataset(IterableDataset):
         while produced < quota:
             key, parts, url = next(samples)
             rng = np.random.default_rng([self.seed, self.epoch, self._global(stream), state["draws"], 2])
-            self.counters[stream, VISITED] += 1
+            self.visited(stream)
             try:
                 item = decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, self.train, rng,
                                      self.decoder, self.num_classes)  # fmt: skip
             except (DecodeError, SkippedVideo, OSError) as error:
-                self.counters[stream, FAILED] += 1
-                quarantine(self.quarantine, f"{url}#{key}", str(error))
+                self.bad_sample(stream, f"{url}#{key}", str(error))
                 self._check_budget(stream)
                 continue
             produced += 1
