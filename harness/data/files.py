@@ -20,11 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import VideoRecord
 from harness.data.sampling import ClipSpec, sample_clip_indices
+from harness.data.source import LoaderSettings
 from harness.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,39 @@ class VideoClipDataset(Dataset):
         """Counts of failed and filtered videos seen so far, across all workers."""
         counts = torch.bincount(self._status.long(), minlength=4).tolist()
         return {"failed": counts[BAD], "too_short": counts[TOO_SHORT], "too_large": counts[TOO_LARGE]}
+
+    # ------------------------------------------------------------ VideoSource (data/source.py)
+    num_classes: int | None = None
+
+    def size(self) -> int:
+        """Videos listed."""
+        return len(self.records)
+
+    def class_count(self) -> int:
+        """1 + the largest label listed."""
+        return 1 + max(record.label for record in self.records)
+
+    def label_problem(self, num_classes: int) -> str | None:
+        """The first listed label at or above ``num_classes``, with its ``file:line``."""
+        for record in self.records:
+            if record.label >= num_classes:
+                return (f"{record.where or record.path}: label {record.label} is not one of the {num_classes} "
+                        f"classes (ids 0..{num_classes - 1})")  # fmt: skip
+        return None
+
+    def make_loader(self, settings: LoaderSettings, train: bool) -> DataLoader:
+        """This rank's share (see :func:`harness.data.loader.build_loader`)."""
+        from harness.data.loader import build_loader
+
+        options = {"rank": settings.rank, "world_size": settings.world_size, "num_workers": settings.num_workers,
+                   "pin_memory": settings.pin_memory, "persistent_workers": settings.persistent_workers}  # fmt: skip
+        if not train:
+            return build_loader(self, settings.batch_size, train=False, **options)
+        samples = None
+        if settings.batches_per_epoch is not None:
+            samples = settings.batches_per_epoch * settings.batch_size * settings.world_size
+        return build_loader(self, settings.batch_size, train=True, seed=settings.seed, num_samples_per_epoch=samples,
+                            source_weights=settings.source_weights, repeats=settings.repeats, **options)  # fmt: skip
 
     def failed_paths(self) -> list[str]:
         """Paths of the videos that failed to decode so far."""

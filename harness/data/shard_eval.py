@@ -16,6 +16,7 @@ from harness.data.files import ClipItem, SkippedVideo
 from harness.data.loader import collate_clips
 from harness.data.sampling import ClipSpec
 from harness.data.shard_io import Shard, ShardCounters, decode_sample, read_samples
+from harness.data.source import LoaderSettings
 from harness.data.workers import die_with_parent
 
 
@@ -27,17 +28,28 @@ class ShardEvalDataset(ShardCounters, IterableDataset):
     """
 
     def __init__(self, shards: Sequence[Shard], spec: ClipSpec, transform: Callable, *, num_clips: int = 1,
-                 decoder: str = "auto", quarantine: str | Path | None = None) -> None:  # fmt: skip
+                 decoder: str = "auto", quarantine: str | Path | None = None,
+                 manifests: Sequence[str] = ()) -> None:  # fmt: skip
         self.shards, self.spec, self.transform = list(shards), spec, transform
         self.num_clips, self.decoder = num_clips, decoder
         resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
-        ShardCounters.__init__(self, quarantine)
+        ShardCounters.__init__(self, quarantine, manifests)
         self.rank, self.world_size = 0, 1
 
     def total_samples(self) -> int | None:
         """Samples in all shards per the manifests (None when unknown)."""
         counts = [shard.samples for shard in self.shards]
         return None if None in counts else sum(counts)
+
+    def size(self) -> int | None:
+        """Samples per the manifests (None when unknown)."""
+        return self.total_samples()
+
+    def make_loader(self, settings: LoaderSettings, train: bool = False) -> ShardEvalLoader:
+        """This rank's exact share: its shards, each sample once."""
+        self.configure(settings.rank, settings.world_size)
+        self.quarantine = settings.quarantine
+        return ShardEvalLoader(self, settings.batch_size, num_workers=settings.num_workers)
 
     def configure(self, rank: int, world_size: int) -> None:
         """Place this dataset on rank ``rank`` of ``world_size``."""

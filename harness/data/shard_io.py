@@ -12,7 +12,7 @@ import logging
 import re
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -184,10 +184,24 @@ class ShardCounters:
     samples visited, bad samples and broken shards, in shared memory (workers write, the main
     process reads), and the quarantine file each bad sample or shard is appended to."""
 
-    def __init__(self, quarantine_path: str | Path | None = None) -> None:
+    def __init__(self, quarantine_path: str | Path | None = None, manifests: Sequence[str] = ()) -> None:
         self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
         self.quarantine = Path(quarantine_path) if quarantine_path else None
         self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
+        self.manifests = [m for m in manifests if m.endswith(".json")]  #: the sources that have one
+
+    def class_count(self) -> int | None:
+        """Classes in the manifests' label maps (None without manifests)."""
+        return max((manifest_classes(m) or 0 for m in self.manifests), default=0) or None
+
+    def label_problem(self, num_classes: int) -> str | None:
+        """A manifest whose class histogram holds samples of a class at or above ``num_classes``."""
+        for manifest in self.manifests:
+            largest = manifest_largest_label(manifest)
+            if largest is not None and largest >= num_classes:
+                return (f"{manifest}: its class histogram has samples of class {largest}, but the run has "
+                        f"{num_classes} classes (ids 0..{num_classes - 1})")  # fmt: skip
+        return None
 
     def stats(self) -> dict[str, int]:
         """Samples visited, bad samples skipped and broken shards, over this rank's workers."""

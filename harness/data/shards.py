@@ -50,6 +50,7 @@ from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shar
     manifest_largest_label,
     read_samples,
 )
+from harness.data.source import LoaderSettings
 from harness.data.workers import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class ShardDataset(ShardCounters, IterableDataset):
         decoder: str = "auto",
         max_failure_fraction: float = 0.01,
         quarantine: str | Path | None = None,
+        manifests: Sequence[str] = (),
     ) -> None:
         self.sources = [list(shards) for shards in sources]
         if not all(self.sources):
@@ -113,7 +115,7 @@ class ShardDataset(ShardCounters, IterableDataset):
         # of importing it again (torchcodec: ~1.5 s per worker).
         resolve_backend(decoder)
         self.max_failure_fraction = max_failure_fraction
-        ShardCounters.__init__(self, quarantine)
+        ShardCounters.__init__(self, quarantine, manifests)
         self.rank, self.world_size, self.streams = 0, 1, 1
         self.epoch, self.quotas, self.start_states = 0, [0], [None]
         self.rotation = 0
@@ -142,6 +144,25 @@ class ShardDataset(ShardCounters, IterableDataset):
         if any(s.samples is None for shards in self.sources for s in shards):
             return None
         return sum(s.samples for shards in self.sources for s in shards)
+
+    def size(self) -> int | None:
+        """Samples per epoch per the manifests (None when unknown)."""
+        return self.total_samples()
+
+    def make_loader(self, settings: LoaderSettings, train: bool = True) -> ShardLoader:
+        """This rank's streams: ``batches_per_epoch`` batches per epoch, else the manifests' (or
+        ``samples_per_epoch``) samples over all ranks."""
+        self.configure(settings.rank, settings.world_size, max(1, settings.num_workers))
+        self.quarantine = settings.quarantine
+        batches = settings.batches_per_epoch
+        if batches is None:
+            total = settings.samples_per_epoch or self.total_samples()
+            if total is None:
+                raise ShardError("shards without manifests: set shards.samples_per_epoch (or optimization.ipe)")
+            batches = total // (settings.batch_size * settings.world_size)
+        # Workers persist: each epoch's plan reaches them through shared memory.
+        return ShardLoader(self, settings.batch_size, steps_per_epoch=batches, num_workers=settings.num_workers,
+                           pin_memory=settings.pin_memory, persistent_workers=settings.num_workers > 0)  # fmt: skip
 
     def configure(self, rank: int, world_size: int, streams: int) -> None:
         """Place this dataset: rank ``rank`` of ``world_size``, ``streams`` workers per rank."""

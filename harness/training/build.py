@@ -9,19 +9,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from torch.utils.data import DataLoader
+
 from harness.config import Config, ConfigError
-from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset, build_loader
+from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset
 from harness.data.listing import VideoRecord
-from harness.data.loader import ClipLoader
-from harness.data.shard_eval import ShardEvalDataset, ShardEvalLoader
+from harness.data.shard_eval import ShardEvalDataset
 from harness.data.shards import (
     Shard,
     ShardDataset,
     ShardError,
-    ShardLoader,
     list_shards,
-    manifest_classes,
 )
+from harness.data.source import LoaderSettings, VideoSource
 from harness.models import (
     AttentiveClassifier,
     MultiHeadClassifier,
@@ -113,7 +113,7 @@ def _shard_sources(sources: list[str], key: str) -> list[list[Shard]]:
         raise ConfigError(f"data.{key}: {error}") from None
 
 
-def build_train_dataset(config: Config, names: list[str] | None = None) -> VideoClipDataset | ShardDataset:
+def build_train_dataset(config: Config, names: list[str] | None = None) -> VideoSource:
     """Training data: ``data.datasets`` listings (name labels get their ids in ``names``), or
     ``data.shards`` streamed, with ``data_aug``."""
     data = config.data
@@ -129,8 +129,8 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
             resample=config.shards.resample,
             decoder=data.decoder,
             max_failure_fraction=data.max_failure_fraction,
+            manifests=data.shards,
         )
-        dataset.num_classes = max((manifest_classes(s) or 0) for s in data.shards) or None
         return dataset
     records = _read_listings(data.datasets, "datasets", names)
     specs = _clip_specs(config, data.dataset_fpcs, len(records))
@@ -148,7 +148,7 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
     )
 
 
-def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoClipDataset | ShardEvalDataset | None:
+def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSource | None:
     """Deterministic multi-view validation data over ``data.val_datasets`` or ``data.val_shards``
     (None if neither is set)."""
     data = config.data
@@ -160,6 +160,7 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoCl
             EvalTransform(data.crop_size, num_views=data.num_views, normalize=False),
             num_clips=data.val_num_clips,
             decoder=data.decoder,
+            manifests=data.val_shards,
         )
     if not data.val_datasets:
         return None
@@ -178,109 +179,49 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoCl
     )
 
 
-def infer_num_classes(config: Config, dataset: VideoClipDataset | ShardDataset, names: list[str] | None = None) -> int:
-    """``meta.num_classes``, or the number of class names, or 1 + the largest training label (or
-    the manifests' label map)."""
-    if names is not None and not config.meta.num_classes:
-        return len(names)
-    if isinstance(dataset, ShardDataset):
-        if config.meta.num_classes:
-            return config.meta.num_classes
-        if dataset.num_classes is None:
-            raise ConfigError("meta.num_classes is 0 and data.shards has no manifest with a label map: set it")
-        return dataset.num_classes
-    largest = max(record.label for record in dataset.records)
+def infer_num_classes(config: Config, dataset: VideoSource, names: list[str] | None = None) -> int:
+    """``meta.num_classes``, or the number of class names, or what the training data implies
+    (1 + its largest label; a shard manifest's label map). Labels are checked afterwards
+    (:func:`harness.training.checks.check_labels`)."""
     if config.meta.num_classes:
-        if largest >= config.meta.num_classes:
-            raise ConfigError(
-                f"meta.num_classes={config.meta.num_classes} but the training listing has label {largest}"
-            )
         return config.meta.num_classes
-    return largest + 1
-
-
-def build_shard_loader(config: Config, strategy: Strategy, dataset: ShardDataset) -> ShardLoader:
-    """This rank's stream of shard batches; every rank gets the same number per epoch."""
-    data, opt = config.data, config.optimization
-    streams = max(1, data.num_workers)
-    try:
-        dataset.configure(strategy.rank, strategy.world_size, streams)
-    except ShardError as error:
-        raise ConfigError(f"data.shards: {error}") from None
-    dataset.quarantine = Path(config.folder) / f"quarantine_r{strategy.rank}.txt"
-    if opt.ipe is not None:
-        batches = opt.ipe * opt.accumulation_steps
-    else:
-        total = config.shards.samples_per_epoch or dataset.total_samples()
-        if total is None:
-            raise ConfigError("data.shards without manifests: set shards.samples_per_epoch (or optimization.ipe)")
-        batches = total // (data.batch_size * strategy.world_size)
-    return ShardLoader(
-        dataset,
-        data.batch_size,
-        steps_per_epoch=batches,
-        num_workers=data.num_workers,
-        pin_memory=data.pin_mem and strategy.device.type == "cuda",
-        persistent_workers=data.num_workers > 0,  # each epoch's plan reaches them through shared memory
-    )
+    if names is not None:
+        return len(names)
+    count = dataset.class_count()
+    if count is None:
+        raise ConfigError("meta.num_classes is 0 and the training data implies no class count (shards without a "
+                          "manifest label map): set meta.num_classes")  # fmt: skip
+    return count
 
 
 def build_loaders(
-    config: Config,
-    strategy: Strategy,
-    train_set: VideoClipDataset | ShardDataset,
-    val_set: VideoClipDataset | ShardEvalDataset | None,
-) -> tuple[ClipLoader | ShardLoader, ClipLoader | ShardEvalLoader | None]:
+    config: Config, strategy: Strategy, train_set: VideoSource, val_set: VideoSource | None
+) -> tuple[DataLoader, DataLoader | None]:
     """Per-rank loaders; a training epoch has ``ipe * accumulation_steps`` batches when ``ipe`` is set."""
-    if isinstance(train_set, ShardDataset):
-        train_loader = build_shard_loader(config, strategy, train_set)
-        return train_loader, build_val_loader(config, strategy, val_set) if val_set is not None else None
     data, opt = config.data, config.optimization
-    samples = None
-    if opt.ipe is not None:
-        samples = opt.ipe * opt.accumulation_steps * data.batch_size * strategy.world_size
-    train_loader = build_loader(
-        train_set,
-        data.batch_size,
-        train=True,
-        seed=config.meta.seed,
-        source_weights=data.datasets_weights,
-        num_samples_per_epoch=samples,
-        repeats=data.repeated_aug,
-        **_loader_options(config, strategy),
-    )
+    settings = LoaderSettings(
+        data.batch_size, strategy.rank, strategy.world_size, data.num_workers,
+        pin_memory=data.pin_mem and strategy.device.type == "cuda", persistent_workers=data.persistent_workers,
+        seed=config.meta.seed, batches_per_epoch=opt.ipe * opt.accumulation_steps if opt.ipe is not None else None,
+        samples_per_epoch=config.shards.samples_per_epoch,
+        source_weights=tuple(data.datasets_weights) if data.datasets_weights is not None else None,
+        repeats=data.repeated_aug, quarantine=Path(config.folder) / f"quarantine_r{strategy.rank}.txt",
+    )  # fmt: skip
+    train_loader = train_set.make_loader(settings, train=True)
     return train_loader, build_val_loader(config, strategy, val_set) if val_set is not None else None
 
 
-def build_val_loader(
-    config: Config, strategy: Strategy, val_set: VideoClipDataset | ShardEvalDataset
-) -> ClipLoader | ShardEvalLoader:
+def build_val_loader(config: Config, strategy: Strategy, val_set: VideoSource) -> DataLoader:
     """This rank's exact share of the validation set (no padding), in a fixed order."""
-    batch_size = config.data.val_batch_size or config.data.batch_size
-    if isinstance(val_set, ShardEvalDataset):
-        val_set.configure(strategy.rank, strategy.world_size)
-        val_set.quarantine = Path(config.folder) / f"quarantine_r{strategy.rank}.txt"
-        return ShardEvalLoader(val_set, batch_size, num_workers=_val_workers(config))
-    return build_loader(val_set, batch_size, train=False, **_loader_options(config, strategy, validation=True))
-
-
-def _val_workers(config: Config) -> int:
     data = config.data
-    return data.num_workers if data.val_num_workers is None else data.val_num_workers
-
-
-def _loader_options(config: Config, strategy: Strategy, validation: bool = False) -> dict:
-    data = config.data
-    persistent = data.persistent_workers
-    if validation and data.val_persistent_workers is not None:
-        persistent = data.val_persistent_workers
-    return {
-        "rank": strategy.rank,
-        "world_size": strategy.world_size,
-        "num_workers": _val_workers(config) if validation else data.num_workers,
-        "pin_memory": data.pin_mem and strategy.device.type == "cuda",
-        "persistent_workers": persistent,
-    }
+    persistent = data.persistent_workers if data.val_persistent_workers is None else data.val_persistent_workers
+    settings = LoaderSettings(
+        data.val_batch_size or data.batch_size, strategy.rank, strategy.world_size,
+        data.num_workers if data.val_num_workers is None else data.val_num_workers,
+        pin_memory=data.pin_mem and strategy.device.type == "cuda", persistent_workers=persistent,
+        quarantine=Path(config.folder) / f"quarantine_r{strategy.rank}.txt",
+    )  # fmt: skip
+    return val_set.make_loader(settings, train=False)
 
 
 def build_encoder(config: Config) -> VisionTransformer:

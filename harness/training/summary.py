@@ -16,13 +16,11 @@ log = logging.getLogger("harness.training.trainer")
 
 
 def dataset_size(dataset) -> str:
-    """Videos in a dataset as text (shard datasets report their manifest count)."""
+    """Videos of a source as text (``streamed`` when its size is unknown)."""
     if dataset is None:
         return "0"
-    if hasattr(dataset, "__len__"):
-        return str(len(dataset))
-    total = dataset.total_samples() if hasattr(dataset, "total_samples") else None
-    return f"{total} (shards)" if total is not None else "streamed"
+    size = dataset.size()
+    return str(size) if size is not None else "streamed"
 
 
 def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:

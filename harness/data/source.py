@@ -1,0 +1,71 @@
+"""The one protocol every kind of video data implements (listings, shards; training and validation).
+
+The trainer never asks which kind it holds: it asks a source for its size, its classes, the
+problems of its labels and its stats, and for this rank's loader given :class:`LoaderSettings`
+(plain values, filled from the config by ``training/build.py``). A new kind of data implements
+:class:`VideoSource` in its own module under ``data/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from torch.utils.data import DataLoader
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How one rank's loader of a source is made.
+
+    Attributes:
+        batch_size: videos per batch on this rank.
+        rank, world_size: this process's place in the job.
+        num_workers: decoding processes (0: in this process).
+        pin_memory: pin host memory (only with a GPU).
+        persistent_workers: keep workers between epochs.
+        seed: sampling seed.
+        batches_per_epoch: training batches per epoch on every rank (``ipe x accumulation``);
+            None: what the data holds.
+        samples_per_epoch: streams without known sizes: samples per epoch over all ranks.
+        source_weights: per-source sampling weights (training).
+        repeats: repeated augmentation (listings).
+        quarantine: the file bad samples of this rank are appended to.
+    """
+
+    batch_size: int
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = True
+    seed: int = 0
+    batches_per_epoch: int | None = None
+    samples_per_epoch: int | None = None
+    source_weights: tuple[float, ...] | None = None
+    repeats: int = 1
+    quarantine: Path | None = None
+
+
+@runtime_checkable
+class VideoSource(Protocol):
+    """What the trainer needs of its training or validation data."""
+
+    num_classes: int | None  #: set at start-up: labels at or above it are bad samples
+
+    def size(self) -> int | None:
+        """Videos (samples) per epoch when known."""
+
+    def class_count(self) -> int | None:
+        """Classes the data itself implies (1 + its largest label, a manifest's label map), or None."""
+
+    def label_problem(self, num_classes: int) -> str | None:
+        """Where a label is not below ``num_classes`` (``file:line: label 9 ...``), or None."""
+
+    def stats(self) -> dict[str, int]:
+        """Failure counts so far (``failed`` at least), over this rank's workers."""
+
+    def make_loader(self, settings: LoaderSettings, train: bool) -> DataLoader:
+        """This rank's loader (``set_epoch(epoch, start)``, ``len``; training loaders of streams
+        also ``state_dict``/``load_state_dict`` for exact resume)."""
