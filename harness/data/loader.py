@@ -198,6 +198,14 @@ class ClipLoader(DataLoader):
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
+    def state_dict(self) -> None:
+        """Nothing: a listing's position is the number of samples taken (the trainer's
+        ``batch_in_epoch``), given back through :meth:`set_epoch`'s ``start``."""
+        return None
+
+    def load_state_dict(self, state: None) -> None:
+        """See :meth:`state_dict`."""
+
 
 def build_loader(
     dataset: Dataset,

@@ -374,6 +374,6 @@ class ShardLoader(DataLoader):
             "next_stream": next_stream,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Positions to continue from at the next ``set_epoch(epoch, start > 0)``."""
+    def load_state_dict(self, state: dict | None) -> None:
+        """Positions to continue from at the next ``set_epoch(epoch, start > 0)`` (None: none saved)."""
         self.saved = state

@@ -1,13 +1,12 @@
-"""Saving and restoring a trainer's whole state through the checkpoint manager."""
+"""Saving and restoring a run's whole state (:class:`~harness.training.run_state.RunContext`)
+through the checkpoint manager."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.config import Config, to_dict
 from harness.fileio import write_atomic
@@ -22,9 +21,7 @@ from harness.training.checkpoint import (
     resolve_checkpoint,
 )
 from harness.training.optim import clean_name
-
-if TYPE_CHECKING:
-    from harness.training.trainer import Trainer
+from harness.training.run_state import RunContext
 
 log = logging.getLogger("harness.training.trainer")
 
@@ -36,36 +33,34 @@ ARCHITECTURE_KEYS = {"model_name", "depth", "use_rope", "use_silu", "wide_silu",
                      "patch_size", "tubelet_size", "crop_size", "dataset_fpcs"}  # fmt: skip
 
 
-def resume(trainer: Trainer) -> Path | None:
+def resume(run: RunContext) -> Path | None:
     """Load ``meta.read_checkpoint``, else the run folder's ``latest`` (when
-    ``meta.load_checkpoint``), else a V-JEPA 2 eval run's ``latest.pt`` in the run folder;
-    returns the checkpoint used or None for a fresh start."""
-    meta = trainer.config.meta
+    ``meta.load_checkpoint``), else a V-JEPA 2 eval run's ``latest.pt`` in the run folder, into
+    the run's parts; returns the checkpoint used or None for a fresh start."""
+    meta = run.config.meta
     if meta.read_checkpoint:
         path = resolve_checkpoint(meta.read_checkpoint)
     elif meta.load_checkpoint:
-        path = trainer.checkpoints.find("latest")
-        if path is None and (trainer.folder / VJEPA2_LATEST).is_file():
-            return resume_vjepa2(trainer, trainer.folder / VJEPA2_LATEST)
+        path = run.checkpoints.find("latest")
+        if path is None and (run.folder / VJEPA2_LATEST).is_file():
+            return resume_vjepa2(run, run.folder / VJEPA2_LATEST)
     else:
         path = None
     if path is None:
         return None
-    extra = load_checkpoint(path, trainer.strategy, trainer.model, trainer.optimizer, trainer.config,
-                            trainer.num_classes, trainer.checkpoints)  # fmt: skip
-    trainer.state = type(trainer.state)(**extra["train_state"])
-    trainer.strategy.precision.load_state_dict(extra.get("precision", {}))
-    trainer.window.load_state_dict(extra["window"])
-    trainer.epoch_sums.load_state_dict(extra["epoch_sums"])
-    rank_state = trainer.checkpoints.restore_rank_state(path)
-    if trainer.ema is not None:
+    extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes,
+                            run.checkpoints)  # fmt: skip
+    for name, part in run.parts.items():
+        if name in extra:
+            part.load_state_dict(extra[name])
+    rank_state = run.checkpoints.restore_rank_state(path) or {}
+    if run.ema is not None:
         if extra.get("ema") is not None:  # written before the average moved to the rank files
-            trainer.ema.load_state_dict(extra["ema"])
-        elif not trainer.ema.restore(path, trainer.strategy, trainer.model, rank_state):
+            run.ema.load_state_dict(extra["ema"])
+        elif not run.ema.restore(path, run.strategy, run.model, rank_state):
             log.warning("%s has no EMA of the weights: the average starts from the resumed weights", path)
-    if rank_state and rank_state.get("data") and hasattr(trainer.train_loader, "load_state_dict"):
-        trainer.train_loader.load_state_dict(rank_state["data"])
-    _warn_config_changes(trainer, extra.get("config", {}))
+    run.loader.load_state_dict(rank_state.get("data"))
+    _warn_config_changes(run.config, extra.get("config", {}))
     return path
 
 
@@ -135,8 +130,8 @@ def check_resumable(path: Path, strategy) -> None:
         raise CheckpointError(f"{path}: {problem}; {hint}")
 
 
-def _warn_config_changes(trainer: Trainer, saved: dict) -> None:
-    current = to_dict(trainer.config)
+def _warn_config_changes(config: Config, saved: dict) -> None:
+    current = to_dict(config)
     for section, values in saved.items():
         if not isinstance(values, dict):
             continue
@@ -146,16 +141,10 @@ def _warn_config_changes(trainer: Trainer, saved: dict) -> None:
                 log.warning("resuming with %s.%s=%r (the checkpoint used %r)", section, key, now, value)
 
 
-def save(trainer: Trainer, pointers: list[str]) -> Path:
+def save(run: RunContext, pointers: list[str]) -> Path:
     """Checkpoint everything resumable and point ``pointers`` at it."""
-    config, state, strategy = trainer.config, trainer.state, trainer.strategy
-    extra = {
-        "train_state": dataclasses.asdict(state),
-        "precision": strategy.precision.state_dict(),
-        "window": trainer.window.state_dict(),
-        "epoch_sums": trainer.epoch_sums.state_dict(),
-        "config": to_dict(config),
-    }
+    config, state, strategy = run.config, run.state, run.strategy
+    extra = {name: part.state_dict() for name, part in run.parts.items()} | {"config": to_dict(config)}
     # A frozen encoder that came from a file is not saved again (it is reloaded from there).
     trainable_only = not config.meta.finetune_encoder and bool(config.meta.pretrain_checkpoint)
     meta = {
@@ -163,28 +152,27 @@ def save(trainer: Trainer, pointers: list[str]) -> Path:
         "world_size": strategy.world_size,
         "epoch": state.epoch,
         "step": state.step,
-        "num_classes": trainer.num_classes,
-        "class_names": trainer.class_names,
+        "num_classes": run.num_classes,
+        "class_names": run.class_names,
         "best_head": state.best_head,
         "trainable_only": trainable_only,
         "config": to_dict(config),
-        "shapes": model_shapes(strategy, trainer.model),
+        "shapes": model_shapes(strategy, run.model),
     }
 
     def write(folder: Path) -> None:
-        strategy.save_state(folder, trainer.model, trainer.optimizer, extra, trainable_only)
+        strategy.save_state(folder, run.model, run.optimizer, extra, trainable_only)
         if strategy.is_main:
             write_atomic(folder / META_FILE, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
 
-    loader = trainer.train_loader
-    rank_state = {"data": loader.state_dict() if hasattr(loader, "state_dict") else None}
-    if trainer.ema is not None:  # each rank's shard of the average (sharded) or rank 0's whole copy
-        rank_state |= trainer.ema.rank_state(strategy, trainer.model)
+    rank_state = {"data": run.loader.state_dict()}
+    if run.ema is not None:  # each rank's shard of the average (sharded) or rank 0's whole copy
+        rank_state |= run.ema.rank_state(strategy, run.model)
     name = checkpoint_name(state.epoch, state.step)
-    return trainer.checkpoints.save(name, write, pointers, rank_state=rank_state)
+    return run.checkpoints.save(name, write, pointers, rank_state=rank_state)
 
 
-def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
+def resume_vjepa2(run: RunContext, path: Path) -> Path:
     """Continue a V-JEPA 2 eval run from its ``latest.pt``: the probe heads (``classifiers``),
     their AdamW moments (``opt``: one optimizer per head, parameters in the head's order, which
     ours share) and the epoch. A V-JEPA 2 run that was evaluation-only has no optimizer state
@@ -194,7 +182,7 @@ def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
     from harness.models.checkpoint_io import classifier_state, load_into, read_checkpoint
 
     checkpoint = read_checkpoint(path)
-    model = trainer.strategy.unwrap(trainer.model)
+    model = run.strategy.unwrap(run.model)
     heads = list(getattr(model.classifier, "heads", [model.classifier]))
     stored = checkpoint.get("classifiers") or []
     if len(stored) != len(heads):
@@ -202,17 +190,17 @@ def resume_vjepa2(trainer: Trainer, path: Path) -> Path:
     for index, head in enumerate(heads):
         load_into(head, classifier_state(checkpoint, index), f"{path} classifiers[{index}]")
     optimizer_states = checkpoint.get("opt") or []
-    if optimizer_states and strategy_spec(trainer.strategy.name).plain_optimizer_state:
+    if optimizer_states and strategy_spec(run.strategy.name).plain_optimizer_state:
         for head, saved in zip(heads, optimizer_states):
             params = list(head.parameters())
             for index, param in enumerate(params):
                 state = saved["state"].get(index)
                 if state is not None:
-                    trainer.optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v) else v
+                    run.optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v) else v
                                                       for k, v in state.items()}  # fmt: skip
     elif optimizer_states:
-        log.warning("%s: AdamW moments are not restored under %s (weights and epoch are)", path, trainer.strategy.name)
+        log.warning("%s: AdamW moments are not restored under %s (weights and epoch are)", path, run.strategy.name)
     epoch = int(checkpoint.get("epoch", 0))
-    trainer.state.epoch, trainer.state.step = epoch, epoch * trainer.steps_per_epoch
+    run.state.epoch, run.state.step = epoch, epoch * run.steps_per_epoch
     log.info("resumed V-JEPA 2 eval run %s at epoch %d (%d probe heads)", path, epoch, len(heads))
     return path

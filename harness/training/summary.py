@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from harness.observability import tokens_per_clip
 
 if TYPE_CHECKING:
+    from harness.training.run_state import TrainState
     from harness.training.trainer import Trainer
 
 log = logging.getLogger("harness.training.trainer")
@@ -71,10 +72,9 @@ def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
         log.info("resumed from %s at epoch %d, step %d", resumed_from, trainer.state.epoch, trainer.state.step)
 
 
-def failure(trainer: Trainer) -> str | None:
+def failure(state: TrainState) -> str | None:
     """Why a run that ended produced nothing usable, or None: every optimizer step was skipped for
     a NaN/Inf loss, or the validation counted no video."""
-    state = trainer.state
     if state.step > 0 and state.skipped_steps >= state.step:
         return (
             f"every one of the {state.step} optimizer steps had a NaN/Inf loss and was skipped, so the weights "
@@ -87,7 +87,7 @@ def failure(trainer: Trainer) -> str | None:
 
 def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> str | None:
     """Write ``summary.json`` and print where everything is (main rank); returns :func:`failure`."""
-    problem = failure(trainer)
+    problem = failure(trainer.state)
     if not trainer.is_main:
         return problem
     state = trainer.state

@@ -6,7 +6,6 @@ Strategy`, so single-process and distributed runs share every line here.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import math
@@ -34,29 +33,14 @@ from harness.training.evaluation import evaluate, to_model_input, write_eval_art
 from harness.training.metrics import EvalResult, RunningSums, topk_correct
 from harness.training.mixup import Mixup, soft_cross_entropy
 from harness.training.optim import build_adamw, build_schedules, param_groups
-from harness.training.resume import resume as resume_trainer
-from harness.training.resume import save as save_trainer
+from harness.training.resume import resume as resume_run
+from harness.training.resume import save as save_run
 from harness.training.run_lock import take_run_folder
+from harness.training.run_state import RunContext, TrainState
 from harness.training.signals import StopRequest
 from harness.training.summary import describe_start, failure, write_final_summary
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Where the run is; with the RNG and the model/optimizer state, all a resume needs."""
-
-    epoch: int = 0  #: epoch in progress (0-based)
-    step: int = 0  #: optimizer steps done
-    batch_in_epoch: int = 0  #: micro-batches of this rank consumed in ``epoch``
-    best_top1: float = -1.0
-    best_epoch: int = -1
-    last_eval: dict | None = None  #: metrics of the latest evaluation
-    skipped_steps: int = 0  #: steps dropped for a NaN/Inf loss
-    nonfinite_streak: int = 0  #: such steps in a row
-    wandb_run_id: str | None = None  #: continued by a resumed job
-    best_head: int | None = None  #: multi-head runs: the head of the best evaluation (used for export)
 
 
 class Trainer:
@@ -139,20 +123,28 @@ class Trainer:
         self.state.wandb_run_id = sink.run_id  # saved with the checkpoints: a resumed job continues the run
         return sink
 
+    def run_context(self) -> RunContext:
+        """What saving and resuming touch: the strategy's model and optimizer, and the parts."""
+        parts = {"train_state": self.state, "precision": self.strategy.precision, "window": self.window,
+                 "epoch_sums": self.epoch_sums}  # fmt: skip
+        return RunContext(self.config, self.folder, self.strategy, self.model, self.optimizer, self.checkpoints,
+                          self.state, parts, self.train_loader, self.ema, self.num_classes, self.class_names,
+                          self.steps_per_epoch)  # fmt: skip
+
     def resume(self) -> Path | None:
         """Continue from the run folder's latest checkpoint (or ``meta.read_checkpoint``)."""
-        return resume_trainer(self)
+        return resume_run(self.run_context())
 
     def save(self, pointers: list[str]) -> Path:
         """Checkpoint everything resumable and point ``pointers`` (``latest``, ``best``...) at it."""
-        return save_trainer(self, pointers)
+        return save_run(self.run_context(), pointers)
 
     # -------------------------------------------------------------------------------- train
     def fit(self) -> EvalResult | None:
         """Train the remaining epochs (evaluating after each); returns the last evaluation."""
         if self.config.meta.eval_only:
             result = self.evaluate_epoch(self.state.epoch - 1, write_best=False)
-            if problem := failure(self):
+            if problem := failure(self.state):
                 raise RunFailed(problem)
             return result
         result, stopped_by = None, None
