@@ -28,6 +28,13 @@ def available() -> str | None:
     return None
 
 
+def _munged_running() -> bool:
+    """A live munged (a zombie left by an earlier run does not count)."""
+    found = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, text=True).stdout.split()
+    return any(Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+               for pid in found)  # fmt: skip
+
+
 class Cluster:
     """Start with :meth:`start`, stop with :meth:`stop`; ``env`` is what clients need."""
 
@@ -36,6 +43,7 @@ class Cluster:
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.pids: list[Path] = []
+        self.started: list[int] = []  # every daemon this cluster started (munged only if it was not running)
 
     def write_conf(self) -> None:
         for sub in ("state", "spool/n1", "spool/n2", "log"):
@@ -72,12 +80,22 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
         self.write_conf()
         Path("/run/munge").mkdir(exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
-        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        if not _munged_running():
+            pid_file = Path("/run/munge/munged.pid")
+            pid_file.unlink(missing_ok=True)
             subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+            deadline = time.time() + 10
+            while not pid_file.is_file() and time.time() < deadline:
+                time.sleep(0.1)
+            self.started.append(int(pid_file.read_text().strip()))
         subprocess.run(["/usr/sbin/slurmctld", "-f", str(self.conf)], check=True, env=self.env)
         for node in ("n1", "n2"):
             subprocess.run(["/usr/sbin/slurmd", "-f", str(self.conf), "-N", node], check=True, env=self.env)
         self.pids = [self.root / "slurmctld.pid", self.root / "slurmd-n1.pid", self.root / "slurmd-n2.pid"]
+        deadline = time.time() + 10
+        while not all(path.is_file() for path in self.pids) and time.time() < deadline:
+            time.sleep(0.1)
+        self.started += [int(path.read_text().strip()) for path in self.pids if path.is_file()]
         deadline = time.time() + 60
         while time.time() < deadline:
             states = self.run("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
@@ -126,11 +144,28 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
             text.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="ignore").splitlines()[-30:]))
         return "\n".join(text)
 
-    def stop(self) -> None:
+    def running(self) -> list[int]:
+        """The daemons this cluster started that still run."""
+        alive = []
+        for pid in self.started:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+            except (FileNotFoundError, IndexError):
+                continue
+            if state != "Z":
+                alive.append(pid)
+        return alive
+
+    def stop(self, timeout: float = 15) -> None:
+        """Cancel the jobs and stop every daemon this cluster started (slurmd, slurmctld, then
+        munged if it started it), waiting until they are gone."""
         self.run("scancel", "--user=root")
         time.sleep(1)
-        for pid_file in self.pids:
+        for pid in reversed(self.started):
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (FileNotFoundError, ProcessLookupError, ValueError):
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
                 pass
+        deadline = time.time() + timeout
+        while self.running() and time.time() < deadline:
+            time.sleep(0.2)

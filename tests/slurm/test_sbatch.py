@@ -28,6 +28,7 @@ def cluster(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.stop()
+    assert not cluster.running(), f"daemons left running: {cluster.running()}"
 
 
 def config(tmp_path: Path, demo_root: Path, name: str) -> str:
