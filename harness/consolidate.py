@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from harness.errors import entry_point
-from harness.export.cli import add_weights_option, from_trained, write_export
+from harness.export.cli import add_weights_option, write_export
 from harness.export.formats import publish
-from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, load_exported, read_trained_model
+from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, from_trained, load_exported, read_trained_model
 
 VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
 

@@ -14,7 +14,6 @@ Every format writes model.json: class names, preprocessing, the config and where
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,47 +21,7 @@ from typing import Any
 from torch import nn
 
 from harness.errors import UserError, entry_point
-from harness.export.model_io import (
-    MODEL_FILE,
-    WEIGHTS_FILE,
-    Preprocessing,
-    TrainedModel,
-    class_names_of,
-    load_exported,
-    load_hf_classifier,
-    read_trained_model,
-    single_head,
-)
-from harness.models import hf_vjepa2
-
-
-def export_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
-    """The plain model of ``source``, its preprocessing and the description to write with it."""
-    path = Path(source)
-    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
-        model, preprocessing = load_hf_classifier(path)
-        return model, preprocessing, {"source": str(path.resolve()), "source_format": "hf"}
-    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
-        model, preprocessing = load_exported(path)
-        description = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
-        kept = {k: v for k, v in description.items() if k not in ("label_map", "preprocessing", "num_classes")}
-        return model, preprocessing, kept
-    return from_trained(read_trained_model(path, weights))
-
-
-def from_trained(trained: TrainedModel) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
-    """:func:`export_source` of a checkpoint read back (a multi-head run: its best head)."""
-    heads = getattr(trained.model.classifier, "heads", None)
-    description = {
-        "source": str(trained.folder.resolve()),
-        "strategy": trained.meta["strategy"],
-        "step": trained.meta["step"],
-        "weights": "ema" if trained.ema else "trained",
-        "heads_trained": len(heads) if heads is not None else 1,
-        "best_head": trained.meta.get("best_head") if heads is not None else None,
-    }
-    model, description["config"] = single_head(trained)
-    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta)), description
+from harness.export.model_io import Preprocessing, read_source
 
 
 def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weights: str = "ema") -> list[Path]:
@@ -71,7 +30,7 @@ def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weight
 
     if fmt not in EXPORTERS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
-    return write_export(*export_source(source, weights), Path(out), fmt)
+    return write_export(*read_source(source, weights), Path(out), fmt)
 
 
 def write_export(model: nn.Module, preprocessing: Preprocessing, description: dict[str, Any], out: Path,

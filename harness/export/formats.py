@@ -89,18 +89,20 @@ def graph_input(model: nn.Module, preprocessing: Preprocessing, batch: int = 2) 
     return ClipClassifier(model, p.num_views).eval(), torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
-def _exported_program(model: nn.Module, preprocessing: Preprocessing):
+def exported_program(model: nn.Module, preprocessing: Preprocessing) -> torch.export.ExportedProgram:
+    """The classifier as one ``torch.export`` graph of the fixed clip shape with a dynamic batch
+    (what the ``pt2`` file holds and what the ``onnx`` file is translated from)."""
     wrapped, example = graph_input(model, preprocessing)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        return torch.export.export(wrapped, (example,), dynamic_shapes={"clips": {0: batch}}), example
+        return torch.export.export(wrapped, (example,), dynamic_shapes={"clips": {0: batch}})
 
 
 @exporter("pt2")
 def export_pt2(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
     """``model.pt2`` (``torch.export``; the batch dimension is dynamic) + ``model.json``; load
     with ``torch.export.load(path).module()``."""
-    program, _ = _exported_program(model, preprocessing)
+    program = exported_program(model, preprocessing)
     weights = publish(out / "model.pt2", lambda path: torch.export.save(program, str(path)))
     return [weights, write_description(out, preprocessing, description, format="pt2", file="model.pt2")]
 
@@ -112,15 +114,12 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, description: dic
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError:
         raise UserError("the onnx format needs the onnx extra: pip install 'harness[onnx]'") from None
-    wrapped, example = graph_input(model, preprocessing)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = exported_program(model, preprocessing)
 
     def write(path: Path) -> None:
-        with torch.no_grad():
-            program = torch.onnx.export(wrapped, (example,), input_names=["clips"], output_names=["logits"],
-                                        dynamic_shapes={"clips": {0: batch}}, dynamo=True, external_data=False,
-                                        verbose=False)  # fmt: skip
-        program.save(str(path))
+        onnx = torch.onnx.export(program, input_names=["clips"], output_names=["logits"], dynamo=True,
+                                 external_data=False, verbose=False)  # fmt: skip
+        onnx.save(str(path))
 
     weights = publish(out / "model.onnx", write)
     return [weights, write_description(out, preprocessing, description, format="onnx", file="model.onnx")]

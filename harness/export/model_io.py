@@ -171,9 +171,9 @@ def class_names_of(meta: dict[str, Any]) -> list[str]:
     return list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
 
 
-def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
+def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
     """Rebuild the classifier written by the ``safetensors`` export (or ``harness.consolidate``)
-    and load its weights strictly."""
+    and load its weights strictly; also returns the description to carry into a new export."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -183,8 +183,11 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
     names = [description["label_map"][str(i)] for i in range(description["num_classes"])]
     if "preprocessing" in description:
-        return model.eval(), Preprocessing.from_dict(description["preprocessing"])
-    return model.eval(), Preprocessing.from_config(config, names)
+        preprocessing = Preprocessing.from_dict(description["preprocessing"])
+    else:
+        preprocessing = Preprocessing.from_config(config, names)
+    kept = {k: v for k, v in description.items() if k not in ("label_map", "preprocessing", "num_classes")}
+    return model.eval(), preprocessing, kept
 
 
 def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
@@ -206,6 +209,34 @@ def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
     return model.eval(), Preprocessing.from_config(config, names)
 
 
+def from_trained(trained: TrainedModel) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """A checkpoint read back as a plain classifier (a multi-head run: its best head), its
+    preprocessing, and the description an export writes with it."""
+    heads = getattr(trained.model.classifier, "heads", None)
+    description = {
+        "source": str(trained.folder.resolve()),
+        "strategy": trained.meta["strategy"],
+        "step": trained.meta["step"],
+        "weights": "ema" if trained.ema else "trained",
+        "heads_trained": len(heads) if heads is not None else 1,
+        "best_head": trained.meta.get("best_head") if heads is not None else None,
+    }
+    model, description["config"] = single_head(trained)
+    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta)), description
+
+
+def read_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """The plain classifier of any source (see the module docs), its preprocessing, and the
+    description an export writes with it."""
+    path = Path(source)
+    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
+        model, preprocessing = load_hf_classifier(path)
+        return model, preprocessing, {"source": str(path.resolve()), "source_format": "hf"}
+    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        return load_exported(path)
+    return from_trained(read_trained_model(path, weights))
+
+
 def load_classifier(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing]:
     """A ready ``nn.Module`` (fp32, CPU, eval mode) and its :class:`Preprocessing` from any source
     (see the module docs). Needs neither DeepSpeed nor a process group, except to read a
@@ -214,11 +245,5 @@ def load_classifier(source: str | Path, weights: str = "ema") -> tuple[nn.Module
     The module takes normalised clips ``[B, num_clips x num_views, C, T, H, W]`` (and optionally
     their frame indices ``[B, clips, T]``, and ``num_views``) and returns logits ``[B, classes]``.
     """
-    path = Path(source)
-    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
-        return load_hf_classifier(path)
-    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
-        return load_exported(path)
-    trained = read_trained_model(path, weights)
-    model, _ = single_head(trained)
-    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta))
+    model, preprocessing, _ = read_source(source, weights)
+    return model, preprocessing
