@@ -142,13 +142,7 @@ class CheckpointManager:
 
     def pointers(self) -> dict[str, str]:
         """Pointer name -> checkpoint folder name."""
-        if not self.root.is_dir():
-            return {}
-        return {
-            path.name: path.read_text(encoding="utf-8").strip()
-            for path in self.root.iterdir()
-            if path.is_file() and not path.name.startswith(TEMPORARY_PREFIX)
-        }
+        return read_pointers(self.root)
 
     def _remove_unreferenced(self) -> None:
         kept = set(self.pointers().values())
@@ -166,16 +160,6 @@ class CheckpointManager:
             raise CheckpointError(f"{self.root / pointer} names {name}, which does not exist")
         return path
 
-    def alternatives(self, damaged: Path) -> str:
-        """The complete checkpoints other than ``damaged`` that pointers name, as a hint to resume
-        from one of them (nothing is chosen for the user)."""
-        found = sorted({(name, pointer) for pointer, name in self.pointers().items()
-                        if name != damaged.name and damage(self.root / name) is None})  # fmt: skip
-        if not found:
-            return "no other complete checkpoint is kept"
-        listed = ", ".join(f"{pointer} -> {self.root / name}" for name, pointer in found)
-        return f"older complete checkpoints: {listed} (resume from one with meta.read_checkpoint=<folder>)"
-
     def restore_rank_state(self, checkpoint: Path) -> dict[str, Any] | None:
         """Restore this rank's RNG states from ``checkpoint`` and return the rest of its saved
         state (the data position); None when the checkpoint has nothing for this rank."""
@@ -186,6 +170,30 @@ class CheckpointManager:
         state = torch.load(path, weights_only=True)
         restore_rng(state.pop("rng"))
         return state
+
+
+def read_pointers(root: Path) -> dict[str, str]:
+    """Pointer name -> checkpoint folder name, of a run's ``checkpoints`` folder."""
+    if not root.is_dir():
+        return {}
+    return {
+        path.name: path.read_text(encoding="utf-8").strip()
+        for path in root.iterdir()
+        if path.is_file() and not path.name.startswith(TEMPORARY_PREFIX)
+    }
+
+
+def alternatives(damaged: Path) -> str:
+    """The complete checkpoints other than ``damaged`` that the pointers beside it name, as a hint
+    to resume from one of them (nothing is chosen for the user)."""
+    root = damaged.parent
+    pointers = read_pointers(root) if root.name == "checkpoints" else {}  # only a run's folder has pointers
+    found = sorted({(name, pointer) for pointer, name in pointers.items()
+                    if name != damaged.name and damage(root / name) is None})  # fmt: skip
+    if not found:
+        return "no other complete checkpoint is kept"
+    listed = ", ".join(f"{pointer} -> {root / name}" for name, pointer in found)
+    return f"older complete checkpoints: {listed} (resume from one with meta.read_checkpoint=<folder>)"
 
 
 def folder_bytes(folder: Path) -> int:

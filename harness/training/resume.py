@@ -14,7 +14,7 @@ from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.registry import strategy_spec
 from harness.training.checkpoint import (
     META_FILE,
-    CheckpointManager,
+    alternatives,
     checkpoint_name,
     damage,
     read_checkpoint_meta,
@@ -48,8 +48,7 @@ def resume(run: RunContext) -> Path | None:
         path = None
     if path is None:
         return None
-    extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes,
-                            run.checkpoints)  # fmt: skip
+    extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes)
     for name, part in run.parts.items():
         if name in extra:
             part.load_state_dict(extra[name])
@@ -64,24 +63,23 @@ def resume(run: RunContext) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, strategy, model, optimizer, config: Config, num_classes: int,
-                    manager: CheckpointManager | None = None) -> dict:  # fmt: skip
+def load_checkpoint(path: Path, strategy, model, optimizer, config: Config, num_classes: int) -> dict:
     """Check that ``path`` is complete, loadable by ``strategy`` and holds the model this run
     builds, then load it; returns the saved extras. Every problem is a :class:`CheckpointError`
     naming the file and what differs, with the older complete checkpoints when there are some."""
-    manager = manager or CheckpointManager(path.parent.parent, strategy.rank)
     problem = damage(path)
     if problem:
-        raise CheckpointError(f"{path} is damaged: {problem}; {manager.alternatives(path)}")
-    check_resumable(path, strategy)
-    check_same_model(path, strategy, model, config, num_classes)
+        raise CheckpointError(f"{path} is damaged: {problem}; {alternatives(path)}")
+    meta = read_checkpoint_meta(path)
+    check_resumable(path, meta, strategy)
+    check_same_model(path, meta, strategy, model, config, num_classes)
     try:
         return strategy.load_state(path, model, optimizer)
     except CheckpointError:
         raise
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read {path} ({reason}); {manager.alternatives(path)}") from error
+        raise CheckpointError(f"cannot read {path} ({reason}); {alternatives(path)}") from error
 
 
 def model_shapes(strategy, model) -> dict[str, list[int]]:
@@ -91,10 +89,10 @@ def model_shapes(strategy, model) -> dict[str, list[int]]:
     return shapes | {clean_name(n): list(b.shape) for n, b in plain.named_buffers()}
 
 
-def check_same_model(path: Path, strategy, model, config: Config, num_classes: int) -> None:
+def check_same_model(path: Path, meta: dict, strategy, model, config: Config, num_classes: int) -> None:
     """Refuse a checkpoint of another model (size, class count, head layout), naming the settings
-    and the tensors that differ, before any ``load_state_dict`` fails with a dump of keys."""
-    meta = read_checkpoint_meta(path)
+    and the tensors that differ (``meta``: the checkpoint's ``meta.json``), before any
+    ``load_state_dict`` fails with a dump of keys."""
     saved = meta.get("shapes")
     if saved is None:  # written before shapes were recorded: the load itself will tell
         return
@@ -118,9 +116,9 @@ def check_same_model(path: Path, strategy, model, config: Config, num_classes: i
     )
 
 
-def check_resumable(path: Path, strategy) -> None:
-    """Refuse checkpoints this strategy cannot load, with what to do instead."""
-    meta = read_checkpoint_meta(path)
+def check_resumable(path: Path, meta: dict, strategy) -> None:
+    """Refuse checkpoints this strategy cannot load (``meta``: the checkpoint's ``meta.json``),
+    with what to do instead."""
     hint = (
         f"consolidate it (python -m harness.consolidate {path} OUT) and start a new run from "
         "OUT/model.safetensors as meta.pretrain_checkpoint, or resume with the saved setting"
