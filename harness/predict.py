@@ -110,8 +110,11 @@ def window_units(index: int, video: str, window_s: float, stride_s: float) -> li
     starts = list(range(0, max(1, frames - length + 1), stride))
     if starts[-1] + length < frames:
         starts.append(frames - length)
-    ends = [min(frames, start + length) for start in starts]
-    return [Unit((index, n), video, (a, b), (a / fps, b / fps)) for n, (a, b) in enumerate(zip(starts, ends))]
+    units = []
+    for number, start in enumerate(starts):
+        end = min(frames, start + length)  # times to the millisecond
+        units.append(Unit((index, number), video, (start, end), (round(start / fps, 3), round(end / fps, 3))))
+    return units
 
 
 class VideoUnits(Dataset):
@@ -224,11 +227,7 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
             for row in rows:
                 record: dict[str, Any] = {"video": row.video}
                 if windows:
-                    record |= {
-                        "window": row.window,
-                        "start_s": _seconds_value(row.start_s),
-                        "end_s": _seconds_value(row.end_s),
-                    }
+                    record |= {"window": row.window, "start_s": row.start_s, "end_s": row.end_s}
                 record["top"] = [{"class": c, "name": names[c], "prob": round(p, 6)} for c, p in row.top]
                 record["error"] = row.error or None
                 handle.write(json.dumps(record) + "\n")
@@ -245,10 +244,6 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
 
 def _round(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
-
-
-def _seconds_value(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def build_units(videos: list[str], args: argparse.Namespace) -> tuple[list[Unit], list[Row]]:

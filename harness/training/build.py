@@ -56,12 +56,12 @@ def ensure_demo_data(config: Config) -> None:
     if not config.data.generate_demo_data:
         return
     listings = [Path(p) for p in config.data.datasets + config.data.val_datasets]
-    names = Path(config.data.class_names) if config.data.class_names else None
+    class_file = Path(config.data.class_names) if config.data.class_names else None
     if all(p.is_file() for p in listings):
-        if names is not None and not names.is_file() and names.parent == listings[0].parent:
+        if class_file is not None and not class_file.is_file() and class_file.parent == listings[0].parent:
             from harness.data.synthetic import write_class_names  # demo data made before it had names
 
-            write_class_names(names.parent, 1 + max(r.label for p in listings for r in listing_records(str(p))))
+            write_class_names(class_file.parent, 1 + max(r.label for p in listings for r in listing_records(str(p))))
         return
     roots = {p.parent for p in listings}
     names = {p.name for p in listings}
