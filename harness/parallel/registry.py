@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
+
 # (weights, gradients, optimizer, gathered) bytes per rank, from (P, Q, N, U, low-precision bytes,
 # offload): see harness.plan's module docs for the formulas.
 MemoryFormula = Callable[[float, float, int, float, int, bool], tuple[float, float, float, float]]
@@ -160,8 +162,15 @@ STRATEGY_CHOICES = ("auto", *STRATEGY_SPECS)  # auto: ddp when launched as sever
 PLAN_ROWS = {row.name: row for spec in STRATEGY_SPECS.values() for row in spec.plan_rows}
 
 
+class UnknownStrategy(UserError, KeyError):
+    """A name no strategy is registered under (e.g. in a foreign or damaged ``meta.json``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def strategy_spec(name: str) -> StrategySpec:
     """The spec of a registered strategy (a checkpoint's ``meta.json`` names one)."""
     if name not in STRATEGY_SPECS:
-        raise KeyError(f"unknown strategy {name!r}; registered: {', '.join(STRATEGY_SPECS)}")
+        raise UnknownStrategy(f"unknown strategy {name!r}; registered: {', '.join(STRATEGY_SPECS)}")
     return STRATEGY_SPECS[name]
