@@ -11,10 +11,9 @@ import os
 import time
 
 import torch
+from torch import nn
 
 from harness.config import Config
-from harness.models.flops import encoder_forward_flops
-from harness.models.registry import encoder_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +56,11 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * size**3 / best
 
 
-def flops_per_clip(config: Config, finetune: bool) -> int:
-    """Training FLOPs of one clip through the encoder: 3x forward when it trains, 1x when frozen."""
-    data, model = config.data, config.model
-    size = encoder_kwargs(model.model_name)
-    forward = encoder_forward_flops(
-        frames=max(data.dataset_fpcs),
-        img_size=data.crop_size,
-        patch_size=data.patch_size,
-        tubelet_size=data.tubelet_size,
-        embed_dim=size["embed_dim"],
-        depth=model.depth or size["depth"],
-        mlp_ratio=size["mlp_ratio"],
-        use_silu=model.use_silu,
-        wide_silu=model.wide_silu,
-    )
+def flops_per_clip(encoder: nn.Module, config: Config, finetune: bool) -> int:
+    """Training FLOPs of one clip through ``encoder`` (its family's ``forward_flops``): 3x forward
+    when it trains, 1x when frozen."""
+    data = config.data
+    forward = encoder.forward_flops(max(data.dataset_fpcs), data.crop_size, data.crop_size)
     return forward * (3 if finetune else 1)
 
 

@@ -121,7 +121,7 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     model_cfg = dataclasses.replace(config.model, compile_model=False, use_activation_checkpointing=False)
     meta_only = dataclasses.replace(config, meta=meta, model=model_cfg)
     with torch.device("meta"):
-        model = build_model(meta_only, num_classes)
+        model = build_model(meta_only, num_classes, device="meta")
     blocks = list(model.encoder.blocks)
     return ModelCounts(
         total=sum(p.numel() for p in model.parameters()),

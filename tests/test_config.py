@@ -149,10 +149,10 @@ SHIPPED = ["demo", *[f"{size}_{kind}" for size in ("vitl16", "vith16", "vitg16")
 def test_shipped_configs_load_and_fit_their_model(name):
     from pathlib import Path
 
-    from harness.models.registry import ENCODER_SIZES
+    from harness.models.registry import encoder_names
 
     config = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml")
-    assert config.model.model_name in ENCODER_SIZES
+    assert config.model.model_name in encoder_names()
     assert config.data.crop_size % config.data.patch_size == 0
     assert all(fpc % config.data.tubelet_size == 0 for fpc in config.data.dataset_fpcs)
     if name != "demo":

@@ -33,6 +33,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return None
         (inner,) = [t for t in options if t is not type(None)]
         return _coerce(value, inner, where)
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
     if origin is list:
         (inner,) = typing.get_args(hint)
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -172,6 +176,7 @@ def validate(config: Config) -> Config:
     for key, interval in RANGES.items():
         _check_range(config, key, interval)
     _check_shapes(config)
+    _check_model_family(config)
     if len(opt.heads) > 1 and config.meta.finetune_encoder:
         raise ConfigError(
             f"optimization.heads has {len(opt.heads)} heads: several heads share one frozen-encoder pass, "
@@ -240,6 +245,30 @@ def _check_shapes(config: Config) -> None:
     folder = Path(config.folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"folder: {folder} exists and is not a folder; choose another run folder")
+
+
+def _check_model_family(config: Config) -> None:
+    """``model_name`` is registered, ``family`` agrees with it, ``options`` are the family's, and
+    another family's top-level options keep their defaults."""
+    from harness.models.family import FAMILIES, FamilyError, family_of
+
+    model = config.model
+    try:
+        family = family_of(model.model_name)
+        family.option_values(model.options)
+    except FamilyError as error:
+        key = "model.model_name: " if "unknown model" in str(error) else ""
+        raise ConfigError(f"{key}{error}") from None
+    if model.family not in ("auto", family.name):
+        raise ConfigError(f"model.family={model.family!r} but model.model_name={model.model_name!r} is of the "
+                          f"{family.name} family (families: {', '.join(sorted(FAMILIES))})")  # fmt: skip
+    defaults = type(model)()
+    for other in FAMILIES.values():
+        for key in set(other.top_level_options) - set(family.top_level_options):
+            if getattr(model, key) != getattr(defaults, key):
+                raise ConfigError(f"model.{key} is an option of the {other.name} family; model.model_name="
+                                  f"{model.model_name!r} is of the {family.name} family: remove it or set "
+                                  f"model.{key}={getattr(defaults, key)}")  # fmt: skip
 
 
 SAMPLING_KEYS = ("fps", "duration", "frame_step")  # V-JEPA 2's priority when several are set

@@ -16,6 +16,7 @@ CHOICES = {
     "meta.dtype": ("float32", "bfloat16", "float16"),
     "meta.device": ("auto", "cpu", "cuda"),
     "model.pooler_order": ("tokens_first", "queries"),
+    "model.classifier": ("auto", "attentive", "linear"),
     "logging.level": ("debug", "info", "warning"),
     "logging.wandb.mode": ("auto", "online", "offline", "disabled"),
     "distributed.strategy": STRATEGY_CHOICES,
@@ -140,15 +141,18 @@ class MetaConfig:
 class ModelConfig:
     """Encoder and classifier (V-JEPA 2 ``model`` section)."""
 
-    model_name: str = "vit_large"  #: registered encoder name
+    model_name: str = "vit_large"  #: registered encoder name (families: vit, videomae)
+    family: str = "auto"  #: harness: model family; auto: the family that registered model_name
+    options: dict = field(default_factory=dict)  #: harness: the family's own options (README: model families)
+    classifier: str = "auto"  #: harness: attentive (V-JEPA 2 probe), linear (mean pool + Linear); auto: the family's
     depth: int | None = None  #: harness: override the registered number of blocks (small experiments)
     compile_model: bool = False  #: torch.compile the encoder
     use_activation_checkpointing: bool = False  #: recompute blocks in backward
     activation_checkpointing_every: int = 1  #: harness: checkpoint every k-th block (1: all)
-    uniform_power: bool = False  #: sin-cos channel split
-    use_rope: bool = False  #: rotary positions
-    use_silu: bool = False  #: SwiGLU MLP
-    wide_silu: bool = True  #: SwiGLU width rounding as V-JEPA 2
+    uniform_power: bool = False  #: vit family: sin-cos channel split
+    use_rope: bool = False  #: vit family: rotary positions
+    use_silu: bool = False  #: vit family: SwiGLU MLP
+    wide_silu: bool = True  #: vit family: SwiGLU width rounding as V-JEPA 2
     attn_pooler_depth: int = 1  #: cross-attention block + (depth - 1) self-attention blocks
     attn_pooler_heads: int | None = None  #: default: the encoder's heads
     drop_path_rate: float = 0.0  #: harness: stochastic depth rate of the last encoder block

@@ -1,7 +1,9 @@
-"""Export to a ``transformers`` V-JEPA 2 video-classification directory.
+"""Export to a ``transformers`` video-classification directory of the model's family.
 
 ``transformers.AutoModelForVideoClassification.from_pretrained(OUT)`` loads it: ``config.json``
-(with ``id2label``), ``model.safetensors`` and ``video_preprocessor_config.json``. Only models
+(with ``id2label``), ``model.safetensors`` and the processor's config. A ``vit`` model becomes a
+``VJEPA2ForVideoClassification`` and a ``videomae`` one (linear head, no layer scale) a
+``VideoMAEForVideoClassification``. For V-JEPA 2 only models
 with V-JEPA 2's architecture can go there (RoPE encoder with GELU MLPs, one attentive probe with
 the encoder's head count, no output projection, queries attending to the tokens); any other is
 refused with the reason. The export is checked before it is written: the ``transformers`` model
@@ -21,7 +23,8 @@ from torch import nn
 from harness.errors import UserError
 from harness.export.formats import FILE_MODE, write_description
 from harness.export.model_io import Preprocessing
-from harness.models import hf_vjepa2
+from harness.models import LinearClassifier, hf_vjepa2, videomae
+from harness.models.family import family_of_module
 
 TOLERANCE = 1e-4
 # Harness settings V-JEPA 2's Hugging Face model has no counterpart for: key -> value it needs.
@@ -70,11 +73,25 @@ def hf_config(model: nn.Module, preprocessing: Preprocessing, layer_norm_eps: fl
 
 
 def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
-    """Write the directory (see the module docs); returns the files written."""
+    """Write the directory of the model's family (see the module docs); returns the files written."""
+    family = family_of_module(model.encoder).name
+    if family not in HF_EXPORTERS:
+        raise UserError(f"the hf format has no exporter for the {family} model family; export safetensors, pt2 or onnx")
+    return HF_EXPORTERS[family](model, preprocessing, description, out)
+
+
+def transformers_module():
+    """``transformers``, or a user error saying how to install it."""
     try:
         import transformers
     except ImportError:
         raise UserError("the hf format needs transformers: pip install transformers") from None
+    return transformers
+
+
+def export_vjepa2(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
+    """A ``VJEPA2ForVideoClassification`` directory of a vit-family model."""
+    transformers = transformers_module()
     if reason := incompatibility(model, description.get("config", {})):
         raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: {reason}")
     ours_state = {k: v.detach().float() for k, v in model.state_dict().items()}
@@ -104,6 +121,12 @@ def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, descript
         crop_size={"height": preprocessing.crop_size, "width": preprocessing.crop_size},
         image_mean=list(preprocessing.mean), image_std=list(preprocessing.std),
     )  # fmt: skip
+    return save_hf_directory(theirs, processor, preprocessing, description, out)
+
+
+def save_hf_directory(theirs: nn.Module, processor: Any, preprocessing: Preprocessing, description: dict,
+                      out: Path) -> list[Path]:  # fmt: skip
+    """``save_pretrained`` of a checked ``transformers`` model and its processor into ``out``."""
     # transformers writes in place: write into a temporary folder, then move each file over.
     staging = out / f".tmp-{os.getpid()}-hf"
     shutil.rmtree(staging, ignore_errors=True)
@@ -120,9 +143,60 @@ def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, descript
     return [*written, write_description(out, preprocessing, description, format="hf")]
 
 
-def logit_difference(model: nn.Module, theirs: nn.Module, preprocessing: Preprocessing) -> float:
-    """Largest absolute logit difference between the two models on random clips."""
+def export_videomae(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
+    """A ``VideoMAEForVideoClassification`` directory of a videomae-family model with a linear head."""
+    transformers = transformers_module()
+    encoder, head, names = model.encoder, model.classifier, preprocessing.class_names
+    settings = description.get("config", {}).get("model", {})
+    problems = [
+        not isinstance(head, LinearClassifier) and "its classifier is not the linear head (model.classifier=linear)",
+        any(block.gamma_1 is not None for block in encoder.blocks) and "it has layer scale (init_values > 0)",
+        encoder.out_layers is not None and "it reads multi-level features (model.out_layers)",
+        settings.get("clip_aggregation", "auto") not in ("auto", "average_logits")
+        and "its clips are aggregated by concat_tokens",
+    ]
+    if reason := next((p for p in problems if p), None):
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: {reason}")
+    first = encoder.blocks[0]
+    config = transformers.VideoMAEConfig(
+        image_size=preprocessing.crop_size, patch_size=encoder.patch_size, num_frames=preprocessing.frames_per_clip,
+        tubelet_size=encoder.tubelet_size, hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth,
+        num_attention_heads=encoder.num_heads, intermediate_size=first.mlp.fc1.out_features,
+        qv_bias=first.attn.q_bias is not None, use_mean_pooling=head.pooling == "mean",
+        layer_norm_eps=first.norm1.eps, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )  # fmt: skip
+    theirs = transformers.VideoMAEForVideoClassification(config).eval()
+    state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    ours_encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    ours_head = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+    result = theirs.load_state_dict(videomae.hf_state_from_ours(ours_encoder, ours_head), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: its weights do not map (missing "
+                        f"{result.missing_keys[:3]}, left over {result.unexpected_keys[:3]})")  # fmt: skip
+    difference = logit_difference(model, theirs, preprocessing, "pixel_values")
+    if difference > TOLERANCE:
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: transformers' model differs from ours "
+                        f"by {difference:.2e} on test clips (its fc_norm epsilon is 1e-5: train with "
+                        "model.pooler_norm_eps=1e-5)")  # fmt: skip
+    side = preprocessing.crop_size
+    processor = transformers.VideoMAEImageProcessor(
+        size={"shortest_edge": round(side * 256 / 224)},
+        crop_size={"height": side, "width": side},
+        image_mean=list(preprocessing.mean),
+        image_std=list(preprocessing.std),
+    )
+    return save_hf_directory(theirs, processor, preprocessing, description, out)
+
+
+HF_EXPORTERS = {"vit": export_vjepa2, "videomae": export_videomae}
+
+
+def logit_difference(model: nn.Module, theirs: nn.Module, preprocessing: Preprocessing,
+                     input_name: str = "pixel_values_videos") -> float:  # fmt: skip
+    """Largest absolute logit difference between the two models on random clips (``transformers``
+    takes ``[B, T, C, H, W]`` under ``input_name``)."""
     p = preprocessing
     clip = torch.randn(8, 3, p.frames_per_clip, p.crop_size, p.crop_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return (model(clip) - theirs(pixel_values_videos=clip.transpose(1, 2)).logits).abs().max().item()
+        return (model(clip) - theirs(**{input_name: clip.transpose(1, 2)}).logits).abs().max().item()

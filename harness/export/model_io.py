@@ -20,8 +20,8 @@ from harness.config import Config, config_from_dict, load_config
 from harness.data.sampling import ClipSpec
 from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from harness.errors import UserError
-from harness.models import hf_vjepa2
-from harness.models.checkpoint_io import CheckpointError
+from harness.models.checkpoint_io import CheckpointError, hf_family
+from harness.models.hf_directory import class_names, is_hf_directory
 from harness.parallel.registry import strategy_spec
 from harness.parallel.strategy import load_model_state
 from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
@@ -191,13 +191,14 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing, dict[st
 
 
 def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
-    """A Hugging Face ``VJEPA2ForVideoClassification`` directory as our classifier."""
-    hf_config = hf_vjepa2.read_hf_config(folder)
-    names = hf_vjepa2.class_names(hf_config) or [str(i) for i in range(hf_config.get("num_labels", 2))]
-    frames, crop = hf_config.get("frames_per_clip", 16), hf_config.get("crop_size", 256)
+    """A Hugging Face video-classification directory of a registered family
+    (``VJEPA2ForVideoClassification``, ``VideoMAEForVideoClassification``) as our classifier."""
+    family, hf_config = hf_family(folder)
+    names = class_names(hf_config) or [str(i) for i in range(hf_config.get("num_labels", 2))]
+    frames, crop = family.hf.clip_shape(hf_config)
     config = load_config(None, [f"meta.pretrain_checkpoint={folder}", f"meta.classifier_checkpoint={folder}",
                                 f"data.crop_size={crop}", f"data.dataset_fpcs=[{frames}]",
-                                f"data.val_dataset_fpcs=[{frames}]", "model.model_name=vit_large",
+                                f"data.val_dataset_fpcs=[{frames}]", f"model.model_name={family.hf.model_name}",
                                 f"data.patch_size={hf_config.get('patch_size', 16)}",
                                 f"data.tubelet_size={hf_config.get('tubelet_size', 2)}"])  # fmt: skip
     model = build_plain_model(config, len(names))
@@ -229,7 +230,7 @@ def read_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Pr
     """The plain classifier of any source (see the module docs), its preprocessing, and the
     description an export writes with it."""
     path = Path(source)
-    if hf_vjepa2.is_hf_directory(path):  # first: the hf export also writes model.json
+    if is_hf_directory(path):  # first: the hf export also writes model.json
         model, preprocessing = load_hf_classifier(path)
         return model, preprocessing, {"source": str(path.resolve()), "source_format": "hf"}
     if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():

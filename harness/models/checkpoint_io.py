@@ -4,8 +4,9 @@ Accepted layouts: a plain state dict; a dict with the encoder under ``target_enc
 ``encoder``; a whole classifier's flat state (``encoder.*`` keys, e.g. ``harness.consolidate``
 output); attentive-probe files with heads under ``classifiers`` (a list) or ``classifier``.
 Keys may carry ``module.`` (DDP) and/or ``backbone.`` (wrapper) prefixes. ``.pt``/``.pth`` files
-are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too, and so
-are Hugging Face V-JEPA 2 directories (see :mod:`harness.models.hf_vjepa2`).
+are read with ``torch.load(weights_only=True)``; ``.safetensors`` files are accepted too. Which
+layouts an encoder accepts is its model family's choice (:mod:`harness.models.family`): these
+readers are the ``vit`` family's; Hugging Face directories go to the family of their model type.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 
 from harness.errors import UserError
-from harness.models import hf_vjepa2
+from harness.models.family import FAMILIES, ModelFamily, family_of_hf, family_of_module, hf_model_types
+from harness.models.hf_directory import HFFormatError, is_hf_directory, read_hf_config, read_hf_weights
 from harness.models.vit import interpolate_position_table
 
 log = logging.getLogger(__name__)
@@ -172,15 +174,19 @@ def load_encoder(
     strict: bool = True,
     allow_random_init: bool = False,
 ) -> LoadReport:
-    """Load encoder weights from a V-JEPA 2 or harness checkpoint file.
+    """Load encoder weights from a file or Hugging Face directory in any layout the encoder's
+    model family reads (:mod:`harness.models.family`; e.g. V-JEPA 2 or harness files for ``vit``).
 
     A load that would leave any encoder weight at its random initialisation is an error unless
     ``allow_random_init`` is set, even with ``strict=False`` (extra keys are then tolerated).
     """
-    if hf_vjepa2.is_hf_directory(path):
-        state = hf_vjepa2.encoder_state_from_hf(_read_hf(path))
+    family = family_of_module(encoder)
+    if is_hf_directory(path):
+        state = _hf_state(family, path, "encoder")
     else:
-        state = encoder_state(read_checkpoint(path), key)
+        state = family.encoder_states(read_checkpoint(path), key)
+        if state is None:
+            raise CheckpointError(f"{path}: no {family.name} encoder weights in this file")
     report = load_into(encoder, state, str(path), strict=False)
     left_random = report.missing + report.mismatched
     if left_random and not allow_random_init:
@@ -194,22 +200,42 @@ def load_encoder(
     return report
 
 
-def _read_hf(path: str | Path) -> dict[str, torch.Tensor]:
+def hf_family(path: str | Path) -> tuple[ModelFamily, dict[str, Any]]:
+    """The model family of a Hugging Face directory and its ``config.json``."""
     try:
-        hf_vjepa2.read_hf_config(path)
-        return hf_vjepa2.read_hf_weights(path)
-    except hf_vjepa2.HFFormatError as error:
+        config = read_hf_config(path, hf_model_types())
+    except HFFormatError as error:
         raise CheckpointError(str(error)) from None
+    return family_of_hf(config["model_type"]), config
 
 
-def load_classifier(classifier: nn.Module, path: str | Path, index: int = 0, strict: bool = True) -> LoadReport:
-    """Load an attentive-probe head (``classifiers[index]`` or ``classifier``) from a file, or
-    the pooler and head of a Hugging Face ``VJEPA2ForVideoClassification`` directory."""
-    if hf_vjepa2.is_hf_directory(path):
-        try:
-            state = hf_vjepa2.classifier_state_from_hf(_read_hf(path))
-        except hf_vjepa2.HFFormatError as error:
-            raise CheckpointError(f"{path}: {error}") from None
+def _hf_state(family: ModelFamily, path: str | Path, part: str) -> dict[str, torch.Tensor]:
+    owner, config = hf_family(path)
+    if owner is not family:
+        raise CheckpointError(f"{path} holds a {config['model_type']} model (the {owner.name} family), not one of "
+                              f"the {family.name} family: choose a {owner.name} model_name")  # fmt: skip
+    convert = family.hf.encoder_state if part == "encoder" else family.hf.classifier_state
+    try:
+        state = convert(read_hf_weights(path))
+    except HFFormatError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if not state:
+        raise CheckpointError(f"{path}: no {part} weights in this {config['model_type']} directory")
+    return state
+
+
+def load_classifier(
+    classifier: nn.Module, path: str | Path, index: int = 0, strict: bool = True, family: str = "vit"
+) -> LoadReport:
+    """Load a classifier head of the ``family``'s layouts: for ``vit`` an attentive probe
+    (``classifiers[index]`` or ``classifier``) or the pooler and head of a Hugging Face
+    ``VJEPA2ForVideoClassification`` directory; for ``videomae`` the ``fc_norm``/``head`` of a
+    VideoMAE file or ``VideoMAEForVideoClassification`` directory."""
+    owner = FAMILIES[family]
+    if is_hf_directory(path):
+        state = _hf_state(owner, path, "classifier")
     else:
-        state = classifier_state(read_checkpoint(path), index)
+        state = owner.classifier_states(read_checkpoint(path), index)
+        if not state:
+            raise CheckpointError(f"{path}: no {family} classifier weights in this file")
     return load_into(classifier, state, str(path), strict)

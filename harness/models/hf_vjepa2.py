@@ -18,57 +18,25 @@ Nothing here imports ``transformers``: a directory is read with ``json`` and ``s
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.errors import UserError
-
-HF_CONFIG = "config.json"
-
-
-class HFFormatError(UserError, ValueError):
-    """A directory that is not a readable Hugging Face V-JEPA 2 model."""
-
-
-def is_hf_directory(path: str | Path) -> bool:
-    """True for a directory holding a ``config.json`` (a ``save_pretrained`` output)."""
-    return Path(path).is_dir() and (Path(path) / HF_CONFIG).is_file()
+from harness.models.hf_directory import (  # noqa: F401  (re-exported: the V-JEPA 2 names of these)
+    HFFormatError,
+    class_names,
+    is_hf_directory,
+    read_hf_weights,
+)
+from harness.models.hf_directory import read_hf_config as read_any_hf_config
+from harness.models.state_names import rename, rename_rules, split_parts, stack_parts
 
 
 def read_hf_config(path: str | Path) -> dict[str, Any]:
     """The directory's ``config.json``; it must describe a V-JEPA 2 model."""
-    file = Path(path) / HF_CONFIG
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise HFFormatError(f"{file}: cannot read the model config ({error})") from None
-    if config.get("model_type") != "vjepa2":
-        raise HFFormatError(f"{file}: model_type is {config.get('model_type')!r}, expected 'vjepa2'")
-    return config
-
-
-def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of ``model.safetensors`` or of the shards named by its index file."""
-    from safetensors.torch import load_file
-
-    root = Path(path)
-    index = root / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        files = [root / shard for shard in shards]
-    else:
-        files = [root / "model.safetensors"]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise HFFormatError(f"{root}: no weights ({', '.join(missing)} missing); save with save_pretrained")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    return state
+    return read_any_hf_config(path, ("vjepa2",))
 
 
 def encoder_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -99,23 +67,6 @@ def classifier_options(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def class_names(config: dict[str, Any]) -> list[str] | None:
-    """Class names in id order from ``id2label`` (None when absent)."""
-    labels = config.get("id2label")
-    if not labels:
-        return None
-    return [str(labels.get(str(i), labels.get(i, i))) for i in range(len(labels))]
-
-
-def _stack(state: dict[str, torch.Tensor], prefix: str, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    out = {}
-    for kind in ("weight", "bias"):
-        keys = [f"{prefix}{part}.{kind}" for part in parts]
-        if all(key in state for key in keys):
-            out[kind] = torch.cat([state.pop(key) for key in keys], dim=0)
-    return out
-
-
 # Parameter names: (Hugging Face, ours); {i} and {j} stand for numbers. Both directions of the
 # conversion are made from these pairs, so they cannot drift apart.
 _ENCODER_NAMES = (
@@ -136,31 +87,8 @@ _POOLER_NAMES = (
 )
 
 
-def _rules(pairs: tuple[tuple[str, str], ...], to_hf: bool) -> tuple[tuple[str, str], ...]:
-    """Regex rules for :func:`_rename` from name pairs, in either direction."""
-    rules = []
-    for hf, ours in pairs:
-        source, target = (ours, hf) if to_hf else (hf, ours)
-        pattern = re.escape(source).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{j\}", r"(?P<j>\d+)")
-        rules.append(
-            (pattern + ("" if source.endswith(".") else "$"), target.replace("{i}", r"\g<i>").replace("{j}", r"\g<j>"))
-        )
-    return tuple(rules)
-
-
-_ENCODER_RENAMES, _ENCODER_TO_HF = _rules(_ENCODER_NAMES, False), _rules(_ENCODER_NAMES, True)
-_POOLER_RENAMES, _POOLER_TO_HF = _rules(_POOLER_NAMES, False), _rules(_POOLER_NAMES, True)
-
-
-def _rename(state: dict[str, torch.Tensor], rules: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for pattern, replacement in rules:
-            new, count = re.subn("^" + pattern, replacement, key)
-            if count:
-                out[new] = value
-                break
-    return out
+_ENCODER_RENAMES, _ENCODER_TO_HF = rename_rules(_ENCODER_NAMES, False), rename_rules(_ENCODER_NAMES, True)
+_POOLER_RENAMES, _POOLER_TO_HF = rename_rules(_POOLER_NAMES, False), rename_rules(_POOLER_NAMES, True)
 
 
 def encoder_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -171,9 +99,9 @@ def encoder_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     out: dict[str, torch.Tensor] = {}
     layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
     for layer in layers:
-        stacked = _stack(state, f"encoder.layer.{layer}.attention.", ("query", "key", "value"))
+        stacked = stack_parts(state, f"encoder.layer.{layer}.attention.", ("query", "key", "value"))
         out.update({f"blocks.{layer}.attn.qkv.{kind}": tensor for kind, tensor in stacked.items()})
-    out.update(_rename(state, _ENCODER_RENAMES))
+    out.update(rename(state, _ENCODER_RENAMES))
     return out
 
 
@@ -183,24 +111,14 @@ def classifier_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.
     if not state:
         raise HFFormatError("no pooler/classifier weights: the directory holds an encoder (VJEPA2Model) only")
     out: dict[str, torch.Tensor] = {}
-    cross = _stack(state, "pooler.cross_attention_layer.cross_attn.", ("k_proj", "v_proj"))
+    cross = stack_parts(state, "pooler.cross_attention_layer.cross_attn.", ("k_proj", "v_proj"))
     out.update({f"pooler.cross_attention_block.xattn.kv.{kind}": tensor for kind, tensor in cross.items()})
     layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"pooler\.self_attention_layers\.(\d+)\.", k))})
     for layer in layers:
         prefix = f"pooler.self_attention_layers.{layer}.self_attn."
-        stacked = _stack(state, prefix, ("q_proj", "k_proj", "v_proj"))
+        stacked = stack_parts(state, prefix, ("q_proj", "k_proj", "v_proj"))
         out.update({f"pooler.blocks.{layer}.attn.qkv.{kind}": tensor for kind, tensor in stacked.items()})
-    out.update(_rename(state, _POOLER_RENAMES))
-    return out
-
-
-def _split(state: dict[str, torch.Tensor], key: str, prefix: str, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`_stack`: ``key.{weight,bias}`` cut into equal ``prefix{part}.*`` pieces."""
-    out = {}
-    for kind in ("weight", "bias"):
-        if f"{key}.{kind}" in state:
-            for part, piece in zip(parts, state.pop(f"{key}.{kind}").chunk(len(parts), dim=0)):
-                out[f"{prefix}{part}.{kind}"] = piece.contiguous()
+    out.update(rename(state, _POOLER_RENAMES))
     return out
 
 
@@ -211,8 +129,8 @@ def encoder_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     out: dict[str, torch.Tensor] = {}
     for layer in sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.attn\.qkv\.", k))}):
         prefix = f"encoder.layer.{layer}.attention."
-        out.update(_split(state, f"blocks.{layer}.attn.qkv", prefix, ("query", "key", "value")))
-    out.update(_rename(state, _ENCODER_TO_HF))
+        out.update(split_parts(state, f"blocks.{layer}.attn.qkv", prefix, ("query", "key", "value")))
+    out.update(rename(state, _ENCODER_TO_HF))
     return {f"vjepa2.{key}": value for key, value in out.items()}
 
 
@@ -220,10 +138,10 @@ def classifier_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     """The pooler and classifier of a ``VJEPA2ForVideoClassification`` from our attentive
     classifier; the inverse of :func:`classifier_state_from_hf`."""
     state = dict(state)
-    out = _split(state, "pooler.cross_attention_block.xattn.kv", "pooler.cross_attention_layer.cross_attn.",
+    out = split_parts(state, "pooler.cross_attention_block.xattn.kv", "pooler.cross_attention_layer.cross_attn.",
                  ("k_proj", "v_proj"))  # fmt: skip
     for layer in sorted({int(m.group(1)) for k in state if (m := re.match(r"pooler\.blocks\.(\d+)\.attn\.qkv", k))}):
         prefix = f"pooler.self_attention_layers.{layer}.self_attn."
-        out.update(_split(state, f"pooler.blocks.{layer}.attn.qkv", prefix, ("q_proj", "k_proj", "v_proj")))
-    out.update(_rename(state, _POOLER_TO_HF))
+        out.update(split_parts(state, f"pooler.blocks.{layer}.attn.qkv", prefix, ("q_proj", "k_proj", "v_proj")))
+    out.update(rename(state, _POOLER_TO_HF))
     return out

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models.flops import encoder_forward_flops
 from harness.models.layers import Block, RotaryTable
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class PatchEmbed3D(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """Video ViT encoder returning the token sequence ``[B, N, D]``.
+    """Video ViT encoder returning the token sequence ``[B, N, D]`` (the ``vit`` model family).
 
     Args:
         img_size: configured input side in pixels (sizes the sin-cos table).
@@ -98,9 +100,14 @@ class VisionTransformer(nn.Module):
             is the final norm applied to the tokens after each of these blocks (0-based),
             concatenated along the token axis: ``[B, len(out_layers) * N, D]``.
 
+    It keeps the encoder contract of :mod:`harness.models.family` (``blocks``, ``layer_id``,
+    ``forward_flops``, ``init_weights``).
+
     Inputs whose frame count or resolution differ from the configured ones work: the sin-cos
     table is interpolated (logged once per new grid) and RoPE is computed for the actual grid.
     """
+
+    family = "vit"
 
     def __init__(
         self,
@@ -129,7 +136,8 @@ class VisionTransformer(nn.Module):
         self.out_layers = tuple(out_layers) if out_layers else None
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
-        self.use_rope = use_rope
+        self.use_rope, self.uniform_power, self.init_std = use_rope, uniform_power, init_std
+        self.mlp_ratio, self.use_silu, self.wide_silu = mlp_ratio, use_silu, wide_silu
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
         self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         if use_rope:
@@ -144,10 +152,12 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._logged_grids: set[tuple[int, int, int]] = set()
-        self.init_weights(init_std)
+        self.init_weights()
 
-    def init_weights(self, std: float = 0.02) -> None:
-        """Truncated-normal linear/conv weights, unit norms, and depth-rescaled residual outputs."""
+    def init_weights(self, std: float | None = None) -> None:
+        """Truncated-normal linear/conv weights, unit norms, depth-rescaled residual outputs, and
+        the sin-cos table recomputed (so a meta-device build materialises to a direct build)."""
+        std = self.init_std if std is None else std
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv3d)):
                 nn.init.trunc_normal_(module.weight, std=std)
@@ -160,6 +170,30 @@ class VisionTransformer(nn.Module):
             block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
             last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
             last.weight.data.div_(math.sqrt(2.0 * layer))
+        if not self.use_rope:
+            with torch.no_grad():
+                self.pos_embed.copy_(sincos_3d(self.embed_dim, self.grid_size, self.uniform_power)[None])
+
+    @property
+    def num_layers(self) -> int:
+        """Depth indices for layer decay: embeddings, each block, what follows the blocks."""
+        return self.depth + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth index of a parameter (its name inside the encoder): 0 for the patch and
+        position embeddings, ``i + 1`` for block ``i``, ``depth + 1`` for the final norm."""
+        match = re.match(r"blocks\.(\d+)\.", name)
+        if match:
+            return int(match.group(1)) + 1
+        return 0 if name.startswith(("patch_embed", "pos_embed", "rope")) else self.depth + 1
+
+    def forward_flops(self, frames: int, height: int, width: int) -> int:
+        """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`)."""
+        side = int(math.sqrt(height * width))
+        return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
+                                     tubelet_size=self.tubelet_size, embed_dim=self.embed_dim, depth=self.depth,
+                                     mlp_ratio=self.mlp_ratio, use_silu=self.use_silu,
+                                     wide_silu=self.wide_silu)  # fmt: skip
 
     def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """The sin-cos table ``[1, N, D]`` for ``grid``, trilinearly interpolated if it differs."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from torch import nn
 from torch.utils.data import DataLoader
 
 from harness.config import Config, ConfigError
@@ -24,15 +25,19 @@ from harness.data.shards import (
 from harness.data.source import LoaderSettings, VideoSource
 from harness.models import (
     AttentiveClassifier,
+    CheckpointError,
+    EncoderSettings,
+    LinearClassifier,
+    ModelFamily,
     MultiHeadClassifier,
     VideoClassifier,
-    VisionTransformer,
-    create_encoder,
-    hf_vjepa2,
+    family_of,
+    family_of_module,
     load_classifier,
     load_encoder,
 )
-from harness.models.registry import ENCODER_SIZES
+from harness.models.checkpoint_io import hf_family
+from harness.models.hf_directory import is_hf_directory
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 from harness.parallel.distributed import process_info
 from harness.parallel.registry import STRATEGY_SPECS
@@ -224,93 +229,115 @@ def build_val_loader(config: Config, strategy: Strategy, val_set: VideoSource) -
     return val_set.make_loader(settings, train=False)
 
 
-def build_encoder(config: Config) -> VisionTransformer:
-    """The encoder with its pretrained weights (``meta.pretrain_checkpoint``: V-JEPA 2 / harness
-    file or a Hugging Face V-JEPA 2 directory, whose ``config.json`` then sets the architecture)."""
+def build_encoder(config: Config, device: str | None = None) -> nn.Module:
+    """The encoder of ``model.model_name``'s family with its pretrained weights
+    (``meta.pretrain_checkpoint``: any layout the family reads; a Hugging Face directory's
+    ``config.json`` then sets the architecture). ``device="meta"`` builds it without memory
+    (no weights are loaded then)."""
     model_cfg, data, meta = config.model, config.data, config.meta
-    if model_cfg.model_name not in ENCODER_SIZES:
-        raise ConfigError(f"model.model_name: unknown encoder {model_cfg.model_name!r}; known: {sorted(ENCODER_SIZES)}")
-    overrides = {
-        "img_size": data.crop_size,
-        "num_frames": max(data.dataset_fpcs),
-        "patch_size": data.patch_size,
-        "tubelet_size": data.tubelet_size,
-        "uniform_power": model_cfg.uniform_power,
-        "use_silu": model_cfg.use_silu,
-        "wide_silu": model_cfg.wide_silu,
-        "use_sdpa": meta.use_sdpa,
-        "drop_path_rate": model_cfg.drop_path_rate,
-        "out_layers": model_cfg.out_layers,
-    }
-    if model_cfg.depth is not None:
-        overrides["depth"] = model_cfg.depth
-    if model_cfg.use_rope:  # a *_rope name already implies it; False must not switch it off
-        overrides["use_rope"] = True
+    family = family_of(model_cfg.model_name)
+    settings = EncoderSettings(
+        img_size=data.crop_size, num_frames=max(data.dataset_fpcs), patch_size=data.patch_size,
+        tubelet_size=data.tubelet_size, depth=model_cfg.depth, drop_path_rate=model_cfg.drop_path_rate,
+        use_sdpa=meta.use_sdpa, out_layers=tuple(model_cfg.out_layers) if model_cfg.out_layers else None,
+    )  # fmt: skip
+    options = {key: getattr(model_cfg, key) for key in family.top_level_options}
+    options.update(model_cfg.options)
     pretrained = meta.pretrain_checkpoint if meta.load_encoder else None
-    if pretrained and hf_vjepa2.is_hf_directory(pretrained):
-        hf_options = hf_vjepa2.encoder_options(_hf_config(pretrained, "meta.pretrain_checkpoint"))
-        log.info("encoder architecture from %s/config.json: %s", pretrained, hf_options)
-        overrides.update(hf_options)
+    size_overrides = {}
+    if pretrained and is_hf_directory(pretrained):
+        size_overrides = _hf_encoder_options(family, pretrained, "meta.pretrain_checkpoint")
+        log.info("encoder architecture from %s/config.json: %s", pretrained, size_overrides)
     try:
-        encoder = create_encoder(model_cfg.model_name, **overrides)
+        encoder = family.create(model_cfg.model_name, settings, options, device, **size_overrides)
     except ValueError as error:
         raise ConfigError(f"model: {error}") from None
-    if pretrained:
+    if pretrained and device != "meta":
         report = load_encoder(encoder, pretrained, key=meta.checkpoint_key)
         log.info("encoder: %s", report.summary())
-    elif meta.load_encoder and not meta.finetune_encoder:
+    elif meta.load_encoder and not meta.finetune_encoder and not pretrained:
         log.warning("meta.pretrain_checkpoint is not set: the frozen encoder keeps its random initialisation")
     return encoder
 
 
-def _hf_config(path: str, key: str) -> dict:
+def _hf_encoder_options(family: ModelFamily, path: str, key: str) -> dict:
     try:
-        return hf_vjepa2.read_hf_config(path)
-    except hf_vjepa2.HFFormatError as error:
+        owner, hf_config = hf_family(path)
+    except CheckpointError as error:
         raise ConfigError(f"{key}: {error}") from None
+    if owner is not family:
+        raise ConfigError(f"{key}: {path} holds a {hf_config['model_type']} model of the {owner.name} family; "
+                          f"model.model_name is of the {family.name} family (choose one of "
+                          f"{', '.join(sorted(owner.sizes)[:4])}, ...)")  # fmt: skip
+    try:
+        return owner.hf.encoder_options(hf_config)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {path}: {error}") from None
 
 
-def build_classifier(
-    config: Config, embed_dim: int, num_heads: int, num_classes: int
-) -> AttentiveClassifier | MultiHeadClassifier:
-    """The attentive probe (one per ``optimization.heads`` entry when there are several), with
-    ``meta.classifier_checkpoint`` loaded strictly when set: a V-JEPA 2 eval file's
-    ``classifiers`` (head ``i`` from entry ``i``; one head from ``meta.classifier_index``) or a
-    Hugging Face classifier directory."""
+def classifier_kind(config: Config) -> str:
+    """``attentive`` or ``linear``: ``model.classifier``, or the model family's own head for ``auto``."""
+    kind = config.model.classifier
+    return family_of(config.model.model_name).default_classifier if kind == "auto" else kind
+
+
+def build_classifier(config: Config, encoder: nn.Module, num_classes: int) -> nn.Module:
+    """The classifier over ``encoder``'s tokens (one per ``optimization.heads`` entry when there are
+    several): V-JEPA 2's attentive probe or a linear head (:func:`classifier_kind`), with
+    ``meta.classifier_checkpoint`` loaded strictly when set (a V-JEPA 2 eval file's
+    ``classifiers``, head ``i`` from entry ``i`` or one head from ``meta.classifier_index``; a
+    VideoMAE file's ``fc_norm``/``head``; a Hugging Face classification directory)."""
     model_cfg, meta = config.model, config.meta
-    options = {
-        "num_heads": model_cfg.attn_pooler_heads or num_heads,
-        "depth": model_cfg.attn_pooler_depth,
-        "use_sdpa": meta.use_sdpa,
-        "order": model_cfg.pooler_order,
-        "output_projection": model_cfg.pooler_output_projection,
-        "norm_eps": model_cfg.pooler_norm_eps,
-    }
+    family, kind = family_of_module(encoder), classifier_kind(config)
     path = meta.classifier_checkpoint
-    if path and hf_vjepa2.is_hf_directory(path):
-        hf_options = hf_vjepa2.classifier_options(_hf_config(path, "meta.classifier_checkpoint"))
-        if hf_options.pop("num_classes") != num_classes:
-            raise ConfigError(f"meta.classifier_checkpoint {path} has another number of classes than {num_classes}")
-        options.update(hf_options, order="tokens_first")
+    options = {"norm_eps": model_cfg.pooler_norm_eps}
+    if path and is_hf_directory(path):
+        options.update(_hf_classifier_options(family, path, num_classes))
+        stored = options.pop("kind")
+        if stored != kind:
+            raise ConfigError(f"meta.classifier_checkpoint {path} holds a {stored} head; "
+                              f"model.classifier is {kind}")  # fmt: skip
     count = max(1, len(config.optimization.heads))
-    heads = [AttentiveClassifier(embed_dim, num_classes, **options) for _ in range(count)]
+    if kind == "linear":
+        heads = [LinearClassifier(encoder.embed_dim, num_classes, getattr(encoder, "head_pooling", "mean"),
+                                  options["norm_eps"]) for _ in range(count)]  # fmt: skip
+    else:
+        attentive = {"num_heads": model_cfg.attn_pooler_heads or encoder.num_heads,
+                     "depth": model_cfg.attn_pooler_depth, "use_sdpa": meta.use_sdpa, "order": model_cfg.pooler_order,
+                     "output_projection": model_cfg.pooler_output_projection, **options}  # fmt: skip
+        heads = [AttentiveClassifier(encoder.embed_dim, num_classes, **attentive) for _ in range(count)]
     if path:
         indices = range(count) if count > 1 else [meta.classifier_index]
         for head, index in zip(heads, indices):
-            report = load_classifier(head, path, index=index)
+            report = load_classifier(head, path, index=index, family=family.name)
             log.info("classifier head %d: %s", index, report.summary())
     return heads[0] if count == 1 else MultiHeadClassifier(heads)
 
 
-def build_model(config: Config, num_classes: int) -> VideoClassifier:
-    """Encoder (pretrained weights loaded first) + attentive classifier, on the CPU.
+def _hf_classifier_options(family: ModelFamily, path: str, num_classes: int) -> dict:
+    try:
+        owner, hf_config = hf_family(path)
+    except CheckpointError as error:
+        raise ConfigError(f"meta.classifier_checkpoint: {error}") from None
+    if owner is not family or owner.hf.classifier_options is None:
+        raise ConfigError(f"meta.classifier_checkpoint: {path} holds a {hf_config['model_type']} model, "
+                          f"which is not a classifier of the {family.name} family")  # fmt: skip
+    labels = hf_config.get("id2label") or {}
+    if (len(labels) if labels else hf_config.get("num_labels", 2)) != num_classes:
+        raise ConfigError(f"meta.classifier_checkpoint {path} has another number of classes than {num_classes}")
+    return owner.hf.classifier_options(hf_config)
+
+
+def build_model(config: Config, num_classes: int, device: str | None = None) -> VideoClassifier:
+    """Encoder (pretrained weights loaded first) + classifier, on the CPU (``device="meta"``: the
+    encoder without memory and without reading weights, for the planner).
 
     Activation checkpointing is applied here from outside the model; compile and distributed
     wrapping come after (the strategy's ``prepare``).
     """
     model_cfg, meta = config.model, config.meta
-    encoder = build_encoder(config)
-    classifier = build_classifier(config, encoder.embed_dim, encoder.num_heads, num_classes)
+    encoder = build_encoder(config, device)
+    classifier = build_classifier(config, encoder, num_classes)
     if model_cfg.use_activation_checkpointing and meta.finetune_encoder:
         apply_activation_checkpointing(encoder.blocks, model_cfg.activation_checkpointing_every)
     aggregation = "average_logits" if model_cfg.clip_aggregation == "auto" else model_cfg.clip_aggregation

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.models.family import layer_decay_scale
 from harness.parallel.strategy import clean_name  # noqa: F401  (re-exported: used across training/)
 
 # Parameters that never get weight decay besides biases and norm weights (any 0/1-dim tensor).
@@ -25,17 +26,6 @@ def uses_weight_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim > 1 and not any(token in name for token in NO_DECAY_NAMES)
 
 
-def encoder_layer_id(name: str, depth: int) -> int:
-    """Depth index of an encoder parameter: 0 for patch/position embedding, i + 1 for block i,
-    ``depth + 1`` for the final norm (and anything after the blocks)."""
-    match = re.match(r"blocks\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
-    if name.startswith(("patch_embed", "pos_embed", "rope")):
-        return 0
-    return depth + 1
-
-
 def param_groups(
     model: nn.Module,
     enc_lr_scale: float = 1.0,
@@ -45,12 +35,13 @@ def param_groups(
 
     Only parameters with ``requires_grad`` are included (a frozen encoder gets no optimizer
     state). Each group carries ``lr_scale`` (``enc_lr_scale`` for encoder parameters, times
-    ``layer_decay ** (depth + 1 - layer_id)`` when set) and ``wd_scale`` (0 or 1), which
+    ``layer_decay ** (num_layers - 1 - layer_id)`` when set, both from the encoder's model
+    family: :func:`harness.models.family.layer_decay_scale`) and ``wd_scale`` (0 or 1), which
     :meth:`Schedule.apply` multiplies into the scheduled values; the parameters of probe head
     ``i`` of a multi-head classifier (``classifier.heads.i.*``) are grouped with ``head: i``, so
     that each head follows its own schedule (:class:`HeadSchedules`).
     """
-    depth = len(getattr(model_module(model).encoder, "blocks", []))
+    encoder = model_module(model).encoder
     groups: dict[tuple[float, int, int | None], dict] = {}
     for raw_name, param in model.named_parameters():
         if not param.requires_grad:
@@ -61,7 +52,7 @@ def param_groups(
             inner = name[len("encoder.") :]
             scale = enc_lr_scale
             if layer_decay is not None:
-                scale *= layer_decay ** (depth + 1 - encoder_layer_id(inner, depth))
+                scale *= layer_decay_scale(encoder, inner, layer_decay)
         wd_scale = 1 if uses_weight_decay(name, param) else 0
         empty = {"params": [], "names": [], "lr_scale": scale, "wd_scale": wd_scale}
         head = re.match(r"classifier\.heads\.(\d+)\.", name)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from harness.observability import tokens_per_clip
 
 if TYPE_CHECKING:
-    from harness.training.run_state import TrainState
-    from harness.training.trainer import Trainer
+    from harness.data.source import VideoSource
+    from harness.training.run_state import RunContext, TrainState
 
 log = logging.getLogger("harness.training.trainer")
 
@@ -24,26 +24,29 @@ def dataset_size(dataset) -> str:
     return str(size) if size is not None else "streamed"
 
 
-def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
-    """One start-up paragraph: data, model, batch, strategy, precision, schedule."""
-    config = trainer.config
+def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | None], counts: list[int],
+                   flops_per_clip: float, resumed_from: Path | None) -> None:  # fmt: skip
+    """One start-up paragraph: data (training and validation ``sources``), model (``counts``: total
+    and trained parameters, whole tensors also under ZeRO-3 / FSDP2), batch, strategy, precision,
+    schedule."""
+    config = run.config
     data = config.data
-    total, trainable = trainer.parameter_counts()  # whole tensors, also under ZeRO-3 / FSDP2
+    total, trainable = counts
     source = ", ".join(data.shards) if data.shards else ", ".join(data.datasets)
-    global_batch = data.batch_size * config.optimization.accumulation_steps * trainer.strategy.world_size
+    global_batch = data.batch_size * config.optimization.accumulation_steps * run.strategy.world_size
     log.info(
         "data: %s training / %s validation videos from %s; %d classes; clips of %d frames at %d px "
         "(%d tokens), %d per video",
-        dataset_size(trainer.train_set),
-        dataset_size(trainer.val_set),
+        dataset_size(sources[0]),
+        dataset_size(sources[1]),
         source,
-        trainer.num_classes,
+        run.num_classes,
         max(data.dataset_fpcs),
         data.crop_size,
         tokens_per_clip(config),
         data.num_clips,
     )
-    names = trainer.class_names
+    names = run.class_names
     shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
     log.info("classes: %s", shown)
     log.info(
@@ -52,24 +55,24 @@ def describe_start(trainer: Trainer, resumed_from: Path | None) -> None:
         total / 1e6,
         trainable / 1e6,
         "" if config.meta.finetune_encoder else ", encoder frozen",
-        trainer.flops_per_clip / 1e9,
+        flops_per_clip / 1e9,
     )
     log.info(
         "run: %s x %d rank(s) on %s, %s; global batch %d (%d per rank x %d accumulation); %d steps per epoch, "
         "%d epochs; folder %s",
-        trainer.strategy.name,
-        trainer.strategy.world_size,
-        trainer.strategy.device,
-        trainer.strategy.precision.name,
+        run.strategy.name,
+        run.strategy.world_size,
+        run.strategy.device,
+        run.strategy.precision.name,
         global_batch,
         data.batch_size,
         config.optimization.accumulation_steps,
-        trainer.steps_per_epoch,
+        run.steps_per_epoch,
         config.optimization.epochs,
-        trainer.folder,
+        run.folder,
     )
     if resumed_from is not None:
-        log.info("resumed from %s at epoch %d, step %d", resumed_from, trainer.state.epoch, trainer.state.step)
+        log.info("resumed from %s at epoch %d, step %d", resumed_from, run.state.epoch, run.state.step)
 
 
 def failure(state: TrainState) -> str | None:
@@ -85,15 +88,16 @@ def failure(state: TrainState) -> str | None:
     return None
 
 
-def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> str | None:
-    """Write ``summary.json`` and print where everything is (main rank); returns :func:`failure`."""
-    problem = failure(trainer.state)
-    if not trainer.is_main:
+def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | None = None) -> str | None:
+    """Write ``summary.json`` and print where everything is (main rank); returns :func:`failure`.
+    ``train_stats``: the training source's decode statistics."""
+    problem = failure(run.state)
+    if not run.strategy.is_main:
         return problem
-    state = trainer.state
+    state = run.state
     summary = {
-        "folder": str(trainer.folder.resolve()),
-        "finished": stopped_by is None and state.epoch >= trainer.config.optimization.epochs,
+        "folder": str(run.folder.resolve()),
+        "finished": stopped_by is None and state.epoch >= run.config.optimization.epochs,
         "failed": problem,
         "stopped_by": stopped_by,
         "epochs": state.epoch,
@@ -102,11 +106,11 @@ def write_final_summary(trainer: Trainer, stopped_by: str | None = None) -> str 
         "best_top1": state.best_top1 if state.best_epoch >= 0 else None,
         "best_epoch": state.best_epoch + 1 if state.best_epoch >= 0 else None,
         "last": state.last_eval,
-        "train_decode_failures": trainer.train_set.stats(),
-        "checkpoints": trainer.checkpoints.pointers(),
+        "train_decode_failures": train_stats,
+        "checkpoints": run.checkpoints.pointers(),
         "wandb_run_id": state.wandb_run_id,
     }
-    (trainer.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (run.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     lines = [f"run folder: {summary['folder']}"]
     if stopped_by:
         lines.append(f"stopped by {stopped_by} after step {state.step}: checkpoints/latest holds it; rerun to resume")

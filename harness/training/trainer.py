@@ -92,13 +92,15 @@ class Trainer:
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
                                 heads=self.num_heads)  # fmt: skip
-        self.flops_per_clip = flops_per_clip(config, config.meta.finetune_encoder)
+        encoder = self.strategy.unwrap(self.model).encoder
+        self.flops_per_clip = flops_per_clip(encoder, config, config.meta.finetune_encoder)
         self.tokens_per_clip = tokens_per_clip(config)
         self.peak_flops: float | None = None  # measured or looked up at the first log row
         self.stall = StallDetector(config.logging.stall_threshold, config.data.num_workers)
         self.stop = StopRequest(config.checkpointing.save_on_signal)
         self.wandb = self._start_wandb()
-        describe_start(self, resumed_from)
+        describe_start(self.run_context(), (self.train_set, self.val_set), self.parameter_counts(),
+                       self.flops_per_clip, resumed_from)  # fmt: skip
 
     # ----------------------------------------------------------------------------- building
     def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -386,7 +388,7 @@ class Trainer:
     def finish(self, stopped_by: str | None = None) -> None:
         """Summary, W&B run closed, signal handlers restored; a run that learned nothing then
         raises :class:`RunFailed` (everything it wrote stays)."""
-        problem = write_final_summary(self, stopped_by)
+        problem = write_final_summary(self.run_context(), self.train_set.stats(), stopped_by)
         if self.wandb is not None:
             self.wandb.finish()
         self.stop.restore()

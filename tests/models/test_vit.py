@@ -5,7 +5,8 @@ import torch
 
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder, encoder_names
 from harness.models.flops import encoder_forward_flops
-from harness.models.registry import ENCODER_SIZES, encoder_kwargs
+from harness.models.registry import encoder_kwargs
+from harness.models.vit_family import SIZES as ENCODER_SIZES
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 
 TINY = {"img_size": 32, "num_frames": 4, "patch_size": 16, "tubelet_size": 2}

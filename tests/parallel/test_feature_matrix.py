@@ -99,3 +99,38 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, p
         assert resumed == straight, f"{recipe}: the resumed run differs from the uninterrupted one"
         assert results[0]["export"] == {"digest": results[0]["ema"], "weights": "ema"}, f"{recipe}: export != EMA"
         assert all(r["ema_applied"] and r["restored_after_ema"] for r in results), f"{recipe}: EMA swap"
+
+
+VIDEOMAE = [
+    "model.model_name=videomae_small",
+    "model.options.init_values=0.1",  # VideoMAE's layer scale: parameters FSDP2/ZeRO-3 must shard too
+    "optimization.ema_decay=0.9",
+    "optimization.layer_decay=0.75",
+    "model.drop_path_rate=0.1",
+    "model.use_activation_checkpointing=true",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp", "zero3"])
+def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, demo_root, tmp_path):
+    """The second model family through the same strategy code: trains, resumes exactly, ranks agree,
+    and consolidates to its EMA weights."""
+    ranks = 1 if strategy == "single" else 2
+    configs = {}
+    for key, folder, epochs in (("a", "vm", 1), ("b", "vm", 2), ("ref", "vm_ref", 2)):
+        configs[key] = tmp_path / f"{key}.yaml"
+        settings = (f"data.batch_size={4 // ranks}", "optimization.ipe=2", f"optimization.epochs={epochs}")
+        overrides = tiny_overrides(demo_root, tmp_path / folder, *MATRIX[strategy], *VIDEOMAE, *settings)
+        save_config(load_config(None, overrides), configs[key])
+    entries = [f"vm:{configs['a']}:{configs['b']}", f"vm_ref:{configs['ref']}:{configs['ref']}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
+               "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-6000:]
+    results = [json.loads((tmp_path / f"vm_r{rank}.json").read_text()) for rank in range(ranks)]
+    assert results[0]["resumed_at_step"] == 2 and results[0]["steps"] == 4
+    assert results[0]["final"] != results[0]["initial"], "nothing trained"
+    assert all(r["final"] == results[0]["final"] for r in results), "ranks disagree"
+    assert results[0]["losses"] == json.loads((tmp_path / "vm_ref_r0.json").read_text())["losses"]
+    assert results[0]["export"] == {"digest": results[0]["ema"], "weights": "ema"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.models import AttentiveClassifier, VideoClassifier
-from harness.training.optim import Schedule, encoder_layer_id, param_groups
+from harness.training.optim import Schedule, param_groups
 from tests.models.test_vit import tiny_encoder
 
 
@@ -62,7 +62,7 @@ def test_layer_decay_scales_by_depth():
     assert scale["encoder.norm.weight"] == pytest.approx(0.5)
     assert scale[f"encoder.blocks.{depth - 1}.mlp.fc1.weight"] == pytest.approx(0.5 * 0.5)
     assert scale["encoder.patch_embed.proj.weight"] == pytest.approx(0.5 * 0.5 ** (depth + 1))
-    assert encoder_layer_id("blocks.3.attn.qkv.weight", 12) == 4
+    assert net.encoder.layer_id("blocks.3.attn.qkv.weight") == 4
 
 
 def test_frozen_encoder_has_no_optimizer_state():

@@ -1,0 +1,204 @@
+"""Model families: one registration per encoder family, and the contract its encoders keep.
+
+A family (``vit``: V-JEPA 2's video ViT; ``videomae``: VideoMAE v1/v2) registers itself in its
+own file with :func:`register_family`: its named sizes, its constructor, its own options, and
+the state-dict adapters of the foreign layouts it reads. Everything else the rest of the harness
+needs is asked of the built encoder, which every family's encoder provides (timm's habit of the
+same methods on every model):
+
+* ``embed_dim``, ``num_heads``, ``patch_size``, ``tubelet_size``: the token geometry;
+* ``blocks``: an ``nn.ModuleList`` of the transformer blocks, the units that activation
+  checkpointing wraps, compile compiles and FSDP2/ZeRO shard;
+* ``layer_id(name) -> int`` and ``num_layers``: the depth index of a parameter for layer-wise
+  learning-rate decay (0 = embeddings, ``i + 1`` = block ``i``, ``num_layers - 1`` = after them);
+* ``forward_flops(frames, height, width) -> int``: analytic forward FLOPs of one clip;
+* ``init_weights()``: (re)initialise every parameter in place, so an encoder built on the meta
+  device and materialised with ``to_empty`` gets the same weights as a direct build;
+* ``forward(x [B, C, T, H, W]) -> tokens [B, N, D]``.
+
+Nothing here knows the config tree: the training code hands a family plain values (see
+:class:`EncoderSettings`) and a dict of the family's options, which the family validates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+
+
+class FamilyError(UserError, ValueError):
+    """An unknown model name or family option; the message names it and what is known."""
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What every family's constructor receives, whatever the family: plain values from the config."""
+
+    img_size: int = 224  #: input side in pixels
+    num_frames: int = 16  #: frames per clip
+    patch_size: int = 16  #: spatial patch side
+    tubelet_size: int = 2  #: frames per temporal patch
+    depth: int | None = None  #: override the size's number of blocks (small experiments)
+    drop_path_rate: float = 0.0  #: stochastic depth of the last block
+    use_sdpa: bool = True  #: fused attention kernels (False: the math path)
+    out_layers: tuple[int, ...] | None = None  #: multi-level features, if the family has them
+
+
+@dataclass(frozen=True)
+class HFLayout:
+    """A Hugging Face ``transformers`` layout of a family (``config.json`` + safetensors).
+
+    Functions take the parsed ``config.json`` / the directory's tensors and return harness values.
+    """
+
+    model_type: str  #: ``config.json``'s ``model_type``
+    encoder_options: Callable[[dict], dict]  #: sizes and options of the encoder the directory holds
+    encoder_state: Callable[[dict], dict]  #: HF tensors -> the encoder's state dict
+    classifier_state: Callable[[dict], dict] | None = None  #: HF tensors -> a classifier's state dict
+    classifier_options: Callable[[dict], dict] | None = None  #: classifier kind and options in the directory
+    clip_shape: Callable[[dict], tuple[int, int]] = lambda config: (16, 224)  #: (frames, side) it was made for
+    model_name: str = ""  #: a registered name to build from (``config.json`` then sets the sizes)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One encoder family: what it is called, its sizes, how to build it and read foreign weights."""
+
+    name: str  #: family name (``model.family`` in a config)
+    sizes: Mapping[str, Mapping[str, Any]]  #: model name -> size and fixed options
+    build: Callable[..., nn.Module]  #: ``build(**size, **settings, **options)`` -> encoder
+    options: type  #: a dataclass of the family's own options (defaults = the family's defaults)
+    encoder_states: Callable[[dict], dict | None]  #: a read checkpoint -> encoder state (None: not this layout)
+    classifier_states: Callable[[dict, int], dict | None] | None = None  #: same for a classifier head
+    hf: HFLayout | None = None  #: the ``transformers`` layout, when there is one
+    default_classifier: str = "attentive"  #: the head this family's own recipe trains
+    top_level_options: tuple[str, ...] = ()  #: ``model.<key>`` options this family reads (V-JEPA 2 names)
+
+    def option_values(self, values: Mapping[str, Any], where: str = "model.options") -> dict[str, Any]:
+        """The family's options with ``values`` applied; an unknown key or a wrong type is a
+        :class:`FamilyError` naming ``where.key``."""
+        known = {f.name: f for f in dataclasses.fields(self.options)}
+        out = {name: f.default for name, f in known.items()}
+        for key, value in values.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise FamilyError(f"{where}.{key}: not an option of the {self.name} family{hint} "
+                                  f"(options: {', '.join(sorted(known)) or 'none'})")  # fmt: skip
+            expected = type(known[key].default)
+            if expected is float and not isinstance(value, bool):
+                try:
+                    value = float(value)  # YAML 1.1 reads "1e-6" as a string
+                except (TypeError, ValueError):
+                    pass
+            if known[key].default is not None and not isinstance(value, expected):
+                raise FamilyError(f"{where}.{key}={value!r}: expected {expected.__name__}")
+            out[key] = value
+        return out
+
+    def create(self, name: str, settings: EncoderSettings, options: Mapping[str, Any] | None = None,
+               device: torch.device | str | None = None, **architecture: Any) -> nn.Module:  # fmt: skip
+        """Build the encoder ``name`` with ``settings`` and the family's ``options`` (see
+        :func:`build_encoder` for ``device``).
+
+        An option left at its default does not undo what the size's name fixes (``vit_large_rope``
+        keeps RoPE); ``architecture`` (e.g. read from a Hugging Face ``config.json``) overrides all.
+        """
+        kwargs = dict(self.sizes[name])
+        kwargs.update({key: value for key, value in dataclasses.asdict(settings).items() if value is not None})
+        kwargs["out_layers"] = settings.out_layers
+        defaults = self.option_values({})
+        for key, value in self.option_values(options or {}).items():
+            if key not in self.sizes[name] or value != defaults[key]:
+                kwargs[key] = value
+        kwargs.update(architecture)
+        return build_encoder(self.build, kwargs, device)
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add ``family`` to the registry (its model names must be new)."""
+    taken = {name for other in FAMILIES.values() if other.name != family.name for name in other.sizes}
+    clash = taken & set(family.sizes)
+    if clash:
+        raise ValueError(f"family {family.name!r}: model names already registered: {sorted(clash)}")
+    FAMILIES[family.name] = family
+    return family
+
+
+def model_names() -> list[str]:
+    """Every registered model name, of every family."""
+    return sorted(name for family in FAMILIES.values() for name in family.sizes)
+
+
+def family_of(model_name: str) -> ModelFamily:
+    """The family that registered ``model_name``; an unknown name suggests the closest one."""
+    for family in FAMILIES.values():
+        if model_name in family.sizes:
+            return family
+    close = difflib.get_close_matches(model_name, model_names(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise FamilyError(f"unknown model {model_name!r}{hint} (families: {', '.join(sorted(FAMILIES))}; "
+                      f"names: {', '.join(model_names())})")  # fmt: skip
+
+
+def family_of_module(encoder: nn.Module) -> ModelFamily:
+    """The family of a built encoder (its class's ``family`` attribute)."""
+    name = getattr(encoder, "family", None)
+    if name not in FAMILIES:
+        raise ValueError(f"{type(encoder).__name__} belongs to no registered model family")
+    return FAMILIES[name]
+
+
+def family_of_hf(model_type: str | None) -> ModelFamily | None:
+    """The family whose Hugging Face layout has this ``model_type`` (None if none has)."""
+    for family in FAMILIES.values():
+        if family.hf is not None and family.hf.model_type == model_type:
+            return family
+    return None
+
+
+def hf_model_types() -> list[str]:
+    """The ``config.json`` model types the registered families read."""
+    return sorted(family.hf.model_type for family in FAMILIES.values() if family.hf is not None)
+
+
+def build_encoder(build: Callable[..., nn.Module], kwargs: dict[str, Any],
+                  device: torch.device | str | None = None) -> nn.Module:  # fmt: skip
+    """``build(**kwargs)`` on the meta device, then (unless ``device`` is ``"meta"``) allocated on
+    ``device`` (default: the CPU) and initialised once by the encoder's ``init_weights``.
+
+    Every encoder is made this way, so its initial weights depend only on the random state when
+    ``init_weights`` runs: a direct build and a meta build materialised later (one shard per rank,
+    :mod:`harness.parallel`) give the same weights for the same seed, and no memory is spent on
+    the constructors' own initialisation.
+    """
+    with torch.device("meta"):
+        encoder = build(**kwargs)
+    if str(device) == "meta":
+        return encoder
+    return materialize(encoder, device or "cpu")
+
+
+def materialize(encoder: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """Allocate an encoder built on the meta device on ``device`` and initialise it with the
+    family's own initialisation (the same weights a direct build with the same seed gets, when
+    the random generator is in the same state)."""
+    encoder.to_empty(device=device)
+    encoder.init_weights()
+    return encoder
+
+
+def layer_decay_scale(encoder: nn.Module, name: str, decay: float) -> float:
+    """``decay ** (num_layers - 1 - layer_id(name))``: 1 for the last layer, smaller toward the input."""
+    return decay ** (encoder.num_layers - 1 - encoder.layer_id(name))
