@@ -19,6 +19,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool 
     return scores.softmax(dim=-1) @ v
 
 
+def init_linear_and_norms(root: nn.Module, std: float) -> None:
+    """Truncated-normal weights and zero biases for every Linear/Conv3d under ``root``, unit
+    weights and zero biases for every LayerNorm (the ViT initialisation both families share)."""
+    for module in root.modules():
+        if isinstance(module, (nn.Linear, nn.Conv3d)):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Apply V-JEPA 2's rotary embedding to ``x [B, heads, N, d]`` with ``cos``/``sin [N, d]``.
 

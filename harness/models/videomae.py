@@ -29,7 +29,7 @@ from torch import nn
 
 from harness.models.family import HFLayout, ModelFamily, register_family
 from harness.models.flops import encoder_forward_flops
-from harness.models.layers import MLP, DropPath, attention
+from harness.models.layers import MLP, DropPath, attention, init_linear_and_norms
 from harness.models.state_names import rename, rename_rules, stack_parts
 from harness.models.vit import PatchEmbed3D
 
@@ -173,14 +173,7 @@ class VideoMAEEncoder(nn.Module):
         """VideoMAE's initialisation (truncated normal Linear weights, zero biases, unit norms; the
         patch projection too, so that a meta-device build initialises every tensor), layer scale
         at ``init_values`` and the position table recomputed."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv3d)):
-                nn.init.trunc_normal_(module.weight, std=self.init_std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norms(self, self.init_std)
         for block in self.blocks:
             for name in ("q_bias", "v_bias"):
                 if getattr(block.attn, name) is not None:

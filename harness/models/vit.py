@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.models.flops import encoder_forward_flops
-from harness.models.layers import Block, RotaryTable
+from harness.models.layers import Block, RotaryTable, init_linear_and_norms
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,7 @@ class VisionTransformer(nn.Module):
         """Truncated-normal linear/conv weights, unit norms, depth-rescaled residual outputs, and
         the sin-cos table recomputed (so a meta-device build materialises to a direct build)."""
         std = self.init_std if std is None else std
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv3d)):
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norms(self, std)
         for layer, block in enumerate(self.blocks, start=1):
             block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
             last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
