@@ -29,8 +29,11 @@ buckets (``reduce_bucket_size`` etc., elements) come on top: ZeRO-3 allocates a 
 
 Activations per GPU for a micro-batch of ``b`` clips of ``s`` tokens of width ``h`` in ``a``-byte
 activations, with SDPA (no attention matrix kept): each block keeps about ``(9 + 2 r) s h`` values
-for backward (r = MLP ratio; 17 for r = 4, as Korthikanti et al. count without dropout); with
-activation checkpointing only its input ``s h`` is kept, plus one block recomputed at a time.
+for backward (r = MLP ratio; 17 for r = 4, as Korthikanti et al. count without dropout), of which
+the two LayerNorm outputs stay fp32 under autocast; with activation checkpointing only its input
+``s h`` is kept, plus, in backward, the block being recomputed twice over (its activations and the
+gradients through them). ``python -m harness.plan --simulate`` measures the same by running the
+real step on fake tensors (:mod:`harness.simulate`).
 A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values.
 The pooler's ``depth - 1`` self-attention blocks count like encoder blocks (they run over all
 tokens in V-JEPA 2's order); its cross-attention and the head are left out (small).
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.config import Config, argument_parser, config_from_args
-from harness.errors import entry_point
+from harness.errors import UserError, entry_point
 from harness.parallel.registry import PLAN_ROWS
 
 GIB = 1024**3
@@ -98,19 +101,23 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
     data = config.data
     tokens = (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
     clips = data.batch_size * data.num_clips
-    per_block = (9 + 2 * counts.mlp_ratio) * tokens * counts.width * clips
+    values = tokens * counts.width * clips  # one [tokens, width] tensor per clip
     size = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    # Autocast keeps the two LayerNorm outputs of a block in fp32 (4 bytes), the rest in ``size``.
+    per_block = ((7 + 2 * counts.mlp_ratio) * size + 2 * 4) * values
     # The pooler's extra self-attention blocks run over all tokens in V-JEPA 2's order.
     pooler = (config.model.attn_pooler_depth - 1) * per_block if config.model.pooler_order == "tokens_first" else 0.0
+    inputs = clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # the fp32 batch itself
     if not config.meta.finetune_encoder:
-        return size * (pooler + per_block)  # the frozen encoder: one block's transient values
+        # the frozen encoder's one transient block is gone before the pooler's kept activations peak
+        return inputs + max(pooler, per_block)
     if config.model.use_activation_checkpointing:
         every = config.model.activation_checkpointing_every
-        kept = (
-            counts.depth // every * tokens * counts.width * clips + (counts.depth - counts.depth // every) * per_block
-        )
-        return size * (kept + per_block)
-    return size * counts.depth * per_block
+        checkpointed = counts.depth // every
+        kept = checkpointed * values * size + (counts.depth - checkpointed) * per_block
+        # in backward, the block being recomputed: its activations and the gradients flowing through them
+        return inputs + kept + 2 * per_block + pooler
+    return inputs + counts.depth * per_block + pooler
 
 
 def count_parameters(config: Config, num_classes: int) -> ModelCounts:
@@ -153,6 +160,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (H100: 80)")
     parser.add_argument("--num-classes", type=int, default=None, help="default: meta.num_classes or 400")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also run one fsdp step of the real model under a fake process group of this many ranks",
+    )
+    parser.add_argument("--gpu", default="h100", help="for --simulate: h100, h200, b200, a100, l40s, a10g")
+    parser.add_argument(
+        "--intra-node-gbps",
+        type=float,
+        default=3600.0,
+        help="for --simulate: Gbit/s per GPU inside a node (NVLink 4: 3600)",
+    )
+    parser.add_argument(
+        "--inter-node-gbps", type=float, default=400.0, help="for --simulate: Gbit/s per GPU between nodes"
+    )
+    parser.add_argument(
+        "--compute-efficiency",
+        type=float,
+        default=0.45,
+        help="for --simulate: fraction of the GPU's bf16 peak the matmuls reach",
+    )
     args = parser.parse_args(argv)
     config = config_from_args(args)
     ranks = args.gpus * args.nodes
@@ -171,6 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         fits = "fits" if row.total / GIB < 0.9 * args.gpu_memory else "too large"
         print(f"{row.strategy:14} " + " ".join(f"{v / GIB:8.2f}" for v in values) + f"  {fits}")
     print("(plus the framework's workspace, ~1-3 GiB; see `python -m harness.plan --help` for the formulas)")
+    if args.simulate:
+        from harness.simulate import GPU_PEAKS, Hardware, report, simulate
+
+        if args.gpu not in GPU_PEAKS:
+            raise UserError(f"--gpu {args.gpu!r}: choose one of {', '.join(GPU_PEAKS)}")
+        hardware = Hardware(args.gpu, args.gpus, args.nodes, args.intra_node_gbps, args.inter_node_gbps,
+                            args.compute_efficiency)  # fmt: skip
+        fsdp = next(row for row in rows if row.strategy == "fsdp")
+        planned = {"weights": fsdp.weights, "gradients": fsdp.gradients, "optimizer": fsdp.optimizer,
+                   "gathered": fsdp.gathered, "activations": fsdp.activations}  # fmt: skip
+        print(report(simulate(config, hardware, classes), planned))
     return 0
 
 

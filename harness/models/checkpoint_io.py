@@ -66,6 +66,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
         return load_file(str(path))
     try:
+        # Memory-mapped: tensors are read from the page cache as they are used (one copy per
+        # node, not per rank); files in the pre-zip format cannot be, and are read whole.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        if "mmap" not in str(error):
+            raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
@@ -160,7 +167,8 @@ def load_into(
             accepted[key] = value
     report.missing = [k for k in own if k not in state]  # keys present with another shape are "mismatched"
     report.loaded = sorted(accepted)
-    module.load_state_dict(accepted, strict=False)
+    # (tensors still on the meta device are filled later: see DeferredBlocks)
+    module.load_state_dict({k: v for k, v in accepted.items() if not own[k].is_meta}, strict=False)
     log.info(report.summary())
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise CheckpointError("strict load failed (pass strict=False to accept a partial load):\n" + report.summary())
@@ -187,7 +195,10 @@ def load_encoder(
         state = family.encoder_states(read_checkpoint(path), key)
         if state is None:
             raise CheckpointError(f"{path}: no {family.name} encoder weights in this file")
-    report = load_into(encoder, state, str(path), strict=False)
+    report = load_into(encoder, state, str(path), strict=False)  # blocks still on the meta device: see below
+    deferred = getattr(encoder, "deferred_blocks", None)
+    if deferred is not None:  # a sharding strategy copies these as it materialises each block
+        deferred.state = {k: v for k, v in state.items() if k.startswith("blocks.")}
     left_random = report.missing + report.mismatched
     if left_random and not allow_random_init:
         raise CheckpointError(

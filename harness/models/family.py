@@ -12,8 +12,10 @@ same methods on every model):
 * ``layer_id(name) -> int`` and ``num_layers``: the depth index of a parameter for layer-wise
   learning-rate decay (0 = embeddings, ``i + 1`` = block ``i``, ``num_layers - 1`` = after them);
 * ``forward_flops(frames, height, width) -> int``: analytic forward FLOPs of one clip;
-* ``init_weights()``: (re)initialise every parameter in place, so an encoder built on the meta
-  device and materialised with ``to_empty`` gets the same weights as a direct build;
+* ``init_stem()`` and ``init_block(index, block)``: initialise the parameters outside the blocks,
+  and one block; ``init_weights()`` calls them through :func:`init_all_units`, each unit from its
+  own seed, so an encoder built on the meta device can be materialised a block at a time (one
+  shard per rank) and still get exactly the weights of a direct build;
 * ``forward(x [B, C, T, H, W]) -> tokens [B, N, D]``.
 
 Nothing here knows the config tree: the training code hands a family plain values (see
@@ -190,12 +192,68 @@ def build_encoder(build: Callable[..., nn.Module], kwargs: dict[str, Any],
     return materialize(encoder, device or "cpu")
 
 
-def materialize(encoder: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
-    """Allocate an encoder built on the meta device on ``device`` and initialise it with the
-    family's own initialisation (the same weights a direct build with the same seed gets, when
-    the random generator is in the same state)."""
-    encoder.to_empty(device=device)
-    encoder.init_weights()
+def draw_init_seed() -> int:
+    """One draw from the global CPU generator: the base seed of an encoder's initialisation."""
+    return int(torch.randint(0, 2**62, (1,), device="cpu").item())
+
+
+def init_unit(encoder: nn.Module, base_seed: int, index: int | None = None, block: nn.Module | None = None) -> None:
+    """Initialise one unit of ``encoder`` from its own seed: the stem (everything outside the
+    blocks) when ``index`` is None, else ``block`` as block ``index`` (``block`` may be a copy of
+    it elsewhere: a strategy materialising one block at a time). The global generator is untouched."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed((base_seed + 1_000_003 * (0 if index is None else index + 1)) % 2**63)
+        if index is None:
+            encoder.init_stem()
+        else:
+            encoder.init_block(index, getattr(block, "_checkpoint_wrapped_module", block))
+
+
+def init_all_units(encoder: nn.Module) -> None:
+    """An encoder's ``init_weights``: the stem and every block, each from its own seed derived
+    from one draw of the global generator (nothing on the meta device is touched)."""
+    if any(p.is_meta for p in encoder.parameters()):
+        return
+    encoder.init_seed = draw_init_seed()
+    init_unit(encoder, encoder.init_seed)
+    for index, block in enumerate(encoder.blocks):
+        init_unit(encoder, encoder.init_seed, index, block)
+
+
+@dataclass
+class DeferredBlocks:
+    """An encoder whose blocks are still on the meta device (``encoder.deferred_blocks``): a
+    sharding strategy materialises each block where it lives with :meth:`fill`, which gives it the
+    values a direct build would have (same seeds), then the pretrained ones if any."""
+
+    base_seed: int  #: the encoder's initialisation seed
+    state: dict[str, torch.Tensor] | None = None  #: pretrained ``blocks.*`` tensors (memory-mapped when possible)
+
+    def fill(self, encoder: nn.Module, index: int, block: nn.Module) -> None:
+        """Initialise ``block`` (a real copy of block ``index``) and copy its pretrained tensors."""
+        init_unit(encoder, self.base_seed, index, block)
+        if self.state:
+            prefix = f"blocks.{index}."
+            values = {k[len(prefix) :]: v for k, v in self.state.items() if k.startswith(prefix)}
+            getattr(block, "_checkpoint_wrapped_module", block).load_state_dict(values, strict=False)
+
+
+def materialize(encoder: nn.Module, device: torch.device | str = "cpu", blocks: bool = True) -> nn.Module:
+    """Allocate an encoder built on the meta device on ``device`` and initialise it (the weights a
+    direct build gets for the same random state). With ``blocks=False`` only the stem is
+    materialised and ``encoder.deferred_blocks`` (:class:`DeferredBlocks`) says how to make each
+    block later, one at a time, on the rank that holds it."""
+    if blocks:
+        encoder.to_empty(device=device)
+        encoder.init_weights()
+        return encoder
+    encoder.to_empty(device=device, recurse=False)
+    for name, child in encoder.named_children():
+        if name != "blocks":
+            child.to_empty(device=device)
+    encoder.init_seed = draw_init_seed()
+    init_unit(encoder, encoder.init_seed)
+    encoder.deferred_blocks = DeferredBlocks(encoder.init_seed)
     return encoder
 
 

@@ -19,10 +19,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool 
     return scores.softmax(dim=-1) @ v
 
 
-def init_linear_and_norms(root: nn.Module, std: float) -> None:
+def init_linear_and_norms(root: nn.Module, std: float, skip: nn.Module | None = None) -> None:
     """Truncated-normal weights and zero biases for every Linear/Conv3d under ``root``, unit
-    weights and zero biases for every LayerNorm (the ViT initialisation both families share)."""
+    weights and zero biases for every LayerNorm (the ViT initialisation both families share);
+    modules under ``skip`` are left alone."""
+    skipped = {id(m) for m in skip.modules()} if skip is not None else set()
     for module in root.modules():
+        if id(module) in skipped:
+            continue
         if isinstance(module, (nn.Linear, nn.Conv3d)):
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:

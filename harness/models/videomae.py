@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.family import HFLayout, ModelFamily, register_family
+from harness.models.family import HFLayout, ModelFamily, init_all_units, register_family
 from harness.models.flops import encoder_forward_flops
 from harness.models.layers import MLP, DropPath, attention, init_linear_and_norms
 from harness.models.state_names import rename, rename_rules, stack_parts
@@ -170,20 +170,26 @@ class VideoMAEEncoder(nn.Module):
                                      mlp_ratio=self.mlp_ratio)  # fmt: skip
 
     def init_weights(self) -> None:
-        """VideoMAE's initialisation (truncated normal Linear weights, zero biases, unit norms; the
-        patch projection too, so that a meta-device build initialises every tensor), layer scale
-        at ``init_values`` and the position table recomputed."""
-        init_linear_and_norms(self, self.init_std)
-        for block in self.blocks:
-            for name in ("q_bias", "v_bias"):
-                if getattr(block.attn, name) is not None:
-                    nn.init.zeros_(getattr(block.attn, name))
-            for gamma in (block.gamma_1, block.gamma_2):
-                if gamma is not None:
-                    nn.init.constant_(gamma, block.init_values)
-        with torch.no_grad():
-            if not self.pos_embed.is_meta:
-                self.pos_embed.copy_(sinusoid_table(self.pos_embed.shape[1], self.embed_dim))
+        """Every unit from its own seed (:func:`harness.models.family.init_all_units`)."""
+        init_all_units(self)
+
+    def init_stem(self) -> None:
+        """Truncated-normal patch projection (VideoMAE keeps PyTorch's there; initialising it makes
+        a meta-device build complete), unit norms, the position table recomputed."""
+        init_linear_and_norms(self, self.init_std, skip=self.blocks)
+        if not self.pos_embed.is_meta:
+            self.pos_embed.copy_(sinusoid_table(self.pos_embed.shape[1], self.embed_dim))
+
+    def init_block(self, index: int, block: nn.Module) -> None:
+        """VideoMAE's: truncated-normal Linear weights, zero biases (``q_bias``/``v_bias`` too),
+        unit norms, layer scale at ``init_values``."""
+        init_linear_and_norms(block, self.init_std)
+        for name in ("q_bias", "v_bias"):
+            if getattr(block.attn, name) is not None:
+                nn.init.zeros_(getattr(block.attn, name))
+        for gamma in (block.gamma_1, block.gamma_2):
+            if gamma is not None:
+                nn.init.constant_(gamma, block.init_values)
 
     def position_table(self, count: int, device: torch.device) -> torch.Tensor:
         """The table for ``count`` tokens (another input size gets the table VideoMAE would build for it)."""

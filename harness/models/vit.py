@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models.family import init_all_units
 from harness.models.flops import encoder_forward_flops
 from harness.models.layers import Block, RotaryTable, init_linear_and_norms
 
@@ -154,18 +155,23 @@ class VisionTransformer(nn.Module):
         self._logged_grids: set[tuple[int, int, int]] = set()
         self.init_weights()
 
-    def init_weights(self, std: float | None = None) -> None:
-        """Truncated-normal linear/conv weights, unit norms, depth-rescaled residual outputs, and
-        the sin-cos table recomputed (so a meta-device build materialises to a direct build)."""
-        std = self.init_std if std is None else std
-        init_linear_and_norms(self, std)
-        for layer, block in enumerate(self.blocks, start=1):
-            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
-            last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
-            last.weight.data.div_(math.sqrt(2.0 * layer))
+    def init_weights(self) -> None:
+        """Every unit from its own seed (:func:`harness.models.family.init_all_units`)."""
+        init_all_units(self)
+
+    def init_stem(self) -> None:
+        """Truncated-normal patch projection, unit final norm, the sin-cos table recomputed."""
+        init_linear_and_norms(self, self.init_std, skip=self.blocks)
         if not self.use_rope:
-            with torch.no_grad():
-                self.pos_embed.copy_(sincos_3d(self.embed_dim, self.grid_size, self.uniform_power)[None])
+            self.pos_embed.copy_(sincos_3d(self.embed_dim, self.grid_size, self.uniform_power)[None])
+
+    def init_block(self, index: int, block: nn.Module) -> None:
+        """Truncated-normal linear weights, unit norms, and the residual outputs of block ``index``
+        divided by ``sqrt(2 (index + 1))`` (V-JEPA 2's depth rescaling)."""
+        init_linear_and_norms(block, self.init_std)
+        block.attn.proj.weight.div_(math.sqrt(2.0 * (index + 1)))
+        last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
+        last.weight.div_(math.sqrt(2.0 * (index + 1)))
 
     @property
     def num_layers(self) -> int:

@@ -20,6 +20,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.fileio import read_json
+from harness.parallel.meta_init import deferred_blocks, full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
 
@@ -121,6 +122,10 @@ class DeepSpeedStrategy(DistributedStrategy):
     def shards_parameters(self) -> bool:
         return self.zero_stage == 3
 
+    @property
+    def builds_sharded(self) -> bool:
+        return self.zero_stage == 3
+
     def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
         # ZeRO-3 keeps this rank's slice of the flattened parameter in ``ds_tensor``; the module's
         # own ``param`` is an empty placeholder outside a forward.
@@ -159,7 +164,17 @@ class DeepSpeedStrategy(DistributedStrategy):
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
         import deepspeed
 
-        model = model.to(self.device)
+        move_materialised(model, self.device)
+        if deferred_blocks(model):  # ZeRO-3: each block made in full, then partitioned at once
+            deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())  # joins our group
+            blocks = model.encoder.blocks
+            for index, full in full_blocks(model, device=self.device, fill=self.rank == 0):
+                compiled = getattr(blocks[index], "_compiled_call_impl", None) is not None
+                # the other ranks receive rank 0's values as the block is partitioned
+                deepspeed.zero.Init(module=full, config_dict_or_path=self.config)
+                if compiled:
+                    full.compile()
+                blocks[index] = full
         optimizer = build_optimizer(model)
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.config)
         self._engine = engine

@@ -1,14 +1,17 @@
 """FSDP2 (``fully_shard``): parameters, gradients and optimizer state sharded over ranks.
 
 Each transformer block (encoder and pooler) is its own FSDP unit, then the root; activation
-checkpointing and compile were applied to the blocks before (torchtitan's order), and the
-pretrained encoder was loaded before sharding. Checkpoints are DCP folders: every rank writes its
+checkpointing and compile were applied to the blocks before (torchtitan's order). The encoder's
+blocks arrive on the meta device: each is sharded, then only this rank's shards are allocated
+and filled from the block made in full on the host (initialised, pretrained tensors copied), one
+block at a time (:mod:`harness.parallel.meta_init`). Checkpoints are DCP folders: every rank writes its
 shards, and a checkpoint loads on any number of ranks (DCP reshards).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from harness.fileio import write_atomic
+from harness.parallel.meta_init import copy_into_shards, deferred_blocks, full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
 
@@ -43,6 +47,13 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
         if blocks is not None:
             units.extend(blocks)
     return units
+
+
+def _local_part(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``full`` as ``target`` holds it: a DTensor split like it (locally: every rank has ``full``)."""
+    if isinstance(target, DTensor):
+        return distribute_tensor(full.to(target.device), target.device_mesh, target.placements, src_data_rank=None)
+    return full
 
 
 def _sharded_state(model: nn.Module, optimizer) -> dict[str, Any]:
@@ -89,17 +100,26 @@ class FSDPStrategy(DistributedStrategy):
     def prepare(
         self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        pending = deferred_blocks(model)
+        templates = [copy.deepcopy(block) for block in model.encoder.blocks] if pending else None
         if self.offload is None:
-            model = model.to(self.device)
+            move_materialised(model, self.device)
         options: dict[str, Any] = {"mp_policy": self.mixed_precision}
         if self.offload is not None:
             options["offload_policy"] = self.offload
         for unit in fsdp_units(model):
             fully_shard(unit, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, reshard_after_forward=self.reshard_after_forward, **options)
+        if pending:  # allocate this rank's shards of each block, then fill them from the full block
+            blocks = model.encoder.blocks
+            device = "cpu" if self.offload is not None else self.device
+            for index, full in full_blocks(model, templates):
+                blocks[index].to_empty(device=device)
+                copy_into_shards(blocks[index], full, _local_part)
         return model, build_optimizer(model)
 
     shards_parameters = True
+    builds_sharded = True
 
     def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
         # The DTensor's own local shard (not a copy), so writes reach the sharded parameter.

@@ -79,6 +79,9 @@ class Strategy:
 
     #: whether parameters are split over ranks (then per-parameter state is kept per rank)
     shards_parameters = False
+    #: whether :meth:`prepare` materialises meta-device encoder blocks itself, one shard per rank
+    #: (:mod:`harness.parallel.meta_init`); the trainer then builds the blocks on the meta device
+    builds_sharded = False
 
     def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
         """The part of ``param`` this rank holds (the whole tensor when nothing is sharded);

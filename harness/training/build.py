@@ -35,6 +35,7 @@ from harness.models import (
     family_of_module,
     load_classifier,
     load_encoder,
+    materialize,
 )
 from harness.models.checkpoint_io import hf_family
 from harness.models.hf_directory import is_hf_directory
@@ -229,11 +230,12 @@ def build_val_loader(config: Config, strategy: Strategy, val_set: VideoSource) -
     return val_set.make_loader(settings, train=False)
 
 
-def build_encoder(config: Config, device: str | None = None) -> nn.Module:
+def build_encoder(config: Config, device: str | None = None, defer_blocks: bool = False) -> nn.Module:
     """The encoder of ``model.model_name``'s family with its pretrained weights
     (``meta.pretrain_checkpoint``: any layout the family reads; a Hugging Face directory's
     ``config.json`` then sets the architecture). ``device="meta"`` builds it without memory
-    (no weights are loaded then)."""
+    (no weights are loaded then); ``defer_blocks`` leaves the blocks on the meta device for a
+    sharding strategy to materialise one at a time (``encoder.deferred_blocks``)."""
     model_cfg, data, meta = config.model, config.data, config.meta
     family = family_of(model_cfg.model_name)
     settings = EncoderSettings(
@@ -249,9 +251,12 @@ def build_encoder(config: Config, device: str | None = None) -> nn.Module:
         size_overrides = _hf_encoder_options(family, pretrained, "meta.pretrain_checkpoint")
         log.info("encoder architecture from %s/config.json: %s", pretrained, size_overrides)
     try:
-        encoder = family.create(model_cfg.model_name, settings, options, device, **size_overrides)
+        encoder = family.create(model_cfg.model_name, settings, options, "meta" if defer_blocks else device,
+                                **size_overrides)  # fmt: skip
     except ValueError as error:
         raise ConfigError(f"model: {error}") from None
+    if defer_blocks:
+        materialize(encoder, "cpu", blocks=False)
     if pretrained and device != "meta":
         report = load_encoder(encoder, pretrained, key=meta.checkpoint_key)
         log.info("encoder: %s", report.summary())
@@ -328,15 +333,18 @@ def _hf_classifier_options(family: ModelFamily, path: str, num_classes: int) -> 
     return owner.hf.classifier_options(hf_config)
 
 
-def build_model(config: Config, num_classes: int, device: str | None = None) -> VideoClassifier:
+def build_model(
+    config: Config, num_classes: int, device: str | None = None, defer_blocks: bool = False
+) -> VideoClassifier:
     """Encoder (pretrained weights loaded first) + classifier, on the CPU (``device="meta"``: the
-    encoder without memory and without reading weights, for the planner).
+    encoder without memory and without reading weights, for the planner; ``defer_blocks``: the
+    encoder's blocks left for the strategy to materialise, see :func:`build_encoder`).
 
     Activation checkpointing is applied here from outside the model; compile and distributed
     wrapping come after (the strategy's ``prepare``).
     """
     model_cfg, meta = config.model, config.meta
-    encoder = build_encoder(config, device)
+    encoder = build_encoder(config, device, defer_blocks)
     classifier = build_classifier(config, encoder, num_classes)
     if model_cfg.use_activation_checkpointing and meta.finetune_encoder:
         apply_activation_checkpointing(encoder.blocks, model_cfg.activation_checkpointing_every)

@@ -68,9 +68,9 @@ class Trainer:
         self.num_classes = build.infer_num_classes(config, self.train_set, names)
         check_labels(config, self.num_classes, self.train_set, self.val_set)
         self.class_names = display_names(names, self.num_classes)
-        self.model, self.optimizer = self.strategy.prepare(
-            build.build_model(config, self.num_classes), self._build_optimizer
-        )
+        # Sharding strategies get the encoder's blocks on the meta device and materialise only their shards.
+        model = build.build_model(config, self.num_classes, defer_blocks=self.strategy.builds_sharded)
+        self.model, self.optimizer = self.strategy.prepare(model, self._build_optimizer)
         torch.manual_seed(config.meta.seed + self.strategy.rank)  # drop path etc. differ per rank
         self.train_loader, self.val_loader = build.build_loaders(config, self.strategy, self.train_set, self.val_set)
         opt = config.optimization

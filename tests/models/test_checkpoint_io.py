@@ -14,7 +14,8 @@ def prefixed(state, prefix):
 def source():
     torch.manual_seed(1)
     encoder = tiny_encoder()
-    encoder.init_weights(0.05)  # different from a fresh tiny_encoder()
+    encoder.init_std = 0.05  # different from a fresh tiny_encoder()
+    encoder.init_weights()
     return encoder
 
 

@@ -113,9 +113,9 @@ VIDEOMAE = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp", "zero3"])
-def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, demo_root, tmp_path):
-    """The second model family through the same strategy code: trains, resumes exactly, ranks agree,
-    and consolidates to its EMA weights."""
+def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, demo_root, demo_shards, tmp_path):
+    """The second model family through the same strategy code: trains on listings, resumes exactly,
+    ranks agree, consolidates to its EMA weights; and trains on shards."""
     ranks = 1 if strategy == "single" else 2
     configs = {}
     for key, folder, epochs in (("a", "vm", 1), ("b", "vm", 2), ("ref", "vm_ref", 2)):
@@ -123,7 +123,14 @@ def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, d
         settings = (f"data.batch_size={4 // ranks}", "optimization.ipe=2", f"optimization.epochs={epochs}")
         overrides = tiny_overrides(demo_root, tmp_path / folder, *MATRIX[strategy], *VIDEOMAE, *settings)
         save_config(load_config(None, overrides), configs[key])
-    entries = [f"vm:{configs['a']}:{configs['b']}", f"vm_ref:{configs['ref']}:{configs['ref']}"]
+    shards = ("data.datasets=[]", "data.val_datasets=[]", f"data.shards=[{demo_shards / 'train/manifest.json'}]",
+              f"data.val_shards=[{demo_shards / 'val/manifest.json'}]", "optimization.epochs=1")  # fmt: skip
+    configs["shards"] = tmp_path / "shards.yaml"
+    overrides = tiny_overrides(demo_root, tmp_path / "vm_shards", *MATRIX[strategy], *VIDEOMAE, *shards,
+                               f"data.batch_size={4 // ranks}")  # fmt: skip
+    save_config(load_config(None, overrides), configs["shards"])
+    entries = [f"vm:{configs['a']}:{configs['b']}", f"vm_ref:{configs['ref']}:{configs['ref']}",
+               f"vm_shards:{configs['shards']}:"]  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
@@ -134,3 +141,6 @@ def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, d
     assert all(r["final"] == results[0]["final"] for r in results), "ranks disagree"
     assert results[0]["losses"] == json.loads((tmp_path / "vm_ref_r0.json").read_text())["losses"]
     assert results[0]["export"] == {"digest": results[0]["ema"], "weights": "ema"}
+    streamed = [json.loads((tmp_path / f"vm_shards_r{rank}.json").read_text()) for rank in range(ranks)]
+    assert streamed[0]["steps"] > 0 and streamed[0]["final"] != streamed[0]["initial"], "shards: nothing trained"
+    assert all(r["final"] == streamed[0]["final"] for r in streamed), "shards: ranks disagree"

@@ -1,0 +1,257 @@
+"""The GPU check: one command that checks and measures the CUDA paths on one GPU machine.
+
+    python bench/gpu_check.py              # on a GPU machine: ViT-L/16, 16x224 (about 6-8 minutes)
+    python bench/gpu_check.py --dry-run    # anywhere: the same code at toy sizes on the CPU
+    python bench/gpu_check.py --quick      # the step table without the torch.compile variants
+
+What it checks and measures, in order, each a row of the table it prints (markdown, ready for
+``bench/RESULTS.md``):
+
+1. SDPA's flash and memory-efficient attention kernels, forward and backward, against the math
+   path computed in fp32 (bf16 inputs on the GPU; on the CPU the kernels the build has).
+2. bf16 autocast: the classifier's logits come out fp32 and close to an fp32 run's.
+3. The data pipeline's device normalisation of uint8 clips equals the CPU reference.
+4. One training step (fwd + bwd + AdamW) of the model, median of 5 after warm-up, and its MFU
+   against the device's bf16 peak, under ``single``, ``fsdp`` (1 rank), DeepSpeed ZeRO-2 and
+   ZeRO-3 (1 rank), each without and with activation checkpointing, and (unless ``--quick``) with
+   per-block ``torch.compile``.
+5. The demo trained end to end on the device (``configs/demo.yaml``, 2 epochs with a shortened
+   schedule; one 2-step epoch in the dry run).
+
+It re-launches itself under ``torchrun`` with one process, so the strategies' process groups are
+real. A failed check is a row marked FAIL and the exit status is 1; nothing stops the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+ROWS: list[tuple[str, str, str]] = []  # (check, result, detail)
+
+
+def row(check: str, ok: bool, detail: str) -> None:
+    ROWS.append((check, "ok" if ok else "FAIL", detail))
+    print(f"{check}: {'ok' if ok else 'FAIL'} ({detail})", flush=True)
+
+
+def guarded(check: str, function, *args) -> None:
+    """Run one check; an exception becomes a FAIL row with its last line."""
+    try:
+        function(*args)
+    except Exception as error:  # a check that breaks is reported, and the rest still run
+        traceback.print_exc()
+        row(check, False, f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}")
+
+
+def check_attention(device: torch.device, dry: bool) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dtype = torch.float32 if dry else torch.bfloat16
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, 4, 64, 32) if dry else (2, 16, 1568, 64)  # ViT-L 16x224: 1568 tokens, 16 heads of 64
+    q, k, v = (torch.randn(shape, generator=generator).to(device, dtype).requires_grad_() for _ in range(3))
+    grad = torch.randn(shape, generator=generator).to(device, dtype)
+    reference = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    with sdpa_kernel([SDPBackend.MATH]):
+        expected = F.scaled_dot_product_attention(*reference)
+    expected.backward(grad.float())
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        for t in (q, k, v):
+            t.grad = None
+        try:
+            with sdpa_kernel([backend]):
+                out = F.scaled_dot_product_attention(q, k, v)
+                out.backward(grad)
+        except RuntimeError as error:
+            row(f"sdpa {backend.name.lower()}", dry, f"not available here: {str(error).splitlines()[0][:80]}")
+            continue
+        errors = [(out.float() - expected).abs().max().item()]
+        errors += [(t.grad.float() - r.grad).abs().max().item() for t, r in zip((q, k, v), reference)]
+        kind = str(dtype).removeprefix("torch.")
+        row(f"sdpa {backend.name.lower()} fwd+bwd vs math", max(errors) <= tolerance,
+            f"max abs diff {max(errors):.1e} ({kind}, tolerance {tolerance:g})")  # fmt: skip
+
+
+def tiny_classifier(device: torch.device):
+    from harness.models import AttentiveClassifier, VideoClassifier, create_encoder
+
+    torch.manual_seed(0)
+    encoder = create_encoder("vit_tiny", img_size=32, num_frames=4, depth=2)
+    return VideoClassifier(encoder, AttentiveClassifier(192, 5, num_heads=3)).to(device).eval()
+
+
+def check_autocast(device: torch.device) -> None:
+    model = tiny_classifier(device)
+    clips = torch.randn(2, 1, 3, 4, 32, 32, device=device)
+    with torch.no_grad():
+        exact = model(clips)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            mixed = model(clips)
+    difference = (mixed - exact).abs().max().item() / exact.abs().max().item()
+    row("bf16 autocast, fp32 head", mixed.dtype == torch.float32 and difference < 5e-2,
+        f"logits {str(mixed.dtype).removeprefix('torch.')}, relative difference to fp32 {difference:.1e}")  # fmt: skip
+
+
+def check_normalisation(device: torch.device) -> None:
+    from harness.training.evaluation import to_model_input
+
+    clips = torch.randint(0, 256, (2, 1, 3, 4, 32, 32), dtype=torch.uint8)
+    on_device = to_model_input(clips, device).cpu()
+    reference = to_model_input(clips, torch.device("cpu"))
+    difference = (on_device - reference).abs().max().item()
+    row("uint8 normalisation on the device", difference <= 1e-5, f"max abs diff to the CPU {difference:.1e}")
+
+
+STRATEGIES = {
+    "single": ["distributed.strategy=single"],
+    "fsdp": ["distributed.strategy=fsdp"],
+    "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero2.json'}"],
+    "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero3.json'}"],
+}
+
+
+def step_config(args, strategy: str, checkpointing: bool, compiled: bool):
+    from harness.config import load_config
+
+    size = ["model.model_name=vit_tiny", "model.depth=2", "data.crop_size=32", "data.dataset_fpcs=[4]",
+            "data.batch_size=2"] if args.dry_run else [
+            "model.model_name=vit_large", "data.crop_size=224", "data.dataset_fpcs=[16]",
+            f"data.batch_size={args.batch}"]  # fmt: skip
+    return load_config(None, [*size, *STRATEGIES[strategy], "data.frame_step=4", "meta.finetune_encoder=true",
+                              f"meta.device={args.device}", f"meta.dtype={'float32' if args.dry_run else 'bfloat16'}",
+                              f"model.use_activation_checkpointing={str(checkpointing).lower()}",
+                              f"model.compile_model={str(compiled).lower()}"])  # fmt: skip
+
+
+def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> None:
+    from harness.observability import flops_per_clip, peak_flops
+    from harness.parallel.registry import STRATEGY_SPECS
+    from harness.parallel.strategy import build_strategy
+    from harness.training.build import build_model
+    from harness.training.optim import build_adamw, param_groups
+
+    config = step_config(args, strategy_name, checkpointing, compiled)
+    dist = config.distributed
+    spec = STRATEGY_SPECS[dist.strategy]
+    strategy = build_strategy(dist.strategy, config.meta.device, config.meta.dtype, dist.backend,
+                              spec.options(dist, config.data, config.optimization))  # fmt: skip
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model = build_model(config, 400, defer_blocks=strategy.builds_sharded)
+    model, optimizer = strategy.prepare(model, lambda m: build_adamw(param_groups(m), (0.9, 0.999), 1e-8,
+                                                                     strategy.device))  # fmt: skip
+    deepspeed = dist.strategy == "deepspeed"
+    data = config.data
+    clips = torch.randn(data.batch_size, 1, 3, data.dataset_fpcs[0], data.crop_size, data.crop_size,
+                        device=strategy.device)  # fmt: skip
+    labels = torch.randint(0, 400, (data.batch_size,), device=strategy.device)
+
+    def step() -> None:
+        with strategy.precision.autocast():
+            loss = F.cross_entropy(model(clips), labels)
+        if deepspeed:
+            model.backward(loss)
+            model.step()
+        else:
+            loss.backward()
+            strategy.optimizer_step(model, optimizer, 1.0)
+            optimizer.zero_grad(set_to_none=True)
+
+    def synchronise() -> None:
+        if strategy.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
+    synchronise()
+    warm = time.perf_counter() - started
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        step()
+        synchronise()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    encoder = strategy.unwrap(model).encoder
+    flops = flops_per_clip(encoder, config, True) * data.batch_size
+    mfu = flops / seconds / peak_flops(strategy.device, torch.bfloat16 if not args.dry_run else torch.float32)
+    variant = f"{strategy_name}{' +ckpt' if checkpointing else ''}{' +compile' if compiled else ''}"
+    memory = torch.cuda.max_memory_allocated() / 2**30 if strategy.device.type == "cuda" else 0.0
+    row(f"step {variant}", seconds > 0, f"{seconds * 1000:.0f} ms/step, MFU {100 * mfu:.1f}%, build+warm-up "
+        f"{warm:.0f} s" + (f", peak {memory:.1f} GiB" if memory else ""))  # fmt: skip
+    if strategy.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def check_demo(args) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="gpu_check_demo_"))
+    toy = ["optimization.epochs=1", "optimization.ipe=2", "data.dataset_fpcs=[4]", "data.val_dataset_fpcs=[4]",
+           "data.crop_size=32", "model.depth=2", "optimization.warmup=0", "optimization.anneal=0"]  # fmt: skip
+    extra = toy if args.dry_run else ["optimization.epochs=2", "optimization.warmup=0.5", "optimization.anneal=1"]
+    command = [sys.executable, "-m", "harness.train", "--config", str(REPO / "configs/demo.yaml"),
+               f"folder={folder / 'run'}", f"data.datasets=[{folder / 'data/train.csv'}]",
+               f"data.val_datasets=[{folder / 'data/val.csv'}]", f"data.class_names={folder / 'data/classes.txt'}",
+               f"meta.device={args.device}", "logging.progress_bar=false", *extra]  # fmt: skip
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+    env = {k: v for k, v in os.environ.items() if k not in launcher}  # the demo is its own single process
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    summary = folder / "run" / "summary.json"
+    detail = f"{time.perf_counter() - started:.0f} s" + (f"; {done.stderr.strip().splitlines()[-1][:120]}"
+                                                        if done.returncode and done.stderr.strip() else "")  # fmt: skip
+    row("demo end to end", done.returncode == 0 and summary.is_file(), detail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU (the test suite runs this)")
+    parser.add_argument("--quick", action="store_true", help="skip the torch.compile step variants")
+    parser.add_argument("--batch", type=int, default=4, help="clips per step for ViT-L (GPU)")
+    args = parser.parse_args()
+    args.device = "cpu" if args.dry_run else "cuda"
+    if "RANK" not in os.environ:  # one process under torchrun: real process groups for fsdp / DeepSpeed
+        env = {**os.environ, **({"DS_ACCELERATOR": "cpu"} if args.dry_run else {})}
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", __file__, *sys.argv[1:]]
+        return subprocess.run(command, env=env).returncode
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device: run with --dry-run to check the script itself", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    started = time.perf_counter()
+    guarded("sdpa kernels", check_attention, device, args.dry_run)
+    guarded("bf16 autocast", check_autocast, device)
+    guarded("uint8 normalisation", check_normalisation, device)
+    variants = [(c, False) for c in (False, True)]
+    if not args.quick:
+        variants += [(c, True) for c in (False, True)] if not args.dry_run else [(False, True)]
+    for strategy in STRATEGIES:
+        for checkpointing, compiled in variants:
+            if compiled and args.dry_run and strategy != "single":
+                continue  # (compile under every strategy is in the test suite's feature matrix)
+            guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
+    guarded("demo end to end", check_demo, args)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run)"
+    print(f"\n### GPU check: {name}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s\n")
+    print("| check | result | detail |\n|---|---|---|")
+    for check, result, detail in ROWS:
+        print(f"| {check} | {result} | {detail} |")
+    return 0 if all(result == "ok" for _, result, _ in ROWS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

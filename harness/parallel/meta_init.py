@@ -1,0 +1,58 @@
+"""Materialising an encoder whose blocks were built on the meta device, one block at a time.
+
+With ``fsdp`` and DeepSpeed ZeRO-3 the trainer builds the encoder's blocks on the meta device
+(:class:`harness.models.family.DeferredBlocks`): no rank ever holds the whole model. Each block is
+made in full on the host (its family's initialisation from its own seed, then its pretrained
+tensors, read from a memory-mapped file), handed to the strategy's sharding, and dropped before
+the next one: peak host memory is the stem, the classifier and one block, plus this rank's
+shards. The weights equal a single-process build's for the same seed (each unit has its own seed).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from harness.models.family import DeferredBlocks
+
+
+def deferred_blocks(model: nn.Module) -> DeferredBlocks | None:
+    """The model's pending blocks, if its encoder was built with ``defer_blocks``."""
+    return getattr(getattr(model, "encoder", None), "deferred_blocks", None)
+
+
+def move_materialised(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)`` for every tensor that is not on the meta device."""
+    model._apply(lambda tensor: tensor if tensor.is_meta else tensor.to(device))
+
+
+def full_blocks(model: nn.Module, templates: list[nn.Module] | None = None,
+                device: torch.device | str = "cpu", fill: bool = True) -> Iterator[tuple[int, nn.Module]]:  # fmt: skip
+    """Each encoder block made in full on ``device``, in order (``templates``: meta copies of the
+    blocks taken before they were changed). Without ``fill`` the block's memory is allocated but
+    not initialised (a rank that receives the values from another). Clears the pending state after
+    the last block."""
+    encoder = model.encoder
+    pending = encoder.deferred_blocks
+    for index, block in enumerate(templates if templates is not None else list(encoder.blocks)):
+        full = copy.deepcopy(block)
+        full._compiled_call_impl = None  # a compiled block's compiled call belongs to the original
+        full.to_empty(device=device)
+        if fill:
+            pending.fill(encoder, index, full)
+        yield index, full
+    encoder.deferred_blocks = None
+
+
+def copy_into_shards(
+    target: nn.Module, full: nn.Module, shard: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> None:
+    """Copy every parameter and buffer of ``full`` into ``target``'s (same names), each through
+    ``shard(full_tensor, target_tensor)`` (the part of it the target holds)."""
+    values = dict(full.named_parameters()) | dict(full.named_buffers())
+    with torch.no_grad():
+        for name, tensor in [*target.named_parameters(), *target.named_buffers()]:
+            tensor.copy_(shard(values[name], tensor))
