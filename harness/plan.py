@@ -49,7 +49,7 @@ import torch
 
 from harness.config import Config, argument_parser, config_from_args
 from harness.errors import UserError, entry_point
-from harness.parallel.registry import PLAN_ROWS
+from harness.parallel.registry import PLAN_ROWS, SIMULATED_STRATEGY
 
 GIB = 1024**3
 
@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--gpu {args.gpu!r}: choose one of {', '.join(GPU_PEAKS)}")
         hardware = Hardware(args.gpu, args.gpus, args.nodes, args.intra_node_gbps, args.inter_node_gbps,
                             args.compute_efficiency)  # fmt: skip
-        fsdp = next(row for row in rows if row.strategy == "fsdp")
-        planned = {"weights": fsdp.weights, "gradients": fsdp.gradients, "optimizer": fsdp.optimizer,
-                   "gathered": fsdp.gathered, "activations": fsdp.activations}  # fmt: skip
-        print(report(simulate(config, hardware, classes), planned))
+        simulated = next(row for row in rows if row.strategy == SIMULATED_STRATEGY)
+        planned = {"weights": simulated.weights, "gradients": simulated.gradients, "optimizer": simulated.optimizer,
+                   "gathered": simulated.gathered, "activations": simulated.activations}  # fmt: skip
+        print(report(simulate(config, hardware, classes), planned, args.gpu_memory))
     return 0
 
 

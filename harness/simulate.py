@@ -34,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.config import Config
+from harness.parallel.registry import SIMULATED_STRATEGY
 
 #: dense bf16 peak FLOP/s per GPU (vendor figures, no sparsity)
 GPU_PEAKS = {"h100": 989e12, "h200": 989e12, "b200": 2250e12, "a100": 312e12, "l40s": 362e12, "a10g": 125e12}
@@ -131,7 +132,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     join_fake_world(hardware.world)
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, classifier_checkpoint=None, device="cpu")
     config = dataclasses.replace(config, meta=meta, model=dataclasses.replace(config.model, compile_model=False))
-    spec = STRATEGY_SPECS["fsdp"]
+    spec = STRATEGY_SPECS[SIMULATED_STRATEGY]
     options = spec.options(config.distributed, config.data, config.optimization)
     cpu = torch.device("cpu")
     strategy = spec.implementation()(cpu, Precision(config.meta.dtype, cpu), 0, hardware.world, **options)
@@ -187,16 +188,21 @@ def predict(sim: Simulation) -> Simulation:
     return sim
 
 
-def report(sim: Simulation, planned: dict[str, float] | None = None) -> str:
-    """The simulation as text; ``planned``: the planner's fsdp row (bytes) to compare with."""
+def report(sim: Simulation, planned: dict[str, float] | None = None, gpu_memory_gib: float | None = None) -> str:
+    """The simulation as text; ``planned``: the planner's fsdp row (bytes) to compare with;
+    ``gpu_memory_gib``: say whether the peak fits (with 10% left for the framework)."""
     hw = sim.hardware
     gib = 1024**3
-    lines = [f"simulated fsdp step at {hw.world} ranks ({hw.nodes} node(s) x {hw.gpus_per_node}), per rank:",
+    where = f"{hw.world} ranks ({hw.nodes} node(s) x {hw.gpus_per_node})"
+    lines = [f"simulated {SIMULATED_STRATEGY} step at {where}, per rank:",
              "  memory at the peak (GiB): " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sim.memory.items() if v),
              f"  total {sum(sim.memory.values()) / gib:.2f} GiB"]  # fmt: skip
     if planned:
         total = sum(planned.values())
         lines[-1] += f"; planner {total / gib:.2f} GiB (simulated / planned {sum(sim.memory.values()) / total:.2f})"
+    if gpu_memory_gib:
+        fits = sum(sim.memory.values()) / gib < 0.9 * gpu_memory_gib
+        lines[-1] += f"; {'fits' if fits else 'does NOT fit'} in {gpu_memory_gib:g} GiB"
     for name, (count, size) in sorted(sim.collectives.items()):
         lines.append(f"  {name}: {count} per step, {size / gib:.2f} GiB")
     lines.append(

@@ -174,3 +174,8 @@ def strategy_spec(name: str) -> StrategySpec:
     if name not in STRATEGY_SPECS:
         raise UnknownStrategy(f"unknown strategy {name!r}; registered: {', '.join(STRATEGY_SPECS)}")
     return STRATEGY_SPECS[name]
+
+
+#: the strategy ``harness.plan --simulate`` runs under a fake process group on fake tensors (FSDP2's
+#: set-up moves no real data; DDP's and DeepSpeed's do)
+SIMULATED_STRATEGY = "fsdp"

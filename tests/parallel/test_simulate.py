@@ -56,8 +56,9 @@ def test_prediction_follows_bandwidth_and_compute(simulated):
 @pytest.mark.slow
 def test_plan_simulate_command_at_64_ranks():
     command = [sys.executable, "-m", "harness.plan", "--config", "configs/demo.yaml", "--gpus", "8", "--nodes", "8",
-               "--simulate", *MEDIUM]  # fmt: skip
+               "--gpu-memory", "0.05", "--simulate", *MEDIUM]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "simulated fsdp step at 64 ranks (8 node(s) x 8)" in done.stdout
     assert "predicted on h100" in done.stdout and "MFU" in done.stdout
+    assert "does NOT fit in 0.05 GiB" in done.stdout  # said before any job waits in a queue
