@@ -18,16 +18,19 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "safetensors>=0.4",
+        "braceexpand>=0.1.7",  # shard URL patterns, as webdataset expands them
         "pillow>=10.0",  # confusion-matrix PNG (torchvision depends on it too)
         "matplotlib>=3.7",  # harness.report curves
         "wandb>=0.17",  # optional at run time (logging.wandb.enabled); offline without an account
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
-        "decord>=0.6.0",
         "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
     ],
     extras_require={
         # huggingface_hub: DeepSpeed's zero_to_fp32.py (copied into its checkpoints) imports it.
         "deepspeed": ["deepspeed>=0.17", "huggingface_hub>=0.20"],
+        # decord: no wheels for Linux aarch64 (GH200) or Apple silicon; data.decoder=auto picks among
+        # the decoders installed (torchcodec, decord, PyAV)
+        "decord": ["decord>=0.6.0"],
         # harness.export --format onnx (torch's exporter needs onnxscript; ONNX Runtime runs it)
         "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
         "test": [
@@ -37,6 +40,7 @@ setup(
             "ruff>=0.6",
             "deepspeed>=0.17",
             "huggingface_hub>=0.20",
+            "decord>=0.6.0",  # every decoder is tested where it installs
             "webdataset>=0.2",  # only to prove our shards read with the reference reader
             # V-JEPA 2 compatibility is tested against the foreign code itself:
             "transformers>=4.53",  # VJEPA2Model / VJEPA2ForVideoClassification (save_pretrained)

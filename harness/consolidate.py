@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from harness.errors import entry_point
 from harness.export.cli import add_weights_option, write_export
-from harness.export.formats import publish
-from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, from_trained, load_exported, read_trained_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
 
@@ -34,6 +33,11 @@ def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -
     ``weights="ema"`` (default) exports the moving average of the weights where the run kept one
     (``optimization.ema_decay``; what its evaluation used), ``"trained"`` the weights as trained.
     """
+    import torch
+
+    from harness.export.formats import publish
+    from harness.export.model_io import from_trained, read_trained_model
+
     out = Path(out)
     trained = read_trained_model(checkpoint, weights)
     heads = list(getattr(trained.model.classifier, "heads", [trained.model.classifier]))
@@ -49,6 +53,8 @@ def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -
 
 def load_consolidated(folder: str | Path) -> nn.Module:
     """Rebuild the classifier from :func:`consolidate`'s output and load its weights strictly."""
+    from harness.export.model_io import load_exported
+
     return load_exported(folder)[0]
 
 
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     add_weights_option(parser)
     args = parser.parse_args(argv)
     out = consolidate(args.checkpoint, args.out, args.weights)
+    from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE
+
     print(f"wrote {out / WEIGHTS_FILE}, {out / MODEL_FILE} and {out / VJEPA2_PROBE_FILE}")
     return 0
 

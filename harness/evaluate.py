@@ -15,21 +15,16 @@ from pathlib import Path
 
 from harness.config import ConfigError, argument_parser, config_from_args
 from harness.errors import RunFailed, entry_point
-from harness.logger import setup_console
-from harness.models import load_classifier
-from harness.models.checkpoint_io import classifier_state, read_checkpoint
-from harness.training import build
-from harness.training.checkpoint import read_checkpoint_meta, resolve_checkpoint
-from harness.training.checks import check_labels
-from harness.training.classes import display_names, resolve_class_names
-from harness.training.evaluation import evaluate, write_eval_artefacts
-from harness.training.resume import load_checkpoint
 
 log = logging.getLogger("harness.evaluate")
 
 
 def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None]:
     """Number of classes and their names: the checkpoint's, else the config's."""
+    from harness.models.checkpoint_io import classifier_state, read_checkpoint
+    from harness.training.checkpoint import read_checkpoint_meta
+    from harness.training.classes import resolve_class_names
+
     if checkpoint.is_dir():
         meta = read_checkpoint_meta(checkpoint)
         return int(meta["num_classes"]), meta.get("class_names") or resolve_class_names(config)
@@ -45,6 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: <folder>/eval_<checkpoint>)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    # (imported here: --help and argument errors answer without importing torch)
+    from harness.logger import setup_console
+    from harness.models import load_classifier
+    from harness.training import build
+    from harness.training.checkpoint import resolve_checkpoint
+    from harness.training.checks import check_labels
+    from harness.training.classes import display_names
+    from harness.training.evaluation import evaluate, write_eval_artefacts
+    from harness.training.resume import load_checkpoint
+
     strategy = build.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
     checkpoint = resolve_checkpoint(args.checkpoint)

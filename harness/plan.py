@@ -45,8 +45,6 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 
-import torch
-
 from harness.config import Config, argument_parser, config_from_args
 from harness.errors import UserError, entry_point
 from harness.parallel.registry import PLAN_ROWS, SIMULATED_STRATEGY
@@ -122,6 +120,8 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
 
 def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     """Parameter counts of the config's model, built on the meta device (no memory, no files)."""
+    import torch
+
     from harness.training.build import build_model
 
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, load_encoder=False)

@@ -30,13 +30,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from harness.data.cutting import Settings, cut_segments, pick_cutter, probe
 from harness.data.listing import read_listing
-from harness.data.shard_io import read_manifest
 from harness.errors import UserError, entry_point
 from harness.fileio import write_atomic
+from harness.progress import progress
 
 log = logging.getLogger("harness.prepare")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -185,12 +184,14 @@ def pack(clips: list[dict], folder: Path, label_names: list[str], settings: Sett
         stray.unlink()
     previous = {}
     if (folder / MANIFEST).exists():
+        from harness.data.shard_io import read_manifest
+
         previous = {s["name"]: s for s in read_manifest(folder / MANIFEST)["shards"]}
     entries = []
     plans = plan_shards(
         sorted(clips, key=lambda c: c["key"]), settings.shard_size_mb * 1e6, settings.seed, settings.shard_samples
     )
-    for number, shard_clips in enumerate(tqdm(plans, desc=f"{folder.name} shards", unit="shard")):
+    for number, shard_clips in enumerate(progress(plans, desc=f"{folder.name} shards", unit="shard")):
         name = SHARD_PATTERN.format(number)
         keys = hashlib.sha1("\n".join(c["key"] for c in shard_clips).encode()).hexdigest()
         old = previous.get(name)
@@ -256,7 +257,7 @@ def prepare(
         clips: list[dict] = []
         with context.Pool(max(1, workers)) as pool:
             results = pool.imap_unordered(_cut_job, jobs) if workers > 1 else map(_cut_job, jobs)
-            for source, source_clips, error in tqdm(results, total=len(jobs), desc=f"{split} videos", unit="video"):
+            for source, source_clips, error in progress(results, total=len(jobs), desc=f"{split} videos", unit="video"):
                 if error is not None:
                     log.warning("skipping %s: %s", source.path, error)
                     report["skipped"].append({"path": source.path, "split": split, "reason": error})
@@ -290,6 +291,8 @@ def check_previous_settings(output: Path, settings: Settings, chunked: bool, ove
         previous = json.loads((staging / SETTINGS_FILE).read_text(encoding="utf-8"))
     else:  # written before the settings file existed: the manifests' settings (no "chunked")
         for manifest in sorted(output.glob(f"*/{MANIFEST}"))[:1]:
+            from harness.data.shard_io import read_manifest
+
             previous = read_manifest(manifest).get("settings", {})
     changed = [key for key in CUT_SETTINGS if key in previous and previous[key] != current[key]]
     if changed and not overwrite:

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import UserError, entry_point
-from harness.training.confusion import plot_confusion, read_confusion
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -95,6 +94,8 @@ def render(folder: str | Path) -> list[Path]:
 
     confusion_csv = folder / "best_confusion.csv"
     if confusion_csv.is_file():
+        from harness.training.confusion import plot_confusion, read_confusion
+
         matrix, names = read_confusion(confusion_csv)
         plot_confusion(matrix, names, out / "confusion.png", "confusion matrix (best epoch, rows normalised)")
         written.append(out / "confusion.png")

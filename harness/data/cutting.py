@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
-
 from harness.errors import UserError
 
 
@@ -36,6 +34,8 @@ class Settings:
 
 def probe(path: str | io.BytesIO) -> tuple[float, float, int, tuple[int, int]]:
     """(duration s, fps, frames, (width, height)) of a video file or of mp4 bytes in memory."""
+    import av  # (PyAV: imported where used, so that --help stays fast)
+
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 30)
@@ -52,6 +52,8 @@ def probe(path: str | io.BytesIO) -> tuple[float, float, int, tuple[int, int]]:
 
 def _cut_copy(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
     """Stream-copy segments, cut at the first key frame after each boundary."""
+    import av  # (PyAV: imported where used, so that --help stays fast)
+
     segments: list[tuple[bytes, float, float, int]] = []
     with av.open(path) as source:
         stream = source.streams.video[0]
@@ -84,6 +86,8 @@ def _cut_copy(path: str, settings: Settings) -> list[tuple[bytes, float, float, 
 
 def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
     """Decode, resample to ``fps``, resize the short side, encode H.264 segments."""
+    import av  # (PyAV: imported where used, so that --help stays fast)
+
     segments: list[tuple[bytes, float, float, int]] = []
     with av.open(path) as source:
         stream = source.streams.video[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import re
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -70,16 +69,12 @@ class _HashingReader(io.RawIOBase):
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """``a-{000..002}.tar`` -> ``[a-000.tar, a-001.tar, a-002.tar]`` (zero padding kept)."""
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if not match:
-        return [pattern]
-    first, last = match.group(1), match.group(2)
-    width = len(first)
-    expanded = []
-    for number in range(int(first), int(last) + 1):
-        expanded += expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
-    return expanded
+    """WebDataset's shard syntax: ``::`` joins sources, each brace-expanded by ``braceexpand`` (the
+    library webdataset uses): ranges ``a-{000..002}.tar`` (zero padding kept), lists ``{a,b}``,
+    nested braces."""
+    from braceexpand import braceexpand
+
+    return [url for part in pattern.split("::") for url in braceexpand(part)]
 
 
 def list_shards(source: str) -> list[Shard]:

@@ -86,8 +86,6 @@ def make_demo_dataset(
     Returns:
         Paths of the train and validation listings (V-JEPA 2 format, relative paths).
     """
-    from tqdm import tqdm
-
     if not 2 <= num_classes <= len(DIRECTIONS):
         raise ValueError(f"num_classes must be in [2, {len(DIRECTIONS)}], got {num_classes}")
     root = Path(root)
@@ -95,7 +93,9 @@ def make_demo_dataset(
     listings = {}
     jobs = [("train", train_per_class), ("val", val_per_class)]
     total = num_classes * (train_per_class + val_per_class)
-    with tqdm(total=total, desc="demo videos", disable=not progress, unit="video") as bar:
+    from harness.progress import progress as progress_bar
+
+    with progress_bar(total=total, desc="demo videos", enabled=progress, unit="video") as bar:
         for split, per_class in jobs:
             (root / split).mkdir(parents=True, exist_ok=True)
             records = []

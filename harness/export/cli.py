@@ -16,17 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError, entry_point
-from harness.export.model_io import Preprocessing, read_source
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.export.model_io import Preprocessing
+
+#: the export formats (:data:`harness.export.formats.EXPORTERS` registers each; a test checks both
+#: agree), named here so that ``--help`` does not import torch
+FORMATS = ("hf", "onnx", "pt2", "safetensors")
 
 
 def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weights: str = "ema") -> list[Path]:
     """Write ``source`` as ``fmt`` into ``out``; returns the files written."""
     from harness.export.formats import EXPORTERS
+    from harness.export.model_io import read_source
 
     if fmt not in EXPORTERS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
@@ -55,13 +62,11 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    from harness.export.formats import EXPORTERS
-
     parser = argparse.ArgumentParser(prog="harness-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("source", help="run folder, checkpoint, exported or Hugging Face directory")
     parser.add_argument("out", help="output folder")
-    parser.add_argument("--format", default="safetensors", choices=sorted(EXPORTERS), help="default: safetensors")
+    parser.add_argument("--format", default="safetensors", choices=FORMATS, help="default: safetensors")
     add_weights_option(parser)
     args = parser.parse_args(argv)
     written = export(args.source, args.out, args.format, args.weights)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from harness.data.loader import ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
+from harness.progress import progress as progress_bar
 from harness.training.confusion import write_confusion, write_predictions
 from harness.training.metrics import EvalAccumulator, EvalResult
 
@@ -41,7 +41,7 @@ def evaluate(
     heads = getattr(strategy.unwrap(model).classifier, "heads", None)
     accumulators = [EvalAccumulator(num_classes, strategy.device) for _ in range(len(heads) if heads else 1)]
     loader.set_epoch(0)
-    for batch in tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=description, unit="batch", enabled=progress, leave=False):
         if batch is None:  # every video of the batch was unusable (counted by the dataset)
             continue
         with strategy.precision.autocast():

@@ -34,9 +34,11 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
     total, trainable = counts
     source = ", ".join(data.shards) if data.shards else ", ".join(data.datasets)
     global_batch = data.batch_size * config.optimization.accumulation_steps * run.strategy.world_size
+    from harness.data.decode import resolve_backend
+
     log.info(
         "data: %s training / %s validation videos from %s; %d classes; clips of %d frames at %d px "
-        "(%d tokens), %d per video",
+        "(%d tokens), %d per video; decoder %s",
         dataset_size(sources[0]),
         dataset_size(sources[1]),
         source,
@@ -45,6 +47,10 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
         data.crop_size,
         tokens_per_clip(config),
         data.num_clips,
+        resolve_backend(data.decoder)
+        + (
+            " (data.decoder=auto: the first installed of torchcodec, decord, pyav)" if data.decoder == "auto" else ""
+        ),  # fmt: skip
     )
     names = run.class_names
     shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")

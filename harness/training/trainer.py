@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from harness.config import Config, ConfigError, save_config, to_dict
 from harness.data.loader import ClipBatch
@@ -24,6 +23,7 @@ from harness.errors import RunFailed
 from harness.logger import RunLogger, WandbSink
 from harness.observability import StallDetector, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.strategy import Strategy
+from harness.progress import progress
 from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
 from harness.training.checks import check_labels, steps_per_epoch
@@ -183,13 +183,9 @@ class Trainer:
         self.model.train()
         batches = self._batches(epoch)
         first = self.state.batch_in_epoch // accumulation
-        bar = tqdm(
-            total=self.steps_per_epoch,
-            initial=first,
-            desc=f"epoch {epoch + 1}/{self.config.optimization.epochs}",
-            unit="step",
-            disable=not (self.is_main and self.config.logging.progress_bar),
-        )
+        description = f"epoch {epoch + 1}/{self.config.optimization.epochs}"
+        bar = progress(total=self.steps_per_epoch, initial=first, desc=description, unit="step",
+                       enabled=self.is_main and self.config.logging.progress_bar)  # fmt: skip
         if first == 0:
             self.window.reset()
             self.epoch_sums.reset()

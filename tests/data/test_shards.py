@@ -39,6 +39,17 @@ def test_expand_braces():
     assert expand_braces("pipe:cat a{1..2}.tar") == ["pipe:cat a1.tar", "pipe:cat a2.tar"]
 
 
+PATTERNS = ["s-{08..10}.tar", "a-{000..002}.tar::b-{x,y}.tar", "d/{train,val}-{0..1}.tar",
+            "pipe:curl -s http://h/s-{00..01}.tar", "{a,b{1..2}}.tar", "plain.tar"]  # fmt: skip
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_patterns_expand_as_webdataset_expands_them(pattern):
+    from webdataset.shardlists import expand_urls
+
+    assert expand_braces(pattern) == list(expand_urls(pattern))
+
+
 def test_two_ranks_two_workers_see_every_sample_once_with_equal_steps(train_source):
     seen = collections.Counter()
     steps = []
