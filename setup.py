@@ -22,6 +22,7 @@ setup(
         "pillow>=10.0",  # confusion-matrix PNG (torchvision depends on it too)
         "matplotlib>=3.7",  # harness.report curves
         "wandb>=0.17",  # optional at run time (logging.wandb.enabled); offline without an account
+        "tensorboard>=2.15",  # optional at run time (logging.tensorboard); torch's SummaryWriter writes to it
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
         "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
     ],

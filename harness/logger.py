@@ -168,6 +168,10 @@ class WandbSink:
             mode=resolved,
         )
         self.run_id = self.run.id
+        # The run's summary holds the best validation accuracy and loss, not the last epoch's.
+        best = {"val/top1": "max", "val/top5": "max", "val/mean_class_acc": "max", "val/loss": "min"}
+        for key, summary in best.items():
+            self.run.define_metric(key, summary=summary)
         logging.getLogger(__name__).info("W&B run %s (%s) in %s", self.run_id, resolved, folder / "wandb")
 
     def log(self, values: dict[str, Any], step: int) -> None:

@@ -75,6 +75,7 @@ def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo
     assert cells["columns"] == ["Actual", "Predicted", "nPredictions"]
     assert {row[0] for row in cells["data"]} == {"right", "left", "down", "up"}, "class names, not ids"
     assert sum(row[2] for row in cells["data"]) == 8
+    assert run["metrics"]["val/top1"] == ["max"] and run["metrics"]["val/loss"] == ["min"], "summary: the best"
 
     second = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=2")))
     assert second.state.wandb_run_id == run_id, "the resumed job continues the same W&B run"

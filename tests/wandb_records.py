@@ -42,10 +42,11 @@ def raw_records(path: str | Path):
 
 
 def read_run(path: str | Path) -> dict:
-    """``{"run_id", "config": {key: value}, "history": [{key: value}]}`` of an offline run file."""
+    """``{"run_id", "config": {key: value}, "history": [{key: value}], "metrics": {key: [summaries]}}``
+    of an offline run file."""
     from wandb.proto import wandb_internal_pb2
 
-    run = {"run_id": None, "config": {}, "history": []}
+    run = {"run_id": None, "config": {}, "history": [], "metrics": {}}
     for payload in raw_records(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
@@ -57,6 +58,10 @@ def read_run(path: str | Path) -> dict:
         elif kind == "config":
             for item in record.config.update:
                 run["config"][item.key] = json.loads(item.value_json)
+        elif kind == "metric":  # define_metric: which summary W&B keeps for a key
+            summary = record.metric.summary
+            kept = [name for name in ("min", "max", "mean", "best", "last", "first") if getattr(summary, name)]
+            run["metrics"][record.metric.name] = kept
         elif kind == "history":
             row = {}
             for item in record.history.item:

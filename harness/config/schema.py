@@ -223,12 +223,13 @@ class WandbConfig:
 
 @dataclass
 class LoggingConfig:
-    """Console, CSV, W&B and progress output (harness)."""
+    """Console, CSV, W&B, TensorBoard and progress output (harness)."""
 
     log_every: int = 10  #: steps per CSV row / console line (losses are averaged over them)
     progress_bar: bool = True  #: progress on the main process: a bar on a terminal, a line every 30 s in a log file
     level: str = "info"  #: console log level: debug, info, warning
     stall_threshold: float = 0.3  #: warn when more than this share of step time waits for data
+    tensorboard: bool = False  #: TensorBoard event files in <folder>/tensorboard (scalars, confusion images, hparams)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -24,6 +24,7 @@ from harness.logger import RunLogger, WandbSink
 from harness.observability import StallDetector, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.strategy import Strategy
 from harness.progress import progress
+from harness.tensorboard import TensorBoardSink
 from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
 from harness.training.checks import check_labels, steps_per_epoch
@@ -99,6 +100,8 @@ class Trainer:
         self.stall = StallDetector(config.logging.stall_threshold, config.data.num_workers)
         self.stop = StopRequest(config.checkpointing.save_on_signal)
         self.wandb = self._start_wandb()
+        board = TensorBoardSink(self.folder, to_dict(config)) if self.is_main and config.logging.tensorboard else None
+        self.dashboards = [sink for sink in (self.wandb, board) if sink is not None]
         describe_start(self.run_context(), (self.train_set, self.val_set), self.parameter_counts(),
                        self.flops_per_clip, resumed_from)  # fmt: skip
 
@@ -250,9 +253,9 @@ class Trainer:
         }
         row |= {key: value for key, value in means.items() if key.startswith(("loss_h", "acc1_h"))}
         self.logger.log_step(row)
-        if self.wandb is not None:
-            self.wandb.log({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "step")} | {"epoch": epoch},
-                           step=self.state.step)  # fmt: skip
+        for sink in self.dashboards:
+            sink.log({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "step")} | {"epoch": epoch},
+                     step=self.state.step)  # fmt: skip
         self.stall.update(row["data_wait"], epoch)
         window.reset()
         return row
@@ -370,11 +373,11 @@ class Trainer:
         if improved or not write_best:
             prefix = "best_" if write_best else "eval_"
             _, rows = write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix, self.class_names)
-        if self.wandb is not None:
-            metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
-            metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
-            self.wandb.log_evaluation(self.state.step, metrics, result.confusion, rows,
-                                      self.config.logging.wandb.thumbnails, self.class_names)  # fmt: skip
+        metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
+        metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
+        for sink in self.dashboards:
+            sink.log_evaluation(self.state.step, metrics, result.confusion, rows,
+                                self.config.logging.wandb.thumbnails, self.class_names)  # fmt: skip
         return result
 
     def _evaluate(self, progress: bool):
@@ -385,8 +388,8 @@ class Trainer:
         """Summary, W&B run closed, signal handlers restored; a run that learned nothing then
         raises :class:`RunFailed` (everything it wrote stays)."""
         problem = write_final_summary(self.run_context(), self.train_set.stats(), stopped_by)
-        if self.wandb is not None:
-            self.wandb.finish()
+        for sink in self.dashboards:
+            sink.finish()
         self.stop.restore()
         run_lock.release(self.folder)
         if problem:
