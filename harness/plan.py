@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--simulate",
         action="store_true",
-        help="also run one fsdp step of the real model under a fake process group of this many ranks",
+        help="also run one training step of the real model under a fake process group of this many ranks",
     )
-    parser.add_argument("--gpu", default="h100", help="for --simulate: h100, h200, b200, a100, l40s, a10g")
+    parser.add_argument("--gpu", default="h100", help="for --simulate: h100, h200, gh200, b200, a100, l40s...")
     parser.add_argument(
         "--intra-node-gbps",
         type=float,

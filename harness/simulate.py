@@ -34,10 +34,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.config import Config
+from harness.observability import GPU_PEAK_TFLOPS
 from harness.parallel.registry import SIMULATED_STRATEGY
 
-#: dense bf16 peak FLOP/s per GPU (vendor figures, no sparsity)
-GPU_PEAKS = {"h100": 989e12, "h200": 989e12, "b200": 2250e12, "a100": 312e12, "l40s": 362e12, "a10g": 125e12}
+#: dense bf16 peak FLOP/s per GPU: the table the trainer's MFU uses (``--gpu h100``, ``gh200``, ...)
+GPU_PEAKS = {name.lower().replace(" ", "-"): tensor * 1e12 for name, (tensor, _) in GPU_PEAK_TFLOPS.items()}
 RECORDED = ("all_gather_single", "reduce_scatter_single", "all_gather_into_tensor", "reduce_scatter_tensor",
             "all_reduce", "broadcast")  # fmt: skip
 # FSDPMemTracker's categories, and the planner's names for them

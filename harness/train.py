@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     # The deepspeed launcher passes --local_rank=N; the rank comes from the environment anyway.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     config = config_from_args(parser.parse_args(argv))
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        # Run by a W&B sweep agent: each of its runs trains in its own folder under ``folder``
+        # (the same folder would resume the previous run of the sweep instead of training anew).
+        import dataclasses
+
+        config = dataclasses.replace(config, folder=str(Path(config.folder) / os.environ["WANDB_RUN_ID"]))
     from harness.logger import setup_console
     from harness.training import Trainer
 

@@ -130,3 +130,15 @@ def test_sigterm_saves_stops_cleanly_and_the_rerun_continues_exactly(demo_root, 
     reference = [{k: r[k] for k in keys} for r in rows(tmp_path / "reference" / "log_r0.csv")]
     assert [{k: r[k] for k in keys} for r in rows(log)] == reference
     assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["finished"]
+
+
+def test_an_impossible_mfu_is_left_out_with_one_warning(caplog):
+    from harness import observability
+
+    observability._WARNED_MFU.clear()
+    assert observability.checked_mfu(5e11, 1e12) == 0.5
+    assert observability.checked_mfu(5e11, None) is None
+    with caplog.at_level("WARNING"):
+        assert observability.checked_mfu(1.5e12, 1e12) is None
+        assert observability.checked_mfu(2e12, 1e12) is None
+    assert sum("MFU would read 150%" in r.message for r in caplog.records) == 1

@@ -181,3 +181,17 @@ def test_a_vjepa2_classifier_yaml_trains_as_it_is(demo_root, tmp_path):
     assert trainer.checkpoints.pointers()["epoch_0001"] == trainer.checkpoints.pointers()["latest"]
     resolved = yaml.safe_load((tmp_path / "vjepa2" / "config.yaml").read_text())
     assert resolved["data"]["fps"] == 8 and resolved["data"]["frame_step"] is None
+
+
+def test_a_wandb_sweep_agent_run_trains_in_its_own_folder(demo_root, tmp_path, monkeypatch):
+    from harness.train import main
+    from tests.conftest import tiny_overrides
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    overrides = tiny_overrides(
+        demo_root, tmp_path / "sweep", "optimization.epochs=1", "optimization.ipe=1", "optimization.lr=0.0005"
+    )  # fmt: skip  (as ${args_no_hyphens} passes it)
+    assert main(["--config", "configs/demo.yaml", *overrides, "optimization.warmup=0", "optimization.anneal=0"]) == 0
+    assert (tmp_path / "sweep" / "abc123" / "summary.json").is_file()
+    assert not (tmp_path / "sweep" / "summary.json").exists()

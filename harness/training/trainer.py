@@ -21,7 +21,7 @@ from harness.config import Config, ConfigError, save_config, to_dict
 from harness.data.loader import ClipBatch
 from harness.errors import RunFailed
 from harness.logger import RunLogger, WandbSink
-from harness.observability import StallDetector, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
+from harness.observability import StallDetector, checked_mfu, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.strategy import Strategy
 from harness.progress import progress
 from harness.tensorboard import TensorBoardSink
@@ -244,9 +244,7 @@ class Trainer:
             "data_wait": window.data_time / seconds,
             "clips_per_s": clips * self.config.data.num_clips / seconds,
             "tokens_per_s": clips * self.config.data.num_clips * self.tokens_per_clip / seconds,
-            "mfu": clips * self.config.data.num_clips * self.flops_per_clip / seconds / self.peak_flops
-            if self.peak_flops
-            else None,
+            "mfu": checked_mfu(clips * self.config.data.num_clips * self.flops_per_clip / seconds, self.peak_flops),
             "memory_gb": memory_gb(self.strategy.device),
             "decode_failures": self.train_set.stats()["failed"],
             "skipped_steps": self.state.skipped_steps,
