@@ -21,7 +21,13 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.models.family import FAMILIES, ModelFamily, family_of_hf, family_of_module, hf_model_types
-from harness.models.hf_directory import HFFormatError, is_hf_directory, read_hf_config, read_hf_weights
+from harness.models.hf_directory import (
+    HFFormatError,
+    is_hf_directory,
+    read_hf_config,
+    read_hf_weights,
+    read_safetensors_mapped,
+)
 from harness.models.vit import interpolate_position_table
 
 log = logging.getLogger(__name__)
@@ -62,9 +68,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors_mapped(path)  # memory-mapped, as .pt files below
     try:
         # Memory-mapped: tensors are read from the page cache as they are used (one copy per
         # node, not per rank); files in the pre-zip format cannot be, and are read whole.

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import mmap
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,38 @@ def read_hf_config(path: str | Path, model_types: tuple[str, ...] | list[str]) -
     return config
 
 
+# safetensors' dtype names -> torch dtypes (the ones model weights come in)
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}  # fmt: skip
+
+
+def read_safetensors_mapped(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file as views of the memory-mapped file: nothing is read
+    until a tensor is used, and the ranks of a node share the pages (``safetensors.load_file``
+    copies the whole file into each process). Copy-on-write: a tensor written to gets private
+    pages, the file is never changed."""
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    (length,) = struct.unpack("<Q", mapped[:8])
+    header = json.loads(mapped[8 : 8 + length])
+    base, state = 8 + length, {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] not in _DTYPES:
+            raise HFFormatError(f"{path}: tensor {name} has dtype {entry['dtype']}, which the harness does not read")
+        start, end = entry["data_offsets"]
+        dtype = _DTYPES[entry["dtype"]]
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(mapped, dtype=dtype, count=count, offset=base + start) if count else torch.empty(
+            0, dtype=dtype)  # fmt: skip
+        state[name] = flat.view(entry["shape"])
+    return state
+
+
 def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of ``model.safetensors`` or of the shards named by its index file."""
-    from safetensors.torch import load_file
-
     root = Path(path)
     index = root / "model.safetensors.index.json"
     if index.is_file():
@@ -52,7 +82,7 @@ def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise HFFormatError(f"{root}: no weights ({', '.join(missing)} missing); save with save_pretrained")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(str(file)))
+        state.update(read_safetensors_mapped(file))
     return state
 
 

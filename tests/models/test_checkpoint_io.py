@@ -114,3 +114,19 @@ def test_saved_and_reloaded_video_classifier_is_identical(tmp_path):
     load_classifier(clone.classifier, tmp_path / "m.pt")
     clips = torch.randn(2, 2, 3, 4, 32, 32)
     assert torch.equal(clone(clips), model(clips))
+
+
+def test_safetensors_are_memory_mapped_and_equal_safetensors_own_reader(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from harness.models.hf_directory import read_safetensors_mapped
+
+    tensors = {"w": torch.randn(3, 4), "h": torch.randn(5).to(torch.bfloat16), "i": torch.arange(6).view(2, 3),
+               "empty": torch.zeros(0, 3), "half": torch.randn(2, 2).half()}  # fmt: skip
+    save_file(tensors, tmp_path / "m.safetensors", metadata={"format": "pt"})
+    mapped, reference = read_safetensors_mapped(tmp_path / "m.safetensors"), load_file(tmp_path / "m.safetensors")
+    assert set(mapped) == set(reference)
+    for name, tensor in reference.items():
+        assert mapped[name].dtype == tensor.dtype and torch.equal(mapped[name], tensor)
+    mapped["w"].add_(1)  # copy-on-write: the file is unchanged
+    assert torch.equal(load_file(tmp_path / "m.safetensors")["w"], tensors["w"])
