@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -41,7 +42,8 @@ def evaluate(
     heads = getattr(strategy.unwrap(model).classifier, "heads", None)
     accumulators = [EvalAccumulator(num_classes, strategy.device) for _ in range(len(heads) if heads else 1)]
     loader.set_epoch(0)
-    for batch in progress_bar(loader, desc=description, unit="batch", enabled=progress, leave=False):
+    batches = progress_bar(loader, desc=description, unit="batch", enabled=progress, leave=False)
+    for batch in lockstep(batches, strategy, model, num_views) if strategy.shards_parameters else batches:
         if batch is None:  # every video of the batch was unusable (counted by the dataset)
             continue
         with strategy.precision.autocast():
@@ -59,6 +61,36 @@ def evaluate(
     results[best].head_top1 = [result.top1 for result in results]
     results[best].best_head = best
     return results[best], accumulators[best]
+
+
+_END = object()
+
+
+def lockstep(batches: Iterable, strategy: Strategy, model: nn.Module, num_views: int) -> Iterator:
+    """``batches``, with every rank taking part in every forward pass: under FSDP2 / ZeRO-3 a
+    forward gathers parameters from all ranks, so a rank whose share of the validation set ran out
+    (shards split unevenly) or whose batch had only unreadable videos runs a discarded forward on a
+    blank clip while another rank has a batch. Costs one small all-reduce per batch."""
+    iterator, finished = iter(batches), False
+    while True:
+        item = _END if finished else next(iterator, _END)
+        finished = item is _END
+        real = not finished and item is not None
+        shape = [float(v) for v in item.clips.shape[1:]] if real else [0.0] * 5  # [K, C, T, H, W]
+        # summed over ranks: [ranks not finished, ranks with a batch, their clip shapes]
+        state = torch.tensor([float(not finished), float(real), *shape], device=strategy.device)
+        state = strategy.all_reduce_sum(state)
+        if state[0].item() == 0:
+            return
+        if real:
+            yield item
+            continue
+        with_batch = int(state[1].item())
+        if with_batch:  # the others forward this round: so does this rank, on a blank clip
+            blank = torch.zeros(1, *[int(v) // with_batch for v in state[2:].tolist()], dtype=torch.uint8)
+            indices = torch.zeros(1, blank.shape[1], blank.shape[3], dtype=torch.long, device=strategy.device)
+            with torch.no_grad(), strategy.precision.autocast():
+                model(to_model_input(blank, strategy.device), indices, num_views)
 
 
 def write_eval_artefacts(
