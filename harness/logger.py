@@ -45,6 +45,9 @@ EVAL_COLUMNS = (
     "val_mean_class_acc",
     "val_loss",
     "val_count",
+    "val_macro_precision",
+    "val_macro_recall",
+    "val_macro_f1",
 )
 
 

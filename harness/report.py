@@ -99,7 +99,29 @@ def render(folder: str | Path) -> list[Path]:
         matrix, names = read_confusion(confusion_csv)
         plot_confusion(matrix, names, out / "confusion.png", "confusion matrix (best epoch, rows normalised)")
         written.append(out / "confusion.png")
+    if (folder / "best_per_class.csv").is_file():
+        written.append(_per_class(folder / "best_per_class.csv", out / "per_class.png"))
     return written
+
+
+def _per_class(csv_path: Path, png_path: Path, most: int = 60) -> Path:
+    """Precision, recall and F1 of each class (best epoch) as grouped bars, classes by name; with
+    more than ``most`` classes, the ``most`` lowest F1 (said in the title)."""
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["support"]) > 0]
+    rows.sort(key=lambda row: float(row["f1"]))
+    title = "per-class scores (best epoch)"
+    if len(rows) > most:
+        rows, title = rows[:most], f"per-class scores (best epoch): the {most} lowest F1 of {len(rows)} classes"
+    plt, figure, axis = _figure(title)
+    positions = np.arange(len(rows))
+    for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
+        axis.bar(positions + offset, [float(row[key]) for row in rows], width=0.27, label=key)
+    axis.set_xticks(positions, [row["class"] for row in rows], rotation=60 if len(rows) > 8 else 0, ha="right")
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("score")
+    _save(plt, figure, axis, png_path, "class")
+    return png_path
 
 
 @entry_point

@@ -38,8 +38,14 @@ def test_step_metrics_and_report(demo_root, tmp_path):
         assert 0 < float(row["mfu"]) <= 1 and 0 <= float(row["data_wait"]) <= 1
         assert float(row["memory_gb"]) > 0 and row["decode_failures"] == "0" and row["skipped_steps"] == "0"
     assert report_main([str(folder)]) == 0
-    for name in ("loss", "accuracy", "schedule", "throughput", "confusion"):
+    for name in ("loss", "accuracy", "schedule", "throughput", "confusion", "per_class"):
         assert (folder / "report" / f"{name}.png").stat().st_size > 1000
+    per_class = rows(folder / "best_per_class.csv")
+    assert [row["class"] for row in per_class] == ["right", "left", "down", "up"]
+    assert sum(int(row["support"]) for row in per_class) == 8
+    epoch = rows(folder / "epochs.csv")[0]
+    present = [float(row["f1"]) for row in per_class if int(row["support"])]
+    assert float(epoch["val_macro_f1"]) == pytest.approx(sum(present) / len(present), abs=1e-6)
 
 
 def test_stall_detector_warns_once_per_epoch(caplog):

@@ -37,6 +37,19 @@ def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str
     plot_confusion(confusion.numpy(), names, png_path)
 
 
+def write_per_class(confusion: torch.Tensor, path: str | Path, names: list[str]) -> None:
+    """Per class: support, precision, recall, F1 (:func:`harness.training.metrics.per_class_scores`)."""
+    from harness.training.metrics import per_class_scores
+
+    scores = per_class_scores(confusion)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", "support", "precision", "recall", "f1"])
+        for index, name in enumerate(names):
+            writer.writerow([name, int(scores["support"][index]),
+                             *(f"{scores[k][index]:.6f}" for k in ("precision", "recall", "f1"))])  # fmt: skip
+
+
 def read_confusion(csv_path: str | Path) -> tuple[np.ndarray, list[str]]:
     """The matrix and class names of a CSV written by :func:`write_confusion`."""
     with open(csv_path, newline="", encoding="utf-8") as handle:

@@ -12,7 +12,7 @@ from harness.data.loader import ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
 from harness.progress import progress as progress_bar
-from harness.training.confusion import write_confusion, write_predictions
+from harness.training.confusion import write_confusion, write_per_class, write_predictions
 from harness.training.metrics import EvalAccumulator, EvalResult
 
 
@@ -102,7 +102,9 @@ def write_eval_artefacts(
     rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []
-    paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
+    paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png",
+             folder / f"{prefix}per_class.csv"]  # fmt: skip
     write_predictions(rows, paths[0], names)
     write_confusion(result.confusion, paths[1], paths[2], names)
+    write_per_class(result.confusion, paths[3], names)
     return paths, rows

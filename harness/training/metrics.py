@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -25,6 +26,9 @@ class EvalResult:
     loss: float
     count: int
     confusion: torch.Tensor  #: ``int64 [num_classes, num_classes]``, rows = true label
+    macro_precision: float = 0.0  #: mean over classes with validation videos of each class's precision
+    macro_recall: float = 0.0  #: mean per-class recall (= mean_class_accuracy)
+    macro_f1: float = 0.0  #: mean per-class F1
     head_top1: list[float] | None = None  #: top-1 of every probe head (multi-head runs); the rest is the best's
     best_head: int | None = None  #: index of the head with the best top-1 (multi-head runs)
 
@@ -36,10 +40,26 @@ class EvalResult:
             "val_mean_class_acc": self.mean_class_accuracy,
             "val_loss": self.loss,
             "val_count": self.count,
+            "val_macro_precision": self.macro_precision,
+            "val_macro_recall": self.macro_recall,
+            "val_macro_f1": self.macro_f1,
         }
         if self.head_top1 is not None:
             out |= {f"val_top1_h{i}": value for i, value in enumerate(self.head_top1)} | {"best_head": self.best_head}
         return out
+
+
+def per_class_scores(confusion: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per class of a ``[C, C]`` confusion matrix (rows true, columns predicted): ``support``
+    (videos of the class), ``precision`` (right among those predicted as it), ``recall`` (right
+    among its videos) and ``f1``; a ratio with nothing to divide by is 0."""
+    counts = np.asarray(confusion.tolist(), dtype=np.float64)
+    right, support, predicted = np.diag(counts), counts.sum(1), counts.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, right / predicted, 0.0)
+        recall = np.where(support > 0, right / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"support": support.astype(np.int64), "precision": precision, "recall": recall, "f1": f1}
 
 
 class EvalAccumulator:
@@ -75,6 +95,9 @@ class EvalAccumulator:
         seen = support > 0
         per_class = (correct[seen].double() / support[seen].double()).mean().item() if seen.any() else 0.0
         count_int = int(count)
+        scores = per_class_scores(confusion)
+        present = scores["support"] > 0
+        macro = {k: float(scores[k][present].mean()) if present.any() else 0.0 for k in ("precision", "recall", "f1")}
         return EvalResult(
             top1=correct.sum().item() / max(count_int, 1),
             top5=top5 / max(count_int, 1),
@@ -82,6 +105,9 @@ class EvalAccumulator:
             loss=loss_sum / max(count_int, 1),
             count=count_int,
             confusion=confusion,
+            macro_precision=macro["precision"],
+            macro_recall=macro["recall"],
+            macro_f1=macro["f1"],
         )
 
 

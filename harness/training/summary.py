@@ -125,7 +125,8 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
     lines += [
         "  config.yaml              resolved configuration",
         "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
-        "  best_predictions.csv, best_confusion.csv/.png  best epoch's predictions and confusion matrix",
+        "  best_predictions.csv, best_confusion.csv/.png, best_per_class.csv  best epoch's predictions, "
+        "confusion matrix, per-class precision/recall/F1",
         "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
         "  summary.json             this summary (python -m harness.report <folder> draws the curves)",
     ]
