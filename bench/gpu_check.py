@@ -143,7 +143,7 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
     from harness.parallel.registry import STRATEGY_SPECS
     from harness.parallel.strategy import build_strategy
     from harness.training.build import build_model
-    from harness.training.optim import build_adamw, param_groups
+    from harness.training.optim import build_optimizer
 
     config = step_config(args, strategy_name, checkpointing, compiled)
     dist = config.distributed
@@ -153,8 +153,7 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
     started = time.perf_counter()
     torch.manual_seed(0)
     model = build_model(config, 400, defer_blocks=strategy.builds_sharded)
-    model, optimizer = strategy.prepare(model, lambda m: build_adamw(param_groups(m), (0.9, 0.999), 1e-8,
-                                                                     strategy.device))  # fmt: skip
+    model, optimizer = strategy.prepare(model, lambda m: build_optimizer(config.optimization, m, strategy.device))
     deepspeed = dist.strategy == "deepspeed"
     data = config.data
     clips = torch.randn(data.batch_size, 1, 3, data.dataset_fpcs[0], data.crop_size, data.crop_size,

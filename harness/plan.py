@@ -140,9 +140,10 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     )
 
 
-def plan(config: Config, ranks: int, num_classes: int) -> list[MemoryPlan]:
-    """One :class:`MemoryPlan` per strategy (and the offload variants) for ``ranks`` GPUs."""
-    counts = count_parameters(config, num_classes)
+def plan(config: Config, ranks: int, num_classes: int, counts: ModelCounts | None = None) -> list[MemoryPlan]:
+    """One :class:`MemoryPlan` per strategy (and the offload variants) for ``ranks`` GPUs
+    (``counts``: the model's, when already counted)."""
+    counts = counts or count_parameters(config, num_classes)
     activations = activation_bytes(config, counts)
     rows = []
     for name, row in PLAN_ROWS.items():
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     ranks = args.gpus * args.nodes
     classes = args.num_classes or config.meta.num_classes or 400
-    rows = plan(config, ranks, classes)
     counts = count_parameters(config, classes)
+    rows = plan(config, ranks, classes, counts)
     print(f"{config.model.model_name}: {counts.total / 1e6:.0f}M parameters ({counts.trainable / 1e6:.0f}M trained), "
           f"{ranks} GPUs, {config.meta.dtype}, micro-batch {config.data.batch_size} x {config.data.num_clips} clips "
           f"of {max(config.data.dataset_fpcs)}x{config.data.crop_size}px, activation checkpointing "

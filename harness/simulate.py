@@ -128,7 +128,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     from harness.parallel.precision import Precision
     from harness.parallel.registry import STRATEGY_SPECS
     from harness.training.build import build_model
-    from harness.training.optim import build_adamw, param_groups
+    from harness.training.optim import build_optimizer
 
     join_fake_world(hardware.world)
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, classifier_checkpoint=None, device="cpu")
@@ -140,8 +140,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     with torch.device("meta"):
         model = build_model(config, num_classes, device="meta")
     opt = config.optimization
-    model, optimizer = strategy.prepare(model, lambda m: build_adamw(param_groups(m, opt.enc_lr_scale, opt.layer_decay),
-                                                                     tuple(opt.betas), opt.eps, cpu))  # fmt: skip
+    model, optimizer = strategy.prepare(model, lambda m: build_optimizer(opt, m, cpu))
     data = config.data
     with FakeTensorMode(allow_non_fake_inputs=True):
         model.to_empty(device=cpu)

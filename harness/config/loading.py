@@ -255,10 +255,12 @@ def _check_model_family(config: Config) -> None:
     model = config.model
     try:
         family = family_of(model.model_name)
-        family.option_values(model.options)
     except FamilyError as error:
-        key = "model.model_name: " if "unknown model" in str(error) else ""
-        raise ConfigError(f"{key}{error}") from None
+        raise ConfigError(f"model.model_name: {error}") from None
+    try:
+        family.option_values(model.options)
+    except FamilyError as error:  # names model.options.<key> itself
+        raise ConfigError(str(error)) from None
     if model.family not in ("auto", family.name):
         raise ConfigError(f"model.family={model.family!r} but model.model_name={model.model_name!r} is of the "
                           f"{family.name} family (families: {', '.join(sorted(FAMILIES))})")  # fmt: skip

@@ -80,6 +80,13 @@ def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, descript
     return HF_EXPORTERS[family](model, preprocessing, description, out)
 
 
+def encoder_and_classifier_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The fp32 state dicts of ``model.encoder`` and ``model.classifier`` (names inside each)."""
+    state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    parts = [{k.removeprefix(p): v for k, v in state.items() if k.startswith(p)} for p in ("encoder.", "classifier.")]
+    return parts[0], parts[1]
+
+
 def transformers_module():
     """``transformers``, or a user error saying how to install it."""
     try:
@@ -94,9 +101,7 @@ def export_vjepa2(model: nn.Module, preprocessing: Preprocessing, description: d
     transformers = transformers_module()
     if reason := incompatibility(model, description.get("config", {})):
         raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: {reason}")
-    ours_state = {k: v.detach().float() for k, v in model.state_dict().items()}
-    encoder = {k.removeprefix("encoder."): v for k, v in ours_state.items() if k.startswith("encoder.")}
-    classifier = {k.removeprefix("classifier."): v for k, v in ours_state.items() if k.startswith("classifier.")}
+    encoder, classifier = encoder_and_classifier_state(model)
     state = {**hf_vjepa2.encoder_state_to_hf(encoder), **hf_vjepa2.classifier_state_to_hf(classifier)}
     # transformers has one LayerNorm epsilon where V-JEPA 2 has 1e-6 in the encoder and 1e-5 in the
     # probe (model.pooler_norm_eps): with both equal the export is exact; else take the one whose
@@ -167,9 +172,7 @@ def export_videomae(model: nn.Module, preprocessing: Preprocessing, description:
         label2id={name: i for i, name in enumerate(names)},
     )  # fmt: skip
     theirs = transformers.VideoMAEForVideoClassification(config).eval()
-    state = {k: v.detach().float() for k, v in model.state_dict().items()}
-    ours_encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    ours_head = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
+    ours_encoder, ours_head = encoder_and_classifier_state(model)
     result = theirs.load_state_dict(videomae.hf_state_from_ours(ours_encoder, ours_head), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: its weights do not map (missing "

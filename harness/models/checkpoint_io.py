@@ -96,7 +96,8 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _is_state_dict(obj: Any) -> bool:
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of tensors only."""
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
@@ -104,9 +105,9 @@ def encoder_state(checkpoint: dict[str, Any], key: str | None = None) -> dict[st
     """The encoder's state dict inside ``checkpoint`` (``key`` picks one explicitly)."""
     keys = (key,) if key else ENCODER_KEYS
     for candidate in keys:
-        if candidate in checkpoint and _is_state_dict(checkpoint[candidate]):
+        if candidate in checkpoint and is_state_dict(checkpoint[candidate]):
             return strip_prefixes(checkpoint[candidate])
-    if key is None and _is_state_dict(checkpoint):
+    if key is None and is_state_dict(checkpoint):
         state = strip_prefixes(checkpoint)
         nested = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         return nested or state  # a whole classifier (e.g. a consolidated file): take its encoder
@@ -122,7 +123,7 @@ def classifier_state(checkpoint: dict[str, Any], index: int = 0) -> dict[str, to
         if index >= len(heads):
             raise CheckpointError(f"classifier index {index} out of range: the file has {len(heads)} heads")
         return strip_prefixes(heads[index])
-    if "classifier" in checkpoint and _is_state_dict(checkpoint["classifier"]):
+    if "classifier" in checkpoint and is_state_dict(checkpoint["classifier"]):
         return strip_prefixes(checkpoint["classifier"])
     raise CheckpointError(f"no classifier under 'classifiers' or 'classifier'; keys: {sorted(checkpoint)[:10]}")
 
@@ -215,20 +216,23 @@ def load_encoder(
     return report
 
 
-def hf_family(path: str | Path) -> tuple[ModelFamily, dict[str, Any]]:
-    """The model family of a Hugging Face directory and its ``config.json``."""
+def hf_family(path: str | Path, expected: ModelFamily | None = None) -> tuple[ModelFamily, dict[str, Any]]:
+    """The model family of a Hugging Face directory and its ``config.json``; with ``expected``,
+    a directory of another family is a :class:`CheckpointError` naming both."""
     try:
         config = read_hf_config(path, hf_model_types())
     except HFFormatError as error:
         raise CheckpointError(str(error)) from None
-    return family_of_hf(config["model_type"]), config
+    owner = family_of_hf(config["model_type"])
+    if expected is not None and owner is not expected:
+        raise CheckpointError(f"{path} holds a {config['model_type']} model of the {owner.name} family; "
+                              f"model.model_name is of the {expected.name} family (choose one of "
+                              f"{', '.join(sorted(owner.sizes)[:4])}, ...)")  # fmt: skip
+    return owner, config
 
 
 def _hf_state(family: ModelFamily, path: str | Path, part: str) -> dict[str, torch.Tensor]:
-    owner, config = hf_family(path)
-    if owner is not family:
-        raise CheckpointError(f"{path} holds a {config['model_type']} model (the {owner.name} family), not one of "
-                              f"the {family.name} family: choose a {owner.name} model_name")  # fmt: skip
+    _, config = hf_family(path, family)
     convert = family.hf.encoder_state if part == "encoder" else family.hf.classifier_state
     try:
         state = convert(read_hf_weights(path))

@@ -78,7 +78,7 @@ class ModelFamily:
     sizes: Mapping[str, Mapping[str, Any]]  #: model name -> size and fixed options
     build: Callable[..., nn.Module]  #: ``build(**size, **settings, **options)`` -> encoder
     options: type  #: a dataclass of the family's own options (defaults = the family's defaults)
-    encoder_states: Callable[[dict], dict | None]  #: a read checkpoint -> encoder state (None: not this layout)
+    encoder_states: Callable[[dict, str | None], dict | None]  #: (read checkpoint, key) -> encoder state or None
     classifier_states: Callable[[dict, int], dict | None] | None = None  #: same for a classifier head
     hf: HFLayout | None = None  #: the ``transformers`` layout, when there is one
     default_classifier: str = "attentive"  #: the head this family's own recipe trains

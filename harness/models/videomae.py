@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.family import HFLayout, ModelFamily, init_all_units, register_family
-from harness.models.flops import encoder_forward_flops
+from harness.models.checkpoint_io import is_state_dict, strip_prefixes
+from harness.models.encoder import VideoEncoder
+from harness.models.family import HFLayout, ModelFamily, register_family
 from harness.models.layers import MLP, DropPath, attention, init_linear_and_norms
 from harness.models.state_names import rename, rename_rules, stack_parts
 from harness.models.vit import PatchEmbed3D
@@ -98,7 +99,7 @@ class VideoMAEBlock(nn.Module):
         return x + self.drop_path(mlp)
 
 
-class VideoMAEEncoder(nn.Module):
+class VideoMAEEncoder(VideoEncoder):
     """VideoMAE's video ViT: ``[B, C, T, H, W]`` -> tokens ``[B, N, D]`` (see the module docstring).
 
     With ``use_mean_pooling`` (VideoMAE's default) the tokens leave without a final norm, which the
@@ -129,9 +130,7 @@ class VideoMAEEncoder(nn.Module):
         out_layers: list[int] | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
-        if out_layers is not None and any(not 0 <= layer < depth for layer in out_layers):
-            raise ValueError(f"out_layers {list(out_layers)} must lie in [0, {depth}) for a {depth}-block encoder")
-        self.out_layers = tuple(out_layers) if out_layers else None
+        self.out_layers = self.checked_out_layers(out_layers, depth)
         self.embed_dim, self.num_heads, self.depth, self.mlp_ratio = embed_dim, num_heads, depth, mlp_ratio
         self.patch_size, self.tubelet_size, self.init_std = patch_size, tubelet_size, init_std
         self.head_pooling = "mean" if use_mean_pooling else "first"
@@ -147,31 +146,6 @@ class VideoMAEEncoder(nn.Module):
         )
         self.norm = nn.Identity() if use_mean_pooling else nn.LayerNorm(embed_dim, eps=layer_norm_eps)
         self.init_weights()
-
-    @property
-    def num_layers(self) -> int:
-        """Depth indices for layer decay: embeddings, each block, what follows the blocks."""
-        return self.depth + 2
-
-    def layer_id(self, name: str) -> int:
-        """VideoMAE's ``get_num_layer_for_vit``: 0 for the embeddings, ``i + 1`` for block ``i``,
-        ``depth + 1`` for everything after the blocks."""
-        match = re.match(r"blocks\.(\d+)\.", name)
-        if match:
-            return int(match.group(1)) + 1
-        return 0 if name.startswith(("patch_embed", "pos_embed")) else self.depth + 1
-
-    def forward_flops(self, frames: int, height: int, width: int) -> int:
-        """Analytic forward FLOPs of one clip (:mod:`harness.models.flops`; non-square input uses
-        the same token count)."""
-        side = int(math.sqrt(height * width))
-        return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
-                                     tubelet_size=self.tubelet_size, embed_dim=self.embed_dim, depth=self.depth,
-                                     mlp_ratio=self.mlp_ratio)  # fmt: skip
-
-    def init_weights(self) -> None:
-        """Every unit from its own seed (:func:`harness.models.family.init_all_units`)."""
-        init_all_units(self)
 
     def init_stem(self) -> None:
         """Truncated-normal patch projection (VideoMAE keeps PyTorch's there; initialising it makes
@@ -202,14 +176,7 @@ class VideoMAEEncoder(nn.Module):
         self.patch_embed.grid(x.shape)  # checks divisibility
         tokens = self.patch_embed(x)
         tokens = tokens + self.position_table(tokens.shape[1], tokens.device).to(tokens.dtype)
-        levels = []
-        for index, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            if self.out_layers is not None and index in self.out_layers:
-                levels.append(self.norm(tokens))
-        if self.out_layers is not None:
-            return torch.cat(levels, dim=1)
-        return self.norm(tokens)
+        return self.run_blocks(tokens)
 
 
 @dataclass
@@ -231,15 +198,6 @@ SIZES = {
 }
 
 
-def _without_prefixes(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "backbone.", "_orig_mod."):
-            key = key.removeprefix(prefix)
-        out[key] = value
-    return out
-
-
 def native_states(checkpoint: dict[str, Any]) -> tuple[dict, dict] | None:
     """(encoder, head) states of a VideoMAE ``.pth`` (``model``/``module`` key or flat; a
     pre-training file's ``encoder.*`` names with the decoder left out; a harness model's
@@ -248,9 +206,9 @@ def native_states(checkpoint: dict[str, Any]) -> tuple[dict, dict] | None:
         if isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
             break
-    if not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+    if not is_state_dict(checkpoint):
         return None
-    state = _without_prefixes(checkpoint)
+    state = strip_prefixes(checkpoint)
     if any(key.startswith("encoder.") for key in state):
         encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         head = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.family import init_all_units
-from harness.models.flops import encoder_forward_flops
+from harness.models.encoder import VideoEncoder
 from harness.models.layers import Block, RotaryTable, init_linear_and_norms
 
 log = logging.getLogger(__name__)
@@ -84,7 +82,7 @@ class PatchEmbed3D(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(VideoEncoder):
     """Video ViT encoder returning the token sequence ``[B, N, D]`` (the ``vit`` model family).
 
     Args:
@@ -109,6 +107,7 @@ class VisionTransformer(nn.Module):
     """
 
     family = "vit"
+    EMBEDDINGS = ("patch_embed", "pos_embed", "rope")
 
     def __init__(
         self,
@@ -132,9 +131,7 @@ class VisionTransformer(nn.Module):
         out_layers: list[int] | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
-        if out_layers is not None and any(not 0 <= layer < depth for layer in out_layers):
-            raise ValueError(f"out_layers {list(out_layers)} must lie in [0, {depth}) for a {depth}-block encoder")
-        self.out_layers = tuple(out_layers) if out_layers else None
+        self.out_layers = self.checked_out_layers(out_layers, depth)
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.use_rope, self.uniform_power, self.init_std = use_rope, uniform_power, init_std
@@ -155,10 +152,6 @@ class VisionTransformer(nn.Module):
         self._logged_grids: set[tuple[int, int, int]] = set()
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """Every unit from its own seed (:func:`harness.models.family.init_all_units`)."""
-        init_all_units(self)
-
     def init_stem(self) -> None:
         """Truncated-normal patch projection, unit final norm, the sin-cos table recomputed."""
         init_linear_and_norms(self, self.init_std, skip=self.blocks)
@@ -172,27 +165,6 @@ class VisionTransformer(nn.Module):
         block.attn.proj.weight.div_(math.sqrt(2.0 * (index + 1)))
         last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
         last.weight.div_(math.sqrt(2.0 * (index + 1)))
-
-    @property
-    def num_layers(self) -> int:
-        """Depth indices for layer decay: embeddings, each block, what follows the blocks."""
-        return self.depth + 2
-
-    def layer_id(self, name: str) -> int:
-        """Depth index of a parameter (its name inside the encoder): 0 for the patch and
-        position embeddings, ``i + 1`` for block ``i``, ``depth + 1`` for the final norm."""
-        match = re.match(r"blocks\.(\d+)\.", name)
-        if match:
-            return int(match.group(1)) + 1
-        return 0 if name.startswith(("patch_embed", "pos_embed", "rope")) else self.depth + 1
-
-    def forward_flops(self, frames: int, height: int, width: int) -> int:
-        """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`)."""
-        side = int(math.sqrt(height * width))
-        return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
-                                     tubelet_size=self.tubelet_size, embed_dim=self.embed_dim, depth=self.depth,
-                                     mlp_ratio=self.mlp_ratio, use_silu=self.use_silu,
-                                     wide_silu=self.wide_silu)  # fmt: skip
 
     def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """The sin-cos table ``[1, N, D]`` for ``grid``, trilinearly interpolated if it differs."""
@@ -213,13 +185,6 @@ class VisionTransformer(nn.Module):
             rope = self.rope(grid, x.device)
         else:
             tokens = tokens + self.position_table(grid).to(tokens.dtype)
-        levels = []
-        for index, block in enumerate(self.blocks):
-            tokens = block(tokens, rope)
-            if self.out_layers is not None and index in self.out_layers:
-                levels.append(self.norm(tokens))
-        if self.out_layers is not None:
-            return torch.cat(levels, dim=1)
-        return self.norm(tokens)
+        return self.run_blocks(tokens, rope)
 
     forward = forward_features

@@ -167,14 +167,9 @@ class DeepSpeedStrategy(DistributedStrategy):
         move_materialised(model, self.device)
         if deferred_blocks(model):  # ZeRO-3: each block made in full, then partitioned at once
             deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())  # joins our group
-            blocks = model.encoder.blocks
-            for index, full in full_blocks(model, device=self.device, fill=self.rank == 0):
-                compiled = getattr(blocks[index], "_compiled_call_impl", None) is not None
+            for _, block in full_blocks(model, device=self.device, fill=self.rank == 0):
                 # the other ranks receive rank 0's values as the block is partitioned
-                deepspeed.zero.Init(module=full, config_dict_or_path=self.config)
-                if compiled:
-                    full.compile()
-                blocks[index] = full
+                deepspeed.zero.Init(module=block, config_dict_or_path=self.config)
         optimizer = build_optimizer(model)
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.config)
         self._engine = engine

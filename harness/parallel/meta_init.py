@@ -10,7 +10,6 @@ shards. The weights equal a single-process build's for the same seed (each unit 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 
 import torch
@@ -31,19 +30,17 @@ def move_materialised(model: nn.Module, device: torch.device) -> None:
 
 def full_blocks(model: nn.Module, templates: list[nn.Module] | None = None,
                 device: torch.device | str = "cpu", fill: bool = True) -> Iterator[tuple[int, nn.Module]]:  # fmt: skip
-    """Each encoder block made in full on ``device``, in order (``templates``: meta copies of the
-    blocks taken before they were changed). Without ``fill`` the block's memory is allocated but
-    not initialised (a rank that receives the values from another). Clears the pending state after
-    the last block."""
+    """Each encoder block made in full on ``device``, in order, in place: the encoder's own meta
+    blocks, or ``templates`` (meta copies of them taken before a strategy changed the blocks).
+    Without ``fill`` the block's memory is allocated but not initialised (a rank that receives the
+    values from another). Clears the pending state after the last block."""
     encoder = model.encoder
     pending = encoder.deferred_blocks
     for index, block in enumerate(templates if templates is not None else list(encoder.blocks)):
-        full = copy.deepcopy(block)
-        full._compiled_call_impl = None  # a compiled block's compiled call belongs to the original
-        full.to_empty(device=device)
+        block.to_empty(device=device)
         if fill:
-            pending.fill(encoder, index, full)
-        yield index, full
+            pending.fill(encoder, index, block)
+        yield index, block
     encoder.deferred_blocks = None
 
 

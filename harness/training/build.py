@@ -267,15 +267,11 @@ def build_encoder(config: Config, device: str | None = None, defer_blocks: bool 
 
 def _hf_encoder_options(family: ModelFamily, path: str, key: str) -> dict:
     try:
-        owner, hf_config = hf_family(path)
+        _, hf_config = hf_family(path, family)
     except CheckpointError as error:
         raise ConfigError(f"{key}: {error}") from None
-    if owner is not family:
-        raise ConfigError(f"{key}: {path} holds a {hf_config['model_type']} model of the {owner.name} family; "
-                          f"model.model_name is of the {family.name} family (choose one of "
-                          f"{', '.join(sorted(owner.sizes)[:4])}, ...)")  # fmt: skip
     try:
-        return owner.hf.encoder_options(hf_config)
+        return family.hf.encoder_options(hf_config)
     except ValueError as error:
         raise ConfigError(f"{key}: {path}: {error}") from None
 
@@ -321,16 +317,16 @@ def build_classifier(config: Config, encoder: nn.Module, num_classes: int) -> nn
 
 def _hf_classifier_options(family: ModelFamily, path: str, num_classes: int) -> dict:
     try:
-        owner, hf_config = hf_family(path)
+        _, hf_config = hf_family(path, family)
     except CheckpointError as error:
         raise ConfigError(f"meta.classifier_checkpoint: {error}") from None
-    if owner is not family or owner.hf.classifier_options is None:
-        raise ConfigError(f"meta.classifier_checkpoint: {path} holds a {hf_config['model_type']} model, "
-                          f"which is not a classifier of the {family.name} family")  # fmt: skip
+    if family.hf.classifier_options is None:
+        raise ConfigError(f"meta.classifier_checkpoint: {path}: the {family.name} family reads no Hugging Face "
+                          "classifier")  # fmt: skip
     labels = hf_config.get("id2label") or {}
     if (len(labels) if labels else hf_config.get("num_labels", 2)) != num_classes:
         raise ConfigError(f"meta.classifier_checkpoint {path} has another number of classes than {num_classes}")
-    return owner.hf.classifier_options(hf_config)
+    return family.hf.classifier_options(hf_config)
 
 
 def build_model(

@@ -79,15 +79,14 @@ def lockstep(batches: Iterable, strategy: Strategy, model: nn.Module, num_views:
         shape = [float(v) for v in item.clips.shape[1:]] if real else [0.0] * 5  # [K, C, T, H, W]
         # summed over ranks: [ranks not finished, ranks with a batch, their clip shapes]
         state = torch.tensor([float(not finished), float(real), *shape], device=strategy.device)
-        state = strategy.all_reduce_sum(state)
-        if state[0].item() == 0:
+        not_finished, with_batch, *shapes = strategy.all_reduce_sum(state).tolist()  # one host sync
+        if not_finished == 0:
             return
         if real:
             yield item
             continue
-        with_batch = int(state[1].item())
         if with_batch:  # the others forward this round: so does this rank, on a blank clip
-            blank = torch.zeros(1, *[int(v) // with_batch for v in state[2:].tolist()], dtype=torch.uint8)
+            blank = torch.zeros(1, *[int(v) // int(with_batch) for v in shapes], dtype=torch.uint8)
             indices = torch.zeros(1, blank.shape[1], blank.shape[3], dtype=torch.long, device=strategy.device)
             with torch.no_grad(), strategy.precision.autocast():
                 model(to_model_input(blank, strategy.device), indices, num_views)

@@ -71,6 +71,16 @@ def model_module(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def build_optimizer(optimization, model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    """The run's AdamW for ``model`` from an ``optimization`` config section (groups, betas, eps)."""
+    from harness.config import ConfigError
+
+    groups = param_groups(model, optimization.enc_lr_scale, optimization.layer_decay)
+    if not groups:
+        raise ConfigError("no trainable parameters: check meta.finetune_encoder and the model")
+    return build_adamw(groups, tuple(optimization.betas), optimization.eps, device)
+
+
 def build_adamw(
     groups: Iterable[dict], betas: tuple[float, float], eps: float, device: torch.device
 ) -> torch.optim.AdamW:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import Config, ConfigError, save_config, to_dict
+from harness.config import Config, save_config, to_dict
 from harness.data.loader import ClipBatch
 from harness.errors import RunFailed
 from harness.logger import RunLogger, WandbSink
@@ -33,7 +33,7 @@ from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums, topk_correct
 from harness.training.mixup import Mixup, soft_cross_entropy
-from harness.training.optim import build_adamw, build_schedules, param_groups
+from harness.training.optim import build_optimizer, build_schedules
 from harness.training.resume import resume as resume_run
 from harness.training.resume import save as save_run
 from harness.training.run_lock import take_run_folder
@@ -107,11 +107,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- building
     def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        opt = self.config.optimization
-        groups = param_groups(model, opt.enc_lr_scale, opt.layer_decay)
-        if not groups:
-            raise ConfigError("no trainable parameters: check meta.finetune_encoder and the model")
-        return build_adamw(groups, tuple(opt.betas), opt.eps, self.strategy.device)
+        return build_optimizer(self.config.optimization, model, self.strategy.device)
 
     def parameter_counts(self) -> list[int]:
         """``[total, trained]`` parameters of the whole model, however the strategy shards it."""

@@ -1,0 +1,75 @@
+"""What every family's video encoder shares: the parts of the encoder contract
+(:mod:`harness.models.family`) that do not depend on the family's layers.
+
+A subclass sets ``depth``, ``embed_dim``, ``mlp_ratio``, ``patch_size``, ``tubelet_size``,
+``blocks`` (an ``nn.ModuleList``), ``norm`` and ``out_layers`` (via :meth:`checked_out_layers`),
+and implements ``init_stem`` / ``init_block``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+from harness.models.family import init_all_units
+from harness.models.flops import encoder_forward_flops
+
+
+class VideoEncoder(nn.Module):
+    """Layer ids for layer decay, analytic FLOPs, seeded initialisation and the block loop with
+    multi-level features, for any encoder of ``blocks`` between an embedding stem and ``norm``."""
+
+    #: parameter-name prefixes of the embeddings (layer id 0)
+    EMBEDDINGS: tuple[str, ...] = ("patch_embed", "pos_embed")
+    #: MLP kind for the FLOPs count (a family with SwiGLU sets these per instance)
+    use_silu: bool = False
+    wide_silu: bool = True
+
+    @staticmethod
+    def checked_out_layers(out_layers, depth: int) -> tuple[int, ...] | None:
+        """``out_layers`` as a tuple (None when empty), each in ``[0, depth)``."""
+        if out_layers is not None and any(not 0 <= layer < depth for layer in out_layers):
+            raise ValueError(f"out_layers {list(out_layers)} must lie in [0, {depth}) for a {depth}-block encoder")
+        return tuple(out_layers) if out_layers else None
+
+    @property
+    def num_layers(self) -> int:
+        """Depth indices for layer decay: embeddings, each block, what follows the blocks."""
+        return self.depth + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth index of a parameter (its name inside the encoder): 0 for the embeddings,
+        ``i + 1`` for block ``i``, ``depth + 1`` for everything after the blocks (VideoMAE's
+        ``get_num_layer_for_vit``, and V-JEPA 2's)."""
+        match = re.match(r"blocks\.(\d+)\.", name)
+        if match:
+            return int(match.group(1)) + 1
+        return 0 if name.startswith(self.EMBEDDINGS) else self.depth + 1
+
+    def forward_flops(self, frames: int, height: int, width: int) -> int:
+        """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`;
+        non-square input counts the same tokens)."""
+        side = int(math.sqrt(height * width))
+        return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
+                                     tubelet_size=self.tubelet_size, embed_dim=self.embed_dim, depth=self.depth,
+                                     mlp_ratio=self.mlp_ratio, use_silu=self.use_silu,
+                                     wide_silu=self.wide_silu)  # fmt: skip
+
+    def init_weights(self) -> None:
+        """Every unit from its own seed (:func:`harness.models.family.init_all_units`)."""
+        init_all_units(self)
+
+    def run_blocks(self, tokens: torch.Tensor, *block_args) -> torch.Tensor:
+        """The blocks, then ``norm``: ``[B, N, D]``, or with ``out_layers`` the normalised tokens
+        after each of those blocks concatenated along the token axis, ``[B, L * N, D]``."""
+        levels = []
+        for index, block in enumerate(self.blocks):
+            tokens = block(tokens, *block_args)
+            if self.out_layers is not None and index in self.out_layers:
+                levels.append(self.norm(tokens))
+        if self.out_layers is not None:
+            return torch.cat(levels, dim=1)
+        return self.norm(tokens)
