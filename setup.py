@@ -11,9 +11,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["harness", "harness.*"]),
     install_requires=[
-        # Exactly these: other torch builds download gigabytes or fail on our machines.
-        "torch==2.14.1",
-        "torchvision==0.29.1",
+        # The range the code is tested with (lowest and highest: tests/test_install.py, README
+        # "Installing into an existing environment"); constraints.txt pins the exact set CI uses.
+        "torch>=2.9,<2.15",
+        "torchvision>=0.24,<0.30",
         "numpy>=1.26",
         "pyyaml>=6.0",
         "tqdm>=4.66",
@@ -24,7 +25,7 @@ setup(
         "wandb>=0.17",  # optional at run time (logging.wandb.enabled); offline without an account
         "tensorboard>=2.15",  # optional at run time (logging.tensorboard); torch's SummaryWriter writes to it
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
-        "torchcodec>=0.17.0",  # needs the system FFmpeg shared libraries (apt-get install ffmpeg)
+        "torchcodec>=0.8",  # built per torch release (0.8 <-> torch 2.9); needs the system FFmpeg libraries
     ],
     extras_require={
         # huggingface_hub: DeepSpeed's zero_to_fp32.py (copied into its checkpoints) imports it.
@@ -39,6 +40,7 @@ setup(
             "hypothesis>=6.100",
             "pytest-timeout>=2.3",
             "ruff>=0.6",
+            "packaging>=23",  # tests/test_install.py reads setup.py's requirement ranges
             "deepspeed>=0.17",
             "huggingface_hub>=0.20",
             "decord>=0.6.0",  # every decoder is tested where it installs

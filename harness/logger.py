@@ -74,16 +74,20 @@ class RunLogger:
             run writes them again), so the logs read as one uninterrupted run.
         heads: probe heads; with several, per-head columns follow the common ones
             (``loss_h{i}``, ``acc1_h{i}`` per step; ``val_top1_h{i}`` and ``best_head`` per epoch).
+        multi_label: a multi-label run: ``epochs.csv`` also has ``val_map`` (and ``val_top1_h{i}``
+            holds each head's mAP).
     """
 
-    def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None, heads: int = 1) -> None:
+    def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None, heads: int = 1,
+                 multi_label: bool = False) -> None:  # fmt: skip
         self.folder = Path(folder)
         self.rank = rank
         self.step_path = self.folder / f"log_r{rank}.csv"
         self.eval_path = self.folder / "epochs.csv"
         per_head = range(heads if heads > 1 else 0)
         self.step_columns = STEP_COLUMNS + tuple(f"{kind}_h{i}" for i in per_head for kind in ("loss", "acc1"))
-        self.eval_columns = EVAL_COLUMNS + tuple(f"val_top1_h{i}" for i in per_head)
+        self.eval_columns = EVAL_COLUMNS + (("val_map",) if multi_label else ())
+        self.eval_columns += tuple(f"val_top1_h{i}" for i in per_head)
         self.eval_columns += ("best_head",) if heads > 1 else ()
         self._truncate(self.step_path, self.step_columns, resume_step)
         if rank == 0:
@@ -154,6 +158,10 @@ class WandbSink:
         mode: str,
         run_id: str | None,
     ) -> None:
+        # W&B stages table images and artifacts in ~/.local/share/wandb and writes its debug logs
+        # to ~/.cache/wandb: keep both with the run (an offline run is synced from there later).
+        os.environ["WANDB_DATA_DIR"] = str(folder / "wandb" / "data")
+        os.environ["WANDB_CACHE_DIR"] = str(folder / "wandb" / "cache")
         import wandb
 
         self.wandb = wandb
@@ -172,7 +180,7 @@ class WandbSink:
         )
         self.run_id = self.run.id
         # The run's summary holds the best validation accuracy and loss, not the last epoch's.
-        best = {"val/top1": "max", "val/top5": "max", "val/mean_class_acc": "max", "val/loss": "min"}
+        best = {"val/top1": "max", "val/top5": "max", "val/mean_class_acc": "max", "val/map": "max", "val/loss": "min"}
         for key, summary in best.items():
             self.run.define_metric(key, summary=summary)
         logging.getLogger(__name__).info("W&B run %s (%s) in %s", self.run_id, resolved, folder / "wandb")
@@ -191,14 +199,27 @@ class WandbSink:
         names: list[str],
     ) -> None:
         """Validation metrics, W&B's confusion-matrix plot and a per-class accuracy chart (both
-        with class ``names``), and a sample of predictions (with a thumbnail of the middle frame
-        for video files)."""
+        with class ``names``; single-label runs), and a sample of predictions (with a thumbnail of
+        the middle frame for video files)."""
+        wandb = self.wandb
+        values: dict[str, Any] = dict(metrics)
+        if confusion is not None:
+            values |= self._confusion_charts(confusion, names)
+        if predictions:
+            rows = []
+            for video, label, top, scores in predictions[:thumbnails]:
+                truth = ";".join(names[i] for i in (label if isinstance(label, list) else [label]))
+                rows.append([video, truth, names[top[0]], scores[0], _thumbnail(wandb, video)])
+            values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
+        self.run.log(values, step=step)
+
+    def _confusion_charts(self, confusion, names: list[str]) -> dict[str, Any]:
         wandb = self.wandb
         counts = np.asarray(confusion.tolist(), dtype=np.int64)
         # W&B's plot takes one (true, predicted) pair per video: expand the counts.
         true, predicted = np.nonzero(counts)
         repeats = counts[true, predicted]
-        values: dict[str, Any] = dict(metrics)
+        values: dict[str, Any] = {}
         values["val/confusion"] = wandb.plot.confusion_matrix(
             y_true=np.repeat(true, repeats).tolist(), preds=np.repeat(predicted, repeats).tolist(),
             class_names=list(names), title="validation confusion matrix",
@@ -208,12 +229,23 @@ class WandbSink:
             [names[c], counts[c, c] / support[c]] for c in range(len(names)) if support[c]
         ])  # fmt: skip
         values["val/per_class_accuracy"] = wandb.plot.bar(per_class, "class", "accuracy", title="per-class accuracy")
-        if predictions:
-            rows = []
-            for video, label, top, scores in predictions[:thumbnails]:
-                rows.append([video, names[label], names[top[0]], scores[0], _thumbnail(wandb, video)])
-            values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
-        self.run.log(values, step=step)
+        return values
+
+    def log_model(self, run_folder: Path, best_epoch: int, best_top1: float) -> Path | None:
+        """Consolidate ``checkpoints/best`` of ``run_folder`` into ``run_folder/best_model`` and
+        upload it as the run's ``model-<run id>`` artifact (aliases ``best``, ``epoch-N``; an
+        offline run uploads it with ``wandb sync``). Returns the folder, or None without a best."""
+        if not (run_folder / "checkpoints" / "best").exists():
+            logging.getLogger(__name__).warning("logging.wandb.log_model: no checkpoints/best to upload")
+            return None
+        from harness.consolidate import consolidate
+
+        out = consolidate(run_folder / "checkpoints" / "best", run_folder / "best_model")
+        artifact = self.wandb.Artifact(f"model-{self.run_id}", type="model",
+                                       metadata={"epoch": best_epoch, "val_top1": best_top1})  # fmt: skip
+        artifact.add_dir(str(out))
+        self.run.log_artifact(artifact, aliases=["best", f"epoch-{best_epoch}"])
+        return out
 
     def finish(self) -> None:
         """Close the run and stop W&B's service process.

@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frame-step", type=int, default=None, help="take every k-th frame (default: the model's)")
     parser.add_argument("--fps", type=float, default=None, help="sample clips at this rate instead")
     parser.add_argument("--duration", type=float, default=None, help="clips spanning this many seconds instead")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="multi-label models: list the classes whose probability reaches this (default 0.5)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
     for key in ("top_k", "batch_size", "num_clips", "num_views", "frame_step"):
@@ -68,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key in ("window_seconds", "stride_seconds", "fps", "duration"):
         if getattr(args, key) is not None and not getattr(args, key) > 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.output is not None and args.output.suffix not in (".csv", ".jsonl", ".json"):
@@ -91,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = [row for row in rows if not windows or row.window == "all" or row.error]
     for row in shown[:50] if args.output is not None else shown:
         best = ", ".join(f"{names[c]} {100 * p:.1f}%" for c, p in row.top[:3])
-        print(f"{row.video}: {best or 'ERROR ' + row.error}")
+        if row.labels is not None:  # a multi-label model: the classes at or above the threshold first
+            best = f"[{', '.join(names[c] for c in row.labels) or 'none'}] {best}"
+        print(f"{row.video}: {best if row.top else 'ERROR ' + row.error}")
     if args.output is not None and len(shown) > 50:
         print(f"... ({len(shown) - 50} more in {args.output})")
     failed = sum(1 for row in rows if row.error)

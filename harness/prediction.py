@@ -54,6 +54,7 @@ class Row:
     top: list[tuple[int, float]] = field(default_factory=list)
     error: str = ""
     probs: np.ndarray | None = None
+    labels: list[int] | None = None  #: multi-label models: the classes scoring at least the threshold
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
@@ -157,8 +158,10 @@ def collate_units(items: list[tuple[Unit, ClipItem | str]]) -> tuple[list[Unit],
 
 @torch.no_grad()
 def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Preprocessing, device: torch.device,
-                  dtype: torch.dtype, top_k: int, progress: bool, total: int | None = None) -> list[Row]:  # fmt: skip
-    """Rows for every unit the loader yields."""
+                  dtype: torch.dtype, top_k: int, progress: bool, total: int | None = None,
+                  threshold: float = 0.5) -> list[Row]:  # fmt: skip
+    """Rows for every unit the loader yields (a multi-label model's rows list the classes whose
+    sigmoid reaches ``threshold``)."""
     rows: list[Row] = []
     k = min(top_k, len(preprocessing.class_names))
     bar = progress_bar(total=total, desc="predict", unit="video", enabled=progress)
@@ -170,10 +173,13 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 clips = normalize_clips(batch.clips.to(device), preprocessing.mean, preprocessing.std)
                 logits = model(clips, batch.clip_indices.to(device), preprocessing.num_views)
-            probs = logits.float().softmax(-1).cpu()
+            probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
+            probs = probs.cpu()
             values, classes = probs.topk(k, dim=-1)
             for unit, p, v, c in zip(units, probs.numpy(), values.tolist(), classes.tolist()):
-                rows.append(Row(unit.order, unit.video, _window_name(unit), *_seconds(unit), list(zip(c, v)), probs=p))
+                row = Row(unit.order, unit.video, _window_name(unit), *_seconds(unit), list(zip(c, v)), probs=p)
+                row.labels = above(p, threshold) if preprocessing.multi_label else None
+                rows.append(row)
         bar.update(len(units) + len(failed))
     bar.close()
     return rows
@@ -187,7 +193,12 @@ def _seconds(unit: Unit) -> tuple[float | None, float | None]:
     return unit.seconds if unit.seconds is not None else (None, None)
 
 
-def video_aggregates(rows: list[Row], top_k: int) -> list[Row]:
+def above(probs: np.ndarray, threshold: float) -> list[int]:
+    """Classes whose probability reaches ``threshold``, most probable first."""
+    return [int(c) for c in np.argsort(-probs, kind="stable") if probs[c] >= threshold]
+
+
+def video_aggregates(rows: list[Row], top_k: int, threshold: float | None = None) -> list[Row]:
     """One ``window=all`` row per windowed video: the mean of its windows' probabilities."""
     by_video: dict[int, list[Row]] = {}
     for row in rows:
@@ -198,13 +209,16 @@ def video_aggregates(rows: list[Row], top_k: int) -> list[Row]:
         mean = torch.from_numpy(np.mean([w.probs for w in windows], axis=0))
         values, classes = mean.topk(min(top_k, len(mean)))
         out.append(Row((index, math.inf), windows[0].video, "all", windows[0].start_s, max(w.end_s for w in windows),
-                       list(zip(classes.tolist(), values.tolist()))))  # fmt: skip
+                       list(zip(classes.tolist(), values.tolist())),
+                       labels=above(mean.numpy(), threshold) if threshold is not None else None))  # fmt: skip
     return out
 
 
 def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, windows: bool) -> None:
-    """CSV (``video[,window,start_s,end_s],pred1,name1,prob1,...,error``) or JSON Lines by suffix."""
+    """CSV (``video[,window,start_s,end_s],pred1,name1,prob1,...[,labels],error``) or JSON Lines by
+    suffix; ``labels`` (names joined by ``;``) for a multi-label model's rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    multi = any(row.labels is not None for row in rows)
     if path.suffix in (".jsonl", ".json"):
         with open(path, "w", encoding="utf-8") as handle:
             for row in rows:
@@ -212,17 +226,21 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
                 if windows:
                     record |= {"window": row.window, "start_s": row.start_s, "end_s": row.end_s}
                 record["top"] = [{"class": c, "name": names[c], "prob": round(p, 6)} for c, p in row.top]
+                if multi:
+                    record["labels"] = [names[c] for c in row.labels or []]
                 record["error"] = row.error or None
                 handle.write(json.dumps(record) + "\n")
         return
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         head = ["video", *(["window", "start_s", "end_s"] if windows else [])]
-        writer.writerow([*head, *[f"{c}{i + 1}" for i in range(top_k) for c in ("pred", "name", "prob")], "error"])
+        top = [f"{c}{i + 1}" for i in range(top_k) for c in ("pred", "name", "prob")]
+        writer.writerow([*head, *top, *(["labels"] if multi else []), "error"])
         for row in rows:
             where = [row.window, _round(row.start_s), _round(row.end_s)] if windows else []
             cells = [v for c, p in row.top for v in (c, names[c], f"{p:.6f}")]
-            writer.writerow([row.video, *where, *cells, *[""] * (3 * top_k - len(cells)), row.error])
+            labels = [";".join(names[c] for c in row.labels or [])] if multi else []
+            writer.writerow([row.video, *where, *cells, *[""] * (3 * top_k - len(cells)), *labels, row.error])
 
 
 def _round(value: float | None) -> str:
@@ -259,13 +277,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     mine = units[rank::world]
     loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder), **options)
     progress = args.progress and strategy.is_main
-    rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine))
+    rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine), args.threshold)
     if shards:
         ordered = [((len(videos) + number,), shard) for number, shard in enumerate(shards)][rank::world]
         loader = DataLoader(ShardUnits(ordered, preprocessing, args.decoder), **options)
         samples = sum(s.samples or 0 for _, s in ordered) or None
-        rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, samples)
-    rows += video_aggregates(rows, args.top_k)
+        rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, samples,
+                              args.threshold)  # fmt: skip
+    rows += video_aggregates(rows, args.top_k, args.threshold if preprocessing.multi_label else None)
     for row in rows:
         row.probs = None  # only the aggregates needed them; keep the gather small
     gathered = [row for part in strategy.gather_objects(rows) for row in part]

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cutting import Settings, cut_segments, pick_cutter, probe
-from harness.data.listing import read_listing
+from harness.data.listing import label_ids, read_listing
 from harness.errors import UserError, entry_point
 from harness.fileio import write_atomic
 from harness.progress import progress
@@ -49,7 +49,12 @@ class Source:
 
     index: int
     path: str
-    label: int
+    label: int | tuple[int, ...]  #: several class ids for a multi-label video
+
+
+def _ids(label) -> tuple[int, ...]:
+    """Class ids of a label (an id, a tuple, or the list a clip's JSON metadata holds)."""
+    return label_ids(tuple(label) if isinstance(label, list) else label)
 
 
 def collect(input_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -66,7 +71,7 @@ def collect(input_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
         ]
         return pairs, classes
     records = read_listing(input_path)
-    names = [str(i) for i in range(1 + max(r.label for r in records))]
+    names = [str(i) for i in range(1 + max(max(label_ids(r.label)) for r in records))]
     return [(r.path, r.label) for r in records], names
 
 
@@ -76,7 +81,7 @@ def split_sources(pairs: list[tuple[str, int]], val_fraction: float, seed: int) 
     splits: dict[str, list[Source]] = {"train": [], "val": []}
     by_label: dict[int, list[int]] = {}
     for index, (_, label) in enumerate(pairs):
-        by_label.setdefault(label, []).append(index)
+        by_label.setdefault(_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
     val = set()
     for indices in by_label.values():
         count = int(round(val_fraction * len(indices)))
@@ -139,10 +144,10 @@ def _write_shard(path: Path, clips: list[dict], label_names: list[str]) -> str:
         with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for clip in clips:
                 meta = {k: clip[k] for k in ("source", "start", "end", "fps", "frames", "size", "label")}
-                meta["label_name"] = label_names[clip["label"]]
+                meta["label_name"] = ";".join(label_names[i] for i in _ids(clip["label"]))
                 for suffix, data in (
                     ("mp4", Path(clip["file"]).read_bytes()),
-                    ("cls", str(clip["label"]).encode()),
+                    ("cls", ",".join(map(str, _ids(clip["label"]))).encode()),  # "3" or "3,17,42"
                     ("json", json.dumps(meta, sort_keys=True).encode()),
                 ):
                     tar.addfile(*_tar_member(f"{clip['key']}.{suffix}", data))
@@ -205,13 +210,15 @@ def pack(clips: list[dict], folder: Path, label_names: list[str], settings: Sett
 
 
 def _write_manifest(folder, entries, clips, label_names, settings, extra, complete: bool) -> dict:
-    histogram = np.bincount([c["label"] for c in clips], minlength=len(label_names)).tolist()
+    ids = [i for c in clips for i in _ids(c["label"])]
+    histogram = np.bincount(ids, minlength=len(label_names)).tolist()
     manifest = {
         "shards": entries,
         "total_clips": sum(e["samples"] for e in entries),
         "class_histogram": dict(zip(label_names, histogram)),
         "label_map": {str(i): name for i, name in enumerate(label_names)},
         "settings": asdict(settings),
+        "multi_label": any(len(_ids(c["label"])) > 1 for c in clips),
         "complete": complete,
         **extra,
     }

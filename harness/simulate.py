@@ -39,8 +39,11 @@ from harness.parallel.registry import SIMULATED_STRATEGY
 
 #: dense bf16 peak FLOP/s per GPU: the table the trainer's MFU uses (``--gpu h100``, ``gh200``, ...)
 GPU_PEAKS = {name.lower().replace(" ", "-"): tensor * 1e12 for name, (tensor, _) in GPU_PEAK_TFLOPS.items()}
-RECORDED = ("all_gather_single", "reduce_scatter_single", "all_gather_into_tensor", "reduce_scatter_tensor",
-            "all_reduce", "broadcast")  # fmt: skip
+# torch.distributed's collectives -> the name recorded (FSDP2 calls the *_single ones from torch
+# 2.10 on, all_gather_into_tensor / reduce_scatter_tensor before)
+RECORDED = {"all_gather_single": "all_gather", "all_gather_into_tensor": "all_gather",
+            "reduce_scatter_single": "reduce_scatter", "reduce_scatter_tensor": "reduce_scatter",
+            "all_reduce": "all_reduce", "broadcast": "broadcast"}  # fmt: skip
 # FSDPMemTracker's categories, and the planner's names for them
 CATEGORIES = {"Sharded Param": "weights", "Unsharded Param": "gathered", "Sharded Grad": "gradients",
               "Unsharded Grad": "gathered grads", "OptState": "optimizer", "Activation": "activations",
@@ -88,13 +91,13 @@ class Simulation:
 def recorded_collectives() -> Iterator[dict[str, list[int]]]:
     """Count the collectives called through ``torch.distributed`` and the bytes they produce."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    originals = {name: getattr(dist, name) for name in RECORDED}
+    originals = {name: getattr(dist, name) for name in RECORDED if hasattr(dist, name)}
 
     def recorder(name: str, original):
         def record(*args, **kwargs):
             tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
-            counts[name][0] += 1  # bytes: the full-size side (a gather's output, a reduce-scatter's input)
-            counts[name][1] += max(t.numel() * t.element_size() for t in tensors)
+            counts[RECORDED[name]][0] += 1  # bytes: the full-size side (a gather's output, a reduce-scatter's input)
+            counts[RECORDED[name]][1] += max(t.numel() * t.element_size() for t in tensors)
             return original(*args, **kwargs)
 
         return record

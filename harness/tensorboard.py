@@ -58,9 +58,12 @@ class TensorBoardSink:
         from harness.training.confusion import plot_confusion
 
         self.log(metrics, step)
-        for key in ("val/top1", "val/top5"):
+        for key in ("val/top1", "val/top5", "val/map"):
             if key in metrics:
                 self.best[key] = max(self.best.get(key, -1.0), float(metrics[key]))
+        if confusion is None:  # multi-label runs have none
+            self.writer.flush()
+            return
         buffer = io.BytesIO()
         plot_confusion(np.asarray(confusion.tolist()), list(names), buffer, "validation confusion matrix")
         image = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

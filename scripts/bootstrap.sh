@@ -22,6 +22,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-echo "[bootstrap] installing harness and its dependencies into $VENV (torch takes about a minute)"
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+# constraints.txt pins every package to the set CI tests (HARNESS_CONSTRAINTS= installs without it).
+CONSTRAINTS="${HARNESS_CONSTRAINTS-constraints.txt}"
+echo "[bootstrap] installing harness and its dependencies into $VENV${CONSTRAINTS:+ (pinned by $CONSTRAINTS)}"
+"$VENV/bin/python" -m pip install -q ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e ".[test]"
 echo "[bootstrap] done: activate with '. $VENV/bin/activate'"

@@ -66,6 +66,16 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def multilabel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The multi-label demo dataset, small: one or two squares per video, listed as ``path 0,3``."""
+    from harness.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("multilabel")
+    make_demo_dataset(root, 4, 6, 3, num_frames=24, size=(48, 64), progress=False, multi_label=True)
+    return root
+
+
 def tiny_overrides(root: Path, folder: Path, *extra: str) -> list[str]:
     """Config overrides for a seconds-long CPU run on :func:`demo_root` data."""
     return [
@@ -100,6 +110,17 @@ def demo_shards(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("shards")
     settings = Settings(shard_samples=3)
     prepare(demo_root / "train.csv", out, settings, val_input=demo_root / "val.csv", workers=1, chunked=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def multilabel_shards(multilabel_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`multilabel_root` packed into shards of 3 clips (``.cls`` holds ``0,3``)."""
+    from harness.prepare import Settings, prepare
+
+    out = tmp_path_factory.mktemp("multilabel_shards")
+    prepare(multilabel_root / "train.csv", out, Settings(shard_samples=3), val_input=multilabel_root / "val.csv",
+            workers=1, chunked=True)  # fmt: skip
     return out
 
 

@@ -29,6 +29,21 @@ def test_demo_config_generates_data_and_learns_motion_direction(tmp_path):
 
 
 @pytest.mark.slow
+def test_multi_label_demo_learns_every_direction_present(tmp_path):
+    # configs/demo_multilabel.yaml as shipped: one or two squares per video, each direction present
+    # is a label; mAP must clear chance (about 0.4, the share of videos holding a class) by far.
+    data = tmp_path / "data"
+    overrides = [f"folder={tmp_path / 'run'}", f"data.datasets=[{data / 'train.csv'}]",
+                 f"data.val_datasets=[{data / 'val.csv'}]", f"data.class_names={data / 'classes.txt'}",
+                 "logging.progress_bar=false"]  # fmt: skip
+    Trainer(load_config(DEMO.parent / "demo_multilabel.yaml", overrides)).fit()
+    listed = [line.split()[1] for line in (data / "train.csv").read_text().splitlines()]
+    assert 0.3 < sum("," in labels for labels in listed) / len(listed) < 0.7, "about half the videos have two"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_metric"] == "val_map" and summary["best_top1"] >= 0.7, summary
+
+
+@pytest.mark.slow
 def test_demo_end_to_end_train_predict_new_videos_and_export_every_format(tmp_path, capsys):
     """The README's story: train the demo, predict a folder of new videos by class name, ship it
     in every format and load each back."""

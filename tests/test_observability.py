@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.config import load_config, save_config
 from harness.errors import RunFailed
 from harness.observability import StallDetector
+from harness.report import charts, smooth
 from harness.report import main as report_main
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
@@ -40,12 +42,40 @@ def test_step_metrics_and_report(demo_root, tmp_path):
     assert report_main([str(folder)]) == 0
     for name in ("loss", "accuracy", "schedule", "throughput", "confusion", "per_class"):
         assert (folder / "report" / f"{name}.png").stat().st_size > 1000
+    page = (folder / "report" / "index.html").read_text()
+    assert all(f'src="{name}.png"' in page for name in ("loss", "accuracy", "confusion", "per_class"))
+    assert "best_top1" in page and "val_macro_f1" in page, "the summary and the last epoch's metrics"
+    check_charts(charts(folder))
     per_class = rows(folder / "best_per_class.csv")
     assert [row["class"] for row in per_class] == ["right", "left", "down", "up"]
     assert sum(int(row["support"]) for row in per_class) == 8
     epoch = rows(folder / "epochs.csv")[0]
     present = [float(row["f1"]) for row in per_class if int(row["support"])]
     assert float(epoch["val_macro_f1"]) == pytest.approx(sum(present) / len(present), abs=1e-6)
+
+
+def check_charts(figures: dict) -> None:
+    """Every axis labelled, every line in the figure's one legend, the legend outside the data."""
+    for name, figure in figures.items():
+        figure.canvas.draw()
+        (legend,) = figure.legends
+        listed = [text.get_text() for text in legend.get_texts()]
+        for axis in figure.axes:
+            assert axis.get_xlabel() or axis is not figure.axes[0], name
+            assert axis.get_ylabel(), f"{name}: an unlabelled y axis"
+            lines = [line.get_label() for line in axis.get_lines()]
+            assert set(lines) <= set(listed), f"{name}: {set(lines) - set(listed)} not in the legend"
+            assert not legend.get_window_extent().overlaps(axis.get_window_extent()), f"{name}: legend over the data"
+    raw = [line for line in figures["loss"].axes[0].get_lines() if line.get_label().endswith("(raw)")]
+    assert raw and raw[0].get_alpha() < 0.5, "the raw curve drawn faint under the smoothed one"
+
+
+def test_smoothing_is_a_debiased_moving_average_that_skips_gaps():
+    values = np.array([1.0, np.nan, 3.0, 3.0])
+    out = smooth(values, weight=0.5)
+    assert out[0] == 1.0 and out[1] == 1.0  # debiased: the first value is itself
+    assert out[2] == pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)
+    assert np.all(np.diff(out[1:]) > 0) and out[-1] < 3.0
 
 
 def test_stall_detector_warns_once_per_epoch(caplog):
@@ -60,8 +90,13 @@ def test_stall_detector_warns_once_per_epoch(caplog):
 def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo_root, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))  # W&B's default staging and cache folders are under it
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.setenv(name, "")
     folder = tmp_path / "run"
-    extra = ("logging.wandb.enabled=true", "logging.wandb.project=test", "logging.wandb.tags=[ci]")
+    extra = ("logging.wandb.enabled=true", "logging.wandb.project=test", "logging.wandb.tags=[ci]",
+             "logging.wandb.thumbnails=2", "logging.wandb.log_model=true")  # fmt: skip
     first = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=1")))
     first.fit()
     run_id = first.state.wandb_run_id
@@ -82,6 +117,15 @@ def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo
     assert {row[0] for row in cells["data"]} == {"right", "left", "down", "up"}, "class names, not ids"
     assert sum(row[2] for row in cells["data"]) == 8
     assert run["metrics"]["val/top1"] == ["max"] and run["metrics"]["val/loss"] == ["min"], "summary: the best"
+    # thumbnails and the model artifact are staged inside the run folder, nothing under HOME
+    assert not [p for p in home.rglob("*") if p.is_file() and "wandb" in str(p.relative_to(home))]
+    staged = [p.read_bytes() for p in (folder / "wandb" / "data").rglob("*") if p.is_file()]
+    assert sum(blob.startswith(b"\x89PNG") for blob in staged) == 2, "one PNG thumbnail per logged prediction"
+    assert (folder / "best_model" / "model.safetensors").read_bytes() in staged, "the best model, staged"
+    artifacts = [r for r in run["artifacts"] if r["type"] == "model"]
+    assert [(a["name"], sorted(a["aliases"])) for a in artifacts] == [
+        (f"model-{run_id}", ["best", "epoch-1", "latest"])
+    ]
 
     second = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=2")))
     assert second.state.wandb_run_id == run_id, "the resumed job continues the same W&B run"
@@ -90,6 +134,10 @@ def test_wandb_offline_run_holds_config_and_metrics_and_resume_continues_it(demo
     assert len(again) == 2
     later = read_run(again[-1])
     assert [r["_step"] for r in later["history"] if "train/loss" in r] == list(range(7, 13))
+
+    third = Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra, "optimization.epochs=2")))
+    third.fit()  # finished: nothing to do
+    assert len(list((folder / "wandb").glob("offline-run-*"))) == 2, "a finished run rerun starts no W&B session"
 
 
 def test_nonfinite_losses_are_skipped_then_stop_with_the_checkpoint_intact(demo_root, tmp_path):

@@ -42,11 +42,11 @@ def raw_records(path: str | Path):
 
 
 def read_run(path: str | Path) -> dict:
-    """``{"run_id", "config": {key: value}, "history": [{key: value}], "metrics": {key: [summaries]}}``
-    of an offline run file."""
+    """``{"run_id", "config": {key: value}, "history": [{key: value}], "metrics": {key: [summaries]},
+    "artifacts": [{type, name, aliases}]}`` of an offline run file."""
     from wandb.proto import wandb_internal_pb2
 
-    run = {"run_id": None, "config": {}, "history": [], "metrics": {}}
+    run = {"run_id": None, "config": {}, "history": [], "metrics": {}, "artifacts": []}
     for payload in raw_records(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
@@ -62,6 +62,9 @@ def read_run(path: str | Path) -> dict:
             summary = record.metric.summary
             kept = [name for name in ("min", "max", "mean", "best", "last", "first") if getattr(summary, name)]
             run["metrics"][record.metric.name] = kept
+        elif kind == "artifact":
+            item = record.artifact
+            run["artifacts"].append({"type": item.type, "name": item.name, "aliases": list(item.aliases)})
         elif kind == "history":
             row = {}
             for item in record.history.item:

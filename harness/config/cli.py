@@ -62,7 +62,7 @@ def _default(item: dataclasses.Field) -> Any:
 def _table_row(key: str, hint: Any, default: Any, doc: str) -> str:
     type_name = hint if isinstance(hint, str) else str(hint).replace("typing.", "")
     type_name = hint.__name__ if isinstance(hint, type) else type_name
-    type_name = type_name.replace(" | None", " or null")
+    type_name = type_name.replace(" | None", " or null").replace(" | ", " or ")
     shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
     return f"| `{key}` | {type_name} | `{shown.strip()}` | {doc.replace('|', '/')} |"
 

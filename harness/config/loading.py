@@ -31,8 +31,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        (inner,) = [t for t in options if t is not type(None)]
-        return _coerce(value, inner, where)
+        inner = [t for t in options if t is not type(None)]
+        for hint in inner[:-1]:  # the first type the value fits (list[float] | str: [1, 2] or "auto")
+            try:
+                return _coerce(value, hint, where)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], where)
     if hint is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
@@ -192,7 +197,27 @@ def validate(config: Config) -> Config:
         raise ConfigError("data.repeated_aug > 1 works with listings, not with data.shards")
     if data.repeated_aug > 1 and data.datasets_weights is not None:
         raise ConfigError("data.repeated_aug > 1 cannot be combined with data.datasets_weights")
+    _check_class_balance(config)
+    side = data.decode_max_short_side
+    if side != "auto" and not (isinstance(side, int) and side >= 0):
+        raise ConfigError(f"data.decode_max_short_side: {side!r} is neither 'auto', 0 (full size) nor a size in pixels")
     return config
+
+
+def _check_class_balance(config: Config) -> None:
+    data, weights = config.data, config.optimization.class_weights
+    if data.class_balanced_sampling > 0:
+        if data.shards:
+            raise ConfigError(
+                "data.class_balanced_sampling draws from listings (data.datasets); shards "
+                "stream in order: balance them when writing them, or use optimization.class_weights"
+            )
+        if data.repeated_aug > 1:
+            raise ConfigError("data.class_balanced_sampling cannot be combined with data.repeated_aug > 1")
+    if isinstance(weights, str) and weights != "auto":
+        raise ConfigError(f"optimization.class_weights: {weights!r} is neither 'auto' nor a list of weights")
+    if isinstance(weights, list) and (not weights or any(not w >= 0 for w in weights) or not any(weights)):
+        raise ConfigError(f"optimization.class_weights: {weights} must be >= 0, one per class, not all 0")
 
 
 def lookup(config: Config, key: str) -> Any:

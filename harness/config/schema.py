@@ -44,7 +44,7 @@ _INTERVALS = (
     ("[0, 1)", "optimization.betas optimization.label_smoothing optimization.ema_decay model.drop_path_rate"),
     ("(0, 1]", "optimization.layer_decay data_aug.random_resize_scale"),
     ("[0, 1]", "optimization.mixup_prob optimization.mixup_switch_prob data.max_failure_fraction data_aug.reprob "
-               "logging.stall_threshold"),
+               "logging.stall_threshold data.class_balanced_sampling"),
 )  # fmt: skip
 # Allowed interval of each numeric key ("[" / "]" include the bound, "(" / ")" exclude it); each
 # entry of a list key is checked, null is allowed where the key is optional, NaN never.
@@ -87,6 +87,7 @@ class DataConfig:
     val_persistent_workers: bool | None = None  #: same for validation (default: persistent_workers)
     pin_mem: bool = True  #: pin host memory (only where a GPU exists)
     decoder: str = "auto"  #: auto, torchcodec, decord or pyav
+    decode_max_short_side: int | str = 0  #: harness: decode frames smaller: auto (as the crops need), N px, 0 full size
     allow_clip_overlap: bool = False  #: spread clips over the video when they do not fit a segment
     random_clip_sampling: bool = True  #: random clip position when training
     val_random_clip_sampling: bool = False  #: random clip position in validation too (seed key)
@@ -98,6 +99,7 @@ class DataConfig:
     shards_weights: list[float] | None = None  #: harness: per-source sampling weights for data.shards
     val_shards: list[str] = field(default_factory=list)  #: harness: validation shard sources
     repeated_aug: int = 1  #: harness: augmented copies of each drawn video per batch (repeated augmentation)
+    class_balanced_sampling: float = 0.0  #: harness: draw videos with weight (class count)^-p: 0 off, 1 balanced, 0.5
     generate_demo_data: bool = False  #: harness: write the synthetic demo videos when the listings are missing
     dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
 
@@ -135,6 +137,7 @@ class MetaConfig:
     skip_batches: int = -1  #: seed key; the harness resumes mid-epoch exactly, so it is reported and not applied
     sync_gc: bool = False  #: disable automatic garbage collection; collect every 50 steps instead (seed key)
     device: str = "auto"  #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
+    multi_label: bool = False  #: harness: several labels per video (listing `path 3,17,42`): sigmoid/BCE, mAP
 
 
 @dataclass
@@ -196,6 +199,7 @@ class OptimizationConfig:
     eps: float = 1e-8  #: AdamW epsilon
     clip_grad: float | None = 1.0  #: harness: gradient-norm clipping (None: off)
     label_smoothing: float = 0.0  #: harness: cross-entropy label smoothing
+    class_weights: list[float] | str | None = None  #: harness: loss weight per class; auto: N / (classes x count)
     accumulation_steps: int = 1  #: harness: micro-batches per optimizer step
     layer_decay: float | None = None  #: harness: layer-wise lr decay over encoder depth (e.g. 0.75)
     ema_decay: float = 0.0  #: harness: EMA of the weights, used for evaluation (0: off)
@@ -219,6 +223,7 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)  #: run tags
     mode: str = "auto"  #: auto (online with an API key, else offline), online, offline, disabled
     thumbnails: int = 8  #: validation predictions logged with a video thumbnail per epoch
+    log_model: bool = False  #: at the end, consolidate checkpoints/best into <folder>/best_model and upload it
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -42,11 +43,39 @@ def _gather(unique_frames: torch.Tensor, unique: np.ndarray, indices: np.ndarray
     return unique_frames[torch.from_numpy(positions)]
 
 
+def source_size(source: str | bytes) -> tuple[int, int]:
+    """``(height, width)`` of a video's first video stream, from its header (PyAV; a few ms)."""
+    import av
+
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
+        if not container.streams.video:
+            raise DecodeError("no video stream")
+        context = container.streams.video[0].codec_context
+        return int(context.height), int(context.width)
+
+
+def scaling_supported(backend: str) -> bool:
+    """Whether ``backend`` can scale while converting to RGB (torchcodec from 0.9: decoder transforms)."""
+    if backend != "torchcodec":
+        return True
+    try:
+        from torchcodec.transforms import Resize  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class _TorchcodecReader:
-    def __init__(self, source: str | bytes, threads: int) -> None:
+    def __init__(self, source: str | bytes, threads: int, size: tuple[int, int] | None = None) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self._decoder = VideoDecoder(source, dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact")
+        options = {}
+        if size is not None:
+            from torchcodec.transforms import Resize  # bilinear, antialiased, in FFmpeg's colour conversion
+
+            options["transforms"] = [Resize(size)]
+        self._decoder = VideoDecoder(source, dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact",
+                                     **options)  # fmt: skip
         meta = self._decoder.metadata
         self.num_frames = int(meta.num_frames or 0)
         self.fps = float(meta.average_fps or 0.0)
@@ -64,11 +93,12 @@ class _DecordReader:
     """decord 0.6 reader. Known upstream bug: some frame widths (seen: 48 and 72 px) fail with
     "DECORDArrayCopyFromTo: The size must exactly match"; that surfaces as a DecodeError."""
 
-    def __init__(self, source: str | bytes, threads: int) -> None:
+    def __init__(self, source: str | bytes, threads: int, size: tuple[int, int] | None = None) -> None:
         import decord
 
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
-        self._reader = decord.VideoReader(handle, ctx=decord.cpu(0), num_threads=threads)
+        height, width = size if size is not None else (-1, -1)  # decord scales in its colour conversion
+        self._reader = decord.VideoReader(handle, ctx=decord.cpu(0), num_threads=threads, width=width, height=height)
         self.num_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
 
@@ -88,9 +118,10 @@ class _PyAVReader:
     exact for constant-frame-rate video, the case all backends agree on.
     """
 
-    def __init__(self, source: str | bytes, threads: int) -> None:
+    def __init__(self, source: str | bytes, threads: int, size: tuple[int, int] | None = None) -> None:
         import av
 
+        self._size = size  # (height, width): swscale scales while converting to RGB
         self._container = av.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         if not self._container.streams.video:
             raise DecodeError("no video stream")
@@ -118,7 +149,12 @@ class _PyAVReader:
             if position == 0 and number > first:
                 return {}  # the seek overshot: caller decodes from the start
             if number in wanted:
-                found[number] = frame.to_ndarray(format="rgb24")
+                if self._size is None:
+                    found[number] = frame.to_ndarray(format="rgb24")
+                else:
+                    height, width = self._size
+                    found[number] = frame.to_ndarray(format="rgb24", width=width, height=height,
+                                                     interpolation="BILINEAR")  # fmt: skip
             if number >= last:
                 break
         return found
@@ -177,8 +213,11 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
-def open_video(source: str | bytes, backend: str = "auto", threads: int = 1) -> VideoReader:
-    """Open a video file path or in-memory file bytes.
+def open_video(source: str | bytes, backend: str = "auto", threads: int = 1,
+               scale: Callable[[int, int], tuple[int, int] | None] | None = None) -> VideoReader:  # fmt: skip
+    """Open a video file path or in-memory file bytes. ``scale(height, width)`` gives the size to
+    decode frames at (None: as they are); the decoder then scales while converting to RGB, so
+    full-size RGB frames are never made (where the decoder cannot, frames stay full size).
 
     Raises:
         DecodeError: the source is missing, empty, not a video, or has no frames.
@@ -186,8 +225,10 @@ def open_video(source: str | bytes, backend: str = "auto", threads: int = 1) -> 
     if isinstance(source, (bytes, bytearray)) and len(source) == 0:
         raise DecodeError("empty video bytes")
     name = resolve_backend(backend)
+    source = bytes(source) if isinstance(source, bytearray) else source
     try:
-        reader = _READERS[name](bytes(source) if isinstance(source, bytearray) else source, threads)
+        size = scale(*source_size(source)) if scale is not None and scaling_supported(name) else None
+        reader = _READERS[name](source, threads, size)
     except DecodeError:
         raise
     except Exception as error:  # each library raises its own types for unreadable files

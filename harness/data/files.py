@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
-from harness.data.listing import VideoRecord
+from harness.data.listing import VideoRecord, format_label, label_ids
 from harness.data.sampling import ClipSpec, sample_clip_indices
 from harness.data.source import LoaderSettings
+from harness.data.transforms import DecodeScale
 from harness.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,13 @@ class ClipItem(NamedTuple):
 
     Attributes:
         clips: ``num_clips * views`` tensors ``[C, T, H, W]``.
-        label: class index.
+        label: class index (a tuple of them for a multi-label video).
         clip_indices: ``int64 [num_clips * views, T]`` source frame indices of every clip.
         video: path (or shard key) of the video actually used (a replacement after a failure).
     """
 
     clips: list[torch.Tensor]
-    label: int
+    label: int | tuple[int, ...]
     clip_indices: torch.Tensor
     video: str
 
@@ -77,10 +78,13 @@ def load_clips(
     decoder: str = "auto",
     min_frames: int = 0,
     frame_range: tuple[int, int] | None = None,
+    decode_max_short_side: int | str = 0,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Decode and transform the clips of one video (file path or in-memory bytes); with
     ``frame_range = (start, end)``, of that window of it (clips are sampled as if it were the
-    whole video; indices stay the video's).
+    whole video; indices stay the video's). ``decode_max_short_side`` (:class:`DecodeScale`):
+    decode smaller frames where the transform allows (``"auto"``), at most that short side, or
+    at full size (0).
 
     Returns:
         ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
@@ -89,7 +93,8 @@ def load_clips(
     Raises:
         DecodeError: unreadable video. SkippedVideo: fewer than ``min_frames`` frames.
     """
-    reader = open_video(source, decoder)
+    scale = DecodeScale(transform, decode_max_short_side) if decode_max_short_side != 0 else None
+    reader = open_video(source, decoder, scale=scale)
     try:
         if reader.num_frames < min_frames:
             raise SkippedVideo(TOO_SHORT, f"{reader.num_frames} frames < min_frames={min_frames}")
@@ -150,6 +155,8 @@ class VideoClipDataset(Dataset):
         max_retries: replacement videos tried for one item before giving up.
         min_frames: skip (and count) videos with fewer frames.
         max_file_bytes: skip (and count) files larger than this many bytes.
+        decode_max_short_side: decode at a smaller size where the transform allows (``"auto"``),
+            at most this short side (an integer), or at full size (0); see :class:`DecodeScale`.
     """
 
     def __init__(
@@ -168,6 +175,7 @@ class VideoClipDataset(Dataset):
         max_retries: int = 10,
         min_frames: int = 0,
         max_file_bytes: int | None = None,
+        decode_max_short_side: int | str = 0,
     ) -> None:
         if not sources:
             raise ValueError("VideoClipDataset needs at least one source")
@@ -190,6 +198,7 @@ class VideoClipDataset(Dataset):
         self.max_retries = max_retries
         self.min_frames = min_frames
         self.max_file_bytes = max_file_bytes
+        self.decode_max_short_side = decode_max_short_side
         self.expected_items = len(self.records)
         # Shared memory: workers (fork or spawn) see the parent's epoch and each other's flags.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -209,6 +218,7 @@ class VideoClipDataset(Dataset):
 
     # ------------------------------------------------------------ VideoSource (data/source.py)
     num_classes: int | None = None
+    multi_label: bool = False
 
     def size(self) -> int:
         """Videos listed."""
@@ -216,14 +226,37 @@ class VideoClipDataset(Dataset):
 
     def class_count(self) -> int:
         """1 + the largest label listed."""
-        return 1 + max(record.label for record in self.records)
+        return 1 + max(max(label_ids(record.label)) for record in self.records)
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Listed videos of each class."""
+        ids = [i for record in self.records for i in label_ids(record.label)]
+        return np.bincount(ids, minlength=num_classes)[:num_classes].astype(np.int64)
+
+    def sampling_weights(self, power: float, source_weights: Sequence[float] | None) -> np.ndarray:
+        """Each video's draw weight: ``(class count) ** -power`` (a multi-label video: its rarest
+        class's), scaled so that each listing's total is its ``source_weights`` share."""
+        counts = self.class_counts(self.class_count()).astype(np.float64)
+        factor = np.maximum(counts, 1.0) ** -power
+        weights = np.array([max(factor[i] for i in label_ids(r.label)) for r in self.records])
+        shares = source_weights if source_weights is not None else self.source_sizes
+        for source, share in enumerate(shares):
+            part = slice(self._source_starts[source], self._source_starts[source + 1])
+            total = weights[part].sum()
+            weights[part] *= share / total if total > 0 else 0.0
+        return weights
 
     def label_problem(self, num_classes: int) -> str | None:
-        """The first listed label at or above ``num_classes``, with its ``file:line``."""
+        """The first listed label at or above ``num_classes`` (or a line with several labels when
+        the run is not multi-label), with its ``file:line``."""
         for record in self.records:
-            if record.label >= num_classes:
-                return (f"{record.where or record.path}: label {record.label} is not one of the {num_classes} "
-                        f"classes (ids 0..{num_classes - 1})")  # fmt: skip
+            where, ids = record.where or record.path, label_ids(record.label)
+            if len(ids) > 1 and not self.multi_label:
+                return (f"{where}: {len(ids)} labels ({format_label(record.label)}) on one line; a multi-label "
+                        "listing needs meta.multi_label=true")  # fmt: skip
+            if max(ids) >= num_classes:
+                return (f"{where}: label {max(ids)} is not one of the {num_classes} classes "
+                        f"(ids 0..{num_classes - 1})")  # fmt: skip
         return None
 
     def make_loader(self, settings: LoaderSettings, train: bool) -> DataLoader:
@@ -237,6 +270,8 @@ class VideoClipDataset(Dataset):
         samples = None
         if settings.batches_per_epoch is not None:
             samples = settings.batches_per_epoch * settings.batch_size * settings.world_size
+        if settings.class_balance > 0:
+            options["item_weights"] = self.sampling_weights(settings.class_balance, settings.source_weights)
         return build_loader(self, settings.batch_size, train=True, seed=settings.seed, num_samples_per_epoch=samples,
                             source_weights=settings.source_weights, repeats=settings.repeats, **options)  # fmt: skip
 
@@ -283,6 +318,7 @@ class VideoClipDataset(Dataset):
             rng=rng,
             decoder=self.decoder,
             min_frames=self.min_frames,
+            decode_max_short_side=self.decode_max_short_side,
         )
         return ClipItem(clips, record.label, clip_indices, record.path)
 

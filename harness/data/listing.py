@@ -2,7 +2,9 @@
 
 A listing names one video per line with its integer class label. The V-JEPA 2 format is
 ``path/to/video.mp4 <label>`` (space separated, no header); comma-separated lines and a
-header row are accepted too because spreadsheet tools and pandas write those. Relative paths
+header row are accepted too because spreadsheet tools and pandas write those. A multi-label
+listing (``meta.multi_label``, Charades-style) gives several labels joined by commas:
+``path/to/video.mp4 3,17,42`` (or a quoted CSV field, ``path,"3,17,42"``). Relative paths
 are resolved against the folder of the listing file, so a dataset folder can be moved whole.
 """
 
@@ -29,15 +31,27 @@ class VideoRecord:
 
     Attributes:
         path: absolute path (or URL understood by the decoder) of the video file.
-        label: integer class id, ``>= 0`` (-1 until a class name is given its id).
+        label: integer class id, ``>= 0`` (-1 until a class name is given its id); a tuple of
+            ids for a line with several labels (multi-label data).
         where: ``listing:line`` it came from (for messages; not part of equality).
-        name: the class name when the listing names classes instead of numbering them.
+        name: the class name when the listing names classes instead of numbering them (a
+            tuple of names for several labels).
     """
 
     path: str
-    label: int
+    label: int | tuple[int, ...]
     where: str = field(default="", compare=False)
-    name: str | None = None
+    name: str | tuple[str, ...] | None = None
+
+
+def label_ids(label: int | tuple[int, ...]) -> tuple[int, ...]:
+    """The class ids of a label (one, or several for multi-label data)."""
+    return label if isinstance(label, tuple) else (label,)
+
+
+def format_label(label: int | tuple[int, ...]) -> str:
+    """A label as a listing or shard writes it: ``3``, or ``3,17,42``."""
+    return ",".join(str(i) for i in label_ids(label))
 
 
 # Words a header row's fields are made of ("path,label", "video class", "filename label_id").
@@ -62,7 +76,10 @@ def _parse_label(text: str, where: str) -> int:
 
 def _is_label(text: str) -> bool:
     """A class id (``3``) or a class name (``abseiling``, ``"air drumming"``): not a number, not
-    a path, at least one letter."""
+    a path, at least one letter; or several of them joined by commas (``3,17,42``)."""
+    if "," in text:
+        parts = [part.strip() for part in text.split(",")]
+        return all(parts) and all(_is_label(part) for part in parts)
     if text.isdigit():
         return True
     return any(c.isalpha() for c in text) and not any(c in text for c in "./\\") and not _is_number(text)
@@ -81,9 +98,12 @@ def _split_line(line: str) -> list[str] | None:
     second field that is a label; None when neither does. Splitting on the *last* whitespace keeps
     paths with spaces intact, and trying whitespace after CSV keeps paths with commas intact."""
     candidates = []
+    whitespace = line.rsplit(None, 1)
+    if len(whitespace) == 2 and "," in whitespace[1] and _is_label(whitespace[1]):
+        candidates.append(whitespace)  # path 3,17,42: several labels
     if "," in line:
         candidates.append([field.strip() for field in next(csv.reader(io.StringIO(line)))])
-    candidates.append(line.rsplit(None, 1))
+    candidates.append(whitespace)
     for fields in candidates:
         if len(fields) == 2 and fields[0] and (_is_label(fields[1]) or fields[1].lstrip("-").isdigit()):
             return fields
@@ -131,15 +151,19 @@ def read_text_listing(listing: str | Path) -> list[VideoRecord]:
             if len(parts) >= 2:
                 _parse_label(parts[-1], where)  # names a label that is not a class id
             raise ListingError(f"{where}: expected 'path label' (space or comma separated), got {line!r}")
-        named = not fields[1].lstrip("-").isdigit()
+        parts = [part.strip() for part in fields[1].split(",")]
+        named = not all(part.lstrip("-").isdigit() for part in parts)
         if records and named != (records[0].name is not None):
             first = records[0].name or records[0].label
             raise ListingError(f"{where}: label {fields[1]!r}: the listing mixes class ids and class names "
                                f"({records[0].where} has {first!r})")  # fmt: skip
+        several = len(parts) > 1
         if named:
-            records.append(VideoRecord(_resolve(fields[0], base), -1, where, fields[1]))
+            name = tuple(parts) if several else parts[0]
+            records.append(VideoRecord(_resolve(fields[0], base), (-1,) * len(parts) if several else -1, where, name))
         else:
-            records.append(VideoRecord(_resolve(fields[0], base), _parse_label(fields[1], where), where))
+            ids = tuple(_parse_label(part, where) for part in parts)
+            records.append(VideoRecord(_resolve(fields[0], base), ids if several else ids[0], where))
     return records
 
 
@@ -154,10 +178,13 @@ def name_labels(records: list[VideoRecord], names: list[str], source: str) -> li
     out = []
     for record in records:
         if record.name is not None:
-            if record.name not in ids:
-                raise ListingError(f"{record.where}: class {record.name!r} is not one of the {len(names)} classes of "
-                                   f"{source}")  # fmt: skip
-            record = replace(record, label=ids[record.name])
+            several = isinstance(record.name, tuple)
+            for name in record.name if several else (record.name,):
+                if name not in ids:
+                    raise ListingError(f"{record.where}: class {name!r} is not one of the {len(names)} classes of "
+                                       f"{source}")  # fmt: skip
+            label = tuple(ids[name] for name in record.name) if several else ids[record.name]
+            record = replace(record, label=label)
         out.append(record)
     return out
 
@@ -199,4 +226,4 @@ def write_listing(records: list[VideoRecord], listing: str | Path) -> None:
     """Write records in the V-JEPA 2 format (``path label`` per line, space separated)."""
     with open(listing, "w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(f"{record.path} {record.label}\n")
+            handle.write(f"{record.path} {format_label(record.label)}\n")

@@ -55,7 +55,12 @@ def collate_clips(items: Sequence[ClipItem | None]) -> ClipBatch | None:
         clips = clips.permute(0, 1, 5, 2, 3, 4)
     else:
         clips = torch.stack([torch.stack(item.clips) for item in items])
-    labels = torch.tensor([item.label for item in items], dtype=torch.int64)
+    if any(isinstance(item.label, tuple) for item in items):  # multi-label: [B, most labels], -1 pads
+        rows = [item.label if isinstance(item.label, tuple) else (item.label,) for item in items]
+        width = max(len(row) for row in rows)
+        labels = torch.tensor([list(row) + [-1] * (width - len(row)) for row in rows], dtype=torch.int64)
+    else:
+        labels = torch.tensor([item.label for item in items], dtype=torch.int64)
     indices = torch.stack([item.clip_indices for item in items])
     return ClipBatch(clips, labels, indices, [item.video for item in items])
 
@@ -173,6 +178,25 @@ class WeightedSourceSampler(_EpochSampler):
         return (starts[sources] + offsets)[self.rank :: self.world_size].tolist()
 
 
+class ItemWeightedSampler(_EpochSampler):
+    """Draw ``num_samples_per_epoch`` indices (default: the dataset size) with replacement, each
+    with probability proportional to its weight (class-balanced sampling). Inverse-CDF draws
+    (``searchsorted``), so any number of items works (``torch.multinomial`` stops at 2^24)."""
+
+    def __init__(self, weights: Sequence[float], rank: int = 0, world_size: int = 1, seed: int = 0,
+                 num_samples_per_epoch: int | None = None) -> None:  # fmt: skip
+        super().__init__(rank, world_size, seed)
+        self.cumulative = torch.as_tensor(weights, dtype=torch.float64).cumsum(0)
+        if not len(self.cumulative) or not self.cumulative[-1] > 0:
+            raise ValueError("item weights must not all be 0")
+        self.num_samples = math.ceil((num_samples_per_epoch or len(self.cumulative)) / world_size)
+
+    def _order(self) -> list[int]:
+        draws = torch.rand(self.num_samples * self.world_size, generator=self._generator(), dtype=torch.float64)
+        order = torch.searchsorted(self.cumulative, draws * self.cumulative[-1], right=True)
+        return order.clamp_(max=len(self.cumulative) - 1)[self.rank :: self.world_size].tolist()
+
+
 class EvalSampler(_EpochSampler):
     """Deterministic, disjoint split for evaluation: rank ``r`` gets items ``r, r + world, ...``.
 
@@ -219,6 +243,7 @@ def build_loader(
     source_weights: Sequence[float] | None = None,
     num_samples_per_epoch: int | None = None,
     repeats: int = 1,
+    item_weights: Sequence[float] | None = None,
     drop_last: bool | None = None,
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
@@ -237,13 +262,17 @@ def build_loader(
         source_weights: per-source weights (``datasets_weights``); training only.
         num_samples_per_epoch: training samples per epoch over all ranks (default: dataset size).
         repeats: repeated augmentation, see :class:`TrainSampler` (not with ``source_weights``).
+        item_weights: per-item draw weights (class-balanced sampling, :class:`ItemWeightedSampler`;
+            they already include ``source_weights``); training only.
         drop_last: defaults to ``train``.
         pin_memory: defaults to whether CUDA is available.
     """
-    if train and source_weights is not None:
+    if train and item_weights is not None:
+        sampler: _EpochSampler = ItemWeightedSampler(item_weights, rank, world_size, seed, num_samples_per_epoch)
+    elif train and source_weights is not None:
         if repeats != 1:
             raise ValueError("repeated augmentation is not supported together with dataset weights")
-        sampler: _EpochSampler = WeightedSourceSampler(
+        sampler = WeightedSourceSampler(
             dataset.source_sizes, source_weights, rank, world_size, seed, num_samples_per_epoch
         )
     elif train:

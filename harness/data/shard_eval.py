@@ -78,7 +78,8 @@ class ShardEvalDataset(ShardCounters, IterableDataset):
     def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
         try:
             return decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, False,
-                                 np.random.default_rng(0), self.decoder, self.num_classes)  # fmt: skip
+                                 np.random.default_rng(0), self.decoder, self.num_classes,
+                                 self.multi_label, self.decode_max_short_side)  # fmt: skip
         except (DecodeError, SkippedVideo, OSError) as error:
             self.bad_sample(worker, f"{url}#{key}", str(error))
             return None

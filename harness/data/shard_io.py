@@ -183,15 +183,31 @@ class ShardCounters:
         self.counters = torch.zeros(64, 3, dtype=torch.int64).share_memory_()
         self.quarantine = Path(quarantine_path) if quarantine_path else None
         self.num_classes: int | None = None  #: labels outside [0, num_classes) are quarantined
+        self.multi_label = False  #: samples with several labels are allowed (else quarantined)
+        self.decode_max_short_side: int | str = 0  #: see harness.data.transforms.DecodeScale
         self.manifests = [m for m in manifests if m.endswith(".json")]  #: the sources that have one
+        self._every_source_has_one = len(self.manifests) == len(manifests)
 
     def class_count(self) -> int | None:
         """Classes in the manifests' label maps (None without manifests)."""
         return max((manifest_classes(m) or 0 for m in self.manifests), default=0) or None
 
+    def class_counts(self, num_classes: int) -> np.ndarray | None:
+        """Samples of each class from the manifests' class histograms (None unless every source
+        has a manifest)."""
+        if not self.manifests or not self._every_source_has_one:
+            return None
+        counts = np.zeros(num_classes, dtype=np.int64)
+        for manifest in self.manifests:
+            histogram = list((read_manifest(manifest).get("class_histogram") or {}).values())[:num_classes]
+            counts[: len(histogram)] += np.asarray(histogram, dtype=np.int64)
+        return counts
+
     def label_problem(self, num_classes: int) -> str | None:
         """A manifest whose class histogram holds samples of a class at or above ``num_classes``."""
         for manifest in self.manifests:
+            if read_manifest(manifest).get("multi_label") and not self.multi_label:
+                return f"{manifest}: the shards are multi-label; train them with meta.multi_label=true"
             largest = manifest_largest_label(manifest)
             if largest is not None and largest >= num_classes:
                 return (f"{manifest}: its class histogram has samples of class {largest}, but the run has "
@@ -227,22 +243,27 @@ def quarantine(path: Path | None, what: str, reason: str) -> None:
 
 def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, num_clips: int, transform: Callable,
                   random: bool, rng: np.random.Generator, decoder: str,
-                  num_classes: int | None = None) -> ClipItem:  # fmt: skip
+                  num_classes: int | None = None, multi_label: bool = False,
+                  decode_max_short_side: int | str = 0) -> ClipItem:  # fmt: skip
     """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable,
-    including a label outside ``[0, num_classes)``)."""
+    including a label outside ``[0, num_classes)``). ``.cls`` holds a class id, or several joined by
+    commas (``3,17,42``) for a multi-label sample, which ``multi_label`` must allow."""
     video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
     if video is None:
         raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
     if "cls" not in parts:
         raise DecodeError("no .cls member")
     try:
-        label = int(parts["cls"].decode().strip())
+        ids = tuple(int(part) for part in parts["cls"].decode().strip().split(","))
     except ValueError as error:
         raise DecodeError(f"bad .cls content {parts['cls'][:20]!r}") from error
-    if label < 0:
-        raise DecodeError(f"negative label {label}")
-    if num_classes is not None and label >= num_classes:
-        raise DecodeError(f"label {label} is outside the {num_classes} classes (ids 0..{num_classes - 1})")
+    if len(ids) > 1 and not multi_label:
+        raise DecodeError(f"{len(ids)} labels in .cls; a multi-label sample needs meta.multi_label=true")
+    if min(ids) < 0:
+        raise DecodeError(f"negative label {min(ids)}")
+    if num_classes is not None and max(ids) >= num_classes:
+        raise DecodeError(f"label {max(ids)} is outside the {num_classes} classes (ids 0..{num_classes - 1})")
+    label = ids if multi_label else ids[0]
     clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
-                                rng=rng, decoder=decoder)  # fmt: skip
+                                rng=rng, decoder=decoder, decode_max_short_side=decode_max_short_side)  # fmt: skip
     return ClipItem(clips, label, indices, f"{url}#{key}")

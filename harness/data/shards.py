@@ -276,7 +276,8 @@ class ShardDataset(ShardCounters, IterableDataset):
             self.visited(stream)
             try:
                 item = decode_sample(url, key, parts, self.spec, self.num_clips, self.transform, self.train, rng,
-                                     self.decoder, self.num_classes)  # fmt: skip
+                                     self.decoder, self.num_classes, self.multi_label,
+                                     self.decode_max_short_side)  # fmt: skip
             except (DecodeError, SkippedVideo, OSError) as error:
                 self.bad_sample(stream, f"{url}#{key}", str(error))
                 self._check_budget(stream)

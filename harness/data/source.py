@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 
@@ -31,6 +32,8 @@ class LoaderSettings:
         samples_per_epoch: streams without known sizes: samples per epoch over all ranks.
         source_weights: per-source sampling weights (training).
         repeats: repeated augmentation (listings).
+        class_balance: draw training videos with weight ``(class count) ** -class_balance``
+            (listings; ``data.class_balanced_sampling``).
         quarantine: the file bad samples of this rank are appended to.
     """
 
@@ -45,6 +48,7 @@ class LoaderSettings:
     samples_per_epoch: int | None = None
     source_weights: tuple[float, ...] | None = None
     repeats: int = 1
+    class_balance: float = 0.0
     quarantine: Path | None = None
 
 
@@ -53,6 +57,7 @@ class VideoSource(Protocol):
     """What the trainer needs of its training or validation data."""
 
     num_classes: int | None  #: set at start-up: labels at or above it are bad samples
+    multi_label: bool  #: set at start-up (meta.multi_label): several labels per video are allowed
 
     def size(self) -> int | None:
         """Videos (samples) per epoch when known."""
@@ -61,7 +66,12 @@ class VideoSource(Protocol):
         """Classes the data itself implies (1 + its largest label, a manifest's label map), or None."""
 
     def label_problem(self, num_classes: int) -> str | None:
-        """Where a label is not below ``num_classes`` (``file:line: label 9 ...``), or None."""
+        """Where a label is not below ``num_classes`` (``file:line: label 9 ...``), or where a video
+        has several labels though :attr:`multi_label` is off; None when every label is usable."""
+
+    def class_counts(self, num_classes: int) -> np.ndarray | None:
+        """Videos (samples) of each class (a multi-label video counts for each of its classes),
+        ``int64 [num_classes]``; None when the source cannot tell without reading its data."""
 
     def stats(self) -> dict[str, int]:
         """Failure counts so far (``failed`` at least), over this rank's workers."""

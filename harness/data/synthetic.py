@@ -2,7 +2,8 @@
 
 Each video shows a coloured square moving across a textured background; the class is the
 direction of motion (right, left, down, up, ...). A single frame says nothing about the class,
-so a model that beats chance has learned motion, not colour.
+so a model that beats chance has learned motion, not colour. The multi-label variant shows one
+or two squares moving in different directions; its labels are the directions present.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def moving_square_frames(
     direction: int, num_frames: int, height: int, width: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Frames ``uint8 [T, H, W, 3]`` of a square moving in ``DIRECTIONS[direction]``."""
+    return moving_squares_frames([direction], num_frames, height, width, rng)
+
+
+def _path(direction: int, num_frames: int, height: int, width: int, rng: np.random.Generator):
+    """Side and top-left corners over time of a square crossing the frame in ``direction``."""
     name = DIRECTIONS[direction]
     dx = 1 if "right" in name else -1 if "left" in name else 0
     dy = 1 if "down" in name else -1 if "up" in name else 0
@@ -50,15 +56,28 @@ def moving_square_frames(
     span_x, span_y = width - side, height - side
     x0 = span_x * (0.0 if dx > 0 else 1.0 if dx < 0 else rng.uniform(0, 1))
     y0 = span_y * (0.0 if dy > 0 else 1.0 if dy < 0 else rng.uniform(0, 1))
+    steps = np.arange(num_frames)
+    xs = np.clip(x0 + dx * speed * steps, 0, span_x).astype(int)
+    ys = np.clip(y0 + dy * speed * steps, 0, span_y).astype(int)
+    return side, xs, ys
+
+
+def moving_squares_frames(
+    directions: list[int], num_frames: int, height: int, width: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Frames ``uint8 [T, H, W, 3]`` of one square per entry of ``directions``, each moving that way."""
+    paths = [_path(direction, num_frames, height, width, rng) for direction in directions[:1]]
     background = rng.integers(0, 80, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
     background = np.kron(background, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
-    colour = rng.integers(150, 256, size=3, dtype=np.uint8)
+    colours = [rng.integers(150, 256, size=3, dtype=np.uint8)]
+    for direction in directions[1:]:  # (drawn after the first square's colour: the demo's videos stay as they were)
+        paths.append(_path(direction, num_frames, height, width, rng))
+        colours.append(rng.integers(150, 256, size=3, dtype=np.uint8))
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     for t in range(num_frames):
         frames[t] = background
-        x = int(np.clip(x0 + dx * speed * t, 0, span_x))
-        y = int(np.clip(y0 + dy * speed * t, 0, span_y))
-        frames[t, y : y + side, x : x + side] = colour
+        for (side, xs, ys), colour in zip(paths, colours):
+            frames[t, ys[t] : ys[t] + side, xs[t] : xs[t] + side] = colour
     return frames
 
 
@@ -79,9 +98,11 @@ def make_demo_dataset(
     fps: float = 15,
     seed: int = 0,
     progress: bool = True,
+    multi_label: bool = False,
 ) -> tuple[Path, Path]:
     """Write a labelled moving-squares dataset, its ``train.csv`` / ``val.csv`` listings and
-    ``classes.txt`` (the direction of each class id).
+    ``classes.txt`` (the direction of each class id). ``multi_label``: each video shows one or two
+    squares in different directions, listed with all of them (``path 0,3``).
 
     Returns:
         Paths of the train and validation listings (V-JEPA 2 format, relative paths).
@@ -102,9 +123,12 @@ def make_demo_dataset(
             for label in range(num_classes):
                 for i in range(per_class):
                     relative = f"{split}/{DIRECTIONS[label]}_{i:03d}.mp4"
-                    frames = moving_square_frames(label, num_frames, size[0], size[1], rng)
+                    directions = [label]
+                    if multi_label and rng.random() < 0.5:
+                        directions.append(int(rng.choice([c for c in range(num_classes) if c != label])))
+                    frames = moving_squares_frames(directions, num_frames, size[0], size[1], rng)
                     write_video(root / relative, frames, fps=fps)
-                    records.append(VideoRecord(relative, label))
+                    records.append(VideoRecord(relative, tuple(sorted(directions)) if multi_label else label))
                     bar.update()
             listings[split] = root / f"{split}.csv"
             write_listing(records, listings[split])

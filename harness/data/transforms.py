@@ -137,6 +137,15 @@ class TrainTransform:
         self.normalize = Normalize(mean, std) if normalize else None
         self.erase = v2.RandomErasing(p=reprob, value=0) if reprob > 0 else None
 
+    def needed_short_side(self, height: int, width: int) -> int:
+        """The smallest short side a ``height x width`` source can be decoded at without any
+        crop box being upsampled: the smallest box (the least area, the most extreme aspect
+        ratio) must still be at least ``crop_size`` on its shorter side. (A box is placed in
+        relative terms, so decoding smaller keeps the crops' framing; only their pixel count
+        changes, by integer rounding of the box at the smaller size.)"""
+        smallest = math.sqrt(self.scale[0] * height * width * min(self.ratio[0], 1 / self.ratio[1]))
+        return math.ceil(self.crop_size * min(height, width) / smallest)
+
     def sample_box(self, frames: torch.Tensor) -> Box:
         """A random-resized-crop box for ``[T, C, H, W]`` frames."""
         return tuple(RandomResizedCrop.get_params(frames, list(self.scale), list(self.ratio)))
@@ -165,6 +174,26 @@ class TrainTransform:
         if self.erase is not None:
             out = self.erase(out)  # [C, T, H, W]: the same box is erased in every frame
         return out
+
+
+class DecodeScale:
+    """The size to decode a source at (``data.decode_max_short_side``): ``"auto"`` = the short
+    side the ``transform`` needs (:meth:`TrainTransform.needed_short_side`), an integer = at most
+    that short side, ``0`` = full size. The aspect ratio is kept; sizes are even (what video
+    scalers produce); a source no larger than asked is decoded as it is (None)."""
+
+    def __init__(self, transform, setting: int | str = "auto") -> None:
+        self.transform, self.setting = transform, setting
+
+    def __call__(self, height: int, width: int) -> tuple[int, int] | None:
+        if self.setting == 0:
+            return None
+        wanted = self.transform.needed_short_side(height, width) if self.setting == "auto" else int(self.setting)
+        short = min(height, width)
+        if wanted >= short:
+            return None
+        ratio = wanted / short
+        return 2 * math.ceil(height * ratio / 2), 2 * math.ceil(width * ratio / 2)
 
 
 def eval_boxes(height: int, width: int, crop_size: int, short_side: int, num_views: int) -> list[Box]:
@@ -213,6 +242,10 @@ class EvalTransform:
         self.num_views = num_views
         self.short_side = round(crop_size * short_side_ratio)
         self.normalize = Normalize(mean, std) if normalize else (lambda clip: clip.permute(1, 0, 2, 3))
+
+    def needed_short_side(self, height: int, width: int) -> int:
+        """The short side evaluation resizes to anyway: decoding at it loses nothing."""
+        return self.short_side
 
     def __call__(self, frames: torch.Tensor) -> list[torch.Tensor]:
         clip = to_channels_first(frames)

@@ -40,7 +40,8 @@ class Preprocessing:
     ``duration`` seconds), ``num_clips`` spread over the video, each resized (short side
     ``crop_size x 256/224``) and cut into ``num_views`` square crops of ``crop_size``, scaled to
     [0, 1] and normalised with ``mean``/``std``; the model averages its logits over clips and
-    views. Logit ``i`` is class ``class_names[i]``.
+    views. Logit ``i`` is class ``class_names[i]``; its probability is the softmax over classes,
+    or, for a ``multi_label`` model (several classes per video), the sigmoid of each logit.
     """
 
     frames_per_clip: int
@@ -54,6 +55,7 @@ class Preprocessing:
     num_views: int = 1
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    multi_label: bool = False
 
     @classmethod
     def from_config(cls, config: Config, class_names: list[str]) -> Preprocessing:
@@ -61,7 +63,8 @@ class Preprocessing:
         data = config.data
         rule = "harness" if data.sampling_rule == "auto" else data.sampling_rule
         return cls(max(data.val_dataset_fpcs), data.crop_size, list(class_names), data.val_frame_step, data.val_fps,
-                   data.val_duration, rule, data.val_num_clips, data.num_views)  # fmt: skip
+                   data.val_duration, rule, data.val_num_clips, data.num_views,
+                   multi_label=config.meta.multi_label)  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:

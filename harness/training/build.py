@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from harness.config import Config, ConfigError
 from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset
-from harness.data.listing import VideoRecord
+from harness.data.listing import VideoRecord, label_ids
 from harness.data.shard_eval import ShardEvalDataset
 from harness.data.shards import (
     Shard,
@@ -67,7 +67,8 @@ def ensure_demo_data(config: Config) -> None:
         if class_file is not None and not class_file.is_file() and class_file.parent == listings[0].parent:
             from harness.data.synthetic import write_class_names  # demo data made before it had names
 
-            write_class_names(class_file.parent, 1 + max(r.label for p in listings for r in listing_records(str(p))))
+            ids = [i for p in listings for r in listing_records(str(p)) for i in label_ids(r.label)]
+            write_class_names(class_file.parent, 1 + max(ids))
         return
     roots = {p.parent for p in listings}
     names = {p.name for p in listings}
@@ -80,7 +81,7 @@ def ensure_demo_data(config: Config) -> None:
 
     root = roots.pop()
     log.info("generating the synthetic demo dataset in %s", root)
-    make_demo_dataset(root, seed=config.meta.seed)
+    make_demo_dataset(root, seed=config.meta.seed, multi_label=config.meta.multi_label)
 
 
 def _read_listings(paths: list[str], key: str, names: list[str] | None) -> list[list[VideoRecord]]:
@@ -137,6 +138,7 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
             max_failure_fraction=data.max_failure_fraction,
             manifests=data.shards,
         )
+        dataset.decode_max_short_side = data.decode_max_short_side
         return dataset
     records = _read_listings(data.datasets, "datasets", names)
     specs = _clip_specs(config, data.dataset_fpcs, len(records))
@@ -151,6 +153,7 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
         seed=config.meta.seed,
         max_failure_fraction=data.max_failure_fraction,
         min_frames=data.min_frames,
+        decode_max_short_side=data.decode_max_short_side,
     )
 
 
@@ -160,7 +163,7 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSo
     data = config.data
     if data.val_shards:
         shards = [shard for source in _shard_sources(data.val_shards, "val_shards") for shard in source]
-        return ShardEvalDataset(
+        dataset = ShardEvalDataset(
             shards,
             _clip_specs(config, data.val_dataset_fpcs, 1, validation=True)[0],
             EvalTransform(data.crop_size, num_views=data.num_views, normalize=False),
@@ -168,6 +171,8 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSo
             decoder=data.decoder,
             manifests=data.val_shards,
         )
+        dataset.decode_max_short_side = data.decode_max_short_side
+        return dataset
     if not data.val_datasets:
         return None
     records = _read_listings(data.val_datasets, "val_datasets", names)
@@ -182,6 +187,7 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSo
         allow_clip_overlap=data.allow_clip_overlap,
         decoder=data.decoder,
         max_failure_fraction=data.max_failure_fraction,
+        decode_max_short_side=data.decode_max_short_side,
     )
 
 
@@ -211,7 +217,8 @@ def build_loaders(
         seed=config.meta.seed, batches_per_epoch=opt.ipe * opt.accumulation_steps if opt.ipe is not None else None,
         samples_per_epoch=config.shards.samples_per_epoch,
         source_weights=tuple(data.datasets_weights) if data.datasets_weights is not None else None,
-        repeats=data.repeated_aug, quarantine=Path(config.folder) / f"quarantine_r{strategy.rank}.txt",
+        repeats=data.repeated_aug, class_balance=data.class_balanced_sampling,
+        quarantine=Path(config.folder) / f"quarantine_r{strategy.rank}.txt",
     )  # fmt: skip
     train_loader = train_set.make_loader(settings, train=True)
     return train_loader, build_val_loader(config, strategy, val_set) if val_set is not None else None

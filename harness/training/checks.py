@@ -20,6 +20,7 @@ def check_labels(config: Config, num_classes: int, train_set: VideoSource | None
     for key, source in keys.items():
         if source is None:
             continue
+        source.multi_label = config.meta.multi_label
         if problem := source.label_problem(num_classes):
             raise ConfigError(f"data.{key}: {problem}; fix the label, or set meta.num_classes to the number of classes")
         source.num_classes = num_classes

@@ -75,7 +75,8 @@ def resolve_class_names(config: Config) -> list[str] | None:
             label_map = read_manifest(source).get("label_map") or {}
             if label_map:
                 return [str(label_map[str(i)]) for i in range(len(label_map))]
-    names = {r.name for path in data.datasets for r in listing_records(path) if r.name is not None}
+    named = [r.name for path in data.datasets for r in listing_records(path) if r.name is not None]
+    names = {name for entry in named for name in (entry if isinstance(entry, tuple) else (entry,))}
     return sorted(names) or None
 
 

@@ -13,9 +13,10 @@ MAX_PLOTTED = 30  # classes shown by name in the plot; beyond, the most confused
 ANNOTATE_UP_TO = 20  # classes up to which each cell shows its count
 
 
-def write_predictions(rows: list[tuple[str, int, list[int], list[float]]], path: str | Path,
+def write_predictions(rows: list[tuple[str, int | list[int], list[int], list[float]]], path: str | Path,
                       names: list[str]) -> None:  # fmt: skip
-    """CSV ``video,label,label_name,pred1,name1,score1,...`` sorted by video (rows of every rank)."""
+    """CSV ``video,label,label_name,pred1,name1,score1,...`` sorted by video (rows of every rank);
+    a multi-label video's labels are joined by ``;``."""
     k = max((len(top) for _, _, top, _ in rows), default=0)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -23,7 +24,8 @@ def write_predictions(rows: list[tuple[str, int, list[int], list[float]]], path:
         writer.writerow(["video", "label", "label_name", *columns])
         for video, label, top, score in sorted(rows, key=lambda row: row[0]):
             cells = [v for c, s in zip(top, score) for v in (c, names[c], f"{s:.6f}")]
-            writer.writerow([video, label, names[label], *cells])
+            ids = label if isinstance(label, list) else [label]
+            writer.writerow([video, ";".join(map(str, ids)), ";".join(names[i] for i in ids), *cells])
 
 
 def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str | Path, names: list[str]) -> None:
@@ -37,17 +39,15 @@ def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str
     plot_confusion(confusion.numpy(), names, png_path)
 
 
-def write_per_class(confusion: torch.Tensor, path: str | Path, names: list[str]) -> None:
-    """Per class: support, precision, recall, F1 (:func:`harness.training.metrics.per_class_scores`)."""
-    from harness.training.metrics import per_class_scores
-
-    scores = per_class_scores(confusion)
+def write_per_class(scores: dict[str, np.ndarray], path: str | Path, names: list[str]) -> None:
+    """Per class: support, precision, recall, F1 (:func:`harness.training.metrics.per_class_scores`),
+    and average precision (``ap``) for a multi-label run."""
+    keys = [k for k in ("ap", "precision", "recall", "f1") if k in scores]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["class", "support", "precision", "recall", "f1"])
+        writer.writerow(["class", "support", *keys])
         for index, name in enumerate(names):
-            writer.writerow([name, int(scores["support"][index]),
-                             *(f"{scores[k][index]:.6f}" for k in ("precision", "recall", "f1"))])  # fmt: skip
+            writer.writerow([name, int(scores["support"][index]), *(f"{scores[k][index]:.6f}" for k in keys)])
 
 
 def read_confusion(csv_path: str | Path) -> tuple[np.ndarray, list[str]]:

@@ -14,6 +14,7 @@ from harness.parallel.strategy import Strategy
 from harness.progress import progress as progress_bar
 from harness.training.confusion import write_confusion, write_per_class, write_predictions
 from harness.training.metrics import EvalAccumulator, EvalResult
+from harness.training.objective import Objective
 
 
 def to_model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -31,16 +32,19 @@ def evaluate(
     progress: bool = False,
     description: str = "eval",
     num_views: int = 1,
+    objective: Objective | None = None,
 ) -> tuple[EvalResult, EvalAccumulator]:
     """Every validation video once over all ranks: ``val_num_clips x num_views`` views per video,
-    combined by the model's clip aggregation. Returns the metrics and this rank's accumulator
-    (its prediction rows)."""
+    combined by the model's clip aggregation, scored by ``objective`` (default: single-label).
+    Returns the metrics and this rank's accumulator (its prediction rows)."""
     was_training = model.training
     model.eval()
     # One accumulator per probe head, made before the loop: every rank takes part in every
     # all-reduce, even one that got no batch.
     heads = getattr(strategy.unwrap(model).classifier, "heads", None)
-    accumulators = [EvalAccumulator(num_classes, strategy.device) for _ in range(len(heads) if heads else 1)]
+    objective = objective or Objective(num_classes)
+    accumulators = [objective.accumulator(strategy.device, strategy.rank, strategy.world_size)
+                    for _ in range(len(heads) if heads else 1)]  # fmt: skip
     loader.set_epoch(0)
     batches = progress_bar(loader, desc=description, unit="batch", enabled=progress, leave=False)
     for batch in lockstep(batches, strategy, model, num_views) if strategy.shards_parameters else batches:
@@ -57,8 +61,8 @@ def evaluate(
     results = [accumulator.result(strategy.all_reduce_sum) for accumulator in accumulators]
     if len(results) == 1:
         return results[0], accumulators[0]
-    best = max(range(len(results)), key=lambda i: (results[i].top1, -i))
-    results[best].head_top1 = [result.top1 for result in results]
+    best = max(range(len(results)), key=lambda i: (results[i].score, -i))
+    results[best].head_top1 = [result.score for result in results]
     results[best].best_head = best
     return results[best], accumulators[best]
 
@@ -95,15 +99,17 @@ def lockstep(batches: Iterable, strategy: Strategy, model: nn.Module, num_views:
 def write_eval_artefacts(
     result: EvalResult, accumulator: EvalAccumulator, strategy: Strategy, folder: Path, prefix: str, names: list[str]
 ) -> tuple[list[Path], list]:
-    """Predictions (top-5 with scores and class ``names``) and confusion matrix (CSV + PNG) from
-    all ranks, written by the main rank as ``<prefix>predictions.csv`` etc.; returns the paths
-    written and the gathered prediction rows (empty on other ranks)."""
+    """Predictions (top-5 with scores and class ``names``), per-class scores and the confusion
+    matrix (CSV + PNG; single-label runs) from all ranks, written by the main rank as
+    ``<prefix>predictions.csv`` etc.; returns the paths written and the gathered prediction rows
+    (empty on other ranks)."""
     rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []
-    paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png",
-             folder / f"{prefix}per_class.csv"]  # fmt: skip
+    paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}per_class.csv"]
     write_predictions(rows, paths[0], names)
-    write_confusion(result.confusion, paths[1], paths[2], names)
-    write_per_class(result.confusion, paths[3], names)
+    write_per_class(result.per_class, paths[1], names)
+    if result.confusion is not None:
+        paths += [folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
+        write_confusion(result.confusion, paths[2], paths[3], names)
     return paths, rows

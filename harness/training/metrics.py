@@ -9,10 +9,11 @@ import torch
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
-    """Number of samples whose label is among the top-k logits, per k (tensors, no sync)."""
+    """Number of samples whose label is among the top-k logits, per k (tensors, no sync);
+    ``[B, K]`` labels (multi-label, -1 pads): samples with any of their labels there."""
     k_max = min(max(ks), logits.shape[-1])
     top = logits.topk(k_max, dim=-1).indices
-    hits = top == labels[:, None]
+    hits = top == labels[:, None] if labels.dim() == 1 else (top[:, :, None] == labels[:, None, :]).any(-1)
     return [hits[:, : min(k, k_max)].any(dim=-1).sum() for k in ks]
 
 
@@ -25,12 +26,25 @@ class EvalResult:
     mean_class_accuracy: float
     loss: float
     count: int
-    confusion: torch.Tensor  #: ``int64 [num_classes, num_classes]``, rows = true label
+    confusion: torch.Tensor | None  #: ``int64 [num_classes, num_classes]``, rows = true label (None: multi-label)
     macro_precision: float = 0.0  #: mean over classes with validation videos of each class's precision
     macro_recall: float = 0.0  #: mean per-class recall (= mean_class_accuracy)
     macro_f1: float = 0.0  #: mean per-class F1
     head_top1: list[float] | None = None  #: top-1 of every probe head (multi-head runs); the rest is the best's
     best_head: int | None = None  #: index of the head with the best top-1 (multi-head runs)
+    mean_ap: float | None = None  #: multi-label runs: mean average precision over classes
+    per_class: dict[str, np.ndarray] | None = None  #: ``support``, ``precision``, ``recall``, ``f1`` (+ ``ap``)
+
+    @property
+    def score(self) -> float:
+        """The metric that ranks epochs and heads: mAP for multi-label runs, else top-1."""
+        return self.mean_ap if self.mean_ap is not None else self.top1
+
+    def describe(self) -> str:
+        """One phrase for the log: ``top-1 81.20%, top-5 95.00%, mean class 80.10%[, mAP 40.00%]``."""
+        text = f"top-1 {100 * self.top1:.2f}%, top-5 {100 * self.top5:.2f}%"
+        text += f", mean class {100 * self.mean_class_accuracy:.2f}%"
+        return text + (f", mAP {100 * self.mean_ap:.2f}%" if self.mean_ap is not None else "")
 
     def as_dict(self) -> dict[str, float]:
         """Scalars for logs."""
@@ -44,6 +58,8 @@ class EvalResult:
             "val_macro_recall": self.macro_recall,
             "val_macro_f1": self.macro_f1,
         }
+        if self.mean_ap is not None:
+            out["val_map"] = self.mean_ap
         if self.head_top1 is not None:
             out |= {f"val_top1_h{i}": value for i, value in enumerate(self.head_top1)} | {"best_head": self.best_head}
         return out
@@ -108,6 +124,7 @@ class EvalAccumulator:
             macro_precision=macro["precision"],
             macro_recall=macro["recall"],
             macro_f1=macro["f1"],
+            per_class=scores,
         )
 
 

@@ -47,10 +47,12 @@ class Mixup:
         self.label_smoothing = label_smoothing
 
     def __call__(
-        self, clips: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
+        self, clips: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns mixed clips (new tensor) and soft targets ``[B, num_classes]``."""
-        targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+        """Returns mixed clips (new tensor) and soft targets ``[B, num_classes]``: mixed from
+        ``targets`` when given (multi-hot ones for multi-label data), else from ``labels``."""
+        if targets is None:
+            targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         if rng.random() >= self.prob:
             return clips, targets
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < self.switch_prob)

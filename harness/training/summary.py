@@ -109,7 +109,8 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
         "epochs": state.epoch,
         "steps": state.step,
         "skipped_nonfinite_steps": state.skipped_steps,
-        "best_top1": state.best_top1 if state.best_epoch >= 0 else None,
+        "best_top1": state.best_top1 if state.best_epoch >= 0 else None,  # mAP for a multi-label run
+        "best_metric": "val_map" if run.config.meta.multi_label else "val_top1",
         "best_epoch": state.best_epoch + 1 if state.best_epoch >= 0 else None,
         "last": state.last_eval,
         "train_decode_failures": train_stats,
@@ -121,12 +122,15 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
     if stopped_by:
         lines.append(f"stopped by {stopped_by} after step {state.step}: checkpoints/latest holds it; rerun to resume")
     if summary["best_top1"] is not None:
-        lines.append(f"best validation top-1 {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
+        metric = "mAP" if run.config.meta.multi_label else "top-1"
+        lines.append(f"best validation {metric} {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
     lines += [
         "  config.yaml              resolved configuration",
         "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
-        "  best_predictions.csv, best_confusion.csv/.png, best_per_class.csv  best epoch's predictions, "
-        "confusion matrix, per-class precision/recall/F1",
+        "  best_predictions.csv, best_per_class.csv, best_confusion.csv/.png  best epoch's predictions, "
+        "per-class precision/recall/F1, confusion matrix"
+        if not run.config.meta.multi_label
+        else "  best_predictions.csv, best_per_class.csv  best epoch's predictions, per-class AP, precision/recall/F1",
         "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
         "  summary.json             this summary (python -m harness.report <folder> draws the curves)",
     ]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.config import Config, save_config, to_dict
 from harness.data.loader import ClipBatch
@@ -31,8 +30,9 @@ from harness.training.checks import check_labels, steps_per_epoch
 from harness.training.classes import display_names, resolve_class_names
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
-from harness.training.metrics import EvalResult, RunningSums, topk_correct
-from harness.training.mixup import Mixup, soft_cross_entropy
+from harness.training.metrics import EvalResult, RunningSums
+from harness.training.mixup import Mixup
+from harness.training.objective import build_objective
 from harness.training.optim import build_optimizer, build_schedules
 from harness.training.resume import resume as resume_run
 from harness.training.resume import save as save_run
@@ -78,6 +78,8 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
         self.schedule = build_schedules(opt, self.steps_per_epoch)
         self.num_heads = max(1, len(opt.heads))
+        counts = self.train_set.class_counts(self.num_classes) if opt.class_weights == "auto" else None
+        self.objective = build_objective(config, self.num_classes, counts)
         self.mixup = None
         if opt.mixup > 0 or opt.cutmix > 0:
             self.mixup = Mixup(
@@ -92,7 +94,7 @@ class Trainer:
         self.epoch_sums = RunningSums(self.strategy.device, self.num_heads)  # since the start of the epoch
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
-                                heads=self.num_heads)  # fmt: skip
+                                heads=self.num_heads, multi_label=self.objective.multi_label)  # fmt: skip
         encoder = self.strategy.unwrap(self.model).encoder
         self.flops_per_clip = flops_per_clip(encoder, config, config.meta.finetune_encoder)
         self.tokens_per_clip = tokens_per_clip(config)
@@ -119,6 +121,8 @@ class Trainer:
         settings = self.config.logging.wandb
         if not (self.is_main and settings.enabled and settings.mode != "disabled"):
             return None
+        if self.state.epoch >= self.config.optimization.epochs and not self.config.meta.eval_only:
+            return None  # a finished run rerun: nothing to log, and no empty resumed W&B session
         sink = WandbSink(self.folder, to_dict(self.config), settings.project, settings.entity, settings.name,
                          settings.group, settings.tags, settings.mode, self.state.wandb_run_id)  # fmt: skip
         self.state.wandb_run_id = sink.run_id  # saved with the checkpoints: a resumed job continues the run
@@ -272,12 +276,12 @@ class Trainer:
             targets = None
             if self.mixup is not None:
                 rng = np.random.default_rng([self.config.meta.seed, self.state.step, index, strategy.rank])
-                clips, targets = self.mixup(clips, labels, rng)
+                clips, targets = self.mixup(clips, labels, rng, self.objective.targets(labels))
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
                     logits = self.model(clips, batch.clip_indices.to(device, non_blocking=True))
                 per_head = logits.unbind(1) if logits.dim() == 3 else (logits,)
-                losses = torch.stack([self.loss(head, labels, targets) for head in per_head])
+                losses = torch.stack([self.objective.loss(head, labels, targets) for head in per_head])
                 loss = losses.sum()
                 # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights.
                 if strategy.all_finite(loss):
@@ -287,7 +291,7 @@ class Trainer:
                     strategy.skip_micro_batch(self.model)
             if finite:
                 with torch.no_grad():
-                    head_hits = torch.stack([torch.stack(topk_correct(h.detach(), labels, (1, 5))) for h in per_head])
+                    head_hits = torch.stack([torch.stack(self.objective.hits(h.detach(), labels)) for h in per_head])
                     loss_sum += losses.detach().mean() * len(labels)
                     hits += head_hits.float().mean(0)
                     head_sums += torch.stack([losses.detach() * len(labels), head_hits[:, 0].float()], dim=1)
@@ -316,12 +320,6 @@ class Trainer:
             )
         return torch.zeros((), device=self.strategy.device)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        """Cross-entropy in fp32, against soft targets when the batch was mixed."""
-        if targets is not None:
-            return soft_cross_entropy(logits, targets)
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.config.optimization.label_smoothing)
-
     # ----------------------------------------------------------------------------- evaluate
     def evaluate_epoch(self, epoch: int, write_best: bool = True) -> EvalResult | None:
         """Evaluate (with EMA weights when on), log, and write artefacts when this epoch is best."""
@@ -343,25 +341,17 @@ class Trainer:
             if train["train_loss"] is not None
             else ""
         )
-        log.info(
-            "epoch %d: %sval top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%% over %d videos%s",
-            epoch + 1,
-            trained,
-            100 * result.top1,
-            100 * result.top5,
-            100 * result.mean_class_accuracy,
-            result.count,
-            f" ({failed} unreadable on this rank, skipped)" if failed else "",
-        )
+        log.info("epoch %d: %sval %s over %d videos%s", epoch + 1, trained, result.describe(), result.count,
+                 f" ({failed} unreadable on this rank, skipped)" if failed else "")  # fmt: skip
         self.state.last_eval = result.as_dict()
         if result.best_head is not None:
             every = " ".join(f"{100 * t:.1f}" for t in result.head_top1)
             log.info("best of %d probe heads: head %d (top-1 %.2f%%; all: %s)", len(result.head_top1),
                      result.best_head, 100 * result.top1, every)  # fmt: skip
         # A model whose validation loss is NaN/Inf is never the best one, whatever its argmax says.
-        improved = result.top1 > self.state.best_top1 and math.isfinite(result.loss)
+        improved = result.score > self.state.best_top1 and math.isfinite(result.loss)
         if improved and write_best:
-            self.state.best_top1, self.state.best_epoch = result.top1, epoch
+            self.state.best_top1, self.state.best_epoch = result.score, epoch
             self.state.best_head = result.best_head
         rows = None
         if improved or not write_best:
@@ -376,12 +366,14 @@ class Trainer:
 
     def _evaluate(self, progress: bool):
         return evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
-                        num_views=self.config.data.num_views)  # fmt: skip
+                        num_views=self.config.data.num_views, objective=self.objective)  # fmt: skip
 
     def finish(self, stopped_by: str | None = None) -> None:
         """Summary, W&B run closed, signal handlers restored; a run that learned nothing then
         raises :class:`RunFailed` (everything it wrote stays)."""
         problem = write_final_summary(self.run_context(), self.train_set.stats(), stopped_by)
+        if self.wandb and self.config.logging.wandb.log_model and not (stopped_by or problem):
+            self.wandb.log_model(self.folder, self.state.best_epoch + 1, self.state.best_top1)
         for sink in self.dashboards:
             sink.finish()
         self.stop.restore()

@@ -58,3 +58,55 @@ def test_broken_files_raise_decode_error(bad_videos, backend):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown decoder 'ffmpeg'"):
         resolve_backend("ffmpeg")
+
+
+def panning_video(path, frames: int = 40, height: int = 240, width: int = 320) -> None:
+    """Camera-like content (smooth random texture, as lenses deliver) that moves three pixels a
+    frame: a wrong frame index shows."""
+    import torchvision.transforms.v2.functional as F
+
+    from harness.data.synthetic import write_video
+
+    generator = torch.Generator().manual_seed(3)
+    coarse = torch.randint(0, 256, (3, height // 12 + 1, (width + 3 * frames) // 12 + 1), generator=generator)
+    texture = F.resize(coarse.to(torch.uint8), [12 * coarse.shape[1], 12 * coarse.shape[2]]).permute(1, 2, 0)
+    clip = np.stack([texture[:height, 3 * t : 3 * t + width].numpy() for t in range(frames)])
+    write_video(path, clip, gop=40)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_scaled_decoding_equals_a_full_decode_resized(tmp_path, backend):
+    import torchvision.transforms.v2.functional as F
+
+    path = str(tmp_path / "pan.mp4")
+    panning_video(path)
+    indices = np.arange(3, 39, 4)
+
+    def resized(frames: torch.Tensor) -> torch.Tensor:
+        return F.resize(frames.permute(0, 3, 1, 2), [120, 160], antialias=True).permute(0, 2, 3, 1).float()
+
+    full = read_clip_frames(open_video(path, backend), indices)
+    scaled = read_clip_frames(open_video(path, backend, scale=lambda height, width: (120, 160)), indices)
+    assert full.shape == (9, 240, 320, 3) and scaled.shape == (9, 120, 160, 3)
+    difference = (scaled.float() - resized(full)).abs()
+    assert difference.mean() < 6 and difference.quantile(0.99) < 40, (backend, difference.mean())
+    neighbour = (scaled.float() - resized(read_clip_frames(open_video(path, backend), indices + 1))).abs()
+    assert neighbour.mean() > 3 * difference.mean(), "the same frames, not their neighbours"
+    assert read_clip_frames(open_video(path, backend, scale=lambda height, width: None), indices).equal(full)
+
+
+def test_decode_scale_rule_never_upsamples_a_crop():
+    from torchvision.transforms import RandomResizedCrop
+
+    from harness.data.transforms import DecodeScale, EvalTransform, TrainTransform
+
+    train = TrainTransform(224, random_resize_scale=(0.3, 1.0), random_resize_aspect_ratio=(0.75, 1.35))
+    size = DecodeScale(train, "auto")(1080, 1920)
+    assert size == (358, 636), "1080p is decoded at a third of its side"
+    frame = torch.empty(1, 3, *size)
+    torch.manual_seed(0)
+    boxes = [RandomResizedCrop.get_params(frame, [0.3, 1.0], [0.75, 1.35]) for _ in range(3000)]
+    assert min(min(box[2], box[3]) for box in boxes) >= 222, "no crop box below 224 px (but for rounding)"
+    assert DecodeScale(train, "auto")(240, 320) is None, "a small source is decoded as it is"
+    assert DecodeScale(EvalTransform(224), "auto")(720, 1280) == (256, 456)
+    assert DecodeScale(train, 0)(1080, 1920) is None and DecodeScale(train, 480)(1080, 1920) == (480, 854)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness.data.listing import ListingError, name_labels, read_listing
+from harness.data.listing import ListingError, name_labels, read_listing, write_listing
 
 
 def test_space_separated_relative_paths_resolve_against_listing_folder(tmp_path):
@@ -104,3 +104,27 @@ def test_commas_inside_paths(tmp_path):
     records = read_listing(listing)
     assert [(r.path, r.label) for r in records] == [("/x/a,b.mp4", 1), ("/x/c,d.mp4", 2), ("/x/e f,g.mp4", 3)]
     assert records[1].where == f"{listing}:2"
+
+
+def test_multi_label_lines_ids_names_and_quoted_csv(tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a b.mp4 3,17,42\nc.mp4 5\nd.mp4 0,2\n")
+    records = read_listing(ids)
+    assert [r.label for r in records] == [(3, 17, 42), 5, (0, 2)]
+    assert records[0].path == str(tmp_path / "a b.mp4"), "the path keeps its space"
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('path,label\nx.mp4,"1,4"\ny.mp4,2\n')
+    assert [r.label for r in read_listing(quoted)] == [(1, 4), 2]
+    named = tmp_path / "named.txt"
+    named.write_text("v1.mp4 walk,run\nv2.mp4 run\n")
+    records = name_labels(read_listing(named), ["run", "sit", "walk"], "classes.txt")
+    assert [r.label for r in records] == [(2, 0), 0]
+    with pytest.raises(ListingError, match=r"named.txt:1: class 'walk' is not one of the 2 classes"):
+        name_labels(read_listing(named), ["run", "sit"], "classes.txt")
+    out = tmp_path / "out.txt"
+    write_listing(read_listing(ids), out)
+    assert [r.label for r in read_listing(out)] == [(3, 17, 42), 5, (0, 2)], "written back as 3,17,42"
+    bad = tmp_path / "bad.txt"
+    bad.write_text("v.mp4 3,-1\n")
+    with pytest.raises(ListingError, match=r"bad.txt:1: label -1 is negative"):
+        read_listing(bad)

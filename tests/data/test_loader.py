@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.data.files import ClipItem
-from harness.data.loader import EvalSampler, TrainSampler, WeightedSourceSampler, collate_clips
+from harness.data.loader import EvalSampler, ItemWeightedSampler, TrainSampler, WeightedSourceSampler, collate_clips
 
 
 def item(label: int) -> ClipItem:
@@ -86,3 +86,40 @@ def test_weighted_sampler_mixes_sources_in_proportion():
 def test_rank_outside_world_is_an_error():
     with pytest.raises(ValueError, match="rank 2"):
         TrainSampler(10, 2, 2)
+
+
+def test_collate_pads_multi_label_items():
+    batch = collate_clips([item((1, 3)), item(2), item((0, 1, 2))])
+    assert batch.labels.tolist() == [[1, 3, -1], [2, -1, -1], [0, 1, 2]]
+
+
+def test_item_weighted_sampler_follows_the_weights_and_splits_ranks():
+    weights = [1.0, 0.0, 3.0, 4.0]
+    orders = [list(ItemWeightedSampler(weights, rank, 2, seed=3, num_samples_per_epoch=40000)) for rank in range(2)]
+    assert len(orders[0]) == len(orders[1]) == 20000
+    counts = collections.Counter(orders[0] + orders[1])
+    assert counts[1] == 0, "a zero weight is never drawn"
+    assert [counts[i] / 40000 for i in (0, 2, 3)] == pytest.approx([0.125, 0.375, 0.5], abs=0.01)
+    again = ItemWeightedSampler(weights, 0, 2, seed=3, num_samples_per_epoch=40000)
+    assert list(again) == orders[0], "the same epoch draws the same indices"
+    again.set_epoch(1)
+    assert list(again) != orders[0], "another epoch draws others"
+    with pytest.raises(ValueError, match="must not all be 0"):
+        ItemWeightedSampler([0.0, 0.0])
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_class_balanced_weights_soften_with_the_power(tmp_path, power):
+    from harness.data.files import VideoClipDataset
+    from harness.data.listing import VideoRecord
+    from harness.data.sampling import ClipSpec
+
+    # 8 videos of class 0, 2 of class 1, 1 of class 2 (multi-label: the rarest class counts)
+    records = [VideoRecord(f"a{i}.mp4", 0) for i in range(8)] + [VideoRecord("b0.mp4", 1), VideoRecord("b1.mp4", 1)]
+    records.append(VideoRecord("c0.mp4", (0, 2)))
+    dataset = VideoClipDataset([(records, ClipSpec(4, frame_step=1))], lambda clip: clip, decoder="pyav")
+    assert dataset.class_counts(3).tolist() == [9, 2, 1]
+    weights = dataset.sampling_weights(power, None)
+    share = [weights[:8].sum(), weights[8:10].sum(), weights[10]]
+    expected = [8 * 9**-power, 2 * 2**-power, 1.0]
+    assert share == pytest.approx([len(records) * e / sum(expected) for e in expected])

@@ -91,6 +91,7 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     resumed.strategy.barrier()
     if resumed.strategy.is_main:
         result["losses"] = logged_losses(folder)
+        result["last_eval"] = resumed.state.last_eval
         if config_b:
             result["export"] = exported(folder, out / f"{name}_plain")
         shutil.rmtree(folder, ignore_errors=True)

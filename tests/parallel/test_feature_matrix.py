@@ -8,6 +8,8 @@ recipe (a pairwise cover, within what combines at all):
   accumulation, bf16.
 * ``probe``: frozen pretrained encoder, fp16 with its loss scaler, EMA of the head, label
   smoothing, 2 clips x 2 views joined as V-JEPA 2 evaluates (``concat_tokens``).
+* ``multilabel``: multi-label data (sigmoid / BCE, mAP gathered over ranks), mixup + cutmix on
+  multi-hot targets, label smoothing, class weights from the data, class-balanced sampling, EMA.
 
 Each recipe trains one epoch, resumes for a second, and is compared with the same two epochs run
 without interruption (losses equal to the last bit), trains (weights change), keeps the ranks in
@@ -55,6 +57,15 @@ RECIPES = {
         "data.val_num_clips=2",
         "data.num_views=2",
     ],
+    "multilabel": [
+        "meta.multi_label=true",
+        "optimization.mixup=0.8",
+        "optimization.cutmix=1.0",
+        "optimization.label_smoothing=0.1",
+        "optimization.class_weights=auto",
+        "data.class_balanced_sampling=0.5",
+        "optimization.ema_decay=0.9",
+    ],
 }
 
 
@@ -68,7 +79,7 @@ def pretrained(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", list(MATRIX))
-def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, pretrained):
+def test_every_step_option_under_every_strategy(strategy, demo_root, multilabel_root, tmp_path, pretrained):
     ranks = 1 if strategy == "single" else 2
     batch = 4 // ranks  # the same global batch of 4 everywhere
     entries = []
@@ -78,7 +89,8 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, p
         configs = {}
         for key, folder, epochs in (("a", recipe, 1), ("b", recipe, 2), ("ref", f"{recipe}_ref", 2)):
             path = tmp_path / f"{recipe}_{key}.yaml"
-            save_config(load_config(None, tiny_overrides(demo_root, tmp_path / folder, *common,
+            root = multilabel_root if recipe == "multilabel" else demo_root
+            save_config(load_config(None, tiny_overrides(root, tmp_path / folder, *common,
                                                          f"optimization.epochs={epochs}")), path)  # fmt: skip
             configs[key] = path
         entries += [f"{recipe}:{configs['a']}:{configs['b']}", f"{recipe}_ref:{configs['ref']}:{configs['ref']}"]
@@ -99,6 +111,8 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, tmp_path, p
         assert resumed == straight, f"{recipe}: the resumed run differs from the uninterrupted one"
         assert results[0]["export"] == {"digest": results[0]["ema"], "weights": "ema"}, f"{recipe}: export != EMA"
         assert all(r["ema_applied"] and r["restored_after_ema"] for r in results), f"{recipe}: EMA swap"
+        assert ("val_map" in results[0]["last_eval"]) == (recipe == "multilabel"), recipe
+        assert results[0]["last_eval"]["val_count"] == (12 if recipe == "multilabel" else 8), "every video once"
 
 
 VIDEOMAE = [

@@ -28,8 +28,8 @@ def test_collectives_are_fsdp2s_per_unit(simulated):
     config, sim = simulated
     counts = count_parameters(config, 10)
     units = counts.depth + 1  # each block, then the root
-    gathers, gathered_bytes = sim.collectives["all_gather_single"]
-    scatters, scattered_bytes = sim.collectives["reduce_scatter_single"]
+    gathers, gathered_bytes = sim.collectives["all_gather"]
+    scatters, scattered_bytes = sim.collectives["reduce_scatter"]
     assert scatters == units  # one reduce-scatter of each unit's gradients per step
     assert gathers == 2 * units  # forward, and again in backward (reshard_after_forward)
     assert scattered_bytes >= 4 * counts.trainable and scattered_bytes < 4 * counts.trainable * 1.01  # fp32 grads

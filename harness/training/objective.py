@@ -1,0 +1,87 @@
+"""What the classifier is trained for: one class per video (softmax, cross-entropy, top-k
+accuracy) or several (``meta.multi_label``: sigmoid, binary cross-entropy, mAP), with optional
+per-class loss weights. The trainer and the evaluation ask the objective; nothing else tells the
+two apart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.config import Config, ConfigError
+from harness.training.metrics import EvalAccumulator, topk_correct
+from harness.training.mixup import smooth_one_hot, soft_cross_entropy
+
+log = logging.getLogger(__name__)
+
+
+class Objective:
+    """Single-label classification: cross-entropy (with label smoothing and class weights) over
+    ``[B]`` integer labels; soft ``[B, C]`` targets when the batch was mixed."""
+
+    multi_label = False
+    metric = "val_top1"  #: the validation metric that picks the best epoch
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Dense ``[B, C]`` targets of ``labels`` (label smoothing folded in), for mixing."""
+        return smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss of a batch in fp32, against ``targets`` when the batch was mixed."""
+        weight = self._weight(logits.device)
+        if targets is not None:
+            return soft_cross_entropy(logits, targets * weight if weight is not None else targets)
+        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
+
+    def hits(self, logits: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """Top-1 and top-5 hits of a batch (no sync)."""
+        return topk_correct(logits, labels, (1, 5))
+
+    def accumulator(self, device: torch.device, rank: int = 0, world_size: int = 1):
+        """A fresh validation accumulator."""
+        return EvalAccumulator(self.num_classes, device)
+
+    def _weight(self, device: torch.device) -> torch.Tensor | None:
+        if self.class_weights is None:
+            return None
+        if self.class_weights.device != device:
+            self.class_weights = self.class_weights.to(device)
+        return self.class_weights
+
+
+def class_weights(setting, num_classes: int, counts: np.ndarray | None) -> torch.Tensor | None:
+    """``optimization.class_weights`` as a ``[C]`` tensor: a list as given, ``auto`` from the
+    training data's class ``counts`` as ``N / (C * count)`` (1 for a class without videos)."""
+    if setting is None:
+        return None
+    if isinstance(setting, list):
+        if len(setting) != num_classes:
+            raise ConfigError(f"optimization.class_weights has {len(setting)} entries for {num_classes} classes")
+        return torch.tensor(setting, dtype=torch.float32)
+    if counts is None:
+        raise ConfigError("optimization.class_weights=auto needs class counts: listings, or shards with manifests "
+                          "(their class histograms); give the weights as a list instead")  # fmt: skip
+    counts = np.asarray(counts, dtype=np.float64)[:num_classes]
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 1.0)
+    log.info("class weights (auto): %.3g to %.3g", weights.min(), weights.max())
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def build_objective(config: Config, num_classes: int, counts: np.ndarray | None) -> Objective:
+    """The run's objective; ``counts``: training videos per class (for ``class_weights: auto``)."""
+    opt = config.optimization
+    weights = class_weights(opt.class_weights, num_classes, counts)
+    if config.meta.multi_label:
+        from harness.training.multilabel import MultiLabelObjective
+
+        return MultiLabelObjective(num_classes, opt.label_smoothing, weights)
+    return Objective(num_classes, opt.label_smoothing, weights)
