@@ -150,9 +150,13 @@ class VideoClassifier(nn.Module):
       views are combined as the mean of their softmax: the output is ``log(mean_v softmax)``,
       whose argmax is V-JEPA 2's prediction (with one view it is the view's logits as they are).
 
-    With ``freeze_encoder`` the encoder runs under ``no_grad`` and stays in eval mode (no drop
-    path) whatever mode the wrapper is put in.
+    With ``freeze_encoder`` the encoder runs under ``torch.inference_mode`` (no autograd
+    bookkeeping at all; the tokens are cloned out of it for the trained head, a copy of
+    ``[M, N, D]``) and stays in eval mode (no drop path) whatever mode the wrapper is put in;
+    ``frozen_inference_mode = False`` runs it under ``no_grad`` instead.
     """
+
+    frozen_inference_mode = True
 
     def __init__(
         self,
@@ -188,10 +192,14 @@ class VideoClassifier(nn.Module):
 
     def encode(self, clips: torch.Tensor) -> torch.Tensor:
         """``[M, C, T, H, W]`` -> tokens ``[M, N, D]`` (no gradient with a frozen encoder)."""
-        if self.freeze_encoder:
+        if not self.freeze_encoder:
+            return self.encoder(clips)
+        if not self.frozen_inference_mode:
             with torch.no_grad():
                 return self.encoder(clips)
-        return self.encoder(clips)
+        with torch.inference_mode():
+            tokens = self.encoder(clips)
+        return tokens.clone()  # a normal tensor again: the head's backward may save it
 
     def forward(
         self, clips: torch.Tensor, clip_indices: torch.Tensor | None = None, num_views: int = 1

@@ -138,6 +138,32 @@ def test_frozen_encoder_gets_no_gradient():
     assert all(p.grad is not None for p in model.classifier.parameters())
 
 
+def test_frozen_encoder_under_inference_mode_equals_no_grad_and_trains_the_head():
+    model = VideoClassifier(tiny_encoder(), AttentiveClassifier(192, 4, num_heads=3), freeze_encoder=True)
+    clips = torch.randn(2, 3, 4, 32, 32)
+    model.frozen_inference_mode = False
+    before = model(clips)
+    model.frozen_inference_mode = True
+    after = model(clips)
+    assert torch.equal(before, after) and not after.is_inference()
+    after.sum().backward()  # the head saved the (cloned) tokens for its backward
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_frozen_blocks_under_inference_mode_train_the_head_like_eager():
+    eager = VideoClassifier(tiny_encoder(), AttentiveClassifier(192, 4, num_heads=3), freeze_encoder=True)
+    compiled = copy.deepcopy(eager)
+    for block in compiled.encoder.blocks:
+        block.compile()  # what model.compile_model does
+    clips = torch.randn(2, 3, 4, 32, 32)
+    for model in (eager, compiled):
+        model(clips).sum().backward()
+    torch.testing.assert_close(compiled(clips), eager(clips), rtol=1e-4, atol=1e-5)
+    for a, b in zip(eager.classifier.parameters(), compiled.classifier.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_pooler_orders_share_parameter_names():
     a = AttentiveClassifier(192, 4, num_heads=3, depth=3)
     b = AttentiveClassifier(192, 4, num_heads=3, depth=3, order="queries")
