@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.training.checks import check_labels
     from harness.training.classes import display_names
     from harness.training.evaluation import evaluate, write_eval_artefacts
+    from harness.training.multilabel import MultiLabelObjective
     from harness.training.resume import load_checkpoint
 
     strategy = build.build_strategy_from_config(config)
@@ -68,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         for index, head in enumerate(getattr(classifier, "heads", [classifier])):
             log.info(load_classifier(head, checkpoint, index=index).summary())
     loader = build.build_val_loader(config, strategy, val_set)
-    result, accumulator = evaluate(
-        model, loader, strategy, num_classes, config.logging.progress_bar, num_views=config.data.num_views
-    )
+    objective = MultiLabelObjective(num_classes) if config.meta.multi_label else None  # BCE and mAP
+    result, accumulator = evaluate(model, loader, strategy, num_classes, config.logging.progress_bar,
+                                   num_views=config.data.num_views, objective=objective)  # fmt: skip
     out = Path(args.out) if args.out else Path(config.folder) / f"eval_{checkpoint.name}"
     if strategy.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -79,11 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if strategy.is_main:
         metrics = {**result.as_dict(), "checkpoint": str(checkpoint), "unreadable_videos": val_set.stats()["failed"]}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        print(
-            f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  mean class "
-            f"{100 * result.mean_class_accuracy:.2f}%  over {result.count} videos\n"
-            f"wrote {out / 'metrics.json'}, " + ", ".join(str(p) for p in paths)
-        )
+        print(f"{result.describe()} over {result.count} videos\n"
+              f"wrote {out / 'metrics.json'}, " + ", ".join(str(p) for p in paths))  # fmt: skip
     strategy.close()
     if result.count == 0:
         raise RunFailed(f"0 videos were evaluated: every one was unreadable (see the warnings above); wrote {out}")

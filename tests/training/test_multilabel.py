@@ -153,6 +153,13 @@ def test_a_multi_label_run_trains_reports_map_and_predicts_label_sets(multilabel
     assert any(";" in row["label"] for row in predictions), "videos with two labels"
     assert not (folder / "best_confusion.csv").exists(), "no confusion matrix for multi-label runs"
     assert (folder / "report" / "per_class.png") in render(folder)
+    from harness.evaluate import main as evaluate
+
+    assert evaluate(["--config", str(folder / "config.yaml"), "--checkpoint", str(folder / "checkpoints" / "best"),
+                     "--out", str(tmp_path / "eval"), "logging.tensorboard=false",
+                     "logging.wandb.enabled=false"]) == 0  # fmt: skip
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["val_map"] == pytest.approx(float(epoch["val_map"])), "harness.evaluate scores it alike"
 
     capsys.readouterr()
     out = tmp_path / "p.csv"
