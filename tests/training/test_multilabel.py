@@ -185,6 +185,9 @@ def test_multi_label_data_needs_the_switch_and_names_where(multilabel_root, mult
     for value, message in (("heavy", "neither 'auto' nor a list"), ("[0, 0]", "not all 0")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, tiny_overrides(multilabel_root, tmp_path / "d", f"optimization.class_weights={value}"))
+    for value in ("small", "-5"):
+        with pytest.raises(ConfigError, match=r"data.decode_max_short_side: .* neither 'auto', 0"):
+            load_config(None, tiny_overrides(multilabel_root, tmp_path / "e", f"data.decode_max_short_side={value}"))
 
 
 def test_multi_label_shards_carry_the_label_lists(multilabel_root, multilabel_shards, tmp_path):
