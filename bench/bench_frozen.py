@@ -1,5 +1,6 @@
-"""Frozen-encoder probe training: the encoder under ``torch.inference_mode`` (the harness's path)
-versus under ``no_grad`` (its path before), side by side in one run, with 1 and 20 probe heads.
+"""Frozen-encoder probe training: the encoder under ``no_grad`` (the harness's path) versus under
+``torch.inference_mode`` (``VideoClassifier.frozen_inference_mode``), side by side in one run,
+with 1 and 20 probe heads.
 
 A step is what the trainer runs with ``meta.finetune_encoder: false``: uint8 clips normalised on
 the device, the frozen encoder's forward, every head's forward and backward, AdamW on the heads.

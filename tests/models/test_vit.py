@@ -153,6 +153,7 @@ def test_frozen_encoder_under_inference_mode_equals_no_grad_and_trains_the_head(
 @pytest.mark.slow
 def test_compiled_frozen_blocks_under_inference_mode_train_the_head_like_eager():
     eager = VideoClassifier(tiny_encoder(), AttentiveClassifier(192, 4, num_heads=3), freeze_encoder=True)
+    eager.frozen_inference_mode = True
     compiled = copy.deepcopy(eager)
     for block in compiled.encoder.blocks:
         block.compile()  # what model.compile_model does

@@ -26,9 +26,9 @@ def main(out: str, config: str, bad_step: str) -> None:
     trainer = Trainer(load_config(config))
     rank, bad = trainer.strategy.rank, int(bad_step)
     result: dict = {}
-    clean_loss, clean_step = trainer.loss, trainer.train_step
+    clean_loss, clean_step = trainer.objective.loss, trainer.train_step
 
-    def loss(logits, labels, targets):
+    def loss(logits, labels, targets=None):
         value = clean_loss(logits, labels, targets)
         return value * float("nan") if rank == 1 and trainer.state.step == bad else value
 
@@ -42,7 +42,7 @@ def main(out: str, config: str, bad_step: str) -> None:
             result["ema_after"] = digest(trainer.ema.full_state(trainer.strategy, trainer.model))
         return outcome
 
-    trainer.loss, trainer.train_step = loss, train_step
+    trainer.objective.loss, trainer.train_step = loss, train_step
     trainer.fit()
     result["skipped_steps"] = trainer.state.skipped_steps
     result["steps"] = trainer.state.step
