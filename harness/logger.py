@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.data.listing import names_of_label
+
 STEP_COLUMNS = (
     "epoch",
     "step",
@@ -208,8 +210,7 @@ class WandbSink:
         if predictions:
             rows = []
             for video, label, top, scores in predictions[:thumbnails]:
-                truth = ";".join(names[i] for i in (label if isinstance(label, list) else [label]))
-                rows.append([video, truth, names[top[0]], scores[0], _thumbnail(wandb, video)])
+                rows.append([video, names_of_label(label, names), names[top[0]], scores[0], _thumbnail(wandb, video)])
             values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
         self.run.log(values, step=step)
 

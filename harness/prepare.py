@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cutting import Settings, cut_segments, pick_cutter, probe
-from harness.data.listing import label_ids, read_listing
+from harness.data.listing import format_label, label_ids, names_of_label, read_listing
 from harness.errors import UserError, entry_point
 from harness.fileio import write_atomic
 from harness.progress import progress
@@ -50,11 +50,6 @@ class Source:
     index: int
     path: str
     label: int | tuple[int, ...]  #: several class ids for a multi-label video
-
-
-def _ids(label) -> tuple[int, ...]:
-    """Class ids of a label (an id, a tuple, or the list a clip's JSON metadata holds)."""
-    return label_ids(tuple(label) if isinstance(label, list) else label)
 
 
 def collect(input_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -81,7 +76,7 @@ def split_sources(pairs: list[tuple[str, int]], val_fraction: float, seed: int) 
     splits: dict[str, list[Source]] = {"train": [], "val": []}
     by_label: dict[int, list[int]] = {}
     for index, (_, label) in enumerate(pairs):
-        by_label.setdefault(_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
+        by_label.setdefault(label_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
     val = set()
     for indices in by_label.values():
         count = int(round(val_fraction * len(indices)))
@@ -144,10 +139,10 @@ def _write_shard(path: Path, clips: list[dict], label_names: list[str]) -> str:
         with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for clip in clips:
                 meta = {k: clip[k] for k in ("source", "start", "end", "fps", "frames", "size", "label")}
-                meta["label_name"] = ";".join(label_names[i] for i in _ids(clip["label"]))
+                meta["label_name"] = names_of_label(clip["label"], label_names)
                 for suffix, data in (
                     ("mp4", Path(clip["file"]).read_bytes()),
-                    ("cls", ",".join(map(str, _ids(clip["label"]))).encode()),  # "3" or "3,17,42"
+                    ("cls", format_label(clip["label"]).encode()),  # "3" or "3,17,42"
                     ("json", json.dumps(meta, sort_keys=True).encode()),
                 ):
                     tar.addfile(*_tar_member(f"{clip['key']}.{suffix}", data))
@@ -210,7 +205,7 @@ def pack(clips: list[dict], folder: Path, label_names: list[str], settings: Sett
 
 
 def _write_manifest(folder, entries, clips, label_names, settings, extra, complete: bool) -> dict:
-    ids = [i for c in clips for i in _ids(c["label"])]
+    ids = [i for c in clips for i in label_ids(c["label"])]
     histogram = np.bincount(ids, minlength=len(label_names)).tolist()
     manifest = {
         "shards": entries,
@@ -218,7 +213,7 @@ def _write_manifest(folder, entries, clips, label_names, settings, extra, comple
         "class_histogram": dict(zip(label_names, histogram)),
         "label_map": {str(i): name for i, name in enumerate(label_names)},
         "settings": asdict(settings),
-        "multi_label": any(len(_ids(c["label"])) > 1 for c in clips),
+        "multi_label": any(len(label_ids(c["label"])) > 1 for c in clips),
         "complete": complete,
         **extra,
     }

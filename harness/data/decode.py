@@ -54,6 +54,7 @@ def source_size(source: str | bytes) -> tuple[int, int]:
         return int(context.height), int(context.width)
 
 
+@functools.cache
 def scaling_supported(backend: str) -> bool:
     """Whether ``backend`` can scale while converting to RGB (torchcodec from 0.9: decoder transforms)."""
     if backend != "torchcodec":

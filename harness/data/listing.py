@@ -44,9 +44,15 @@ class VideoRecord:
     name: str | tuple[str, ...] | None = None
 
 
-def label_ids(label: int | tuple[int, ...]) -> tuple[int, ...]:
-    """The class ids of a label (one, or several for multi-label data)."""
-    return label if isinstance(label, tuple) else (label,)
+def label_ids(label: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """The class ids of a label (one, or several for multi-label data; a list is what JSON and
+    the gathered evaluation rows hold)."""
+    return tuple(label) if isinstance(label, (tuple, list)) else (label,)
+
+
+def names_of_label(label: int | tuple[int, ...] | list[int], names: list[str]) -> str:
+    """The class names of a label, joined by ``;`` (``walk;run``)."""
+    return ";".join(names[i] for i in label_ids(label))
 
 
 def format_label(label: int | tuple[int, ...]) -> str:

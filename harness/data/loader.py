@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data.files import ClipItem
+from harness.data.listing import label_ids
 from harness.data.workers import die_with_parent
 
 
@@ -56,7 +57,7 @@ def collate_clips(items: Sequence[ClipItem | None]) -> ClipBatch | None:
     else:
         clips = torch.stack([torch.stack(item.clips) for item in items])
     if any(isinstance(item.label, tuple) for item in items):  # multi-label: [B, most labels], -1 pads
-        rows = [item.label if isinstance(item.label, tuple) else (item.label,) for item in items]
+        rows = [label_ids(item.label) for item in items]
         width = max(len(row) for row in rows)
         labels = torch.tensor([list(row) + [-1] * (width - len(row)) for row in rows], dtype=torch.int64)
     else:

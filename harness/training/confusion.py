@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.data.listing import label_ids, names_of_label
+
 MAX_PLOTTED = 30  # classes shown by name in the plot; beyond, the most confused ones
 ANNOTATE_UP_TO = 20  # classes up to which each cell shows its count
 
@@ -24,8 +26,7 @@ def write_predictions(rows: list[tuple[str, int | list[int], list[int], list[flo
         writer.writerow(["video", "label", "label_name", *columns])
         for video, label, top, score in sorted(rows, key=lambda row: row[0]):
             cells = [v for c, s in zip(top, score) for v in (c, names[c], f"{s:.6f}")]
-            ids = label if isinstance(label, list) else [label]
-            writer.writerow([video, ";".join(map(str, ids)), ";".join(names[i] for i in ids), *cells])
+            writer.writerow([video, ";".join(map(str, label_ids(label))), names_of_label(label, names), *cells])
 
 
 def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str | Path, names: list[str]) -> None:

@@ -70,12 +70,24 @@ def per_class_scores(confusion: torch.Tensor) -> dict[str, np.ndarray]:
     (videos of the class), ``precision`` (right among those predicted as it), ``recall`` (right
     among its videos) and ``f1``; a ratio with nothing to divide by is 0."""
     counts = np.asarray(confusion.tolist(), dtype=np.float64)
-    right, support, predicted = np.diag(counts), counts.sum(1), counts.sum(0)
+    return class_scores(np.diag(counts), counts.sum(0), counts.sum(1))
+
+
+def class_scores(right: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> dict[str, np.ndarray]:
+    """Per class, from its right predictions, its predictions and its videos (``support``):
+    ``support``, ``precision``, ``recall`` and ``f1``; a ratio with nothing to divide by is 0."""
+    right, predicted, support = (np.asarray(a, dtype=np.float64) for a in (right, predicted, support))
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, right / predicted, 0.0)
         recall = np.where(support > 0, right / support, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return {"support": support.astype(np.int64), "precision": precision, "recall": recall, "f1": f1}
+
+
+def macro_means(scores: dict[str, np.ndarray], keys: tuple[str, ...] = ("precision", "recall", "f1")) -> dict:
+    """Each of ``keys`` averaged over the classes with videos (0 when none has any)."""
+    present = scores["support"] > 0
+    return {key: float(scores[key][present].mean()) if present.any() else 0.0 for key in keys}
 
 
 class EvalAccumulator:
@@ -106,18 +118,13 @@ class EvalAccumulator:
         all_reduce(self.sums)
         confusion = self.confusion.cpu()
         loss_sum, top5, count = self.sums.tolist()
-        support = confusion.sum(1)
-        correct = confusion.diagonal()
-        seen = support > 0
-        per_class = (correct[seen].double() / support[seen].double()).mean().item() if seen.any() else 0.0
         count_int = int(count)
         scores = per_class_scores(confusion)
-        present = scores["support"] > 0
-        macro = {k: float(scores[k][present].mean()) if present.any() else 0.0 for k in ("precision", "recall", "f1")}
+        macro = macro_means(scores)  # mean per-class accuracy is the macro recall
         return EvalResult(
-            top1=correct.sum().item() / max(count_int, 1),
+            top1=confusion.diagonal().sum().item() / max(count_int, 1),
             top5=top5 / max(count_int, 1),
-            mean_class_accuracy=per_class,
+            mean_class_accuracy=macro["recall"],
             loss=loss_sum / max(count_int, 1),
             count=count_int,
             confusion=confusion,

@@ -1,4 +1,5 @@
-"""Mixup and CutMix on clip batches, with label smoothing folded into soft targets."""
+"""Mixup and CutMix on clip batches and their soft targets (the objective makes the targets,
+label smoothing folded in: :meth:`harness.training.objective.Objective.targets`)."""
 
 from __future__ import annotations
 
@@ -31,28 +32,18 @@ class Mixup:
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        label_smoothing: float = 0.0,
+        self, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0, switch_prob: float = 0.5
     ) -> None:
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
             raise ValueError("Mixup needs mixup_alpha > 0 or cutmix_alpha > 0")
-        self.num_classes = num_classes
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob = prob, switch_prob
-        self.label_smoothing = label_smoothing
 
     def __call__(
-        self, clips: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, targets: torch.Tensor | None = None
+        self, clips: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns mixed clips (new tensor) and soft targets ``[B, num_classes]``: mixed from
-        ``targets`` when given (multi-hot ones for multi-label data), else from ``labels``."""
-        if targets is None:
-            targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+        """Mixed clips (new tensor) and the dense ``[B, num_classes]`` ``targets`` (one-hot or
+        multi-hot, smoothed) mixed alike."""
         if rng.random() >= self.prob:
             return clips, targets
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < self.switch_prob)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.training.metrics import EvalResult, topk_correct
+from harness.training.metrics import EvalResult, class_scores, macro_means, topk_correct
 from harness.training.objective import Objective
 
 THRESHOLD = 0.5  #: a class is predicted when its sigmoid score reaches this (precision/recall/F1)
@@ -121,28 +121,20 @@ class MultiLabelAccumulator:
         loss_sum, top1, top5, count = self.sums.tolist()
         count = int(count)
         ap = average_precision(scores, targets)
-        true_pos, false_pos, false_neg = (row.double().cpu().numpy() for row in self.counts)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), 0.0)
-            recall = np.where(true_pos + false_neg > 0, true_pos / (true_pos + false_neg), 0.0)
-            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-        support = targets.sum(0).astype(np.int64)
-        present = support > 0
-        per_class = {"support": support, "ap": np.nan_to_num(ap), "precision": precision, "recall": recall, "f1": f1}
-
-        def macro(values: np.ndarray) -> float:
-            return float(values[present].mean()) if present.any() else 0.0
-
+        true_pos, false_pos, _ = (row.double().cpu().numpy() for row in self.counts)
+        per_class = class_scores(true_pos, true_pos + false_pos, targets.sum(0))  # support: the positives
+        per_class["ap"] = np.nan_to_num(ap)
+        macro = macro_means(per_class, ("precision", "recall", "f1", "ap"))
         return EvalResult(
             top1=top1 / max(count, 1),
             top5=top5 / max(count, 1),
-            mean_class_accuracy=macro(recall),
+            mean_class_accuracy=macro["recall"],
             loss=loss_sum / max(count, 1),
             count=count,
             confusion=None,
-            macro_precision=macro(precision),
-            macro_recall=macro(recall),
-            macro_f1=macro(f1),
-            mean_ap=macro(np.nan_to_num(ap)),
+            macro_precision=macro["precision"],
+            macro_recall=macro["recall"],
+            macro_f1=macro["f1"],
+            mean_ap=macro["ap"],
             per_class=per_class,
         )

@@ -82,9 +82,7 @@ class Trainer:
         self.objective = build_objective(config, self.num_classes, counts)
         self.mixup = None
         if opt.mixup > 0 or opt.cutmix > 0:
-            self.mixup = Mixup(
-                self.num_classes, opt.mixup, opt.cutmix, opt.mixup_prob, opt.mixup_switch_prob, opt.label_smoothing
-            )
+            self.mixup = Mixup(opt.mixup, opt.cutmix, opt.mixup_prob, opt.mixup_switch_prob)
         self.ema = None
         if opt.ema_decay > 0:
             self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay, self.strategy.local_tensor)
@@ -276,7 +274,7 @@ class Trainer:
             targets = None
             if self.mixup is not None:
                 rng = np.random.default_rng([self.config.meta.seed, self.state.step, index, strategy.rank])
-                clips, targets = self.mixup(clips, labels, rng, self.objective.targets(labels))
+                clips, targets = self.mixup(clips, self.objective.targets(labels), rng)
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
                     logits = self.model(clips, batch.clip_indices.to(device, non_blocking=True))

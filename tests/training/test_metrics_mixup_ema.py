@@ -30,8 +30,8 @@ def test_accumulator_metrics_and_rank_sum():
 def test_mixup_targets_are_convex_and_sum_to_one():
     clips = torch.randn(4, 2, 3, 4, 8, 8)
     labels = torch.tensor([0, 1, 2, 3])
-    mixup = Mixup(4, mixup_alpha=0.8, label_smoothing=0.1)
-    mixed, targets = mixup(clips, labels, np.random.default_rng(0))
+    mixup = Mixup(mixup_alpha=0.8)
+    mixed, targets = mixup(clips, smooth_one_hot(labels, 4, 0.1), np.random.default_rng(0))
     torch.testing.assert_close(targets.sum(-1), torch.ones(4))
     lam = (targets[0, 0] - 0.025) / 0.9
     torch.testing.assert_close(mixed[0], clips[0] * lam + clips[3] * (1 - lam))
@@ -40,7 +40,8 @@ def test_mixup_targets_are_convex_and_sum_to_one():
 def test_cutmix_lambda_is_the_pasted_area():
     clips = torch.zeros(2, 1, 3, 2, 10, 10)
     clips[1] = 1.0
-    mixed, targets = Mixup(2, cutmix_alpha=1.0)(clips, torch.tensor([0, 1]), np.random.default_rng(3))
+    one_hot = smooth_one_hot(torch.tensor([0, 1]), 2, 0.0)
+    mixed, targets = Mixup(cutmix_alpha=1.0)(clips, one_hot, np.random.default_rng(3))
     pasted = mixed[0].mean().item()  # sample 0 is zeros, sample 1's box is ones
     assert targets[0, 1].item() == pytest.approx(pasted)
     assert torch.equal(mixed[0, 0, :, 0], mixed[0, 0, :, 1]), "the same box in every frame"
