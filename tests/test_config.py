@@ -200,3 +200,9 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes("folder: runs/caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text"):
         load_config(path)
+
+
+@pytest.mark.parametrize("key, sources", [("datasets_weights", "datasets"), ("shards_weights", "shards")])
+def test_weights_that_are_all_zero_are_a_config_error(key, sources):
+    with pytest.raises(ConfigError, match=rf"data.{key}: \[0.0, 0.0\] are all 0"):
+        load_config(None, [f"data.{sources}=[a,b]", f"data.{key}=[0, 0]"])

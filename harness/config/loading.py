@@ -193,6 +193,10 @@ def validate(config: Config) -> Config:
     if data.shards_weights is not None and len(data.shards_weights) != len(data.shards):
         count = len(data.shards_weights)
         raise ConfigError(f"data.shards_weights has {count} entries for {len(data.shards)} data.shards")
+    for key in ("datasets_weights", "shards_weights"):
+        weights = getattr(data, key)
+        if weights is not None and weights and not any(weights):
+            raise ConfigError(f"data.{key}: {weights} are all 0, so nothing could be drawn; give one a weight > 0")
     if data.shards and data.repeated_aug > 1:
         raise ConfigError("data.repeated_aug > 1 works with listings, not with data.shards")
     if data.repeated_aug > 1 and data.datasets_weights is not None:
