@@ -15,7 +15,10 @@ What it checks and measures, in order, each a row of the table it prints (markdo
    against the device's bf16 peak, under ``single``, ``fsdp`` (1 rank), DeepSpeed ZeRO-2 and
    ZeRO-3 (1 rank), each without and with activation checkpointing, and (unless ``--quick``) with
    per-block ``torch.compile``.
-5. The demo trained end to end on the device (``configs/demo.yaml``, 2 epochs with a shortened
+5. The frozen-encoder probe step's fast path (bench/bench_frozen.py's comparisons, bf16, one head):
+   frozen weights held in bf16, one encoder pass over two micro-batches, both; each against the
+   path without it, stepping in turn.
+6. The demo trained end to end on the device (``configs/demo.yaml``, 2 epochs with a shortened
    schedule; one 2-step epoch in the dry run).
 
 It re-launches itself under ``torchrun`` with one process, so the strategies' process groups are
@@ -197,6 +200,19 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
         torch.cuda.reset_peak_memory_stats()
 
 
+def check_frozen(args, device: torch.device, comparison: str) -> None:
+    from bench.bench_frozen import build, compare
+
+    frames, size, name = (4, 32, "vit_tiny") if args.dry_run else (16, 224, "vit_large")
+    model = build(name, 1, frames, size, 400).to(device)
+    shape = (args.batch, 1, 3, frames, size, size)
+    micro_batches = [(torch.randint(0, 256, shape, dtype=torch.uint8, device=device),
+                      torch.randint(0, 400, (args.batch,), device=device)) for _ in range(2)]  # fmt: skip
+    before, after = compare(model, comparison, True, micro_batches, 2 if args.dry_run else 5)
+    row(f"frozen probe {comparison}", after > 0, f"{before * 1000:.0f} -> {after * 1000:.0f} ms/step "
+        f"(2 micro-batches of {args.batch}), {before / after:.2f}x")  # fmt: skip
+
+
 def check_demo(args) -> None:
     folder = Path(tempfile.mkdtemp(prefix="gpu_check_demo_"))
     toy = ["optimization.epochs=1", "optimization.ipe=2", "data.dataset_fpcs=[4]", "data.val_dataset_fpcs=[4]",
@@ -243,6 +259,8 @@ def main() -> int:
             if compiled and args.dry_run and strategy != "single":
                 continue  # (compile under every strategy is in the test suite's feature matrix)
             guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
+    for comparison in ("held", "grouped", "all"):
+        guarded(f"frozen probe {comparison}", check_frozen, args, device, comparison)
     guarded("demo end to end", check_demo, args)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run)"
     print(f"\n### GPU check: {name}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s\n")

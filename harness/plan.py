@@ -34,7 +34,8 @@ the two LayerNorm outputs stay fp32 under autocast; with activation checkpointin
 ``s h`` is kept, plus, in backward, the block being recomputed twice over (its activations and the
 gradients through them). ``python -m harness.plan --simulate`` measures the same by running the
 real step on fake tensors (:mod:`harness.simulate`).
-A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values.
+A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values;
+with ``data.encoder_batch_size`` its pass covers several micro-batches, whose clips and tokens count.
 The pooler's ``depth - 1`` self-attention blocks count like encoder blocks (they run over all
 tokens in V-JEPA 2's order); its cross-attention and the head are left out (small).
 """
@@ -107,6 +108,11 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
     pooler = (config.model.attn_pooler_depth - 1) * per_block if config.model.pooler_order == "tokens_first" else 0.0
     inputs = clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # the fp32 batch itself
     if not config.meta.finetune_encoder:
+        group = max(1, data.encoder_batch_size // data.batch_size)
+        if group > 1:
+            # One encoder pass over the group (its clips, their joined copy, one block's transient
+            # values), then the group's fp32 tokens stay while each micro-batch's heads train.
+            return max(2 * group * inputs + group * per_block, group * values * 4 + inputs + pooler)
         # the frozen encoder's one transient block is gone before the pooler's kept activations peak
         return inputs + max(pooler, per_block)
     if config.model.use_activation_checkpointing:

@@ -21,5 +21,5 @@ def test_gpu_check_dry_run_passes_every_check():
     assert all(cells[1] == "ok" for cells in rows), table
     for expected in ("sdpa flash_attention fwd+bwd vs math", "bf16 autocast, fp32 head", "step single +compile",
                      "uint8 normalisation on the device", "step fsdp +ckpt", "step zero2", "step zero3 +ckpt",
-                     "demo end to end"):  # fmt: skip
+                     "frozen probe held", "frozen probe grouped", "frozen probe all", "demo end to end"):  # fmt: skip
         assert expected in checks, f"{expected!r} missing from the table"

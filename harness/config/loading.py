@@ -202,6 +202,7 @@ def validate(config: Config) -> Config:
     if data.repeated_aug > 1 and data.datasets_weights is not None:
         raise ConfigError("data.repeated_aug > 1 cannot be combined with data.datasets_weights")
     _check_class_balance(config)
+    _check_encoder_batch(config)
     side = data.decode_max_short_side
     if side != "auto" and not (isinstance(side, int) and side >= 0):
         raise ConfigError(f"data.decode_max_short_side: {side!r} is neither 'auto', 0 (full size) nor a size in pixels")
@@ -222,6 +223,24 @@ def _check_class_balance(config: Config) -> None:
         raise ConfigError(f"optimization.class_weights: {weights!r} is neither 'auto' nor a list of weights")
     if isinstance(weights, list) and (not weights or any(not w >= 0 for w in weights) or not any(weights)):
         raise ConfigError(f"optimization.class_weights: {weights} must be >= 0, one per class, not all 0")
+
+
+def _check_encoder_batch(config: Config) -> None:
+    data, accumulation = config.data, config.optimization.accumulation_steps
+    size = data.encoder_batch_size
+    if not size or size == data.batch_size:
+        return
+    if config.meta.finetune_encoder:
+        raise ConfigError(
+            f"data.encoder_batch_size={size} needs meta.finetune_encoder=false: only a frozen encoder can run "
+            "once over several micro-batches (a trained one keeps each micro-batch's activations)"
+        )
+    group, rest = divmod(size, data.batch_size)
+    if rest or accumulation % group:
+        raise ConfigError(
+            f"data.encoder_batch_size={size} must be data.batch_size ({data.batch_size}) times a divisor of "
+            f"optimization.accumulation_steps ({accumulation}): the encoder runs over whole micro-batches of a step"
+        )
 
 
 def lookup(config: Config, key: str) -> Any:

@@ -34,7 +34,7 @@ _INTERVALS = (
                  "optimization.heads[].final_weight_decay "
                  "data.num_workers data.val_num_workers data.min_frames data.datasets_weights data.shards_weights "
                  "data.val_datasets_weights meta.num_classes meta.save_every_freq meta.classifier_index "
-                 "checkpointing.every_steps logging.wandb.thumbnails"),
+                 "checkpointing.every_steps logging.wandb.thumbnails data.encoder_batch_size"),
     ("[1, inf)", "data.batch_size data.val_batch_size data.num_clips data.val_num_clips data.num_views "
                  "data.repeated_aug data.crop_size data.patch_size data.tubelet_size data.dataset_fpcs "
                  "data.val_dataset_fpcs optimization.epochs optimization.ipe optimization.accumulation_steps "
@@ -68,6 +68,7 @@ class DataConfig:
     val_dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per val listing
     batch_size: int = 8  #: videos per rank per micro-batch (global batch = batch_size x ranks x accumulation)
     val_batch_size: int | None = None  #: default: batch_size
+    encoder_batch_size: int = 0  #: harness: frozen encoder: clips per encoder pass over micro-batches (0: batch_size)
     crop_size: int = 224  #: output side in pixels
     patch_size: int = 16  #: spatial patch size of the encoder
     tubelet_size: int = 2  #: temporal patch size of the encoder

@@ -203,25 +203,53 @@ class VideoClassifier(nn.Module):
         return tokens.clone()  # a normal tensor again: the head's backward may save it
 
     def forward(
-        self, clips: torch.Tensor, clip_indices: torch.Tensor | None = None, num_views: int = 1
+        self,
+        clips: torch.Tensor,
+        clip_indices: torch.Tensor | None = None,
+        num_views: int = 1,
+        stage: str = "all",
+        frames: int | None = None,
     ) -> torch.Tensor:
         """Logits ``float32 [B, num_classes]``.
 
         Args:
-            clips: ``[B, K, C, T, H, W]``, ``K = clips x num_views`` (clip-major).
+            clips: ``[B, K, C, T, H, W]``, ``K = clips x num_views`` (clip-major); with
+                ``stage="classify"``, the tokens ``[B, K, N, D]`` of ``stage="encode"``.
             clip_indices: ``int64 [B, K, T]`` source frame indices (for ``temporal_pos_embed``).
             num_views: spatial views per clip in ``clips``.
+            stage: ``all`` (clips -> logits), ``encode`` (clips -> tokens ``[B, K, N, D]`` only)
+                or ``classify`` (those tokens -> logits; ``frames`` is the clips' ``T``). The two
+                halves let a frozen encoder run once over several of the heads' micro-batches
+                (``data.encoder_batch_size``); they go through the strategy's wrapper like a whole
+                forward.
         """
+        if stage not in ("all", "encode", "classify"):
+            raise ValueError(f"stage must be all, encode or classify, got {stage!r}")
+        if stage == "classify":
+            if frames is None:
+                raise ValueError("stage='classify' needs the clips' frame count (frames)")
+            return self.classify(clips, clip_indices, num_views, frames)
         if clips.dim() == 5:
             clips = clips[:, None]
         batch, count = clips.shape[:2]
         tokens = self.encode(clips.flatten(0, 1))
+        tokens = tokens.view(batch, count, *tokens.shape[1:])
+        if stage == "encode":
+            return tokens
+        return self.classify(tokens, clip_indices, num_views, clips.shape[3])
+
+    def classify(
+        self, tokens: torch.Tensor, clip_indices: torch.Tensor | None, num_views: int, frames: int
+    ) -> torch.Tensor:
+        """Tokens ``[B, K, N, D]`` of clips of ``frames`` frames -> logits (see :meth:`forward`)."""
+        batch, count = tokens.shape[:2]
+        tokens = tokens.flatten(0, 1)
         if self.clip_aggregation == "average_logits":
             logits = self.classifier(tokens)
             return logits.view(batch, count, *logits.shape[1:]).mean(dim=1)
         if count % num_views:
             raise ValueError(f"{count} clips per video is not a multiple of num_views={num_views}")
-        per_view = self.concat_clip_tokens(tokens, batch, count // num_views, num_views, clip_indices, clips.shape[3])
+        per_view = self.concat_clip_tokens(tokens, batch, count // num_views, num_views, clip_indices, frames)
         logits = self.classifier(per_view)
         logits = logits.view(batch, num_views, *logits.shape[1:])
         if num_views == 1:

@@ -97,6 +97,7 @@ class DeepSpeedStrategy(DistributedStrategy):
     """
 
     name = "deepspeed"
+    holds_frozen_weights = False
 
     def __init__(
         self,

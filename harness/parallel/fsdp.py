@@ -120,6 +120,7 @@ class FSDPStrategy(DistributedStrategy):
 
     shards_parameters = True
     builds_sharded = True
+    holds_frozen_weights = False
 
     def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
         # The DTensor's own local shard (not a copy), so writes reach the sharded parameter.

@@ -82,6 +82,10 @@ class Strategy:
     #: whether :meth:`prepare` materialises meta-device encoder blocks itself, one shard per rank
     #: (:mod:`harness.parallel.meta_init`); the trainer then builds the blocks on the meta device
     builds_sharded = False
+    #: whether a frozen encoder's matmul weights may be held in the autocast dtype
+    #: (:func:`~harness.parallel.precision.hold_frozen_weights`); sharding strategies cast on their
+    #: own (FSDP2 gathers in ``param_dtype``, DeepSpeed keeps the whole model in bf16/fp16)
+    holds_frozen_weights = True
 
     def local_tensor(self, param: torch.Tensor) -> torch.Tensor:
         """The part of ``param`` this rank holds (the whole tensor when nothing is sharded);

@@ -71,6 +71,7 @@ class Trainer:
         self.class_names = display_names(names, self.num_classes)
         # Sharding strategies get the encoder's blocks on the meta device and materialise only their shards.
         model = build.build_model(config, self.num_classes, defer_blocks=self.strategy.builds_sharded)
+        build.hold_frozen_encoder(model, config, self.strategy)
         self.model, self.optimizer = self.strategy.prepare(model, self._build_optimizer)
         torch.manual_seed(config.meta.seed + self.strategy.rank)  # drop path etc. differ per rank
         self.train_loader, self.val_loader = build.build_loaders(config, self.strategy, self.train_set, self.val_set)
@@ -78,6 +79,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
         self.schedule = build_schedules(opt, self.steps_per_epoch)
         self.num_heads = max(1, len(opt.heads))
+        self.encoder_group = max(1, config.data.encoder_batch_size // config.data.batch_size)  # micro-batches
         counts = self.train_set.class_counts(self.num_classes) if opt.class_weights == "auto" else None
         self.objective = build_objective(config, self.num_classes, counts)
         self.mixup = None
@@ -268,16 +270,10 @@ class Trainer:
         head_sums = torch.zeros(self.num_heads, 2, device=device)
         count = 0
         finite = True
-        for index, batch in enumerate(micro_batches):
-            clips = to_model_input(batch.clips, device)
-            labels = batch.labels.to(device, non_blocking=True)
-            targets = None
-            if self.mixup is not None:
-                rng = np.random.default_rng([self.config.meta.seed, self.state.step, index, strategy.rank])
-                clips, targets = self.mixup(clips, self.objective.targets(labels), rng)
+        for index, (inputs, labels, targets, indices, stage) in enumerate(self._step_inputs(micro_batches)):
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
-                    logits = self.model(clips, batch.clip_indices.to(device, non_blocking=True))
+                    logits = self.model(inputs, indices, **stage)
                 per_head = logits.unbind(1) if logits.dim() == 3 else (logits,)
                 losses = torch.stack([self.objective.loss(head, labels, targets) for head in per_head])
                 loss = losses.sum()
@@ -301,6 +297,31 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(strategy.unwrap(self.model))
         return loss_sum, hits, count, norm, head_sums
+
+    def _step_inputs(self, micro_batches: list[ClipBatch]) -> Iterator[tuple]:
+        """Each micro-batch on the device as ``(inputs, labels, targets, clip_indices, stage)``:
+        its clips (mixed by mixup/cutmix when on) and ``stage = {}``; or, when
+        ``data.encoder_batch_size`` groups micro-batches, its share of the tokens of one frozen-
+        encoder pass over the group (under ``no_grad``, through the strategy's wrapper; the clips
+        are let go) and the ``stage`` arguments that classify them."""
+        device, group = self.strategy.device, self.encoder_group
+        for start in range(0, len(micro_batches), group):
+            chunk = []
+            for index, batch in enumerate(micro_batches[start : start + group], start):
+                clips = to_model_input(batch.clips, device)
+                labels = batch.labels.to(device, non_blocking=True)
+                targets = None
+                if self.mixup is not None:
+                    rng = np.random.default_rng([self.config.meta.seed, self.state.step, index, self.strategy.rank])
+                    clips, targets = self.mixup(clips, self.objective.targets(labels), rng)
+                chunk.append([clips, labels, targets, batch.clip_indices.to(device, non_blocking=True), {}])
+            if group > 1:
+                stage = {"stage": "classify", "frames": chunk[0][0].shape[-3]}
+                with torch.no_grad(), self.strategy.precision.autocast():
+                    joined = self.model(torch.cat([item[0] for item in chunk]), stage="encode")
+                for item, tokens in zip(chunk, joined.split([len(item[1]) for item in chunk]), strict=True):
+                    item[0], item[4] = tokens, stage
+            yield from map(tuple, chunk)
 
     def _skip_step(self) -> torch.Tensor:
         """Drop a step with a non-finite loss; stop after ``max_nonfinite_steps`` in a row."""

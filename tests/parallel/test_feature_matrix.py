@@ -6,8 +6,10 @@ recipe (a pairwise cover, within what combines at all):
 * ``finetune``: EMA, mixup + cutmix, label smoothing, layer decay, drop path, activation
   checkpointing, torch.compile (per block), repeated augmentation, 2 clips per video, gradient
   accumulation, bf16.
-* ``probe``: frozen pretrained encoder, fp16 with its loss scaler, EMA of the head, label
-  smoothing, 2 clips x 2 views joined as V-JEPA 2 evaluates (``concat_tokens``).
+* ``probe``: frozen pretrained encoder (held in fp16 where the strategy does not shard), fp16 with
+  its loss scaler, EMA of the head, label smoothing, 2 clips x 2 views joined as V-JEPA 2
+  evaluates (``concat_tokens``), one encoder pass over both micro-batches of a step
+  (``data.encoder_batch_size``).
 * ``multilabel``: multi-label data (sigmoid / BCE, mAP gathered over ranks), mixup + cutmix on
   multi-hot targets, label smoothing, class weights from the data, class-balanced sampling, EMA.
 
@@ -56,6 +58,7 @@ RECIPES = {
         "data.num_clips=2",
         "data.val_num_clips=2",
         "data.num_views=2",
+        "optimization.accumulation_steps=2",
     ],
     "multilabel": [
         "meta.multi_label=true",
@@ -86,6 +89,8 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, multilabel_
     for recipe, options in RECIPES.items():
         common = [*MATRIX[strategy], *options, f"data.batch_size={batch}", f"meta.pretrain_checkpoint={pretrained}",
                   "optimization.ipe=2"]  # fmt: skip
+        if recipe == "probe":
+            common.append(f"data.encoder_batch_size={2 * batch}")
         configs = {}
         for key, folder, epochs in (("a", recipe, 1), ("b", recipe, 2), ("ref", f"{recipe}_ref", 2)):
             path = tmp_path / f"{recipe}_{key}.yaml"

@@ -55,3 +55,19 @@ def test_plan_command_prints_every_strategy(capsys):
     out = capsys.readouterr().out
     assert "vit_giant_xformers: 1034M parameters" in out and "16 GPUs" in out
     assert all(name in out for name in ("ddp", "fsdp", "zero1", "zero2", "zero3", "zero3+offload"))
+
+
+def test_an_encoder_pass_over_several_micro_batches_counts_their_clips_and_tokens():
+    from harness.plan import activation_bytes
+
+    probe = ["meta.finetune_encoder=false", "data.batch_size=4", "optimization.accumulation_steps=4"]
+    config = load_config(REPO / "configs" / "vitl16_probe.yaml", probe)
+    counts = count_parameters(config, 400)
+    one = activation_bytes(config, counts)
+    grouped = {size: activation_bytes(load_config(REPO / "configs" / "vitl16_probe.yaml",
+                                                  [*probe, f"data.encoder_batch_size={size}"]), counts)
+               for size in (8, 16)}  # fmt: skip
+    assert one < grouped[8] < grouped[16]
+    data = config.data
+    clips = data.batch_size * data.num_clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # fp32
+    assert grouped[16] > 2 * 4 * clips  # the 4 micro-batches' clips and their joined copy, at least
