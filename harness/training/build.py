@@ -367,9 +367,9 @@ def build_model(
 def hold_frozen_encoder(model: VideoClassifier, config: Config, strategy: Strategy) -> None:
     """A frozen encoder read from ``meta.pretrain_checkpoint`` keeps its matmul weights in the run's
     autocast dtype (:func:`~harness.parallel.precision.hold_frozen_weights`: the same outputs,
-    half its memory, no cast per forward; 1.00-1.03x a probe step on a CPU). Such an encoder is never saved (checkpoints and
-    exports read the file again), so nothing written changes; a frozen random encoder is saved and
-    stays fp32. Sharding strategies cast on their own."""
+    half its memory, no cast per forward; 1.00-1.03x a probe step on a CPU). Such an encoder is
+    never saved (checkpoints and exports read the file again), so nothing written changes; a
+    frozen random encoder is saved and stays fp32. Sharding strategies cast on their own."""
     meta = config.meta
     if meta.finetune_encoder or not meta.pretrain_checkpoint or not strategy.holds_frozen_weights:
         return
