@@ -117,6 +117,8 @@ def test_overrides_apply_after_yaml(tmp_path):
         (["data.max_failure_fraction=1.5"], "data.max_failure_fraction must be in [0, 1]"),
         (["data.crop_size=225"], "data.crop_size=225 is not a multiple of data.patch_size=16"),
         (["data.dataset_fpcs=[15]"], "data.dataset_fpcs: 15 frames per clip is not a multiple of data.tubelet_size=2"),
+        (["data.datasets=[a,b]", "data.dataset_fpcs=[4,8]"], "data.dataset_fpcs: [4, 8] differ"),
+        (["data.val_datasets=[a,b]", "data.val_dataset_fpcs=[8,4]"], "data.val_dataset_fpcs: [8, 4] differ"),
         (["data_aug.random_resize_scale=[0.9, 0.3]"], "low <= high"),
         (["optimization.ema_decay=1.5"], "ema_decay must be in"),
         (["optimization.layer_decay=0"], "layer_decay must be in"),

@@ -167,6 +167,11 @@ def validate(config: Config) -> Config:
         listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
         if listings and len(fpcs) not in (1, len(listings)):
             raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
+        if len(set(fpcs)) > 1:
+            raise ConfigError(
+                f"data.{fpc_key}: {fpcs} differ; the clips of one batch are stacked, so every listing needs the "
+                "same frames per clip"
+            )
     for key, options in CHOICES.items():
         value = lookup(config, key)
         if value not in options:
