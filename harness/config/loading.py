@@ -200,7 +200,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"data.shards_weights has {count} entries for {len(data.shards)} data.shards")
     for key in ("datasets_weights", "shards_weights"):
         weights = getattr(data, key)
-        if weights is not None and weights and not any(weights):
+        if weights and not any(weights):  # None or [] mean unweighted
             raise ConfigError(f"data.{key}: {weights} are all 0, so nothing could be drawn; give one a weight > 0")
     if data.shards and data.repeated_aug > 1:
         raise ConfigError("data.repeated_aug > 1 works with listings, not with data.shards")

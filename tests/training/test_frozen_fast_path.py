@@ -77,10 +77,9 @@ def test_frozen_weights_held_in_the_autocast_dtype_give_the_same_outputs(dtype):
     held = copy.deepcopy(encoder)
     held.blocks[1].mlp.fc2.requires_grad_(True)  # a module that trains keeps its dtype
     cast = hold_frozen_weights(held, dtype)
-    linears = [m for m in held.modules() if isinstance(m, torch.nn.Linear)]
-    assert cast == sum(p.numel() for m in linears for p in m.parameters()) - sum(
-        p.numel() for p in held.blocks[1].mlp.fc2.parameters()
-    ) + sum(p.numel() for p in held.patch_embed.parameters())
+    frozen = [m for m in held.modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Conv3d)) and m is not held.blocks[1].mlp.fc2]  # fmt: skip
+    assert cast == sum(p.numel() for m in frozen for p in m.parameters())
     assert held.blocks[0].attn.qkv.weight.dtype == dtype and held.patch_embed.proj.weight.dtype == dtype
     assert held.blocks[1].mlp.fc2.weight.dtype == torch.float32
     assert held.blocks[0].norm1.weight.dtype == torch.float32
