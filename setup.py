@@ -60,7 +60,7 @@ setup(
             "harness-train=harness.train:main",
             "harness-evaluate=harness.evaluate:main",
             "harness-consolidate=harness.consolidate:main",
-            "harness-prepare=harness.prepare:main",
+            "harness-prepare=harness.prepare.cli:main",
             "harness-report=harness.report:main",
             "harness-plan=harness.plan:main",
             "harness-predict=harness.predict:main",

@@ -73,7 +73,7 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
         elif path.suffix == ".json":
             shards += list_shards(str(path))
         elif path.suffix.lower() in LISTING_SUFFIXES:
-            videos += [record.path for record in read_listing(path)]
+            videos += list(read_listing(path).paths())
         elif path.is_file():
             videos.append(str(path))
         else:
@@ -287,6 +287,6 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     rows += video_aggregates(rows, args.top_k, args.threshold if preprocessing.multi_label else None)
     for row in rows:
         row.probs = None  # only the aggregates needed them; keep the gather small
-    gathered = [row for part in strategy.gather_objects(rows) for row in part]
+    gathered = [row for part in strategy.gather_to_main(rows) for row in part]
     strategy.close()
     return (sorted(gathered, key=lambda row: row.order) if strategy.is_main else []), names

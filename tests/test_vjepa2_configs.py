@@ -53,8 +53,12 @@ def test_inference_file_with_multilevel_features_maps_every_key():
     assert (data.crop_size, data.dataset_fpcs, data.frame_step) == (384, [32], 2)
     assert (data.num_clips, data.val_num_clips, data.num_views) == (4, 4, 3)
     assert data.allow_clip_overlap and data.sampling_rule == "vjepa2" and data.batch_size == 2
-    assert config.meta.num_classes == 48 and config.meta.dtype == "bfloat16"
+    # use_bfloat16: true is float16 + GradScaler in V-JEPA 2's eval.py (meta.dtype=bfloat16 overrides)
+    assert config.meta.num_classes == 48 and config.meta.dtype == "float16"
     assert config.optimization.lr_schedule == "cosine" and config.optimization.epochs == 100
+    assert config.optimization.protocol == "vjepa2" and config.optimization.clip_grad is None
+    overridden = load_config(FIXTURES / "inference_vitg-384_diving48.yaml", ["meta.dtype=bfloat16"])
+    assert overridden.meta.dtype == "bfloat16" and overridden.optimization.protocol == "vjepa2"
     assert {"nodes", "tasks_per_node", "tag", "experiment.optimization.use_pos_embed"} <= set(config.ignored)
     assert "experiment.data.resolution -> data.crop_size" in config.notes
 

@@ -13,6 +13,7 @@ CHOICES = {
     "data.sampling_rule": ("auto", "harness", "vjepa2"),
     "model.clip_aggregation": ("auto", "average_logits", "concat_tokens"),
     "optimization.lr_schedule": ("wsd", "cosine"),
+    "optimization.protocol": ("harness", "vjepa2"),
     "meta.dtype": ("float32", "bfloat16", "float16"),
     "meta.device": ("auto", "cpu", "cuda"),
     "model.pooler_order": ("tokens_first", "queries"),
@@ -40,7 +41,7 @@ _INTERVALS = (
                  "data.val_dataset_fpcs optimization.epochs optimization.ipe optimization.accumulation_steps "
                  "optimization.max_nonfinite_steps logging.log_every model.activation_checkpointing_every "
                  "model.attn_pooler_depth model.attn_pooler_heads model.depth model.max_frames shards.interleave "
-                 "shards.samples_per_epoch"),
+                 "shards.max_open_files shards.samples_per_epoch"),
     ("[0, 1)", "optimization.betas optimization.label_smoothing optimization.ema_decay model.drop_path_rate"),
     ("(0, 1]", "optimization.layer_decay data_aug.random_resize_scale"),
     ("[0, 1]", "optimization.mixup_prob optimization.mixup_switch_prob data.max_failure_fraction data_aug.reprob "
@@ -93,7 +94,7 @@ class DataConfig:
     random_clip_sampling: bool = True  #: random clip position when training
     val_random_clip_sampling: bool = False  #: random clip position in validation too (seed key)
     val_datasets_weights: list[float] | None = None  #: seed key; evaluation visits every video once, so only checked
-    max_failure_fraction: float = 0.01  #: abort when more videos than this fail to decode
+    max_failure_fraction: float = 0.01  #: stop past this share of unusable videos in an epoch (over all ranks)
     min_frames: int = 0  #: skip videos with fewer frames
     class_names: str | None = None  #: harness: class names: a text file (one per line) or JSON list / id->name map
     shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
@@ -198,7 +199,7 @@ class OptimizationConfig:
     enc_lr_scale: float = 1.0  #: encoder learning-rate multiplier
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  #: AdamW betas
     eps: float = 1e-8  #: AdamW epsilon
-    clip_grad: float | None = 1.0  #: harness: gradient-norm clipping (None: off)
+    clip_grad: float | None = 1.0  #: harness: gradient-norm clipping, each probe head on its own norm (None: off)
     label_smoothing: float = 0.0  #: harness: cross-entropy label smoothing
     class_weights: list[float] | str | None = None  #: harness: loss weight per class; auto: N / (classes x count)
     accumulation_steps: int = 1  #: harness: micro-batches per optimizer step
@@ -210,6 +211,7 @@ class OptimizationConfig:
     mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
     max_nonfinite_steps: int = 5  #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
     heads: list[HeadConfig] = field(default_factory=list)  #: probe heads (lr x wd grid) on one encoder pass
+    protocol: str = "harness"  #: harness: conventions: harness, or vjepa2 (V-JEPA 2's probe eval step for step)
 
 
 @dataclass
@@ -254,6 +256,7 @@ class ShardsConfig:
 
     interleave: int = 4  #: shards each worker reads at once (samples drawn among them at random)
     resample: bool = False  #: draw shards with replacement (allows fewer shards than ranks x workers)
+    max_open_files: int = 64  #: shard files a worker keeps open at most (more are parked: closed, reopened later)
     samples_per_epoch: int | None = None  #: epoch length when the sources have no manifest counts
 
 

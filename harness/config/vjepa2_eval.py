@@ -5,7 +5,8 @@ were made. :func:`translate` maps each key its ``evals/video_classification_froz
 onto our sections and returns, with the result, one note per key saying what it became, so the
 resolved ``config.yaml`` can show it. Launcher keys are reported as ignored; any other key is an
 error, as in our own files. The protocol's fixed choices (its training augmentation, segment
-overlap, the warmup-cosine schedule, concatenated clip tokens) are set explicitly.
+overlap, the warmup-cosine schedule, concatenated clip tokens, ``optimization.protocol: vjepa2``
+with no gradient clipping) are set explicitly.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def translate(values: dict[str, Any], source: str) -> tuple[dict[str, Any], list
     t.set("data.sampling_rule", "vjepa2")
     t.set("model.clip_aggregation", "concat_tokens")
     t.set("optimization.lr_schedule", "cosine")
+    t.set("optimization.protocol", "vjepa2")
+    t.set("optimization.clip_grad", None)  # V-JEPA 2's eval does not clip
     t.set("meta.load_encoder", True)
     t.set("meta.finetune_encoder", False)
     return t.out, t.notes, t.ignored
@@ -139,7 +142,9 @@ def _experiment(t: _Translation, experiment: dict[str, Any]) -> None:
         t.set("data.val_batch_size", value, origin)
 
     def bfloat16(value: Any, origin: str) -> None:
-        t.set("meta.dtype", "bfloat16" if value else "float32", origin)
+        # V-JEPA 2's eval.py reads use_bfloat16 as float16 autocast with a GradScaler per head;
+        # meta.dtype=bfloat16 (an override after the file) trains in bf16 instead.
+        t.set("meta.dtype", "float16" if value else "float32", origin + (" (float16, as its eval.py)" if value else ""))
 
     def heads(value: Any, origin: str) -> None:
         _multihead(t, value, origin)

@@ -5,49 +5,25 @@ A listing names one video per line with its integer class label. The V-JEPA 2 fo
 header row are accepted too because spreadsheet tools and pandas write those. A multi-label
 listing (``meta.multi_label``, Charades-style) gives several labels joined by commas:
 ``path/to/video.mp4 3,17,42`` (or a quoted CSV field, ``path,"3,17,42"``). Relative paths
-are resolved against the folder of the listing file, so a dataset folder can be moved whole.
+are joined to the folder of the listing file, so a dataset folder can be moved whole.
+
+A listing is read into a :class:`Listing`: columns in numpy arrays, no Python object per line
+(see :mod:`harness.data.listing_columns`), parsed by :mod:`harness.data.listing_parse`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.data.listing_columns import Listing, VideoRecord, label_ids
+from harness.data.listing_parse import HEADER_WORDS, ListingError, parse_label, parse_text
 
-
-class ListingError(UserError, ValueError):
-    """A listing file that cannot be parsed; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    """One labelled video.
-
-    Attributes:
-        path: absolute path (or URL understood by the decoder) of the video file.
-        label: integer class id, ``>= 0`` (-1 until a class name is given its id); a tuple of
-            ids for a line with several labels (multi-label data).
-        where: ``listing:line`` it came from (for messages; not part of equality).
-        name: the class name when the listing names classes instead of numbering them (a
-            tuple of names for several labels).
-    """
-
-    path: str
-    label: int | tuple[int, ...]
-    where: str = field(default="", compare=False)
-    name: str | tuple[str, ...] | None = None
-
-
-def label_ids(label: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """The class ids of a label (one, or several for multi-label data; a list is what JSON and
-    the gathered evaluation rows hold)."""
-    return tuple(label) if isinstance(label, (tuple, list)) else (label,)
+__all__ = ["HEADER_WORDS", "Listing", "ListingError", "VideoRecord", "format_label", "label_ids", "name_labels",
+           "names_of_label", "read_listing", "read_npy_listing", "read_text_listing", "write_listing"]  # fmt: skip
 
 
 def names_of_label(label: int | tuple[int, ...] | list[int], names: list[str]) -> str:
@@ -60,161 +36,84 @@ def format_label(label: int | tuple[int, ...]) -> str:
     return ",".join(str(i) for i in label_ids(label))
 
 
-# Words a header row's fields are made of ("path,label", "video class", "filename label_id").
-HEADER_WORDS = {"path", "video", "file", "filename", "name", "label", "labels", "class", "category", "target", "id"}
-
-
-def _resolve(path: str, base: Path) -> str:
-    if "://" in path or os.path.isabs(path):
-        return path
-    return str((base / path).resolve())
-
-
-def _parse_label(text: str, where: str) -> int:
-    try:
-        label = int(text)
-    except ValueError:
-        raise ListingError(f"{where}: label {text!r} is neither a class id nor a class name") from None
-    if label < 0:
-        raise ListingError(f"{where}: label {label} is negative")
-    return label
-
-
-def _is_label(text: str) -> bool:
-    """A class id (``3``) or a class name (``abseiling``, ``"air drumming"``): not a number, not
-    a path, at least one letter; or several of them joined by commas (``3,17,42``)."""
-    if "," in text:
-        parts = [part.strip() for part in text.split(",")]
-        return all(parts) and all(_is_label(part) for part in parts)
-    if text.isdigit():
-        return True
-    return any(c.isalpha() for c in text) and not any(c in text for c in "./\\") and not _is_number(text)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _split_line(line: str) -> list[str] | None:
-    """Split ``path label``: CSV (quotes allowed) or the last run of whitespace, whichever gives a
-    second field that is a label; None when neither does. Splitting on the *last* whitespace keeps
-    paths with spaces intact, and trying whitespace after CSV keeps paths with commas intact."""
-    candidates = []
-    whitespace = line.rsplit(None, 1)
-    if len(whitespace) == 2 and "," in whitespace[1] and _is_label(whitespace[1]):
-        candidates.append(whitespace)  # path 3,17,42: several labels
-    if "," in line:
-        candidates.append([field.strip() for field in next(csv.reader(io.StringIO(line)))])
-    candidates.append(whitespace)
-    for fields in candidates:
-        if len(fields) == 2 and fields[0] and (_is_label(fields[1]) or fields[1].lstrip("-").isdigit()):
-            return fields
-    return None
-
-
-def _looks_like_header(line: str) -> bool:
-    """A header is made of header words only (``path,label``), never of a path and a label."""
-    words = [w for w in line.replace(",", " ").replace("_", " ").lower().split() if w]
-    return bool(words) and all(w in HEADER_WORDS for w in words)
-
-
-def read_text_listing(listing: str | Path) -> list[VideoRecord]:
-    """Parse a CSV / space-separated listing into records.
+def read_text_listing(listing: str | Path) -> Listing:
+    """Parse a CSV / space-separated listing.
 
     The first line is a header only when it is made of header words (``path,label``, ``video
-    class``). Labels are class ids, or class names throughout (:attr:`VideoRecord.name`; the
-    ids are given later, see :func:`name_labels`). A UTF-8 byte-order mark is dropped. Blank lines
+    class``). Labels are class ids, or class names throughout (:attr:`Listing.names`; the ids
+    are given later, see :func:`name_labels`). A UTF-8 byte-order mark is dropped. Blank lines
     and lines starting with ``#`` are ignored.
 
     Raises:
         ListingError: a malformed line (naming ``file:line``) or a file that is not UTF-8 text.
     """
-    listing = Path(listing)
-    base = listing.parent
+    raw = Path(listing).read_bytes()
     try:
-        text = listing.read_bytes().decode("utf-8-sig")
+        raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = listing.read_bytes()[: error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         raise ListingError(f"{listing}:{line}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    records: list[VideoRecord] = []
-    first_content_line = True
-    for line_number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{listing}:{line_number}"
-        if first_content_line:
-            first_content_line = False
-            if _looks_like_header(line):
-                continue
-        fields = _split_line(line)
-        if fields is None:
-            parts = line.replace(",", " ").split()
-            if len(parts) >= 2:
-                _parse_label(parts[-1], where)  # names a label that is not a class id
-            raise ListingError(f"{where}: expected 'path label' (space or comma separated), got {line!r}")
-        parts = [part.strip() for part in fields[1].split(",")]
-        named = not all(part.lstrip("-").isdigit() for part in parts)
-        if records and named != (records[0].name is not None):
-            first = records[0].name or records[0].label
-            raise ListingError(f"{where}: label {fields[1]!r}: the listing mixes class ids and class names "
-                               f"({records[0].where} has {first!r})")  # fmt: skip
-        several = len(parts) > 1
-        if named:
-            name = tuple(parts) if several else parts[0]
-            records.append(VideoRecord(_resolve(fields[0], base), (-1,) * len(parts) if several else -1, where, name))
-        else:
-            ids = tuple(_parse_label(part, where) for part in parts)
-            records.append(VideoRecord(_resolve(fields[0], base), ids if several else ids[0], where))
-    return records
+    return parse_text(raw, str(listing))
 
 
-def name_labels(records: list[VideoRecord], names: list[str], source: str) -> list[VideoRecord]:
-    """Records whose labels are class names, with the id of each name in ``names`` (records
-    with ids are returned as they are).
+def name_labels(listing: Listing | Sequence[VideoRecord], names: list[str], source: str) -> Listing:
+    """The listing with its class names turned into their ids in ``names`` (a listing with ids
+    comes back as it is; records made in code become a :class:`Listing`).
 
     Raises:
         ListingError: a name that is not among ``names`` (naming ``file:line``).
     """
+    if not isinstance(listing, Listing):
+        listing = Listing.from_records(list(listing))
+    if listing.names is None:
+        return listing
     ids = {name: index for index, name in enumerate(names)}
-    out = []
-    for record in records:
-        if record.name is not None:
-            several = isinstance(record.name, tuple)
-            for name in record.name if several else (record.name,):
-                if name not in ids:
-                    raise ListingError(f"{record.where}: class {name!r} is not one of the {len(names)} classes of "
-                                       f"{source}")  # fmt: skip
-            label = tuple(ids[name] for name in record.name) if several else ids[record.name]
-            record = replace(record, label=label)
-        out.append(record)
-    return out
+    mapping = np.array([ids.get(name, -1) for name in listing.names], dtype=np.int64)
+    unknown = np.flatnonzero(mapping < 0)
+    if len(unknown):
+        flat, owner = listing.all_ids(), listing.lines_per_label()
+        first = int(owner[np.flatnonzero(np.isin(flat, unknown))[0]])
+        name = next(n for n in label_ids(listing.name(first)) if n not in ids)
+        raise ListingError(f"{listing.where(first)}: class {name!r} is not one of the {len(names)} classes of {source}")
+    return listing.with_ids(mapping)
 
 
-def read_npy_listing(listing: str | Path) -> list[VideoRecord]:
+def read_npy_listing(listing: str | Path) -> Listing:
     """Read an NPY listing: a 1-D array of paths (label 0) or an ``[N, 2]`` array of path, label."""
     listing = Path(listing)
     try:
         array = np.load(listing, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise ListingError(f"{listing}: not a readable NPY array of paths ({error})") from None
-    base = listing.parent
-    if array.ndim == 1:
-        return [VideoRecord(_resolve(str(p), base), 0) for p in array]
     if array.ndim == 2 and array.shape[1] == 2:
-        return [
-            VideoRecord(_resolve(str(p), base), _parse_label(str(lab), f"{listing}:row {i}"), f"{listing}:row {i}")
-            for i, (p, lab) in enumerate(array)
-        ]
-    raise ListingError(f"{listing}: expected a 1-D array of paths or [N, 2] of (path, label), got shape {array.shape}")
+        paths, label_text = array[:, 0], array[:, 1]
+        try:
+            labels = label_text.astype(np.int64)
+        except ValueError:
+            labels = None
+        if labels is None or (labels < 0).any():
+            for row, text in enumerate(label_text.tolist()):
+                parse_label(str(text), f"{listing}:row {row}")  # raises naming the first bad row
+    elif array.ndim == 1:
+        paths, labels = array, np.zeros(len(array), dtype=np.int64)
+    else:
+        raise ListingError(f"{listing}: expected a 1-D array of paths or [N, 2] of (path, label), got shape "
+                           f"{array.shape}")  # fmt: skip
+    encoded = np.char.encode(paths.astype(str), "utf-8")
+    lengths = np.char.str_len(encoded).astype(np.int64)
+    width = encoded.dtype.itemsize
+    if width:
+        text = encoded.view(np.uint8).reshape(len(encoded), width)[np.arange(width) < lengths[:, None]]
+    else:
+        text = np.zeros(0, dtype=np.uint8)
+    starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)[: len(lengths)]
+    base = os.path.abspath(str(listing.parent))
+    return Listing(str(listing), base, text, starts, lengths.astype(np.int32), labels.astype(np.int32),
+                   np.arange(len(paths), dtype=np.int32), row_word="row ")  # fmt: skip
 
 
-def read_listing(listing: str | Path) -> list[VideoRecord]:
-    """Read any supported listing (``.npy`` or text) into a list of :class:`VideoRecord`.
+def read_listing(listing: str | Path) -> Listing:
+    """Read any supported listing (``.npy`` or text) into a :class:`Listing`.
 
     Raises:
         ListingError: the file is missing, empty, or has a malformed line.
@@ -222,13 +121,13 @@ def read_listing(listing: str | Path) -> list[VideoRecord]:
     listing = Path(listing)
     if not listing.is_file():
         raise ListingError(f"{listing}: listing file not found")
-    records = read_npy_listing(listing) if listing.suffix == ".npy" else read_text_listing(listing)
-    if not records:
+    columns = read_npy_listing(listing) if listing.suffix == ".npy" else read_text_listing(listing)
+    if not len(columns):
         raise ListingError(f"{listing}: listing has no videos")
-    return records
+    return columns
 
 
-def write_listing(records: list[VideoRecord], listing: str | Path) -> None:
+def write_listing(records: Sequence[VideoRecord] | Listing, listing: str | Path) -> None:
     """Write records in the V-JEPA 2 format (``path label`` per line, space separated)."""
     with open(listing, "w", encoding="utf-8") as handle:
         for record in records:

@@ -280,8 +280,6 @@ def build_loader(
         sampler = TrainSampler(len(dataset), rank, world_size, seed, True, num_samples_per_epoch, repeats)
     else:
         sampler = EvalSampler(len(dataset), rank, world_size)
-    if hasattr(dataset, "expected_items"):
-        dataset.expected_items = max(1, sampler.num_samples)
     workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
     return ClipLoader(
         dataset,

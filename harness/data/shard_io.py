@@ -21,6 +21,13 @@ import torch
 
 from harness.data.decode import DecodeError
 from harness.data.files import ClipItem, load_clips
+from harness.data.open_files import (
+    TOO_MANY_OPEN_FILES,
+    OpenFileBudget,
+    ParkableFile,
+    open_file_limit_problem,
+    too_many_open_files,
+)
 from harness.data.sampling import ClipSpec
 from harness.errors import UserError
 from harness.fileio import read_json
@@ -77,8 +84,13 @@ def expand_braces(pattern: str) -> list[str]:
     return [url for part in pattern.split("::") for url in braceexpand(part)]
 
 
-def list_shards(source: str) -> list[Shard]:
-    """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s)."""
+def list_shards(source: str, check_exists: bool = True) -> list[Shard]:
+    """The shards of one source: a manifest, a (brace) pattern, or ``pipe:`` command(s).
+
+    ``check_exists``: fail now when a shard of a pattern is missing. Only one rank of a job does
+    (one ``stat`` per shard on every rank is a metadata storm); on the others a missing shard is a
+    broken shard when it is read (counted and quarantined).
+    """
     if source.endswith(".json"):
         path = Path(source)
         manifest = read_manifest(path)
@@ -86,7 +98,7 @@ def list_shards(source: str) -> list[Shard]:
             raise ShardError(f"{path} is incomplete (harness.prepare was interrupted): rerun it to finish")
         return [Shard(str(path.parent / e["name"]), e["samples"], e.get("sha256")) for e in manifest["shards"]]
     urls = expand_braces(source)
-    missing = [url for url in urls if not url.startswith("pipe:") and not Path(url).is_file()]
+    missing = [url for url in urls if check_exists and not url.startswith("pipe:") and not Path(url).is_file()]
     if missing:
         raise ShardError(f"{len(missing)} shard(s) of {source!r} not found, e.g. {missing[0]}")
     return [Shard(url) for url in urls]
@@ -118,22 +130,35 @@ def manifest_largest_label(source: str) -> int | None:
     return max(used) if used else None
 
 
-def open_stream(url: str) -> tuple[IO[bytes], subprocess.Popen | None]:
-    """A readable byte stream of a shard (a local file, or a ``pipe:`` command's stdout)."""
+def open_stream(url: str, budget: OpenFileBudget | None = None) -> tuple[IO[bytes], subprocess.Popen | None]:
+    """A readable byte stream of a shard (a local file, or a ``pipe:`` command's stdout); a local
+    file under ``budget`` is a :class:`ParkableFile` (a pipe cannot be parked)."""
     if url.startswith("pipe:"):
         process = subprocess.Popen(url[len("pipe:") :], shell=True, stdout=subprocess.PIPE)
         return process.stdout, process
-    return open(url, "rb"), None
+    return (ParkableFile(url, budget) if budget is not None else open(url, "rb")), None
 
 
-def read_samples(url: str, skip: int = 0, sha256: str | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def read_samples(url: str, skip: int = 0, sha256: str | None = None,
+                 budget: OpenFileBudget | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     """Samples ``(key, {extension: bytes})`` of a shard in tar order, after the first ``skip``.
 
     Raises ``tarfile.TarError`` / ``OSError`` / ``EOFError`` for an unreadable or truncated tar
     (after yielding the samples before the damage), and :class:`ShardChecksumError` at the end of a
-    shard whose bytes do not hash to ``sha256`` (hashed while reading).
+    shard whose bytes do not hash to ``sha256`` (hashed while reading). A local file is read under
+    ``budget`` when given (:mod:`harness.data.open_files`). Running out of descriptors is no broken
+    shard: it raises :class:`ShardError` saying what to do.
     """
-    raw, process = open_stream(url)
+    try:
+        yield from _tar_samples(url, skip, sha256, budget)
+    except OSError as error:
+        if error.errno in TOO_MANY_OPEN_FILES:
+            raise ShardError(too_many_open_files(url, error)) from None
+        raise
+
+
+def _tar_samples(url: str, skip: int, sha256: str | None, budget: OpenFileBudget | None) -> Iterator[tuple[str, dict]]:
+    raw, process = open_stream(url, budget)
     hashing = _HashingReader(raw) if sha256 else None
     stream = io.BufferedReader(hashing, 1 << 16) if hashing else raw
     try:
@@ -166,9 +191,24 @@ def read_samples(url: str, skip: int = 0, sha256: str | None = None) -> Iterator
                 raise ShardChecksumError(f"sha256 {actual[:12]}... differs from the manifest's {sha256[:12]}...")
     finally:
         stream.close()
+        raw.close()  # the hashing layer leaves it open (and a parked file leaves the budget)
         if process is not None:
             process.kill()
             process.wait()
+
+
+def check_open_file_limit(sources: Sequence[Sequence[Shard]], interleave: int, max_open_files: int,
+                          workers: int) -> None:  # fmt: skip
+    """Start-up check (main process): raise the soft open-file limit for what the loader's processes
+    may hold (per stream: at most ``max_open_files`` local shard files, plus one pipe per ``pipe:``
+    reader, which cannot be parked), or raise :class:`ShardError` saying what to do."""
+    files = pipes = 0
+    for shards in sources:
+        piped = sum(shard.url.startswith("pipe:") for shard in shards)
+        files, pipes = files + min(interleave, len(shards) - piped), pipes + min(interleave, piped)
+    problem = open_file_limit_problem(min(files, max_open_files) + pipes, workers)
+    if problem:
+        raise ShardError(problem)
 
 
 VISITED, FAILED, BROKEN_SHARDS = 0, 1, 2  # counters kept per stream (worker) in shared memory
@@ -215,9 +255,17 @@ class ShardCounters:
         return None
 
     def stats(self) -> dict[str, int]:
-        """Samples visited, bad samples skipped and broken shards, over this rank's workers."""
+        """Samples visited, bad samples skipped and broken shards, over this rank's workers
+        (``attempts`` / ``failed_attempts``: the same counts under the names every source uses
+        for the run's failure verdict, :mod:`harness.training.data_budget`)."""
         visited, failed, broken = self.counters.sum(0).tolist()
-        return {"visited": visited, "failed": failed, "broken_shards": broken}
+        return {"visited": visited, "failed": failed, "broken_shards": broken, "attempts": visited,
+                "failed_attempts": failed}  # fmt: skip
+
+    def attempt_counts(self) -> tuple[int, int]:
+        """``(samples read, unusable ones)`` so far over this rank's workers."""
+        visited, failed = self.counters[:, :2].sum(0).tolist()
+        return visited, failed
 
     def visited(self, slot: int) -> None:
         """A sample read by worker ``slot``."""

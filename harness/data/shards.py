@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from harness.data.decode import DecodeError, resolve_backend
 from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures
 from harness.data.loader import ClipBatch, collate_clips
+from harness.data.open_files import OpenFileBudget
 from harness.data.sampling import ClipSpec
 from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shard API lives here)
     FAILED,
@@ -43,6 +44,7 @@ from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shar
     Shard,
     ShardCounters,
     ShardError,
+    check_open_file_limit,
     decode_sample,
     expand_braces,
     list_shards,
@@ -54,6 +56,7 @@ from harness.data.source import LoaderSettings
 from harness.data.workers import die_with_parent
 
 log = logging.getLogger(__name__)
+MAX_BAD_IN_A_ROW = 100  # unusable samples in a row after which a stream gives up (nothing usable left)
 
 
 class ShardItem(NamedTuple):
@@ -82,7 +85,8 @@ class ShardDataset(ShardCounters, IterableDataset):
         seed: base seed.
         interleave: shards a stream reads at once.
         resample: draw shards with replacement (allows fewer shards than streams).
-        max_failure_fraction: abort when bad samples exceed this share of samples visited.
+        max_open_files: local shard files a stream keeps open at most (the others are parked:
+            :mod:`harness.data.open_files`); ``pipe:`` readers count apart.
         quarantine: file that bad samples and shards are appended to (one per rank).
     """
 
@@ -98,8 +102,8 @@ class ShardDataset(ShardCounters, IterableDataset):
         seed: int = 0,
         interleave: int = 4,
         resample: bool = False,
+        max_open_files: int = 64,
         decoder: str = "auto",
-        max_failure_fraction: float = 0.01,
         quarantine: str | Path | None = None,
         manifests: Sequence[str] = (),
     ) -> None:
@@ -111,10 +115,10 @@ class ShardDataset(ShardCounters, IterableDataset):
         self.weights = np.asarray(weights if weights is not None else [max(n, 1) for n in sizes], dtype=float)
         self.weights = self.weights / self.weights.sum()
         self.seed, self.interleave, self.resample, self.decoder = seed, interleave, resample, decoder
+        self.max_open_files = max_open_files
         # Load the decoder library here: forked workers (new ones every epoch) inherit it instead
         # of importing it again (torchcodec: ~1.5 s per worker).
         resolve_backend(decoder)
-        self.max_failure_fraction = max_failure_fraction
         ShardCounters.__init__(self, quarantine, manifests)
         self.rank, self.world_size, self.streams = 0, 1, 1
         self.epoch, self.quotas, self.start_states = 0, [0], [None]
@@ -153,6 +157,7 @@ class ShardDataset(ShardCounters, IterableDataset):
         """This rank's streams: ``batches_per_epoch`` batches per epoch, else the manifests' (or
         ``samples_per_epoch``) samples over all ranks."""
         self.configure(settings.rank, settings.world_size, max(1, settings.num_workers))
+        check_open_file_limit(self.sources, self.interleave, self.max_open_files, settings.num_workers)
         self.quarantine = settings.quarantine
         batches = settings.batches_per_epoch
         if batches is None:
@@ -207,24 +212,17 @@ class ShardDataset(ShardCounters, IterableDataset):
         shards_per_pass = len(range(self._global(stream), len(self.sources[source]), self.world_size * self.streams))
         return source_state["next"] % shards_per_pass != 0
 
-    def _check_budget(self, stream: int) -> None:
-        visited, failed = int(self.counters[:, VISITED].sum()), int(self.counters[:, FAILED].sum())
-        if failed > max(1.0, self.max_failure_fraction * visited):
-            raise TooManyDecodeFailures(
-                f"{failed} of {visited} shard samples were unusable, more than max_failure_fraction="
-                f"{self.max_failure_fraction}; see {self.quarantine or 'the warnings'}"
-            )
-
-    def _open(self, source: int, shard_index: int, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
+    def _open(self, budget: OpenFileBudget, source: int, shard_index: int, skip: int = 0) -> Iterator[tuple]:
         shard = self.sources[source][shard_index]
-        return read_samples(shard.url, skip, shard.sha256)
+        return read_samples(shard.url, skip, shard.sha256, budget)
 
     def _raw_samples(self, stream: int, state: dict) -> Iterator[tuple[str, dict[str, bytes], str]]:
         """Raw samples of this stream from ``state`` on; updates ``state`` as it goes."""
         readers: list[list[Iterator]] = [[] for _ in self.sources]
+        budget = OpenFileBudget(self.max_open_files)  # this stream's local shard files open at once
         for source, source_state in enumerate(state["sources"]):
             for shard_index, consumed in source_state["open"]:
-                readers[source].append(self._open(source, shard_index, consumed))
+                readers[source].append(self._open(budget, source, shard_index, consumed))
         opened_without_sample = 0
         while True:
             if opened_without_sample > 2 * sum(len(shards) for shards in self.sources) + self.interleave:
@@ -236,7 +234,7 @@ class ShardDataset(ShardCounters, IterableDataset):
                 shard_index = self._shard_at(source, stream, source_state["next"])
                 source_state["next"] += 1
                 source_state["open"].append([shard_index, 0])
-                readers[source].append(self._open(source, shard_index))
+                readers[source].append(self._open(budget, source, shard_index))
             slot = int(rng.integers(len(source_state["open"])))
             shard_index = source_state["open"][slot][0]
             url = self.sources[source][shard_index].url
@@ -268,7 +266,7 @@ class ShardDataset(ShardCounters, IterableDataset):
         stream = (self.rotation + worker) % self.streams
         state = copy.deepcopy(self.start_states[stream]) or self._fresh_state()
         quota = self.quotas[stream]
-        produced = 0
+        produced = in_a_row = 0
         samples = self._raw_samples(stream, state)
         while produced < quota:
             key, parts, url = next(samples)
@@ -279,10 +277,17 @@ class ShardDataset(ShardCounters, IterableDataset):
                                      self.decoder, self.num_classes, self.multi_label,
                                      self.decode_max_short_side)  # fmt: skip
             except (DecodeError, SkippedVideo, OSError) as error:
+                # The trainer judges the share of bad samples over all ranks; a stream that finds
+                # nothing usable at all stops here instead of reading its shards forever.
                 self.bad_sample(stream, f"{url}#{key}", str(error))
-                self._check_budget(stream)
+                in_a_row += 1
+                if in_a_row >= MAX_BAD_IN_A_ROW:
+                    where = self.quarantine or "the warnings"
+                    raise TooManyDecodeFailures(
+                        f"{in_a_row} shard samples in a row could not be used (last: {url}#{key}: {error}); see {where}"
+                    ) from None
                 continue
-            produced += 1
+            produced, in_a_row = produced + 1, 0
             yield ShardItem(item, stream, {**copy.deepcopy(state), "produced": produced})
 
 

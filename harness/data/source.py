@@ -76,6 +76,10 @@ class VideoSource(Protocol):
     def stats(self) -> dict[str, int]:
         """Failure counts so far (``failed`` at least), over this rank's workers."""
 
+    def attempt_counts(self) -> tuple[int, int]:
+        """Videos (samples) tried so far and how many of them were unusable, over this rank's
+        workers (cheap: the trainer adds them up over all ranks, :mod:`harness.training.data_budget`)."""
+
     def make_loader(self, settings: LoaderSettings, train: bool) -> DataLoader:
         """This rank's loader (``set_epoch(epoch, start)``, ``len``; training loaders of streams
         also ``state_dict``/``load_state_dict`` for exact resume)."""

@@ -93,11 +93,15 @@ class DeepSpeedStrategy(DistributedStrategy):
     """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed_config``).
 
     ``micro_batch``, ``accumulation`` and ``clip_grad`` come from the harness config and are
-    checked against the JSON.
+    checked against the JSON. ``heads``: probe heads of the run; the engine clips one norm over
+    all of them and skips a NaN/Inf step for all of them, so a grid of heads is refused with
+    clipping on (each head must train as it would alone), and a non-finite loss in one head
+    skips the step of every head.
     """
 
     name = "deepspeed"
     holds_frozen_weights = False
+    skips_per_head = False
 
     def __init__(
         self,
@@ -109,8 +113,15 @@ class DeepSpeedStrategy(DistributedStrategy):
         micro_batch: int = 1,
         accumulation: int = 1,
         clip_grad: float | None = None,
+        heads: int = 1,
     ) -> None:
         super().__init__(device, precision, rank, world_size)
+        if heads > 1 and clip_grad:
+            raise DeepSpeedConfigError(
+                f"optimization.clip_grad={clip_grad} with {heads} probe heads: DeepSpeed clips one norm over all "
+                "heads together, which couples them; set optimization.clip_grad=null, or use distributed.strategy="
+                "ddp or fsdp (they clip each head on its own norm)"
+            )
         self.config = resolve_deepspeed_config(config, micro_batch, accumulation, world_size, clip_grad, precision.name)
         precision.scaler = None  # DeepSpeed scales fp16 losses itself
 
@@ -181,7 +192,7 @@ class DeepSpeedStrategy(DistributedStrategy):
 
     def backward(self, loss: torch.Tensor) -> None:
         # The loop already divides by the number of micro-batches; DeepSpeed must not again.
-        self._engine.backward(loss, scale_wrt_gas=False)
+        self._engine.backward(loss.sum(), scale_wrt_gas=False)
         self._engine.step()  # a no-op except at the accumulation boundary, where it steps
 
     def skip_micro_batch(self, model: nn.Module) -> None:

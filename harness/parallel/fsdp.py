@@ -138,8 +138,7 @@ class FSDPStrategy(DistributedStrategy):
                 module.reshard()
         yield
 
-    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
-        norm = super().optimizer_step(model, optimizer, max_norm)
+    def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
         return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
     def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:

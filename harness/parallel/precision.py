@@ -34,8 +34,12 @@ class Precision:
             yield
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss to call ``backward`` on (scaled for float16)."""
-        return self.scaler.scale(loss) if self.scaler is not None else loss
+        """The loss to call ``backward`` on: ``loss`` (a scalar, or the ``[heads]`` losses of a grid
+        of probe heads) summed and, for float16, scaled (each head by its own scale when the
+        scaler keeps one per head: :class:`~harness.parallel.head_steps.HeadScaler`)."""
+        if self.scaler is None:
+            return loss.sum()
+        return self.scaler.scale(loss if getattr(self.scaler, "per_head", False) else loss.sum())
 
     def state_dict(self) -> dict:
         """Scaler state (empty unless float16)."""

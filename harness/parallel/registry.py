@@ -137,7 +137,8 @@ def _fsdp_options(distributed: Any, data: Any, optimization: Any) -> dict[str, A
 
 def _deepspeed_options(distributed: Any, data: Any, optimization: Any) -> dict[str, Any]:
     return {"config": distributed.deepspeed_config, "micro_batch": data.batch_size,
-            "accumulation": optimization.accumulation_steps, "clip_grad": optimization.clip_grad}  # fmt: skip
+            "accumulation": optimization.accumulation_steps, "clip_grad": optimization.clip_grad,
+            "heads": max(1, len(optimization.heads))}  # fmt: skip
 
 
 STRATEGY_SPECS: dict[str, StrategySpec] = {

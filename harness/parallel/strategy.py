@@ -22,6 +22,7 @@ from torch import nn
 from harness.errors import UserError
 from harness.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
+from harness.parallel.head_steps import clip_per_head, drop_head_gradients
 from harness.parallel.precision import Precision
 
 STATE_FILE = "state.pt"
@@ -111,7 +112,8 @@ class Strategy:
         yield
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward of ``loss`` (scaled for float16)."""
+        """Backward of ``loss``: a scalar or the ``[heads]`` losses of a grid (summed; scaled for
+        float16, per head with a :class:`~harness.parallel.head_steps.HeadScaler`)."""
         self.precision.scale(loss).backward()
 
     @contextlib.contextmanager
@@ -119,18 +121,20 @@ class Strategy:
         """Context for one micro-batch; ``sync=False`` on all but the last of an accumulation."""
         yield
 
-    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
-        """Unscale, clip to ``max_norm`` (None: no clipping), step, zero the gradients.
+    #: whether a probe head with a NaN/Inf loss can skip its step alone (:meth:`drop_heads`)
+    skips_per_head = True
 
-        Returns the total gradient norm before clipping (a tensor) or None without clipping.
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None):
+        """Unscale, clip to ``max_norm`` (None: no clipping; each probe head on its own norm:
+        :func:`~harness.parallel.head_steps.clip_per_head`), step, zero the gradients.
+
+        Returns the gradient norm over all heads before clipping (a tensor) or None without
+        clipping.
         """
         scaler = self.precision.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
-        norm = None
-        if max_norm:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = clip_per_head(optimizer, max_norm, self.full_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -138,6 +142,15 @@ class Strategy:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
+
+    def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
+        """A gradient norm as a plain tensor (sharding strategies hold it as a DTensor)."""
+        return norm
+
+    def drop_heads(self, optimizer: torch.optim.Optimizer, heads: list[int]) -> None:
+        """Probe ``heads`` had a NaN/Inf loss on some rank: their gradients are forgotten before
+        the step, so only they skip it (the same ``heads`` on every rank)."""
+        drop_head_gradients(optimizer, heads)
 
     def skip_micro_batch(self, model: nn.Module) -> None:
         """A micro-batch with a non-finite loss: run no backward for it."""
@@ -159,6 +172,11 @@ class Strategy:
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj]
+
+    def gather_to_main(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on the main rank only (``[]`` elsewhere): what
+        only the main rank writes (prediction rows) costs the other ranks nothing."""
         return [obj]
 
     def barrier(self) -> None:
@@ -235,6 +253,11 @@ class DistributedStrategy(Strategy):
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
+
+    def gather_to_main(self, obj: Any) -> list[Any]:
+        gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, gathered, dst=0)
+        return gathered or []
 
     def barrier(self) -> None:
         dist.barrier()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from harness.config import Config, ConfigError
 from harness.data import ClipSpec, EvalTransform, TrainTransform, VideoClipDataset
-from harness.data.listing import VideoRecord, label_ids
+from harness.data.listing import Listing
 from harness.data.shard_eval import ShardEvalDataset
 from harness.data.shards import (
     Shard,
@@ -41,6 +41,7 @@ from harness.models.checkpoint_io import hf_family
 from harness.models.hf_directory import is_hf_directory
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 from harness.parallel.distributed import process_info
+from harness.parallel.head_steps import HeadScaler
 from harness.parallel.precision import hold_frozen_weights
 from harness.parallel.registry import STRATEGY_SPECS
 from harness.parallel.strategy import Strategy, build_strategy, resolve_strategy_name
@@ -54,7 +55,11 @@ def build_strategy_from_config(config: Config) -> Strategy:
     dist_cfg = config.distributed
     name = resolve_strategy_name(dist_cfg.strategy, process_info().world_size)
     options = STRATEGY_SPECS[name].options(dist_cfg, config.data, config.optimization)
-    return build_strategy(name, config.meta.device, config.meta.dtype, dist_cfg.backend, options)
+    strategy = build_strategy(name, config.meta.device, config.meta.dtype, dist_cfg.backend, options)
+    heads = len(config.optimization.heads)
+    if strategy.precision.scaler is not None and heads > 1:  # float16 grid: one loss scale per head
+        strategy.precision.scaler = HeadScaler(heads, strategy.device, strategy.all_reduce_sum)
+    return strategy
 
 
 def ensure_demo_data(config: Config) -> None:
@@ -68,8 +73,8 @@ def ensure_demo_data(config: Config) -> None:
         if class_file is not None and not class_file.is_file() and class_file.parent == listings[0].parent:
             from harness.data.synthetic import write_class_names  # demo data made before it had names
 
-            ids = [i for p in listings for r in listing_records(str(p)) for i in label_ids(r.label)]
-            write_class_names(class_file.parent, 1 + max(ids))
+            largest = max(int(listing_records(str(p)).all_ids().max()) for p in listings)
+            write_class_names(class_file.parent, 1 + largest)
         return
     roots = {p.parent for p in listings}
     names = {p.name for p in listings}
@@ -85,7 +90,7 @@ def ensure_demo_data(config: Config) -> None:
     make_demo_dataset(root, seed=config.meta.seed, multi_label=config.meta.multi_label)
 
 
-def _read_listings(paths: list[str], key: str, names: list[str] | None) -> list[list[VideoRecord]]:
+def _read_listings(paths: list[str], key: str, names: list[str] | None) -> list[Listing]:
     if not paths:
         raise ConfigError(f"data.{key} is empty: give at least one listing (CSV 'path label' or NPY)")
     return [labelled(listing_records(path), names, key) for path in paths]
@@ -115,8 +120,11 @@ def _train_transform(config: Config) -> TrainTransform:
 
 
 def _shard_sources(sources: list[str], key: str) -> list[list[Shard]]:
+    # Only the main rank checks that the shards of a pattern exist (a stat per shard on every rank
+    # is a metadata storm); elsewhere a missing shard is a broken shard when read.
+    check_exists = process_info().rank == 0
     try:
-        return [list_shards(source) for source in sources]
+        return [list_shards(source, check_exists) for source in sources]
     except ShardError as error:
         raise ConfigError(f"data.{key}: {error}") from None
 
@@ -135,8 +143,8 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
             seed=config.meta.seed,
             interleave=config.shards.interleave,
             resample=config.shards.resample,
+            max_open_files=config.shards.max_open_files,
             decoder=data.decoder,
-            max_failure_fraction=data.max_failure_fraction,
             manifests=data.shards,
         )
         dataset.decode_max_short_side = data.decode_max_short_side
@@ -152,7 +160,6 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
         allow_clip_overlap=data.allow_clip_overlap,
         decoder=data.decoder,
         seed=config.meta.seed,
-        max_failure_fraction=data.max_failure_fraction,
         min_frames=data.min_frames,
         decode_max_short_side=data.decode_max_short_side,
     )
@@ -187,7 +194,6 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSo
         seed=config.meta.seed,
         allow_clip_overlap=data.allow_clip_overlap,
         decoder=data.decoder,
-        max_failure_fraction=data.max_failure_fraction,
         decode_max_short_side=data.decode_max_short_side,
     )
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from harness.config import Config, ConfigError
-from harness.data.listing import ListingError, VideoRecord, name_labels, read_listing
+from harness.data.listing import Listing, ListingError, name_labels, read_listing
 from harness.data.shard_io import read_manifest
 
 
@@ -52,17 +52,18 @@ def read_class_names(path: str | Path, key: str = "data.class_names") -> list[st
 
 
 @functools.lru_cache(maxsize=16)
-def _listing(path: str, stamp: tuple[int, int]) -> tuple[VideoRecord, ...]:
-    return tuple(read_listing(path))
+def _listing(path: str, stamp: tuple[int, int]) -> Listing:
+    return read_listing(path)
 
 
-def listing_records(path: str) -> list[VideoRecord]:
-    """A listing's records, read once while the file is unchanged (class names need a first look)."""
+def listing_records(path: str) -> Listing:
+    """A listing, read once while the file is unchanged (class names need a first look; the
+    columns are shared, never modified)."""
     try:
         info = Path(path).stat()
     except OSError:
         return read_listing(path)  # raises the listing error naming the file
-    return list(_listing(str(path), (info.st_mtime_ns, info.st_size)))
+    return _listing(str(path), (info.st_mtime_ns, info.st_size))
 
 
 def resolve_class_names(config: Config) -> list[str] | None:
@@ -75,20 +76,19 @@ def resolve_class_names(config: Config) -> list[str] | None:
             label_map = read_manifest(source).get("label_map") or {}
             if label_map:
                 return [str(label_map[str(i)]) for i in range(len(label_map))]
-    named = [r.name for path in data.datasets for r in listing_records(path) if r.name is not None]
-    names = {name for entry in named for name in (entry if isinstance(entry, tuple) else (entry,))}
+    names = {name for path in data.datasets for name in listing_records(path).names or ()}
     return sorted(names) or None
 
 
-def labelled(records: list[VideoRecord], names: list[str] | None, key: str) -> list[VideoRecord]:
-    """``records`` with name labels turned into ids (a name-labelled listing needs names)."""
-    if not any(r.name is not None for r in records):
-        return records
+def labelled(listing: Listing, names: list[str] | None, key: str) -> Listing:
+    """``listing`` with name labels turned into ids (a name-labelled listing needs names)."""
+    if not listing.named:
+        return listing
     if names is None:
-        raise ConfigError(f"data.{key}: {records[0].where}: the listing names classes but the training data has "
+        raise ConfigError(f"data.{key}: {listing.where(0)}: the listing names classes but the training data has "
                           "no class names: give data.class_names")  # fmt: skip
     try:
-        return name_labels(records, names, "the run")
+        return name_labels(listing, names, "the run")
     except ListingError as error:
         raise ConfigError(f"data.{key}: {error}") from None
 

@@ -103,7 +103,7 @@ def write_eval_artefacts(
     matrix (CSV + PNG; single-label runs) from all ranks, written by the main rank as
     ``<prefix>predictions.csv`` etc.; returns the paths written and the gathered prediction rows
     (empty on other ranks)."""
-    rows = [row for rank_rows in strategy.gather_objects(accumulator.rows) for row in rank_rows]
+    rows = [row for rank_rows in strategy.gather_to_main(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []
     paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}per_class.csv"]

@@ -142,9 +142,10 @@ class RunningSums:
     resumed run's log rows and epoch averages equal an uninterrupted run's.
     """
 
-    def __init__(self, device: torch.device, heads: int = 1) -> None:
+    def __init__(self, device: torch.device, heads: int = 1, best_head: bool = False) -> None:
         self.device = device
         self.heads = heads if heads > 1 else 0
+        self.best_head = best_head  # acc1 is the best head's top-1 (V-JEPA 2's), not the heads' mean
         self.reset()
 
     def reset(self) -> None:
@@ -178,7 +179,8 @@ class RunningSums:
         self.steps += 1
 
     def means(self, all_reduce=None) -> dict[str, float]:
-        """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``."""
+        """Mean loss and accuracies (one host sync); over all ranks when given ``all_reduce``.
+        With ``best_head``, ``acc1`` is the best head's top-1."""
         sums = all_reduce(self.sums.clone()) if all_reduce is not None else self.sums
         loss_sum, top1, top5, count, *per_head = sums.tolist()
         if not count:  # every step of the stretch was skipped (non-finite loss)
@@ -187,6 +189,8 @@ class RunningSums:
         for head in range(self.heads):
             out[f"loss_h{head}"] = per_head[2 * head] / count
             out[f"acc1_h{head}"] = per_head[2 * head + 1] / count
+        if self.best_head and self.heads:
+            out["acc1"] = max(out[f"acc1_h{head}"] for head in range(self.heads))
         return out
 
     def state_dict(self) -> dict:

@@ -77,8 +77,20 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
         config.optimization.epochs,
         run.folder,
     )
+    log.info("protocol: %s", describe_protocol(config.optimization, max(1, len(config.optimization.heads))))
     if resumed_from is not None:
         log.info("resumed from %s at epoch %d, step %d", resumed_from, run.state.epoch, run.state.step)
+
+
+def describe_protocol(optimization, heads: int) -> str:
+    """Which training conventions run (``optimization.protocol``), in one phrase."""
+    clip = f"clipping each head to {optimization.clip_grad}" if optimization.clip_grad else "no clipping"
+    if optimization.protocol == "vjepa2":
+        return (
+            f"vjepa2 (V-JEPA 2's probe eval step for step: schedules stepped before the forward, truncated warmup, "
+            f"every probe tensor decayed, {clip}, training top-1 of the best of {heads} head(s))"
+        )
+    return f"harness (schedules at the step's start, rounded warmup, no decay on biases/norms/tokens, {clip})"
 
 
 def failure(state: TrainState) -> str | None:

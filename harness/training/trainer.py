@@ -21,6 +21,7 @@ from harness.data.loader import ClipBatch
 from harness.errors import RunFailed
 from harness.logger import RunLogger, WandbSink
 from harness.observability import StallDetector, checked_mfu, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
+from harness.parallel.head_steps import nonfinite_heads
 from harness.parallel.strategy import Strategy
 from harness.progress import progress
 from harness.tensorboard import TensorBoardSink
@@ -28,12 +29,14 @@ from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
 from harness.training.checks import check_labels, steps_per_epoch
 from harness.training.classes import display_names, resolve_class_names
+from harness.training.data_budget import build_budgets
 from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums
 from harness.training.mixup import Mixup
 from harness.training.objective import build_objective
 from harness.training.optim import build_optimizer, build_schedules
+from harness.training.protocol import best_head_accuracy
 from harness.training.resume import resume as resume_run
 from harness.training.resume import save as save_run
 from harness.training.run_lock import take_run_folder
@@ -56,7 +59,7 @@ class Trainer:
         self.config = config
         self.strategy = strategy or build.build_strategy_from_config(config)
         self.folder = Path(config.folder)
-        self.is_main = self.strategy.is_main
+        self.is_main, self.world_size = self.strategy.is_main, self.strategy.world_size
         take_run_folder(self.folder, self.strategy)
         if self.is_main:
             save_config(config, self.folder / "config.yaml")
@@ -78,6 +81,9 @@ class Trainer:
         opt = config.optimization
         self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
         self.schedule = build_schedules(opt, self.steps_per_epoch)
+        epoch_samples = self.steps_per_epoch * opt.accumulation_steps * config.data.batch_size * self.world_size
+        self.train_budget, self.val_budget = build_budgets(self.strategy, self.train_set, self.val_set,
+                                                           config.data.max_failure_fraction, epoch_samples)  # fmt: skip
         self.num_heads = max(1, len(opt.heads))
         self.encoder_group = max(1, config.data.encoder_batch_size // config.data.batch_size)  # micro-batches
         counts = self.train_set.class_counts(self.num_classes) if opt.class_weights == "auto" else None
@@ -90,8 +96,9 @@ class Trainer:
             self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay, self.strategy.local_tensor)
         self.checkpoints = CheckpointManager(self.folder, self.strategy.rank, self.strategy.barrier)
         self.state = TrainState()
-        self.window = RunningSums(self.strategy.device, self.num_heads)  # since the last log row
-        self.epoch_sums = RunningSums(self.strategy.device, self.num_heads)  # since the start of the epoch
+        best = best_head_accuracy(opt.protocol)  # V-JEPA 2 reports the best head's training top-1
+        self.window = RunningSums(self.strategy.device, self.num_heads, best)  # since the last log row
+        self.epoch_sums = RunningSums(self.strategy.device, self.num_heads, best)  # since the epoch's start
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
                                 heads=self.num_heads, multi_label=self.objective.multi_label)  # fmt: skip
@@ -131,7 +138,7 @@ class Trainer:
     def run_context(self) -> RunContext:
         """What saving and resuming touch: the strategy's model and optimizer, and the parts."""
         parts = {"train_state": self.state, "precision": self.strategy.precision, "window": self.window,
-                 "epoch_sums": self.epoch_sums}  # fmt: skip
+                 "epoch_sums": self.epoch_sums, "failure_budget": self.train_budget}  # fmt: skip
         return RunContext(self.config, self.folder, self.strategy, self.model, self.optimizer, self.checkpoints,
                           self.state, parts, self.train_loader, self.ema, self.num_classes, self.class_names,
                           self.steps_per_epoch)  # fmt: skip
@@ -192,6 +199,7 @@ class Trainer:
         if first == 0:
             self.window.reset()
             self.epoch_sums.reset()
+        self.train_budget.start_epoch(epoch, resumed=first > 0)
         stopped_by = None
         for _ in range(first, self.steps_per_epoch):
             started = time.perf_counter()
@@ -215,8 +223,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", acc1=f"{row['acc1']:.3f}", clips=clips)
             if every_steps and self.state.step % every_steps == 0:
                 self.save(["latest"])
-            # One process checks every step (free); several agree at log rows (one tiny all-reduce).
+            # One process checks every step (free); several agree at log rows (tiny all-reduces):
+            # on unusable videos over all ranks, and on a stop signal.
             if self.strategy.world_size == 1 or self.state.step % log_every == 0 or last:
+                self.train_budget.check(final=last)
                 stopped_by = self.stop.agreed(self.strategy)
                 if stopped_by:
                     break
@@ -262,36 +272,46 @@ class Trainer:
         """One optimizer step over ``micro_batches``; returns on-device sums (loss, top-1,
         top-5 hits), the sample count, the gradient norm and, with several probe heads, their
         ``[heads, 2]`` loss and top-1 sums, without synchronising. Heads are trained together:
-        the loss is their sum (their parameters are disjoint, so each gets its own gradient) and
-        the logged loss and accuracies are their means."""
+        the loss is their sum (their parameters are disjoint, so each gets its own gradient), a
+        head with a NaN/Inf loss skips its step alone, and the logged loss and accuracies are
+        their means (the training top-1 is the best head's under ``protocol: vjepa2``)."""
         strategy, device = self.strategy, self.strategy.device
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros(2, device=device)
         head_sums = torch.zeros(self.num_heads, 2, device=device)
         count = 0
-        finite = True
+        finite, dropped = True, set()
         for index, (inputs, labels, targets, indices, stage) in enumerate(self._step_inputs(micro_batches)):
             with strategy.accumulate(self.model, sync=index == len(micro_batches) - 1):
                 with strategy.precision.autocast():
                     logits = self.model(inputs, indices, **stage)
                 per_head = logits.unbind(1) if logits.dim() == 3 else (logits,)
                 losses = torch.stack([self.objective.loss(head, labels, targets) for head in per_head])
-                loss = losses.sum()
-                # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights.
-                if strategy.all_finite(loss):
-                    strategy.backward(loss / len(micro_batches))
+                # One host sync per micro-batch: a NaN/Inf loss (on any rank) must not reach the weights;
+                # a head's NaN gradients stay in that head (disjoint parameters, frozen encoder: a
+                # trained encoder would share them), which then skips alone.
+                bad = nonfinite_heads(losses, strategy.all_reduce_sum)
+                alone = strategy.skips_per_head and not self.config.meta.finetune_encoder
+                if not bad or (alone and len(bad) < self.num_heads):
+                    strategy.backward(losses / len(micro_batches))
+                    dropped.update(bad)
                 else:
                     finite = False
                     strategy.skip_micro_batch(self.model)
             if finite:
                 with torch.no_grad():
                     head_hits = torch.stack([torch.stack(self.objective.hits(h.detach(), labels)) for h in per_head])
-                    loss_sum += losses.detach().mean() * len(labels)
+                    losses = torch.nan_to_num(losses.detach(), nan=0.0, posinf=0.0, neginf=0.0)  # skipped heads
+                    loss_sum += losses.mean() * len(labels)
                     hits += head_hits.float().mean(0)
-                    head_sums += torch.stack([losses.detach() * len(labels), head_hits[:, 0].float()], dim=1)
+                    head_sums += torch.stack([losses * len(labels), head_hits[:, 0].float()], dim=1)
                 count += len(labels)
-        if not finite:
+        if not finite or len(dropped) == self.num_heads:
             return self._skip_step(), hits, 0, None, None
+        if dropped:
+            log.warning("non-finite loss at step %d in probe heads %s: their step skipped", self.state.step + 1,
+                        sorted(dropped))  # fmt: skip
+            strategy.drop_heads(self.optimizer, sorted(dropped))
         self.state.nonfinite_streak = 0
         norm = strategy.optimizer_step(self.model, self.optimizer, self.config.optimization.clip_grad)
         if self.ema is not None:
@@ -384,13 +404,17 @@ class Trainer:
         return result
 
     def _evaluate(self, progress: bool):
-        return evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
-                        num_views=self.config.data.num_views, objective=self.objective)  # fmt: skip
+        self.val_budget.start_epoch(self.state.epoch)
+        outcome = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
+                           num_views=self.config.data.num_views, objective=self.objective)  # fmt: skip
+        self.val_budget.check(final=True)  # every validation video tried once over all ranks
+        return outcome
 
     def finish(self, stopped_by: str | None = None) -> None:
         """Summary, W&B run closed, signal handlers restored; a run that learned nothing then
         raises :class:`RunFailed` (everything it wrote stays)."""
-        problem = write_final_summary(self.run_context(), self.train_set.stats(), stopped_by)
+        stats = self.train_set.stats() | {"all_ranks": self.train_budget.totals()}
+        problem = write_final_summary(self.run_context(), stats, stopped_by)
         if self.wandb and self.config.logging.wandb.log_model and not (stopped_by or problem):
             self.wandb.log_model(self.folder, self.state.best_epoch + 1, self.state.best_top1)
         for sink in self.dashboards:

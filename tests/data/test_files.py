@@ -50,29 +50,41 @@ def test_items_depend_on_seed_epoch_index_only(good_videos):
 
 def test_bad_files_are_replaced_counted_and_logged_once(good_videos, bad_videos, caplog):
     paths = good_videos + bad_videos
-    ds = dataset(paths, max_failure_fraction=0.6)
+    ds = dataset(paths)
     with caplog.at_level(logging.WARNING, logger="harness.data.files"):
         for epoch in range(2):
             ds.set_epoch(epoch)
             for i in range(len(ds)):
                 clips, label, _, _ = ds[i]
                 assert label < len(good_videos), "a broken video's item is replaced by a good one"
-    assert ds.stats()["failed"] == len(bad_videos)
+    stats = ds.stats()
+    assert stats["failed"] == len(bad_videos)
     assert sorted(ds.failed_paths()) == sorted(map(str, bad_videos))
     for path in bad_videos:
         assert sum(str(path) in r.getMessage() for r in caplog.records) == 1, "logged once"
+    # every attempt counts, a known bad video drawn again too (each epoch counts alike)
+    assert stats["failed_attempts"] >= 2 * len(bad_videos)
+    assert stats["attempts"] == 2 * len(ds) + stats["failed_attempts"], "one success per item"
 
 
-def test_abort_threshold_fires(good_videos, bad_videos):
-    ds = dataset(good_videos + bad_videos, max_failure_fraction=0.2)  # 8 items: 1 failure allowed
-    with pytest.raises(TooManyDecodeFailures, match="max_failure_fraction=0.2"):
+def test_counts_feed_the_runs_verdict(good_videos, bad_videos):
+    from harness.training.data_budget import FailureBudget
+
+    ds = dataset(good_videos + bad_videos)
+    budget = FailureBudget(ds.attempt_counts, lambda t: t, 0.2, planned=len(ds))  # 8 items: 1.6 allowed
+    budget.start_epoch(0)
+    done = 0
+    with pytest.raises(TooManyDecodeFailures, match=r"training epoch 1: \d+ of \d+ videos .*max_failure_fraction=0.2"):
         for i in range(len(ds)):
             ds[i]
-    assert ds.stats()["failed"] == 2
+            done += 1
+            budget.check()
+    assert done < len(ds), "stopped mid-epoch: the epoch's budget was spent"
+    assert ds.stats()["failed_attempts"] >= 2
 
 
 def test_retries_are_bounded(bad_videos):
-    ds = dataset(bad_videos, max_failure_fraction=1.0, max_retries=3)
+    ds = dataset(bad_videos, max_retries=3)
     with pytest.raises(TooManyDecodeFailures, match="4 videos in a row"):
         ds[0]
 
@@ -81,7 +93,9 @@ def test_filters_are_reported(good_videos):
     ds = dataset(good_videos, min_frames=60)  # short (12) and medium (50) are too short
     for i in range(len(ds)):
         ds[i]
-    assert ds.stats() == {"failed": 0, "too_short": 2, "too_large": 0}
+    stats = ds.stats()
+    assert (stats["failed"], stats["too_short"], stats["too_large"]) == (0, 2, 0)
+    assert stats["failed_attempts"] == 0, "a filtered video is not a failure"
     small = dataset(good_videos, max_file_bytes=1)
     with pytest.raises(TooManyDecodeFailures):
         small[0]
@@ -122,7 +136,7 @@ def test_evaluation_dataset_drops_bad_videos_instead_of_replacing(good_videos, b
 
     paths = good_videos + bad_videos
     records = [VideoRecord(str(p), i) for i, p in enumerate(paths)]
-    ds = VideoClipDataset([(records, SPEC)], EvalTransform(16), train=False, decoder="pyav", max_failure_fraction=1.0)
+    ds = VideoClipDataset([(records, SPEC)], EvalTransform(16), train=False, decoder="pyav")
     items = [ds[i] for i in range(len(ds))]
     assert [item is None for item in items] == [False] * len(good_videos) + [True] * len(bad_videos)
     batch = collate_clips(items)

@@ -153,7 +153,7 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_quarantined(demo_root
     (tmp_path / "b.tar").write_bytes((tmp_path / "b.tar").read_bytes()[:cut])
     quarantine = tmp_path / "quarantine_r0.txt"
     shards = [*list_shards(str(tmp_path / "a.tar")), *list_shards(str(tmp_path / "b.tar"))]
-    dataset = ShardDataset([shards], SPEC, TrainTransform(32, normalize=False), max_failure_fraction=0.9,
+    dataset = ShardDataset([shards], SPEC, TrainTransform(32, normalize=False),
                            quarantine=quarantine, interleave=2)  # fmt: skip
     dataset.configure(0, 1, 1)
     loader = ShardLoader(dataset, 2, steps_per_epoch=5, num_workers=0)  # more than one pass over both
@@ -167,16 +167,17 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_quarantined(demo_root
     assert any("b.tar" in line and "truncated" in line for line in lines)
 
 
-def test_too_many_bad_samples_abort(tmp_path):
+def test_a_stream_with_nothing_usable_stops_instead_of_reading_forever(tmp_path):
     write_tar(tmp_path / "bad.tar", [m for i in range(6) for m in sample_members(f"x{i}", b"junk", b"0")])
-    dataset = ShardDataset([list_shards(str(tmp_path / "bad.tar"))], SPEC, TrainTransform(32), max_failure_fraction=0.1)
+    dataset = ShardDataset([list_shards(str(tmp_path / "bad.tar"))], SPEC, TrainTransform(32))
     dataset.configure(0, 1, 1)
     loader = ShardLoader(dataset, 2, steps_per_epoch=2, num_workers=0)
     loader.set_epoch(0)
     from harness.data.files import TooManyDecodeFailures
 
-    with pytest.raises(TooManyDecodeFailures, match="max_failure_fraction=0.1"):
+    with pytest.raises(TooManyDecodeFailures, match="100 shard samples in a row could not be used"):
         list(loader)
+    assert dataset.attempt_counts() == (100, 100), "counted for the run's verdict too"
 
 
 def test_pipe_sources_stream_too(demo_shards):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 REQUIRED = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged")
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")  #: job states
 
 
 def available() -> str | None:
@@ -120,17 +121,37 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
                 return field.split("=", 1)[1]
         return "UNKNOWN"
 
+    def array_states(self, job: int) -> dict[str, str]:
+        """The state of each task of an array job, by ``<job>_<task>`` (one entry, the whole
+        array, while none of its tasks has started)."""
+        text = self.run("scontrol", "show", "job", str(job)).stdout
+        states = {}
+        for record in text.split("\n\n"):
+            fields = dict(field.split("=", 1) for field in record.split() if "=" in field)
+            if "JobState" in fields:
+                states[f"{fields.get('ArrayJobId', job)}_{fields.get('ArrayTaskId', '')}"] = fields["JobState"]
+        return states
+
+    def wait_array(self, job: int, tasks: int, timeout: float = 300) -> dict[str, str]:
+        """Until every one of the ``tasks`` tasks of an array job ended; returns their states."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = self.array_states(job)
+            if len(states) == tasks and all(state in FINAL for state in states.values()):
+                return states
+            time.sleep(0.5)
+        raise TimeoutError(f"array job {job} not done after {timeout} s: {self.array_states(job)}\n{self.logs()}")
+
     def wait(self, job: int, timeout: float = 300, kick_requeued: bool = True) -> str:
         """Until the job ends; returns its final state. A requeued job is started after 2 s
         instead of SLURM's ~120 s hold. Not at once: slurmd revokes the old run's credential with
         a time stamp in whole seconds, so a restart allocated within the same second is refused
         ("Job credential revoked") and the job ends FAILED."""
         deadline = time.time() + timeout
-        final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
         pending_since = None
         while time.time() < deadline:
             state = self.state(job)
-            if state in final:
+            if state in FINAL:
                 return state
             pending_since = (pending_since or time.time()) if state == "PENDING" else None
             if pending_since is not None and time.time() - pending_since >= 2 and kick_requeued:

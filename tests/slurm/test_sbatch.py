@@ -22,15 +22,6 @@ ENV = {"HARNESS_PROCS_PER_NODE": "2", "HARNESS_REPO": str(REPO), "HARNESS_PYTHON
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
-    assert not cluster.running(), f"daemons left running: {cluster.running()}"
-
-
 def config(tmp_path: Path, demo_root: Path, name: str) -> str:
     overrides = tiny_overrides(demo_root, tmp_path / name, "optimization.epochs=3", "data.batch_size=2",
                                "data.crop_size=48", "model.depth=3")  # fmt: skip

@@ -1,0 +1,5 @@
+import sys
+
+from harness.prepare.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""The input videos: collected from class folders or a listing, split into train and validation
+by source video, and sliced into parts; all computed from the whole input, identically in every
+part."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.listing import label_ids, name_labels, read_listing
+from harness.errors import UserError
+from harness.prepare.parts import Part
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+Label = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input video (or, with ``--chunked``, one ready clip); ``index`` numbers it in the
+    whole input (train first, then ``--val-input``) and names its clips."""
+
+    index: int
+    path: str
+    label: Label  #: several class ids for a multi-label video
+
+
+def collect(input_path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
+    """``(path, label)`` pairs and label names from a folder of class folders or a listing."""
+    if input_path.is_dir():
+        classes = sorted(p.name for p in input_path.iterdir() if p.is_dir())
+        if not classes:
+            raise UserError(f"{input_path} has no class folders (expected <root>/<class>/*.mp4)")
+        pairs = [
+            (str(video), label)
+            for label, name in enumerate(classes)
+            for video in sorted((input_path / name).iterdir())
+            if video.suffix.lower() in VIDEO_SUFFIXES
+        ]
+        return pairs, classes
+    return _listing_pairs(input_path)
+
+
+def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
+    """The one place that reads a listing: its ``(path, label)`` pairs, and its class names (a
+    listing of names: sorted, ids in that order) or its class ids as names."""
+    listing = read_listing(path)
+    if listing.named:
+        names = sorted(listing.names)
+        listing = name_labels(listing, names, str(path))
+    else:
+        names = [str(i) for i in range(1 + int(listing.all_ids().max()))]
+    return [(listing.path(i), listing.label(i)) for i in range(len(listing))], names
+
+
+def split_sources(pairs: list[tuple[str, Label]], val_fraction: float, seed: int) -> dict[str, list[Source]]:
+    """Train/validation split by source video, stratified per class, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[Source]] = {"train": [], "val": []}
+    by_label: dict[int, list[int]] = {}
+    for index, (_, label) in enumerate(pairs):
+        by_label.setdefault(label_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
+    val = set()
+    for indices in by_label.values():
+        count = int(round(val_fraction * len(indices)))
+        val.update(rng.permutation(indices)[:count].tolist())
+    for index, (path, label) in enumerate(pairs):
+        splits["val" if index in val else "train"].append(Source(index, path, label))
+    return splits
+
+
+def build_splits(input_path: Path, val_input: Path | None, val_fraction: float,
+                 seed: int) -> tuple[dict[str, list[Source]], list[str]]:  # fmt: skip
+    """The sources of each split and the label names, from the whole input."""
+    pairs, label_names = collect(input_path)
+    if val_input is None:
+        return split_sources(pairs, val_fraction, seed), label_names
+    val_pairs, _ = collect(val_input)
+    return {
+        "train": [Source(i, p, label) for i, (p, label) in enumerate(pairs)],
+        "val": [Source(len(pairs) + i, p, label) for i, (p, label) in enumerate(val_pairs)],
+    }, label_names
+
+
+def sources_of_part(sources: list[Source], part: Part, seed: int) -> list[Source]:
+    """The sources part ``part`` prepares: every N-th of a seeded shuffle, so that each part gets
+    a like share of every class and of long and short videos."""
+    if part.whole:
+        return sources
+    order = np.random.default_rng((seed, 1)).permutation(len(sources))
+    return [sources[i] for i in sorted(order[part.index :: part.count].tolist())]
+
+
+def input_digest(splits: dict[str, list[Source]], label_names: list[str]) -> str:
+    """A fingerprint of the whole input as split (every part computes the same one)."""
+    digest = hashlib.sha1("\n".join(label_names).encode())
+    for split, sources in splits.items():
+        for source in sources:
+            digest.update(f"\n{split}\t{source.index}\t{source.path}\t{label_ids(source.label)}".encode())
+    return digest.hexdigest()
