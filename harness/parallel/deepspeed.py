@@ -89,6 +89,14 @@ def resolve_deepspeed_config(
     return config
 
 
+def fp16_supported() -> bool:
+    """Whether DeepSpeed's accelerator takes fp16 here (its engine raises otherwise; CPUs need
+    AVX512-FP16 through oneDNN)."""
+    from deepspeed.accelerator import get_accelerator
+
+    return bool(get_accelerator().is_fp16_supported())
+
+
 class DeepSpeedStrategy(DistributedStrategy):
     """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed_config``).
 
@@ -123,6 +131,11 @@ class DeepSpeedStrategy(DistributedStrategy):
                 "ddp or fsdp (they clip each head on its own norm)"
             )
         self.config = resolve_deepspeed_config(config, micro_batch, accumulation, world_size, clip_grad, precision.name)
+        if self.config.get("fp16", {}).get("enabled") and not fp16_supported():
+            raise DeepSpeedConfigError(
+                "meta.dtype=float16 under DeepSpeed: DeepSpeed refuses fp16 on this device (a CPU without "
+                "AVX512-FP16); use meta.dtype=bfloat16 or float32 here"
+            )
         precision.scaler = None  # DeepSpeed scales fp16 losses itself
 
     @property

@@ -72,3 +72,17 @@ def test_contradicting_deepspeed_json_names_both_values(base, message, tmp_path)
     with pytest.raises(DeepSpeedConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         resolve(path)
     assert str(path) in str(error.value)
+
+
+def test_deepspeed_fp16_on_a_device_without_it_is_one_clear_line(monkeypatch):
+    import torch
+
+    import harness.parallel.deepspeed as deepspeed_strategy
+    from harness.parallel.precision import Precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(deepspeed_strategy, "fp16_supported", lambda: False)
+    with pytest.raises(DeepSpeedConfigError, match="meta.dtype=float16 under DeepSpeed: DeepSpeed refuses fp16"):
+        deepspeed_strategy.DeepSpeedStrategy(cpu, Precision("float16", cpu), 0, 1, REPO / "ds_configs/zero2.json")
+    monkeypatch.setattr(deepspeed_strategy, "fp16_supported", lambda: True)
+    deepspeed_strategy.DeepSpeedStrategy(cpu, Precision("float16", cpu), 0, 1, REPO / "ds_configs/zero2.json")
