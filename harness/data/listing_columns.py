@@ -59,7 +59,8 @@ class Listing:
 
     Attributes:
         source: the listing file (for messages).
-        base: absolute folder that relative paths are joined to.
+        base: absolute folder that relative paths are joined to (``""``: paths are taken as they
+            are, as for records made in code).
         text: ``uint8`` text (UTF-8) holding every line's path as written in the file (for a text
             listing: the file's bytes themselves, labels and all).
         starts, lengths: ``int64 [N]``, ``int32 [N]``: line ``i``'s path is
@@ -98,7 +99,7 @@ class Listing:
         """Line ``index``'s path: absolute, URLs as they are, relative ones joined to :attr:`base`
         (``..`` folded as text; no file-system call)."""
         path = self.raw_path(index)
-        if "://" in path or os.path.isabs(path):
+        if not self.base or "://" in path or os.path.isabs(path):
             return path
         return os.path.normpath(os.path.join(self.base, path))
 
@@ -193,7 +194,7 @@ class Listing:
         else:
             per_line = [label_ids(r.label) for r in records]
         lines = np.array([_line_of(r.where, i) for i, r in enumerate(records)], dtype=np.int32)
-        listing = cls(source, os.getcwd(), text, starts, lengths, np.array([p[0] for p in per_line], np.int32),
+        listing = cls(source, "", text, starts, lengths, np.array([p[0] for p in per_line], np.int32),
                       lines, names if named else None)  # fmt: skip
         if any(len(p) != 1 for p in per_line):
             listing.multi_offsets, listing.multi_labels = csr(per_line)

@@ -151,3 +151,8 @@ def test_npy_listings_are_columns_too(tmp_path):
     np.save(tmp_path / "bad.npy", np.array([["/a.mp4", "4"], ["/b.mp4", "x"]]))
     with pytest.raises(ListingError, match=r"bad.npy:row 1: label 'x'"):
         read_listing(tmp_path / "bad.npy")
+
+
+def test_records_made_in_code_keep_their_paths_as_they_are():
+    made = Listing.from_records([VideoRecord("rel/a.mp4", 0), VideoRecord("/abs/b.mp4", 1)])
+    assert list(made.paths()) == ["rel/a.mp4", "/abs/b.mp4"], "no folder is joined to a path made in code"
