@@ -35,6 +35,8 @@ setup(
         "decord": ["decord>=0.6.0"],
         # harness.export --format onnx (torch's exporter needs onnxscript; ONNX Runtime runs it)
         "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
+        # harness.export --format hf (transformers' VJEPA2ForVideoClassification: from 4.53)
+        "hf": ["transformers>=4.53"],
         "test": [
             "pytest>=8.0",
             "hypothesis>=6.100",

@@ -22,12 +22,15 @@ What it checks and measures, in order, each a row of the table it prints (markdo
    schedule; one 2-step epoch in the dry run).
 
 It re-launches itself under ``torchrun`` with one process, so the strategies' process groups are
-real. A failed check is a row marked FAIL and the exit status is 1; nothing stops the rest.
+real. A failed check is a row marked FAIL and the exit status is 1; nothing stops the rest. A
+strategy whose package is not installed (DeepSpeed: ``pip install 'harness[deepspeed]'``) is one
+row marked "not installed", which is no failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -46,9 +49,14 @@ sys.path.insert(0, str(REPO))
 ROWS: list[tuple[str, str, str]] = []  # (check, result, detail)
 
 
-def row(check: str, ok: bool, detail: str) -> None:
-    ROWS.append((check, "ok" if ok else "FAIL", detail))
-    print(f"{check}: {'ok' if ok else 'FAIL'} ({detail})", flush=True)
+NOT_INSTALLED = "not installed"  #: the result of a check whose optional package is missing (no failure)
+
+
+def row(check: str, ok: bool | str, detail: str) -> None:
+    """Record and print one check's result: ``ok``, ``FAIL``, or a status such as :data:`NOT_INSTALLED`."""
+    result = ok if isinstance(ok, str) else "ok" if ok else "FAIL"
+    ROWS.append((check, result, detail))
+    print(f"{check}: {result} ({detail})", flush=True)
 
 
 def guarded(check: str, function, *args) -> None:
@@ -119,6 +127,9 @@ def check_normalisation(device: torch.device) -> None:
     difference = (on_device - reference).abs().max().item()
     row("uint8 normalisation on the device", difference <= 1e-5, f"max abs diff to the CPU {difference:.1e}")
 
+
+#: the package each strategy needs beyond the base install, and the extra that installs it
+NEEDS = {"zero2": ("deepspeed", "deepspeed"), "zero3": ("deepspeed", "deepspeed")}
 
 STRATEGIES = {
     "single": ["distributed.strategy=single"],
@@ -200,6 +211,33 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
         torch.cuda.reset_peak_memory_stats()
 
 
+def missing_package(strategy: str) -> str | None:
+    """Why ``strategy`` cannot be checked here (its package is not installed), or None."""
+    package, extra = NEEDS.get(strategy, (None, None))
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return f"{package} is not installed: pip install 'harness[{extra}]' to check this strategy"
+
+
+def check_steps(args, variants: list[tuple[bool, bool]]) -> None:
+    """The step table: every strategy in each (checkpointing, compiled) variant; one
+    :data:`NOT_INSTALLED` row for a strategy whose package is missing."""
+    for strategy in STRATEGIES:
+        missing = missing_package(strategy)
+        if missing:
+            row(f"step {strategy}", NOT_INSTALLED, missing)
+            continue
+        for checkpointing, compiled in variants:
+            if compiled and args.dry_run and strategy != "single":
+                continue  # (compile under every strategy is in the test suite's feature matrix)
+            guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
+
+
+def exit_status() -> int:
+    """1 when a check failed, else 0 (a package that is not installed is no failure)."""
+    return 0 if all(result in ("ok", NOT_INSTALLED) for _, result, _ in ROWS) else 1
+
+
 def check_frozen(args, device: torch.device, comparison: str) -> None:
     from bench.bench_frozen import build, compare
 
@@ -254,11 +292,7 @@ def main() -> int:
     variants = [(c, False) for c in (False, True)]
     if not args.quick:
         variants += [(c, True) for c in (False, True)] if not args.dry_run else [(False, True)]
-    for strategy in STRATEGIES:
-        for checkpointing, compiled in variants:
-            if compiled and args.dry_run and strategy != "single":
-                continue  # (compile under every strategy is in the test suite's feature matrix)
-            guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
+    check_steps(args, variants)
     for comparison in ("held", "grouped", "all"):
         guarded(f"frozen probe {comparison}", check_frozen, args, device, comparison)
     guarded("demo end to end", check_demo, args)
@@ -267,7 +301,7 @@ def main() -> int:
     print("| check | result | detail |\n|---|---|---|")
     for check, result, detail in ROWS:
         print(f"| {check} | {result} | {detail} |")
-    return 0 if all(result == "ok" for _, result, _ in ROWS) else 1
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from harness.config import ConfigError, argument_parser, config_from_args
-from harness.errors import RunFailed, entry_point
+from harness.errors import RunFailed, UserError, entry_point
+from harness.fileio import check_output_folder
 
 log = logging.getLogger("harness.evaluate")
 
@@ -32,6 +33,27 @@ def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None]:
     return count, resolve_class_names(config)
 
 
+def _read_newest(pointer: str, read, checkpoint: Path | None = None, tries: int = 3):
+    """``(folder, read(folder))`` for the checkpoint ``pointer`` names (``checkpoint``: the one it
+    named before). A running trainer may replace that checkpoint and delete it mid-read: when the
+    read fails and the pointer names another checkpoint by then, read the newer one."""
+    from harness.models.checkpoint_io import CheckpointError
+    from harness.training.checkpoint import resolve_checkpoint
+
+    checkpoint = checkpoint or resolve_checkpoint(pointer)
+    for _ in range(tries - 1):
+        try:
+            return checkpoint, read(checkpoint)
+        except CheckpointError:
+            newest = resolve_checkpoint(pointer)
+            if newest == checkpoint:
+                raise
+            log.warning("%s was replaced by %s while being read (the run is training): reading that", checkpoint,
+                        newest)  # fmt: skip
+            checkpoint = newest
+    return checkpoint, read(checkpoint)
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
@@ -39,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder, pointer, run folder or probe file")
     parser.add_argument("--out", default=None, help="output folder (default: <folder>/eval_<checkpoint>)")
     args = parser.parse_args(argv)
+    if args.out:  # before any work
+        check_output_folder(args.out, UserError, "--out")
     config = config_from_args(args)
     # (imported here: --help and argument errors answer without importing torch)
     from harness.logger import setup_console
     from harness.models import load_classifier
     from harness.training import build
-    from harness.training.checkpoint import resolve_checkpoint
     from harness.training.checks import check_labels
     from harness.training.classes import display_names
     from harness.training.evaluation import evaluate, write_eval_artefacts
@@ -53,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     strategy = build.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    num_classes, names = _classes(checkpoint, config)
+    checkpoint, (num_classes, names) = _read_newest(args.checkpoint, lambda path: _classes(path, config))
     val_set = build.build_val_dataset(config, names)
     if val_set is None:
         raise ConfigError("data.val_datasets (or data.val_shards) is empty: nothing to evaluate")
@@ -63,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     model = build.build_model(config, num_classes)
     model, _ = strategy.prepare(model, lambda _: None)
     if checkpoint.is_dir():
-        load_checkpoint(checkpoint, strategy, model, None, config, num_classes)
+
+        def load(path: Path) -> dict:
+            return load_checkpoint(path, strategy, model, None, config, num_classes)
+
+        checkpoint, _ = _read_newest(args.checkpoint, load, checkpoint)
     else:
         classifier = strategy.unwrap(model).classifier
         for index, head in enumerate(getattr(classifier, "heads", [classifier])):

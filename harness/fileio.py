@@ -13,6 +13,8 @@ def read_json(path: str | Path, error: type[Exception], what: str) -> Any:
     """The JSON document in ``path``; a missing, non-UTF-8 or malformed file raises ``error`` with a
     message that starts with ``what`` (e.g. the config key naming the file)."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{what}: {path} is a folder; give the file")
     if not path.is_file():
         raise error(f"{what}: {path} not found")
     try:
@@ -34,3 +36,45 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` (or ``path`` itself) that is not a folder, which
+    stops ``path`` from being created as or inside a folder; None when there is none."""
+    for part in reversed([path, *path.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+        if not part.exists():
+            return None
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next((part for part in [path, *path.parents] if part.exists()), Path("."))
+
+
+def check_output_folder(path: str | Path, error: type[Exception], what: str) -> Path:
+    """Before any work: ``path`` can be a folder we write into (it is one, or can be made one);
+    otherwise raise ``error`` with a message that starts with ``what`` (e.g. ``--out``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{what}: {path} is a file, not a folder; give a folder")
+    if (blocker := blocking_file(path)) is not None:
+        raise error(f"{what}: cannot make the folder {path}: {blocker} is a file; give another path")
+    if not os.access(_nearest_existing(path), os.W_OK):
+        raise error(f"{what}: {_nearest_existing(path)} is not writable; give a folder you can write to")
+    return path
+
+
+def check_output_file(path: str | Path, error: type[Exception], what: str) -> Path:
+    """Before any work: a file can be written at ``path`` (not a folder, its folder is or can be
+    made one, writable); otherwise raise ``error`` with a message that starts with ``what``."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what}: {path} is a folder; give a file path")
+    if (blocker := blocking_file(path.parent)) is not None:
+        raise error(f"{what}: cannot write {path}: {blocker} is a file, not a folder; give another path")
+    target = path if path.exists() else _nearest_existing(path.parent)
+    if not os.access(target, os.W_OK):
+        raise error(f"{what}: {target} is not writable; give a path you can write to")
+    return path

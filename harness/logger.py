@@ -74,6 +74,9 @@ class RunLogger:
         rank: this process's rank; rank 0 also writes ``epochs.csv``.
         resume_step: when resuming, rows after this optimizer step are dropped (the resumed
             run writes them again), so the logs read as one uninterrupted run.
+        resume_epoch: when resuming, the epoch in progress: its ``epochs.csv`` row, if a killed
+            run wrote it before checkpointing the epoch's end, is dropped too (the resumed run
+            evaluates that epoch again), so every epoch has one row.
         heads: probe heads; with several, per-head columns follow the common ones
             (``loss_h{i}``, ``acc1_h{i}`` per step; ``val_top1_h{i}`` and ``best_head`` per epoch).
         multi_label: a multi-label run: ``epochs.csv`` also has ``val_map`` (and ``val_top1_h{i}``
@@ -81,7 +84,7 @@ class RunLogger:
     """
 
     def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None, heads: int = 1,
-                 multi_label: bool = False) -> None:  # fmt: skip
+                 multi_label: bool = False, resume_epoch: int | None = None) -> None:  # fmt: skip
         self.folder = Path(folder)
         self.rank = rank
         self.step_path = self.folder / f"log_r{rank}.csv"
@@ -93,15 +96,19 @@ class RunLogger:
         self.eval_columns += ("best_head",) if heads > 1 else ()
         self._truncate(self.step_path, self.step_columns, resume_step)
         if rank == 0:
-            self._truncate(self.eval_path, self.eval_columns, resume_step)
+            self._truncate(self.eval_path, self.eval_columns, resume_step, resume_epoch)
 
     @staticmethod
-    def _truncate(path: Path, columns: tuple[str, ...], resume_step: int | None) -> None:
+    def _truncate(
+        path: Path, columns: tuple[str, ...], resume_step: int | None, resume_epoch: int | None = None
+    ) -> None:
         rows: list[list[str]] = []
         if resume_step is not None and path.exists():
             with open(path, newline="", encoding="utf-8") as handle:
                 rows = [row for row in csv.reader(handle)][1:]
             rows = [row for row in rows if row and int(row[1]) <= resume_step]
+            if resume_epoch is not None:  # the columns start with epoch, step
+                rows = [row for row in rows if int(row[0]) < resume_epoch]
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)

@@ -43,15 +43,37 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
                 return 1e12 * (tensor if low else fp32)
         log.info("no FLOPs peak known for %s: MFU is not reported", name)
         return 0.0
-    # A CPU's peak is measured: the best of several large matmuls (one small one under load
-    # understated it and MFU read above 100%; checked_mfu still refuses such a value).
-    size = 1024
+    key = (str(device), dtype)
+    if key not in _MEASURED:
+        _MEASURED[key] = measured_cpu_peak(dtype)
+    return _MEASURED[key]
+
+
+_MEASURED: dict[tuple[str, torch.dtype], float] = {}  # a CPU's peak per dtype, measured once per process
+
+
+def measured_cpu_peak(dtype: torch.dtype, budget_seconds: float = 0.4, largest: int = 1024) -> float:
+    """FLOP/s of the best of several square matmuls in ``dtype`` on this CPU, within about
+    ``budget_seconds``: the size doubles from 256 to ``largest`` while one product takes under 20 ms
+    (one small matmul under load understated the peak and MFU read above 100%, which
+    :func:`checked_mfu` refuses), then the product repeats (up to 10 times) within the budget. A CPU
+    without native bf16/fp16 kernels emulates them about 10x slower: a fixed 1024-size measurement
+    took 26 s there, at every run's start."""
     generator = torch.Generator().manual_seed(0)  # never the global stream: training draws from it
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    a @ b
-    best = float("inf")
+    size, started = 256, time.perf_counter()
+    while True:
+        a = torch.randn(size, size, generator=generator).to(dtype)
+        b = torch.randn(size, size, generator=generator).to(dtype)
+        start = time.perf_counter()
+        a @ b
+        once = time.perf_counter() - start
+        if once >= 0.02 or size >= largest:
+            break
+        size *= 2
+    best = once
     for _ in range(10):
+        if time.perf_counter() - started > budget_seconds:
+            break
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)

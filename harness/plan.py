@@ -42,8 +42,11 @@ tokens in V-JEPA 2's order); its cross-attention and the head are left out (smal
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.config import Config, argument_parser, config_from_args
@@ -159,14 +162,39 @@ def plan(config: Config, ranks: int, num_classes: int, counts: ModelCounts | Non
     return rows
 
 
+def ranged(kind: type, low: float, high: float | None = None, low_inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse ``type`` reading a ``kind`` (int or float) in ``[low, high]`` (``(low, high]``
+    without ``low_inclusive``); anything else is argparse's one-line error naming the option."""
+    bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    wanted = f"{'an integer' if kind is int else 'a number'} {bound}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        inside = (value >= low if low_inclusive else value > low) and (high is None or value <= high)
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = ranged(int, 1)  #: GPUs, nodes, classes
+POSITIVE = ranged(float, 0, low_inclusive=False)  #: memory, bandwidth
+FRACTION = ranged(float, 0, 1, low_inclusive=False)  #: efficiency: a share of the peak
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argument_parser("harness-plan", __doc__)
-    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (H100: 80)")
-    parser.add_argument("--num-classes", type=int, default=None, help="default: meta.num_classes or 400")
+    parser.add_argument("--gpus", type=COUNT, default=8, help="GPUs per node")
+    parser.add_argument("--nodes", type=COUNT, default=1)
+    parser.add_argument("--gpu-memory", type=POSITIVE, default=80.0, help="GiB per GPU (H100: 80)")
+    parser.add_argument("--num-classes", type=COUNT, default=None, help="default: meta.num_classes or 400")
     parser.add_argument(
         "--simulate",
         action="store_true",
@@ -175,18 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", default="h100", help="for --simulate: h100, h200, gh200, b200, a100, l40s...")
     parser.add_argument(
         "--intra-node-gbps",
-        type=float,
+        type=POSITIVE,
         default=3600.0,
         help="for --simulate: Gbit/s per GPU inside a node (NVLink 4: 3600)",
     )
     parser.add_argument(
-        "--inter-node-gbps", type=float, default=400.0, help="for --simulate: Gbit/s per GPU between nodes"
+        "--inter-node-gbps", type=POSITIVE, default=400.0, help="for --simulate: Gbit/s per GPU between nodes"
     )
     parser.add_argument(
         "--compute-efficiency",
-        type=float,
+        type=FRACTION,
         default=0.45,
-        help="for --simulate: fraction of the GPU's bf16 peak the matmuls reach",
+        help="for --simulate: fraction (0 < f <= 1) of the GPU's bf16 peak the matmuls reach",
     )
     args = parser.parse_args(argv)
     config = config_from_args(args)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness.errors import RunFailed, UserError, entry_point
 from harness.export.cli import add_weights_option
+from harness.fileio import check_output_file
 
 # The library names that lived here (``from harness.predict import VideoUnits``): forwarded to
 # :mod:`harness.prediction` on first use, so that ``--help`` imports neither torch nor decoders.
@@ -74,12 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key in ("window_seconds", "stride_seconds", "fps", "duration"):
         if getattr(args, key) is not None and not getattr(args, key) > 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
+    if args.stride_seconds is not None and args.window_seconds is None:
+        raise UserError("--stride-seconds needs --window-seconds (the windows it steps between); give both")
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.output is not None and args.output.suffix not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output {args.output}: use a .csv or .jsonl file")
+    if args.output is not None:  # before any prediction is computed
+        check_output_file(args.output, UserError, "--output")
     return args
 
 

@@ -62,6 +62,17 @@ class Hardware:
     inter_node_gbps: float = 400.0  #: Gbit/s per GPU between nodes (one 400G NIC per GPU)
     efficiency: float = 0.45  #: fraction of the peak the model's matmuls reach
 
+    def __post_init__(self) -> None:
+        """Refuse what the prediction would divide by zero or print as nonsense (``harness.plan``
+        checks its options first and names them)."""
+        counts = {"gpus_per_node": self.gpus_per_node, "nodes": self.nodes}
+        rates = {"intra_node_gbps": self.intra_node_gbps, "inter_node_gbps": self.inter_node_gbps}
+        wrong = [f"{name} must be >= 1" for name, value in counts.items() if not value >= 1]
+        wrong += [f"{name} must be > 0" for name, value in rates.items() if not 0 < value < float("inf")]
+        wrong += [] if 0 < self.efficiency <= 1 else ["efficiency must be in (0, 1]"]
+        if wrong:
+            raise ValueError(f"Hardware: {'; '.join(wrong)} (got {self})")
+
     @property
     def world(self) -> int:
         """Ranks in all."""

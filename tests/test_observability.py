@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from harness.config import load_config, save_config
 from harness.errors import RunFailed
@@ -196,3 +197,21 @@ def test_an_impossible_mfu_is_left_out_with_one_warning(caplog):
         assert observability.checked_mfu(1.5e12, 1e12) is None
         assert observability.checked_mfu(2e12, 1e12) is None
     assert sum("MFU would read 150%" in r.message for r in caplog.records) == 1
+
+
+def test_a_cpu_peak_is_measured_once_per_dtype_and_within_its_budget(monkeypatch):
+    """Every Trainer asks for the peak: measured once per process and dtype; the measurement stops
+    within its budget whatever the dtype (emulated bf16/fp16 took 26 s at a fixed size)."""
+    from harness import observability
+
+    calls = []
+    monkeypatch.setattr(observability, "_MEASURED", {})
+    monkeypatch.setattr(observability, "measured_cpu_peak", lambda dtype: calls.append(dtype) or 1e9)
+    cpu = torch.device("cpu")
+    assert [observability.peak_flops(cpu, d) for d in (torch.float16, torch.float16, torch.float32)] == [1e9] * 3
+    assert calls == [torch.float16, torch.float32]
+    monkeypatch.undo()
+    clock = iter(range(1000))  # every perf_counter call is one second later: the budget ends it at once
+    monkeypatch.setattr(observability.time, "perf_counter", lambda: float(next(clock)))
+    assert observability.measured_cpu_peak(torch.bfloat16, budget_seconds=0.4) == 2 * 256**3 / 1.0
+    assert next(clock) <= 6, "one product timed, none repeated past the budget"

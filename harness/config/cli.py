@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,6 +13,7 @@ import yaml
 from harness.config.loading import load_config, lookup, save_config
 from harness.config.schema import Config, ConfigError
 from harness.errors import entry_point
+from harness.fileio import check_output_file
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -97,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is None and not args.overrides:
         print(config_table(), end="")
         return 0
+    if args.save:  # before any work
+        check_output_file(args.save, ConfigError, "--save")
     config = config_from_args(args)
     if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         save_config(config, args.save)
     if args.get:
         try:

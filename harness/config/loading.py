@@ -384,6 +384,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            inside = path / "config.yaml"
+            hint = f" (e.g. {inside})" if inside.is_file() else ""
+            raise ConfigError(f"config file {path} is a folder; give its YAML file{hint}")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

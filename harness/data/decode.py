@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +19,11 @@ import numpy as np
 import torch
 
 BACKENDS = ("torchcodec", "decord", "pyav")
+#: tries to open a video before it counts as bad: a transient error gets one retry (torchcodec once
+#: failed on a good 720p file with "the JSON object must be str, bytes or bytearray, not tuple": its
+#: metadata op handed back a malformed result; the same file opened at the next try)
+OPEN_ATTEMPTS = 2
+log = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
@@ -227,16 +233,30 @@ def open_video(source: str | bytes, backend: str = "auto", threads: int = 1,
         raise DecodeError("empty video bytes")
     name = resolve_backend(backend)
     source = bytes(source) if isinstance(source, bytearray) else source
-    try:
-        size = scale(*source_size(source)) if scale is not None and scaling_supported(name) else None
-        reader = _READERS[name](source, threads, size)
-    except DecodeError:
-        raise
-    except Exception as error:  # each library raises its own types for unreadable files
-        raise DecodeError(f"{name} cannot open video: {error}") from error
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            reader = _open_once(name, source, threads, scale)
+            break
+        except DecodeError:
+            raise
+        except Exception as error:  # each library raises its own types for unreadable files
+            if attempt == OPEN_ATTEMPTS:
+                tries = f" (tried {attempt} times)" if attempt > 1 else ""
+                raise DecodeError(f"{name} cannot open video{tries}: {error}") from error
+            failed = f"{type(error).__name__}: {error}"
+    if attempt > 1:
+        where = source if isinstance(source, str) else f"a video of {len(source)} bytes"
+        log.warning("%s opened %s at try %d; the first failed with %s", name, where, attempt, failed)
     if reader.num_frames < 1:
         raise DecodeError(f"{name}: video has no frames")
     return reader
+
+
+def _open_once(name: str, source: str | bytes, threads: int,
+               scale: Callable[[int, int], tuple[int, int] | None] | None) -> VideoReader:  # fmt: skip
+    """One try at opening ``source`` with backend ``name`` (see :func:`open_video`)."""
+    size = scale(*source_size(source)) if scale is not None and scaling_supported(name) else None
+    return _READERS[name](source, threads, size)
 
 
 def read_clip_frames(reader: VideoReader, indices: np.ndarray) -> torch.Tensor:

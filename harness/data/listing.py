@@ -119,6 +119,8 @@ def read_listing(listing: str | Path) -> Listing:
         ListingError: the file is missing, empty, or has a malformed line.
     """
     listing = Path(listing)
+    if listing.is_dir():
+        raise ListingError(f"{listing} is a folder, not a listing file; give a .csv, .txt or .npy listing")
     if not listing.is_file():
         raise ListingError(f"{listing}: listing file not found")
     columns = read_npy_listing(listing) if listing.suffix == ".npy" else read_text_listing(listing)

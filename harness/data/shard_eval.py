@@ -15,6 +15,7 @@ from harness.data.decode import DecodeError, resolve_backend
 from harness.data.files import ClipItem, SkippedVideo
 from harness.data.loader import collate_clips
 from harness.data.sampling import ClipSpec
+from harness.data.shard_integrity import ShardVerdicts
 from harness.data.shard_io import Shard, ShardCounters, decode_sample, read_samples
 from harness.data.source import LoaderSettings
 from harness.data.workers import die_with_parent
@@ -24,7 +25,9 @@ class ShardEvalDataset(ShardCounters, IterableDataset):
     """Validation samples from shards: every sample exactly once over all ranks and workers
     (shard ``i`` goes to rank ``i % ranks``, then to worker ``i // ranks % workers``), in tar
     order, deterministic clips; an unusable sample is ``None`` (dropped by the collate) and
-    counted, never replaced.
+    counted, never replaced. A shard whose bytes differ from its manifest's SHA-256 is found before
+    it is read (:mod:`harness.data.shard_integrity`): none of its samples counts in the metrics, and
+    all of them count as unusable.
     """
 
     def __init__(self, shards: Sequence[Shard], spec: ClipSpec, transform: Callable, *, num_clips: int = 1,
@@ -34,6 +37,7 @@ class ShardEvalDataset(ShardCounters, IterableDataset):
         self.num_clips, self.decoder = num_clips, decoder
         resolve_backend(decoder)  # loaded once in the parent (see ShardDataset)
         ShardCounters.__init__(self, quarantine, manifests)
+        self.verdicts = ShardVerdicts(len(self.shards))  # every evaluation reads the same shards: hashed once
         self.rank, self.world_size = 0, 1
 
     def total_samples(self) -> int | None:
@@ -61,19 +65,30 @@ class ShardEvalDataset(ShardCounters, IterableDataset):
     def __iter__(self) -> Iterator[ClipItem | None]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        mine = self.shards[self.rank :: self.world_size][worker::workers]
-        for shard in mine:
-            count = 0
-            try:
-                for key, parts in read_samples(shard.url, sha256=shard.sha256):
-                    count += 1
-                    self.visited(worker)
-                    yield self._decode(shard.url, key, parts, worker)
-            except (tarfile.TarError, OSError, EOFError) as error:
-                self.broken_shard(worker, shard.url, f"unreadable or truncated shard ({error})")
-            else:
-                if shard.samples is not None and count < shard.samples:
-                    self.broken_shard(worker, shard.url, f"truncated shard: {count} of {shard.samples} samples")
+        for index in range(len(self.shards))[self.rank :: self.world_size][worker::workers]:
+            yield from self._shard_items(index, worker)
+
+    def _shard_items(self, index: int, worker: int) -> Iterator[ClipItem | None]:
+        """The samples of shard ``index``, none when it fails its checksum; a shard that breaks
+        off counts the samples it should still have held as unusable."""
+        shard = self.shards[index]
+        problem = self.verdicts.problem(index, shard)
+        if problem:
+            self.broken_shard(worker, shard.url, problem, shard.samples or 0)
+            return
+        count = 0
+        try:
+            for key, parts in read_samples(shard.url):  # verified whole above: no second hash
+                count += 1
+                self.visited(worker)
+                yield self._decode(shard.url, key, parts, worker)
+        except (tarfile.TarError, OSError, EOFError) as error:
+            self.broken_shard(worker, shard.url, f"unreadable or truncated shard ({error})",
+                              max((shard.samples or 0) - count, 0))  # fmt: skip
+        else:
+            if shard.samples is not None and count < shard.samples:
+                self.broken_shard(worker, shard.url, f"truncated shard: {count} of {shard.samples} samples",
+                                  shard.samples - count)  # fmt: skip
 
     def _decode(self, url: str, key: str, parts: dict[str, bytes], worker: int) -> ClipItem | None:
         try:

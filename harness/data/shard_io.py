@@ -46,7 +46,7 @@ class Shard:
 
     url: str
     samples: int | None = None
-    sha256: str | None = None  #: checksum from the manifest, verified while the shard is read
+    sha256: str | None = None  #: the manifest's checksum: streams verify it before reading (shard_integrity)
 
 
 class ShardChecksumError(tarfile.ReadError):
@@ -276,9 +276,12 @@ class ShardCounters:
         self.counters[slot, FAILED] += 1
         quarantine(self.quarantine, what, reason)
 
-    def broken_shard(self, slot: int, url: str, reason: str) -> None:
-        """A shard that broke off (unreadable, truncated, altered): counted and quarantined."""
+    def broken_shard(self, slot: int, url: str, reason: str, unusable: int = 0) -> None:
+        """A shard that broke off (unreadable, truncated, altered): counted and quarantined;
+        ``unusable``: its samples that cannot be used (counted as tried and unusable)."""
         self.counters[slot, BROKEN_SHARDS] += 1
+        self.counters[slot, VISITED] += unusable
+        self.counters[slot, FAILED] += unusable
         quarantine(self.quarantine, url, reason)
 
 

@@ -37,6 +37,7 @@ from harness.data.files import ClipItem, SkippedVideo, TooManyDecodeFailures
 from harness.data.loader import ClipBatch, collate_clips
 from harness.data.open_files import OpenFileBudget
 from harness.data.sampling import ClipSpec
+from harness.data.shard_integrity import ShardVerdicts
 from harness.data.shard_io import (  # noqa: F401  (re-exported: the public shard API lives here)
     FAILED,
     VIDEO_EXTENSIONS,
@@ -116,6 +117,9 @@ class ShardDataset(ShardCounters, IterableDataset):
         self.weights = self.weights / self.weights.sum()
         self.seed, self.interleave, self.resample, self.decoder = seed, interleave, resample, decoder
         self.max_open_files = max_open_files
+        # Checksum verdicts of every shard (numbered over the sources in order), shared by the workers.
+        self.verdicts = ShardVerdicts(sum(len(shards) for shards in self.sources))
+        self._first_index = np.cumsum([0] + [len(shards) for shards in self.sources])[:-1].tolist()
         # Load the decoder library here: forked workers (new ones every epoch) inherit it instead
         # of importing it again (torchcodec: ~1.5 s per worker).
         resolve_backend(decoder)
@@ -212,29 +216,55 @@ class ShardDataset(ShardCounters, IterableDataset):
         shards_per_pass = len(range(self._global(stream), len(self.sources[source]), self.world_size * self.streams))
         return source_state["next"] % shards_per_pass != 0
 
-    def _open(self, budget: OpenFileBudget, source: int, shard_index: int, skip: int = 0) -> Iterator[tuple]:
+    def _open(self, stream: int, budget: OpenFileBudget, source: int, shard_index: int,
+              skip: int = 0) -> Iterator[tuple] | None:  # fmt: skip
+        """A reader of a shard from sample ``skip`` on, or None when the shard fails its checksum
+        (checked before anything is read; its samples from ``skip`` on count as tried and unusable)."""
         shard = self.sources[source][shard_index]
-        return read_samples(shard.url, skip, shard.sha256, budget)
+        problem = self.verdicts.problem(self._first_index[source] + shard_index, shard)
+        if problem:
+            self.broken_shard(stream, shard.url, problem, max((shard.samples or 0) - skip, 0))
+            return None
+        return read_samples(shard.url, skip, None, budget)  # verified whole: no second hash while reading
+
+    def _fill(self, stream: int, budget: OpenFileBudget, source: int, state: dict, readers: list, most: int) -> int:
+        """Open shards of ``source`` until ``shards.interleave`` are open (or the pass ends);
+        returns how many failed their checksum (at most ``most``: then it stops)."""
+        rejected = 0
+        while len(state["open"]) < self.interleave and self._may_open(source, stream, state) and rejected < most:
+            shard_index = self._shard_at(source, stream, state["next"])
+            state["next"] += 1
+            reader = self._open(stream, budget, source, shard_index)
+            if reader is None:
+                rejected += 1
+                continue
+            state["open"].append([shard_index, 0])
+            readers.append(reader)
+        return rejected
 
     def _raw_samples(self, stream: int, state: dict) -> Iterator[tuple[str, dict[str, bytes], str]]:
         """Raw samples of this stream from ``state`` on; updates ``state`` as it goes."""
         readers: list[list[Iterator]] = [[] for _ in self.sources]
         budget = OpenFileBudget(self.max_open_files)  # this stream's local shard files open at once
         for source, source_state in enumerate(state["sources"]):
-            for shard_index, consumed in source_state["open"]:
-                readers[source].append(self._open(budget, source, shard_index, consumed))
-        opened_without_sample = 0
+            for entry in list(source_state["open"]):  # a resume: the shards open at the checkpoint
+                reader = self._open(stream, budget, source, *entry)
+                if reader is None:
+                    source_state["open"].remove(entry)
+                else:
+                    readers[source].append(reader)
+        opened_without_sample, limit = 0, 2 * sum(len(shards) for shards in self.sources) + self.interleave
         while True:
-            if opened_without_sample > 2 * sum(len(shards) for shards in self.sources) + self.interleave:
-                raise ShardError(f"stream {self._global(stream)}: every shard it opened was empty or unreadable")
+            if opened_without_sample > limit:
+                raise ShardError(f"stream {self._global(stream)}: every shard it opened was empty, unreadable or "
+                                 "altered (see the quarantine file)")  # fmt: skip
             rng = np.random.default_rng([self.seed, self.epoch, self._global(stream), state["draws"], 1])
             source = int(rng.choice(len(self.sources), p=self.weights))
             source_state = state["sources"][source]
-            while len(source_state["open"]) < self.interleave and self._may_open(source, stream, source_state):
-                shard_index = self._shard_at(source, stream, source_state["next"])
-                source_state["next"] += 1
-                source_state["open"].append([shard_index, 0])
-                readers[source].append(self._open(budget, source, shard_index))
+            most = limit + 1 - opened_without_sample
+            opened_without_sample += self._fill(stream, budget, source, source_state, readers[source], most)
+            if not source_state["open"]:
+                continue  # every shard it tried failed its checksum
             slot = int(rng.integers(len(source_state["open"])))
             shard_index = source_state["open"][slot][0]
             url = self.sources[source][shard_index].url
@@ -245,10 +275,12 @@ class ShardDataset(ShardCounters, IterableDataset):
                 expected = self.sources[source][shard_index].samples
                 if expected is not None and source_state["open"][slot][1] < expected:
                     read = source_state["open"][slot][1]
-                    self.broken_shard(stream, url, f"truncated shard: {read} of {expected} samples readable")
+                    self.broken_shard(stream, url, f"truncated shard: {read} of {expected} samples readable",
+                                      expected - read)  # fmt: skip
             except (tarfile.TarError, OSError, EOFError) as error:
-                self.broken_shard(stream, url, f"unreadable or truncated shard after "
-                              f"{source_state['open'][slot][1]} samples ({error})")  # fmt: skip
+                read, expected = source_state["open"][slot][1], self.sources[source][shard_index].samples
+                self.broken_shard(stream, url, f"unreadable or truncated shard after {read} samples ({error})",
+                                  max((expected or 0) - read, 0))  # fmt: skip
                 key = None
             if key is None:  # shard finished (or broken): close it; the next draw refills
                 opened_without_sample += 1 if source_state["open"][slot][1] == 0 else 0

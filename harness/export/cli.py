@@ -8,7 +8,10 @@ an exported directory, or a Hugging Face V-JEPA 2 classifier directory. Formats:
   onnx         model.onnx: clips [B, views, 3, T, S, S] -> logits [B, classes], dynamic batch
   pt2          model.pt2 (torch.export), same input and output
 
-Every format writes model.json: class names, preprocessing, the config and where it came from.
+Every format writes model.json: class names, preprocessing, the config, where it came from, and
+the size and SHA-256 of the export's other files (loading refuses a file that differs). OUT is
+written whole or not at all: into a temporary sibling folder renamed into place at the end. OUT
+may be new, an empty folder or an earlier export (replaced); any other file or folder is refused.
 """
 
 from __future__ import annotations
@@ -32,24 +35,30 @@ FORMATS = ("hf", "onnx", "pt2", "safetensors")
 
 def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weights: str = "ema") -> list[Path]:
     """Write ``source`` as ``fmt`` into ``out``; returns the files written."""
+    from harness.export.folder import check_target
     from harness.export.formats import EXPORTERS
     from harness.export.model_io import read_source
 
     if fmt not in EXPORTERS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
+    check_target(Path(out))  # before reading the source
     return write_export(*read_source(source, weights), Path(out), fmt)
 
 
 def write_export(model: nn.Module, preprocessing: Preprocessing, description: dict[str, Any], out: Path,
                  fmt: str) -> list[Path]:  # fmt: skip
-    """Write a prepared model in format ``fmt`` into ``out``."""
+    """Write a prepared model in format ``fmt`` into ``out``, whole or not at all (see
+    :mod:`harness.export.folder`); returns the files written."""
+    from harness.export.folder import check_target, staged
     from harness.export.formats import EXPORTERS
 
     if fmt == "safetensors" and "config" not in description:
         raise UserError(f"{description.get('source')} holds no harness config to rebuild the model from; export "
                         "it as onnx or pt2")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    return EXPORTERS[fmt](model, preprocessing, description, out)
+    check_target(out)
+    with staged(out) as staging:
+        written = EXPORTERS[fmt](model, preprocessing, description, staging)
+    return [out / path.relative_to(staging) for path in written]
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:

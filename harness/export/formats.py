@@ -1,9 +1,10 @@
 """Export formats: each writes a self-describing directory from a plain classifier.
 
 Every format writes ``model.json`` (classes, preprocessing, the config that rebuilds the model,
-where it came from) next to its weights; files are written under a temporary name, made readable
-by the group (0644) and renamed, so a reader never sees half a file. Formats register themselves
-in :data:`EXPORTERS` (name -> function), which the command's choices come from.
+where it came from, the size and SHA-256 of the other files) after its weights, into a staging
+folder that :mod:`harness.export.folder` renames into place; files are made readable by the
+group (0644). Formats register themselves in :data:`EXPORTERS` (name -> function), which the
+command's choices come from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from harness.errors import UserError
+from harness.export.folder import file_records
 from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, Preprocessing
 
 FILE_MODE = 0o644
@@ -48,10 +50,11 @@ def publish(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_description(out: Path, preprocessing: Preprocessing, description: dict[str, Any], **extra: Any) -> Path:
-    """``model.json``: classes, preprocessing and the rest of ``description``."""
+    """``model.json``: classes, preprocessing, the rest of ``description``, and the size and
+    SHA-256 of every other file in ``out`` (so write it last)."""
     names = preprocessing.class_names
     values = {**description, "num_classes": len(names), "label_map": {str(i): n for i, n in enumerate(names)},
-              "preprocessing": preprocessing.as_dict(), **extra}  # fmt: skip
+              "preprocessing": preprocessing.as_dict(), **extra, "files": file_records(out)}  # fmt: skip
     text = json.dumps(values, indent=2) + "\n"
     return publish(out / MODEL_FILE, lambda path: path.write_text(text, encoding="utf-8"))
 

@@ -12,8 +12,6 @@ must give the harness's logits (1e-4 in fp32) on a random clip, or nothing is wr
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +90,7 @@ def transformers_module():
     try:
         import transformers
     except ImportError:
-        raise UserError("the hf format needs transformers: pip install transformers") from None
+        raise UserError("the hf format needs the hf extra (transformers): pip install 'harness[hf]'") from None
     return transformers
 
 
@@ -131,20 +129,13 @@ def export_vjepa2(model: nn.Module, preprocessing: Preprocessing, description: d
 
 def save_hf_directory(theirs: nn.Module, processor: Any, preprocessing: Preprocessing, description: dict,
                       out: Path) -> list[Path]:  # fmt: skip
-    """``save_pretrained`` of a checked ``transformers`` model and its processor into ``out``."""
-    # transformers writes in place: write into a temporary folder, then move each file over.
-    staging = out / f".tmp-{os.getpid()}-hf"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        theirs.save_pretrained(staging, safe_serialization=True)
-        processor.save_pretrained(staging)
-        written = []
-        for path in sorted(staging.iterdir()):
-            path.chmod(FILE_MODE)
-            os.replace(path, out / path.name)
-            written.append(out / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """``save_pretrained`` of a checked ``transformers`` model and its processor into the new
+    (staging) folder ``out``."""
+    theirs.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    written = sorted(out.iterdir())
+    for path in written:
+        path.chmod(FILE_MODE)
     return [*written, write_description(out, preprocessing, description, format="hf")]
 
 

@@ -8,8 +8,11 @@ directory (``config.json`` + weights, as ``transformers`` saves them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ from harness.config import Config, config_from_dict, load_config
 from harness.data.sampling import ClipSpec
 from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from harness.errors import UserError
+from harness.export.folder import AGAIN, MODEL_FILE, ExportError, read_description, verify_files
 from harness.models.checkpoint_io import CheckpointError, hf_family
-from harness.models.hf_directory import class_names, is_hf_directory
+from harness.models.hf_directory import class_names, is_hf_directory, read_safetensors_mapped
 from harness.parallel.registry import strategy_spec
 from harness.parallel.strategy import load_model_state
 from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
@@ -29,7 +33,6 @@ from harness.training.ema import read_rank_files, whole_average
 from harness.training.optim import clean_name
 
 WEIGHTS_FILE = "model.safetensors"
-MODEL_FILE = "model.json"
 
 
 @dataclasses.dataclass
@@ -116,9 +119,24 @@ def build_plain_model(config: Config, num_classes: int) -> nn.Module:
     return build_model(plain, num_classes)
 
 
+@contextlib.contextmanager
+def reading(folder: Path, file: str) -> Iterator[None]:
+    """Turn an unreadable checkpoint file (``file`` in ``folder``, or the folder's files when it is
+    not there) into a :class:`CheckpointError` naming it."""
+    try:
+        yield
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError, KeyError) as error:
+        where = folder / file if (folder / file).is_file() else folder
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise CheckpointError(f"{where} cannot be read ({type(error).__name__}: {text}): the checkpoint is damaged; "
+                              "export an earlier one (e.g. another folder under checkpoints/)") from None  # fmt: skip
+
+
 def read_model_state(checkpoint: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's (possibly trainable-only) state from a checkpoint of any strategy, offline."""
-    return strategy_spec(meta["strategy"]).read_model_state(checkpoint)
+    spec = strategy_spec(meta["strategy"])
+    with reading(checkpoint, "state.pt"):
+        return spec.read_model_state(checkpoint)
 
 
 @dataclasses.dataclass
@@ -145,7 +163,8 @@ def read_trained_model(checkpoint: str | Path, weights: str = "ema") -> TrainedM
     config = plain_config(config, pretrain_checkpoint=config.meta.pretrain_checkpoint)
     model = build_plain_model(config, meta["num_classes"])
     load_model_state(model, read_model_state(folder, meta))
-    average = whole_average(read_rank_files(folder)) if weights == "ema" else None
+    with reading(folder, "rank_r0.pt"):
+        average = whole_average(read_rank_files(folder)) if weights == "ema" else None
     if average:  # the average replaces the trained weights it tracks, whatever the strategy's shards
         parameters = {clean_name(name): p for name, p in model.named_parameters()}
         with torch.no_grad():
@@ -176,26 +195,50 @@ def class_names_of(meta: dict[str, Any]) -> list[str]:
 
 def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
     """Rebuild the classifier written by the ``safetensors`` export (or ``harness.consolidate``)
-    and load its weights strictly; also returns the description to carry into a new export."""
-    from safetensors.torch import load_file
-
+    and load its weights strictly, after checking them against ``model.json``; also returns the
+    description to carry into a new export."""
     folder = Path(folder)
-    description = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
-    config = plain_config(config_from_dict(description["config"]))
+    description = read_description(folder)
+    verify_files(folder, description)
+    path = folder / MODEL_FILE
+    if description.get("format", "safetensors") != "safetensors":
+        raise ExportError(
+            f"{path} describes a {description['format']} export, which harness does not load "
+            f"(it loads safetensors and hf exports): load {description.get('file')} with its runtime"
+        )
+    missing = [key for key in ("config", "num_classes", "label_map") if key not in description]
+    if missing:
+        raise ExportError(f"{path} has no {', '.join(missing)}: it is damaged; {AGAIN}")
+    try:
+        config = plain_config(config_from_dict(description["config"]))
+        names = [description["label_map"][str(i)] for i in range(description["num_classes"])]
+        preprocessing = Preprocessing.from_dict(description["preprocessing"]) if "preprocessing" in description else (
+            Preprocessing.from_config(config, names))  # fmt: skip
+    except (UserError, KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"{path}: {error}: it is damaged; {AGAIN}") from None
     model = build_plain_model(config, description["num_classes"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-    names = [description["label_map"][str(i)] for i in range(description["num_classes"])]
-    if "preprocessing" in description:
-        preprocessing = Preprocessing.from_dict(description["preprocessing"])
-    else:
-        preprocessing = Preprocessing.from_config(config, names)
-    kept = {k: v for k, v in description.items() if k not in ("label_map", "preprocessing", "num_classes")}
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ExportError(f"{weights} is missing: {path} describes it; {AGAIN}")
+    try:
+        model.load_state_dict(read_safetensors_mapped(weights), strict=True)
+    except RuntimeError as error:
+        raise ExportError(f"{weights} does not hold the model {path} describes ({str(error).splitlines()[0]}); "
+                          f"{AGAIN}") from None  # fmt: skip
+    except UserError as error:  # (a damaged file of an export without file records)
+        raise ExportError(str(error).replace("write or download it again", AGAIN)) from None
+    kept = {k: v for k, v in description.items() if k not in ("label_map", "preprocessing", "num_classes", "files")}
     return model.eval(), preprocessing, kept
 
 
 def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
     """A Hugging Face video-classification directory of a registered family
     (``VJEPA2ForVideoClassification``, ``VideoMAEForVideoClassification``) as our classifier."""
+    saved = None
+    if (Path(folder) / MODEL_FILE).is_file():  # written by harness.export: the preprocessing it was trained with
+        description = read_description(Path(folder))
+        verify_files(Path(folder), description)
+        saved = description.get("preprocessing")
     family, hf_config = hf_family(folder)
     names = class_names(hf_config) or [str(i) for i in range(hf_config.get("num_labels", 2))]
     frames, crop = family.hf.clip_shape(hf_config)
@@ -205,11 +248,8 @@ def load_hf_classifier(folder: str | Path) -> tuple[nn.Module, Preprocessing]:
                                 f"data.patch_size={hf_config.get('patch_size', 16)}",
                                 f"data.tubelet_size={hf_config.get('tubelet_size', 2)}"])  # fmt: skip
     model = build_plain_model(config, len(names))
-    description = Path(folder) / MODEL_FILE  # written by harness.export: the preprocessing it was trained with
-    if description.is_file():
-        saved = json.loads(description.read_text(encoding="utf-8")).get("preprocessing")
-        if saved:
-            return model.eval(), Preprocessing.from_dict(saved)
+    if saved:
+        return model.eval(), Preprocessing.from_dict(saved)
     return model.eval(), Preprocessing.from_config(config, names)
 
 
@@ -236,7 +276,7 @@ def read_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Pr
     if is_hf_directory(path):  # first: the hf export also writes model.json
         model, preprocessing = load_hf_classifier(path)
         return model, preprocessing, {"source": str(path.resolve()), "source_format": "hf"}
-    if (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+    if (path / MODEL_FILE).is_file():
         return load_exported(path)
     return from_trained(read_trained_model(path, weights))
 

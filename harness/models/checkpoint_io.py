@@ -236,8 +236,8 @@ def _hf_state(family: ModelFamily, path: str | Path, part: str) -> dict[str, tor
     convert = family.hf.encoder_state if part == "encoder" else family.hf.classifier_state
     try:
         state = convert(read_hf_weights(path))
-    except HFFormatError as error:
-        raise CheckpointError(f"{path}: {error}") from None
+    except HFFormatError as error:  # (its message names the file when it is one of the directory's)
+        raise CheckpointError(str(error) if str(path) in str(error) else f"{path}: {error}") from None
     if not state:
         raise CheckpointError(f"{path}: no {part} weights in this {config['model_type']} directory")
     return state

@@ -20,6 +20,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.fileio import read_json
+from harness.parallel.head_steps import head_parameter_sets
 from harness.parallel.meta_init import deferred_blocks, full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
@@ -101,10 +102,13 @@ class DeepSpeedStrategy(DistributedStrategy):
     """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed_config``).
 
     ``micro_batch``, ``accumulation`` and ``clip_grad`` come from the harness config and are
-    checked against the JSON. ``heads``: probe heads of the run; the engine clips one norm over
-    all of them and skips a NaN/Inf step for all of them, so a grid of heads is refused with
-    clipping on (each head must train as it would alone), and a non-finite loss in one head
-    skips the step of every head.
+    checked against the JSON. ``heads``: probe heads of the run. The engine would clip one norm
+    over all of them, which couples them; so when the trainable weights are probe heads only (a
+    frozen encoder) or there are several heads, the harness clips each head on its own norm
+    (:meth:`_clip_each_head`, through DeepSpeed's ``safe_get_full_grad``/``safe_set_full_grad``) and
+    DeepSpeed's own clipping is off. A fine-tuned model with one head keeps DeepSpeed's clipping
+    (one norm: the same rule). A non-finite loss in one head still skips the step of every head
+    (the engine drops a step whole).
     """
 
     name = "deepspeed"
@@ -124,12 +128,9 @@ class DeepSpeedStrategy(DistributedStrategy):
         heads: int = 1,
     ) -> None:
         super().__init__(device, precision, rank, world_size)
-        if heads > 1 and clip_grad:
-            raise DeepSpeedConfigError(
-                f"optimization.clip_grad={clip_grad} with {heads} probe heads: DeepSpeed clips one norm over all "
-                "heads together, which couples them; set optimization.clip_grad=null, or use distributed.strategy="
-                "ddp or fsdp (they clip each head on its own norm)"
-            )
+        self.clip_grad, self.heads = clip_grad, heads
+        self._head_params: list[list[torch.Tensor]] = []  # set by prepare when the harness clips
+        self._norm: torch.Tensor | None = None  # the norm before the harness's clipping, last step
         self.config = resolve_deepspeed_config(config, micro_batch, accumulation, world_size, clip_grad, precision.name)
         if self.config.get("fp16", {}).get("enabled") and not fp16_supported():
             raise DeepSpeedConfigError(
@@ -196,9 +197,37 @@ class DeepSpeedStrategy(DistributedStrategy):
                 # the other ranks receive rank 0's values as the block is partitioned
                 deepspeed.zero.Init(module=block, config_dict_or_path=self.config)
         optimizer = build_optimizer(model)
+        encoder = getattr(model, "encoder", None)
+        probe_only = encoder is not None and not any(p.requires_grad for p in encoder.parameters())
+        if optimizer is not None and self.clip_grad and (self.heads > 1 or probe_only):
+            self._head_params = head_parameter_sets(optimizer)
+            self.config["gradient_clipping"] = 0.0  # the harness clips each head (see the class)
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.config)
         self._engine = engine
         return engine, ds_optimizer
+
+    def _clip_each_head(self) -> None:
+        """At the accumulation boundary, before the engine steps: clip each head's gradient on its
+        own norm, as :func:`~harness.parallel.head_steps.clip_per_head` does for the other
+        strategies (same arithmetic, on the full gradient DeepSpeed assembles from its
+        partitions). A non-finite norm is left to the engine, which skips the step."""
+        from deepspeed.utils import safe_get_full_grad, safe_set_full_grad
+
+        scale = float(getattr(self._engine.optimizer, "loss_scale", 1.0) or 1.0)  # fp16: gradients are scaled
+        norms = []
+        for params in self._head_params:
+            pairs = [(p, g) for p in params if (g := safe_get_full_grad(p)) is not None]
+            if not pairs:
+                continue
+            norm = torch.nn.utils.get_total_norm([g.float() for _, g in pairs]) / scale
+            norms.append(norm)
+            if not torch.isfinite(norm):
+                continue
+            coefficient = torch.clamp(self.clip_grad / (norm + 1e-6), max=1.0)
+            if coefficient < 1.0:
+                for param, grad in pairs:
+                    safe_set_full_grad(param, grad * coefficient.to(grad.dtype))
+        self._norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else None
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return getattr(model, "module", model)
@@ -206,6 +235,8 @@ class DeepSpeedStrategy(DistributedStrategy):
     def backward(self, loss: torch.Tensor) -> None:
         # The loop already divides by the number of micro-batches; DeepSpeed must not again.
         self._engine.backward(loss.sum(), scale_wrt_gas=False)
+        if self._head_params and self._engine.is_gradient_accumulation_boundary():
+            self._clip_each_head()
         self._engine.step()  # a no-op except at the accumulation boundary, where it steps
 
     def skip_micro_batch(self, model: nn.Module) -> None:
@@ -221,7 +252,10 @@ class DeepSpeedStrategy(DistributedStrategy):
         """Done by the engine at the boundary (see :meth:`skip_micro_batch`)."""
 
     def optimizer_step(self, model: nn.Module, optimizer, max_norm: float | None):
-        """Already done by the engine at the boundary (clipping included); returns the norm."""
+        """Already done by the engine at the boundary (clipping included); returns the norm
+        (before clipping)."""
+        if self._head_params:
+            return self._norm
         norm = model.get_global_grad_norm()
         return torch.tensor(float(norm)) if norm is not None else None
 

@@ -123,6 +123,18 @@ class HeadScaler:
         return {"scales": self.scales.tolist(), "growth": self.growth.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`'s values."""
+        """Restore :meth:`state_dict`'s values; a :class:`torch.amp.GradScaler`'s state (a run
+        saved with one loss scale for all heads) gives every head that scale and growth tracker."""
+        if "scales" not in state:
+            heads = len(self.scales)
+            state = {"scales": [state["scale"]] * heads, "growth": [state["_growth_tracker"]] * heads}
         self.scales.copy_(torch.tensor(state["scales"]))
         self.growth.copy_(torch.tensor(state["growth"], dtype=torch.int32))
+
+
+def one_scale_state(scaler: torch.amp.GradScaler, state: dict) -> dict:
+    """``state`` for :meth:`torch.amp.GradScaler.load_state_dict`: as it is, or, from a
+    :class:`HeadScaler`'s state, the smallest head scale (the one no head has overflowed at)."""
+    if "scales" not in state:
+        return state
+    return scaler.state_dict() | {"scale": min(state["scales"]), "_growth_tracker": 0}

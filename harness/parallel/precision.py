@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from harness.parallel.head_steps import one_scale_state
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -48,6 +50,8 @@ class Precision:
     def load_state_dict(self, state: dict) -> None:
         """Restore the scaler state saved by :meth:`state_dict`."""
         if self.scaler is not None and state:
+            if isinstance(self.scaler, torch.amp.GradScaler):  # one scale (maybe saved as one per head)
+                state = one_scale_state(self.scaler, state)
             self.scaler.load_state_dict(state)
 
 

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of source videos for validation")
     parser.add_argument("--val-input", type=Path, default=None, help="validation listing/folder (no random split)")
     parser.add_argument("--segment-seconds", type=float, default=10.0)
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="skip shorter videos (and remainders)")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="skip shorter videos, remainders (default 1, or --segment-seconds if less)")  # fmt: skip
     parser.add_argument("--fps", type=float, default=None, help="re-encode to this frame rate")
     parser.add_argument("--short-side", type=int, default=None, help="re-encode to this short side (px)")
     parser.add_argument("--shard-size", type=float, default=256.0, help="MB per shard")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     part = resolve_part(args.part, os.environ)
     settings = Settings(
         segment_seconds=args.segment_seconds,
-        min_seconds=args.min_seconds,
+        min_seconds=min(1.0, args.segment_seconds) if args.min_seconds is None else args.min_seconds,
         fps=args.fps,
         short_side=args.short_side,
         shard_size_mb=args.shard_size,

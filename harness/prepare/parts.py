@@ -7,6 +7,7 @@
 
     <output>/prepare-0001of0004.json          the part's record (settings, finished, report)
     <output>/.staging-0001of0004/             its staged clips while it runs
+    <output>/.lock-0001of0004                 its lock (one run of a part at a time)
     <output>/<split>/shard-0001of0004-000012.tar
     <output>/<split>/journal-0001of0004.jsonl  one line per finished shard while it runs
     <output>/<split>/manifest-0001of0004.json  written once, when the part's split is done
@@ -65,6 +66,11 @@ class Part:
     @property
     def staging_name(self) -> str:
         return f".staging{self.tag}"
+
+    @property
+    def lock_name(self) -> str:
+        """This part's lock file (see :mod:`harness.prepare.lock`)."""
+        return f".lock{self.tag}"
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

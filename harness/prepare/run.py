@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -22,6 +23,7 @@ from harness.data.cutting import Settings, pick_cutter
 from harness.data.listing import label_ids
 from harness.errors import UserError
 from harness.prepare.cut import Workers, cut_job, source_index
+from harness.prepare.lock import output_lock
 from harness.prepare.manifest import (
     MANIFEST,
     REPORT,
@@ -84,13 +86,23 @@ def prepare(
     (clips per split, skipped videos with reasons).
 
     Raises:
-        UserError: ``output`` holds clips cut with other settings (``overwrite`` redoes them), or
-            no clip at all came out of the whole input.
+        UserError: a setting is out of its range, another prepare of this part is writing into
+            ``output``, ``output`` holds clips cut with other settings (``overwrite`` redoes them),
+            or no clip at all came out of the whole input.
     """
     part = part or Part()
+    check_settings(settings, val_fraction, chunked)
     settings = replace(settings, cutter=pick_cutter(settings))  # the manifest names the tool used
-    check_previous_settings(output, settings, chunked, overwrite, part)
     splits, label_names = build_splits(input_path, val_input, val_fraction, settings.seed)
+    with output_lock(output, part):  # (only now is anything of ``output`` read or written)
+        check_previous_settings(output, settings, chunked, overwrite, part)
+        return prepare_locked(input_path, output, settings, (splits, label_names), workers, chunked, part)
+
+
+def prepare_locked(input_path: Path, output: Path, settings: Settings, split: tuple[dict, list[str]], workers: int,
+                   chunked: bool, part: Part) -> dict:  # fmt: skip
+    """:func:`prepare` of the sources ``split`` (by split, and the label names), ``output`` held."""
+    splits, label_names = split
     previous = read_json(output / part.record_name) or {}
     record = {
         "settings": asdict(settings),
@@ -120,6 +132,29 @@ def prepare(
     elif not clips:
         log.warning("part %s produced no clips: every one of its videos was skipped", part)
     return report
+
+
+def check_settings(settings: Settings, val_fraction: float, chunked: bool = False) -> None:
+    """Refuse settings that cannot work, naming the option (before anything is read or written;
+    ``chunked``: clips are packed as they are, so segments and their minimum do not matter)."""
+    positive = {
+        "--segment-seconds": settings.segment_seconds,
+        "--shard-size": settings.shard_size_mb,
+        "--fps": settings.fps,
+        "--short-side": settings.short_side,
+        "--shard-samples": settings.shard_samples,
+    }
+    for option, value in positive.items():
+        if value is not None and not (0 < value < math.inf):
+            raise UserError(f"{option} must be > 0, got {value}")
+    if not 0 <= settings.min_seconds < math.inf:
+        raise UserError(f"--min-seconds must be >= 0, got {settings.min_seconds}")
+    if settings.min_seconds > settings.segment_seconds and not chunked:
+        raise UserError(f"--segment-seconds {settings.segment_seconds:g} is shorter than --min-seconds "
+                        f"{settings.min_seconds:g}: every clip would be dropped; lower --min-seconds to at most "
+                        f"{settings.segment_seconds:g} or cut longer segments")  # fmt: skip
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
 
 
 def prepare_split(run: Run, split: str, sources: list[Source], skipped_before: list[dict]) -> tuple[dict, list]:

@@ -105,14 +105,15 @@ class CheckpointManager:
             write_state(temporary)
             own = {"rng": capture_rng(), **(rank_state or {})}
             write_atomic(temporary / f"rank_r{self.rank}.pt", lambda handle: torch.save(own, handle))
-        except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            self.barrier()
+            if self.rank == 0:
+                sizes = {str(p.relative_to(temporary)): p.stat().st_size for p in temporary.rglob("*") if p.is_file()}
+                write_atomic(temporary / FILES_FILE, lambda handle: handle.write(json.dumps(sizes, indent=0).encode()))
+        except BaseException as error:  # DCP's CheckpointException is a BaseException
+            if not out_of_space(error, self.root):
                 raise
             raise self._out_of_space(temporary, name) from error
-        self.barrier()
         if self.rank == 0:
-            sizes = {str(p.relative_to(temporary)): p.stat().st_size for p in temporary.rglob("*") if p.is_file()}
-            write_atomic(temporary / FILES_FILE, lambda handle: handle.write(json.dumps(sizes, indent=0).encode()))
             if final.exists():  # the same step saved again (e.g. after a resume): replace it
                 shutil.rmtree(final)
             os.rename(temporary, final)
@@ -194,6 +195,38 @@ def alternatives(damaged: Path) -> str:
         return "no other complete checkpoint is kept"
     listed = ", ".join(f"{pointer} -> {root / name}" for name, pointer in found)
     return f"older complete checkpoints: {listed} (resume from one with meta.read_checkpoint=<folder>)"
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# What torch's C++ writer says when a write fails; it keeps no errno (torch.save to a path, DeepSpeed).
+TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "unexpected pos")
+NEARLY_FULL = 64 << 20  # bytes free under which such a failure is taken for a full filesystem
+
+
+def out_of_space(error: BaseException, root: Path) -> bool:
+    """Whether ``error``, raised while writing a checkpoint under ``root``, is the filesystem running
+    out of space (or quota): an ``OSError`` ENOSPC/EDQUOT anywhere in its chain (torch.save re-raises
+    the writer's ``OSError`` as a ``RuntimeError``; DCP gathers each rank's failure), or torch's C++
+    writer failing (it keeps no errno) while the filesystem is nearly full."""
+    seen, pending = set(), [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in NO_SPACE:
+            return True
+        if isinstance(current, RuntimeError) and any(text in str(current) for text in TORCH_WRITE_FAILED):
+            try:
+                if shutil.disk_usage(root).free < NEARLY_FULL:
+                    return True
+            except OSError:
+                pass
+        failures = getattr(current, "failures", None)  # DCP: rank -> (exception, traceback)
+        if isinstance(failures, dict):
+            pending += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+        pending += [current.__cause__, current.__context__]
+    return False
 
 
 def folder_bytes(folder: Path) -> int:

@@ -39,3 +39,13 @@ def steps_per_epoch(config: Config, loader) -> int:
             "use a smaller data.batch_size or more data"
         )
     return steps
+
+
+def check_eval_only(config: Config, val_set: VideoSource | None) -> None:
+    """``meta.eval_only`` needs validation data: without it the run would do nothing and end as if
+    it had succeeded."""
+    if config.meta.eval_only and val_set is None:
+        raise ConfigError(
+            "meta.eval_only (val_only in a V-JEPA 2 config) is set but data.val_datasets and data.val_shards are "
+            "empty: nothing to evaluate; give validation data, or drop meta.eval_only to train"
+        )

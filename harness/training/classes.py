@@ -3,13 +3,16 @@
 Sources, first found wins: ``data.class_names`` (a text file, one name per line in id order, or
 JSON: a list, or an ``{id: name}`` map), the label map of the first training (else validation)
 shard manifest, or listings whose labels are names (ids in sorted order of the training names).
-Without any, classes are called by their ids.
+Without any, classes are called by their ids. ``data.class_names`` and a manifest that names its
+classes must agree; a name must show something (no blank line, no ``""``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.config import Config, ConfigError
@@ -42,13 +45,32 @@ def read_class_names(path: str | Path, key: str = "data.class_names") -> list[st
         if not isinstance(values, list) or not all(isinstance(v, (str, int)) for v in values):
             raise ConfigError(f"{key}: {path}: expected a list of names or an id -> name map")
         names = [str(v) for v in values]
+        _refuse_blank(names, lambda i: f"{key}: {path}: class id {i} has an empty name: give every class a name")
     else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines()]
+        while lines and not lines[-1]:  # blank lines at the end name no class
+            lines.pop()
+        _refuse_blank(
+            lines,
+            lambda i: (
+                f"{key}: {path}:{i + 1}: empty class name (a blank line shifts every later "
+                "class id): give every class a name, one per line in id order"
+            ),
+        )
+        names = lines
     if not names or len(set(names)) != len(names):
         raise ConfigError(
             f"{key}: {path}: expected distinct class names, got {len(names)} ({len(set(names))} distinct)"
         )
     return names
+
+
+def _refuse_blank(names: list[str], where: Callable[[int], str]) -> None:
+    """A name that shows nothing (empty, spaces, invisible characters) would print blank in every
+    table and export: refuse it, ``where(index)`` saying where it is."""
+    for index, name in enumerate(names):
+        if not any(unicodedata.category(char)[0] not in "ZC" for char in name):
+            raise ConfigError(where(index))
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,15 +91,50 @@ def listing_records(path: str) -> Listing:
 def resolve_class_names(config: Config) -> list[str] | None:
     """The run's class names in id order (see the module docs), or None when classes are ids."""
     data = config.data
+    manifests = [(source, manifest_names(source)) for source in [*data.shards, *data.val_shards]]
+    manifests = [(source, names) for source, names in manifests if names]
     if data.class_names:
-        return read_class_names(data.class_names)
-    for source in [*data.shards, *data.val_shards]:
-        if source.endswith(".json"):
-            label_map = read_manifest(source).get("label_map") or {}
-            if label_map:
-                return [str(label_map[str(i)]) for i in range(len(label_map))]
+        names = read_class_names(data.class_names)
+        for source, labelled_with in manifests:
+            if only_ids(labelled_with):  # ids name nothing: the file names them
+                continue
+            check_same_names(names, labelled_with, f"data.class_names {data.class_names}",
+                             f"the shard manifest {source}", "fix or drop data.class_names")  # fmt: skip
+        return names
+    if manifests:
+        return manifests[0][1]
     names = {name for path in data.datasets for name in listing_records(path).names or ()}
     return sorted(names) or None
+
+
+def manifest_names(source: str) -> list[str] | None:
+    """The names of a shard manifest's label map in id order (None for other sources or no map)."""
+    if not source.endswith(".json"):
+        return None
+    label_map = read_manifest(source).get("label_map") or {}
+    return [str(label_map[str(i)]) for i in range(len(label_map))] or None
+
+
+def only_ids(names: list[str]) -> bool:
+    """Whether ``names`` are only the class ids (a manifest made from a listing of ids)."""
+    return names == [str(i) for i in range(len(names))]
+
+
+def first_difference(names: list[str], others: list[str]) -> str | None:
+    """``class <id>: <name> vs <other>`` at the first id where two name lists differ, or None."""
+    for index in range(max(len(names), len(others))):
+        mine = repr(names[index]) if index < len(names) else "no class"
+        theirs = repr(others[index]) if index < len(others) else "no class"
+        if mine != theirs:
+            return f"class {index}: {mine} vs {theirs}"
+    return None
+
+
+def check_same_names(names: list[str], others: list[str], where: str, other: str, fix: str) -> None:
+    """Refuse two sources of class names that disagree (every label would be read under the wrong
+    name), naming both and the first class that differs."""
+    if difference := first_difference(names, others):
+        raise ConfigError(f"{where} and {other} name the classes differently ({difference}): {fix}")
 
 
 def labelled(listing: Listing, names: list[str] | None, key: str) -> Listing:

@@ -102,8 +102,8 @@ class Schedule:
     ``final_lr`` over the last ``anneal_steps``; with ``shape="cosine"`` (V-JEPA 2's evaluation
     schedule) a cosine from ``lr`` to ``final_lr`` over all steps after the warmup instead.
     ``wd``: cosine from ``weight_decay`` at step 0 to ``final_weight_decay`` at ``total_steps``.
-    ``protocol="vjepa2"``: optimizer step ``i`` uses schedule step ``i + 1`` and the cosine shapes
-    are V-JEPA 2's own expressions (:mod:`harness.training.protocol`).
+    ``protocol="vjepa2"``: optimizer step ``i`` uses schedule step ``i + 1`` and both shapes and
+    the weight decay are V-JEPA 2's own expressions (:mod:`harness.training.protocol`).
     """
 
     total_steps: int
@@ -122,6 +122,10 @@ class Schedule:
         if self.protocol == "vjepa2" and self.shape == "cosine":
             return protocols.vjepa2_cosine_lr(
                 step, self.warmup_steps, self.start_lr, self.lr, self.final_lr, self.total_steps
+            )
+        if self.protocol == "vjepa2":
+            return protocols.vjepa2_wsd_lr(
+                step, self.warmup_steps, self.anneal_steps, self.start_lr, self.lr, self.final_lr, self.total_steps
             )
         if step < self.warmup_steps:
             return self.start_lr + (self.lr - self.start_lr) * step / self.warmup_steps
@@ -188,7 +192,7 @@ def build_schedules(opt, steps_per_epoch: int) -> HeadSchedules:
             start_lr=values.start_lr,
             final_lr=values.final_lr,
             warmup_steps=protocols.warmup_steps(opt.protocol, values.warmup, steps_per_epoch),
-            anneal_steps=round(opt.anneal * steps_per_epoch),
+            anneal_steps=protocols.warmup_steps(opt.protocol, opt.anneal, steps_per_epoch),
             weight_decay=values.weight_decay,
             final_weight_decay=values.final_weight_decay,
             shape=opt.lr_schedule,

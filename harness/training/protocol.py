@@ -6,9 +6,10 @@ schedulers do something else than we do by default:
 
 * schedules are stepped before each iteration's forward pass, so iteration ``i`` (0-based)
   uses the values of schedule step ``i + 1`` and the last one reaches ``final_lr``;
-* warmup steps are ``int(warmup * steps_per_epoch)`` (truncated, not rounded);
+* warmup (and anneal) steps are ``int(epochs * steps_per_epoch)`` (truncated, not rounded);
 * the learning rate is ``max(final_lr, cosine)`` and the weight decay is clamped to its final
-  value, with V-JEPA 2's own expression order (bit-identical floats);
+  value, with V-JEPA 2's own expression order (bit-identical floats); ``lr_schedule: wsd`` is
+  V-JEPA 2's ``WSDSchedule`` (the seed app's fine-tune schedule) in the same way;
 * every probe tensor is decayed (biases, LayerNorms, ``query_tokens`` included);
 * no gradient clipping, and the training accuracy is the best head's, not the heads' mean.
 
@@ -29,7 +30,8 @@ def schedule_step(protocol: str, step: int) -> int:
 
 
 def warmup_steps(protocol: str, warmup_epochs: float, steps_per_epoch: int) -> int:
-    """Warmup in optimizer steps: V-JEPA 2 truncates (``int(7.5) == 7``), the harness rounds."""
+    """Warmup (or anneal) epochs in optimizer steps: V-JEPA 2 truncates (``int(7.5) == 7``), the
+    harness rounds."""
     steps = warmup_epochs * steps_per_epoch
     return int(steps) if protocol == "vjepa2" else round(steps)
 
@@ -46,6 +48,19 @@ def vjepa2_cosine_lr(step: int, warmup: int, start_lr: float, lr: float, final_l
         return start_lr + progress * (lr - start_lr)
     progress = float(step - warmup) / float(max(1, total - warmup))
     return max(final_lr, final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def vjepa2_wsd_lr(
+    step: int, warmup: int, anneal: int, start_lr: float, lr: float, final_lr: float, total: int
+) -> float:
+    """V-JEPA 2's warmup-stable-decay learning rate at schedule step ``step`` (its ``WSDSchedule``)."""
+    if step < warmup:
+        progress = float(step) / float(max(1, warmup))
+        return start_lr + progress * (lr - start_lr)
+    if step < total - anneal:
+        return lr
+    progress = float(step - (total - anneal)) / float(max(1, anneal))
+    return lr + progress * (final_lr - lr)
 
 
 def vjepa2_cosine_wd(step: int, weight_decay: float, final_weight_decay: float, total: int) -> float:

@@ -20,6 +20,7 @@ from harness.training.checkpoint import (
     read_checkpoint_meta,
     resolve_checkpoint,
 )
+from harness.training.classes import first_difference
 from harness.training.optim import clean_name
 from harness.training.run_state import RunContext
 
@@ -48,7 +49,8 @@ def resume(run: RunContext) -> Path | None:
         path = None
     if path is None:
         return None
-    extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes)
+    extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes,
+                            run.class_names)  # fmt: skip
     for name, part in run.parts.items():
         if name in extra:
             part.load_state_dict(extra[name])
@@ -63,16 +65,20 @@ def resume(run: RunContext) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, strategy, model, optimizer, config: Config, num_classes: int) -> dict:
+def load_checkpoint(path: Path, strategy, model, optimizer, config: Config, num_classes: int,
+                    class_names: list[str] | None = None) -> dict:  # fmt: skip
     """Check that ``path`` is complete, loadable by ``strategy`` and holds the model this run
-    builds, then load it; returns the saved extras. Every problem is a :class:`CheckpointError`
-    naming the file and what differs, with the older complete checkpoints when there are some."""
+    builds (with ``class_names``: for the same classes in the same order), then load it; returns
+    the saved extras. Every problem is a :class:`CheckpointError` naming the file and what
+    differs, with the older complete checkpoints when there are some."""
     problem = damage(path)
     if problem:
         raise CheckpointError(f"{path} is damaged: {problem}; {alternatives(path)}")
     meta = read_checkpoint_meta(path)
     check_resumable(path, meta, strategy)
     check_same_model(path, meta, strategy, model, config, num_classes)
+    if class_names is not None:
+        check_same_classes(path, meta.get("class_names"), class_names, config)
     try:
         return strategy.load_state(path, model, optimizer)
     except CheckpointError:
@@ -113,6 +119,24 @@ def check_same_model(path: Path, meta: dict, strategy, model, config: Config, nu
         f"{path} holds another model than this run builds: {len(differing)} tensors differ (e.g. {examples})"
         + (f"; settings that differ: {', '.join(settings)}" if settings else "")
         + ". Resume with the checkpoint's settings, or start a new run folder"
+    )
+
+
+def check_same_classes(path: Path, saved: list[str] | None, names: list[str], config: Config) -> None:
+    """Refuse to resume under class names in another order than the checkpoint was trained with:
+    every class id would keep its weights under another name (left and right swapped). Runs whose
+    classes are only ids (on either side) are not compared."""
+    ids = [str(i) for i in range(len(names))]
+    if not saved or saved == ids or names == ids:
+        return
+    difference = first_difference(names, saved)
+    if difference is None:
+        return
+    source = config.data.class_names or "the class names of the data (shard manifest or listings)"
+    raise CheckpointError(
+        f"{source} and checkpoint {path} name the classes differently ({difference}, this run's name first): "
+        "resuming would train each class id under another name. Restore the checkpoint's class names "
+        f"({', '.join(saved[:8])}{', ...' if len(saved) > 8 else ''} in id order), or start a new run folder"
     )
 
 

@@ -12,38 +12,23 @@ folder one after another).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.locking import give_back, holder_text, identity, take_flock
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 EXCLUSIVE_FILE = ".lock.excl"
-_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _held: dict[str, tuple[int | None, int]] = {}  # folder -> (open lock descriptor or None, users)
 
 
 class RunFolderInUse(UserError):
     """Another job holds the run folder."""
-
-
-def _holder_text(path: Path) -> str:
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"]))
-        return f"PID {holder['pid']} on {holder['host']}, since {started}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that left no details"
-
-
-def _identity() -> bytes:
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
 
 
 def acquire(folder: str | Path, use_flock: bool = True) -> None:
@@ -71,29 +56,17 @@ def acquire(folder: str | Path, use_flock: bool = True) -> None:
 
 def _flock(folder: Path) -> int | None:
     """The descriptor holding the flock, or None where the filesystem does not support flock."""
-    import fcntl
 
-    path = folder / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise RunFolderInUse(
-            f"{folder} is in use by another run ({_holder_text(path)}): wait for it to finish, stop it, "
-            "or give this run another folder"
-        ) from None
-    except OSError as error:
-        os.close(descriptor)
-        if error.errno in _NO_FLOCK:
-            return None
-        raise
-    if os.fstat(descriptor).st_size:
-        log.info("%s: taking over the lock left by %s (no longer running)", folder, _holder_text(path))
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, _identity(), 0)
-    os.fsync(descriptor)
-    return descriptor
+    def in_use(holder: str) -> RunFolderInUse:
+        return RunFolderInUse(
+            f"{folder} is in use by another run ({holder}): wait for it to finish, stop it, or give this run "
+            "another folder"
+        )
+
+    def taken_over(holder: str) -> None:
+        log.info("%s: taking over the lock left by %s (no longer running)", folder, holder)
+
+    return take_flock(folder / LOCK_FILE, in_use, taken_over)
 
 
 def _exclusive(folder: Path) -> None:
@@ -104,13 +77,13 @@ def _exclusive(folder: Path) -> None:
         except FileExistsError:
             if not _stale(path):
                 raise RunFolderInUse(
-                    f"{folder} is in use by another run ({_holder_text(path)}): wait for it, stop it, or give this "
+                    f"{folder} is in use by another run ({holder_text(path)}): wait for it, stop it, or give this "
                     f"run another folder; if that job is gone, delete {path}"
                 ) from None
-            log.info("%s: removing the lock left by %s (no longer running)", folder, _holder_text(path))
+            log.info("%s: removing the lock left by %s (no longer running)", folder, holder_text(path))
             path.unlink(missing_ok=True)
             continue
-        os.write(descriptor, _identity())
+        os.write(descriptor, identity())
         os.fsync(descriptor)
         os.close(descriptor)
         return
@@ -146,12 +119,7 @@ def release(folder: str | Path) -> None:
     if descriptor is None:
         (Path(folder) / EXCLUSIVE_FILE).unlink(missing_ok=True)
     else:
-        import fcntl
-
-        os.ftruncate(descriptor, 0)
-        # Forked DataLoader workers share this open file (and so the lock): unlock explicitly.
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-        os.close(descriptor)
+        give_back(descriptor)
 
 
 def take_run_folder(folder: Path, strategy) -> None:

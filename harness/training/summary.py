@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,11 +96,20 @@ def describe_protocol(optimization, heads: int) -> str:
 
 def failure(state: TrainState) -> str | None:
     """Why a run that ended produced nothing usable, or None: every optimizer step was skipped for
-    a NaN/Inf loss, or the validation counted no video."""
+    a NaN/Inf loss; the run ended on such steps (too few left to reach
+    ``optimization.max_nonfinite_steps``) with weights whose validation loss is NaN/Inf; or the
+    validation counted no video."""
     if state.step > 0 and state.skipped_steps >= state.step:
         return (
             f"every one of the {state.step} optimizer steps had a NaN/Inf loss and was skipped, so the weights "
             "never changed: lower optimization.lr, check the data, or use meta.dtype=bfloat16/float32"
+        )
+    val_loss = (state.last_eval or {}).get("val_loss")
+    if state.nonfinite_streak and val_loss is not None and not math.isfinite(val_loss):
+        return (
+            f"the weights diverged: the last {state.nonfinite_streak} optimizer steps had a NaN/Inf loss and were "
+            f"skipped (the run ended before optimization.max_nonfinite_steps in a row) and the validation loss is "
+            f"{val_loss}: lower optimization.lr, check the data, or use meta.dtype=bfloat16/float32"
         )
     if state.last_eval is not None and not state.last_eval.get("val_count"):
         return "validation counted 0 videos: every validation video was unreadable (see the warnings above)"

@@ -27,7 +27,7 @@ from harness.progress import progress
 from harness.tensorboard import TensorBoardSink
 from harness.training import build, run_lock
 from harness.training.checkpoint import CheckpointManager
-from harness.training.checks import check_labels, steps_per_epoch
+from harness.training.checks import check_eval_only, check_labels, steps_per_epoch
 from harness.training.classes import display_names, resolve_class_names
 from harness.training.data_budget import build_budgets
 from harness.training.ema import ModelEMA
@@ -69,6 +69,7 @@ class Trainer:
         names = resolve_class_names(config)
         self.train_set = build.build_train_dataset(config, names)
         self.val_set = build.build_val_dataset(config, names)
+        check_eval_only(config, self.val_set)
         self.num_classes = build.infer_num_classes(config, self.train_set, names)
         check_labels(config, self.num_classes, self.train_set, self.val_set)
         self.class_names = display_names(names, self.num_classes)
@@ -101,7 +102,8 @@ class Trainer:
         self.epoch_sums = RunningSums(self.strategy.device, self.num_heads, best)  # since the epoch's start
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
-                                heads=self.num_heads, multi_label=self.objective.multi_label)  # fmt: skip
+                                heads=self.num_heads, multi_label=self.objective.multi_label,
+                                resume_epoch=self.state.epoch if resumed_from else None)  # fmt: skip
         encoder = self.strategy.unwrap(self.model).encoder
         self.flops_per_clip = flops_per_clip(encoder, config, config.meta.finetune_encoder)
         self.tokens_per_clip = tokens_per_clip(config)

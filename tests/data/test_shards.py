@@ -237,8 +237,8 @@ def test_a_shard_whose_checksum_differs_from_the_manifest_is_quarantined(demo_sh
     dataset = ShardEvalDataset(list_shards(str(copy / "manifest.json")), SPEC, EvalTransform(32, normalize=False),
                                quarantine=quarantine)  # fmt: skip
     videos = [v for batch in ShardEvalLoader(dataset, 3, num_workers=0) for v in batch.videos]
-    assert len(videos) == 8, "the samples read before the end of the shard were used"
-    assert dataset.stats()["broken_shards"] == 1
+    assert len(videos) == 5, "checked before it is read: none of the altered shard's 3 samples is used"
+    assert dataset.stats()["broken_shards"] == 1 and dataset.attempt_counts() == (8, 3)
     line = quarantine.read_text()
     assert tampered.name in line and "differs from the manifest" in line
     for shard in list_shards(str(demo_shards / "val" / "manifest.json")):  # untouched shards verify

@@ -1,6 +1,6 @@
 """Every option that changes the training step, combined, under every strategy (2 CPU ranks).
 
-Two recipes cover the options, so every option meets every strategy and every other option of its
+Three recipes cover the options, so every option meets every strategy and every other option of its
 recipe (a pairwise cover, within what combines at all):
 
 * ``finetune``: EMA, mixup + cutmix, label smoothing, layer decay, drop path, activation

@@ -13,6 +13,7 @@ from vjepa2.utils.schedulers import CosineWDSchedule, WarmupCosineSchedule
 from harness.config import load_config
 from harness.models import create_encoder
 from harness.parallel.head_steps import HeadScaler, clip_per_head, head_parameter_sets
+from harness.parallel.precision import Precision
 from harness.training import Trainer
 from harness.training.metrics import RunningSums
 from harness.training.optim import HeadSchedules, Schedule, build_adamw, param_groups
@@ -261,3 +262,19 @@ def test_head_scaler_is_a_gradscaler_per_head():
     restored = HeadScaler(2, torch.device("cpu"), lambda tensor: tensor)
     restored.load_state_dict(scaler.state_dict())
     assert torch.equal(restored.scales, scaler.scales) and torch.equal(restored.growth, scaler.growth)
+
+
+def test_a_loss_scale_resumes_into_the_other_kind_of_scaler():
+    """A checkpoint saved with one ``GradScaler`` (an earlier version's fp16 grid) resumes into a
+    per-head scaler, every head at its scale; a per-head state resumes into one ``GradScaler`` at
+    the smallest head scale."""
+    one = torch.amp.GradScaler("cpu", init_scale=512.0)
+    one.load_state_dict(one.state_dict() | {"_growth_tracker": 7})
+    grid = Precision("float16", torch.device("cpu"))
+    grid.scaler = HeadScaler(3, torch.device("cpu"), lambda tensor: tensor)
+    grid.load_state_dict(one.state_dict())
+    assert grid.scaler.scales.tolist() == [512.0] * 3 and grid.scaler.growth.tolist() == [7] * 3
+    grid.scaler.scales[1] = 128.0
+    single = Precision("float16", torch.device("cpu"))
+    single.load_state_dict(grid.state_dict())
+    assert single.scaler.get_scale() == 128.0 and single.scaler.state_dict()["_growth_tracker"] == 0
