@@ -5,7 +5,8 @@ checkpoint), a pointer (``runs/x/checkpoints/best``) or a run folder. ``OUT`` re
 ``python -m harness.export CKPT OUT`` writes (``model.safetensors``: the whole classifier,
 fp32; ``model.json``: class names, preprocessing, the config to rebuild it, the source) plus
 ``vjepa2_probe.pt`` (the probe head(s) in V-JEPA 2's eval layout: ``classifiers``, a list of
-``module.``-prefixed state dicts, plus ``epoch``), which V-JEPA 2's own eval loads. A multi-head
+``module.``-prefixed state dicts, plus ``epoch``), which V-JEPA 2's own eval loads with ``val_only:
+true`` (no optimizer state: it evaluates, it does not resume training). A multi-head
 run exports its best head (by validation top-1) as the classifier; all heads go to
 ``vjepa2_probe.pt``. Needs neither DeepSpeed nor a process group to read it back:
 :func:`load_consolidated` / :func:`harness.load_classifier`.

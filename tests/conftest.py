@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,42 @@ import pytest
 
 from harness.data.listing import VideoRecord, write_listing
 from harness.data.synthetic import moving_square_frames, write_video
+from tests import deadline
+
+
+def in_ci() -> bool:
+    """CI sets ``CI=true`` (``.ci/run`` does too)."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# In CI nothing may skip: a skipped test there is a prerequisite CI failed to provide, which is a
+# failure (tests/test_skips.py lists every skip and its condition).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+def _fail_skip_in_ci(report) -> None:
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _test_clock(request):
+    """Starts :mod:`tests.deadline`'s clock with this test's pytest-timeout limit."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = marker.args[0] if marker and marker.args else request.config.getini("timeout")
+    deadline.start(float(limit) if limit else None)
+
 
 # name: (frames, fps, height, width)
 VIDEO_SPECS = {

@@ -11,8 +11,9 @@ DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 @pytest.mark.slow
 def test_demo_config_generates_data_and_learns_motion_direction(tmp_path):
-    # The shipped demo config as it is, only moved to a temporary folder: it generates the
-    # videos, trains the tiny ViT through the real loaders and must beat 25% chance clearly.
+    # The shipped demo config as it is (seed included), only moved to a temporary folder: it
+    # generates the videos, trains the tiny ViT through the real loaders and must reach what the
+    # README says it reaches, 90-100% (chance is 25%; 32 validation videos, so 29 right).
     data = tmp_path / "demo_data"
     overrides = [
         f"folder={tmp_path / 'run'}",
@@ -24,7 +25,7 @@ def test_demo_config_generates_data_and_learns_motion_direction(tmp_path):
     Trainer(load_config(DEMO, overrides)).fit()
     assert (data / "train.csv").is_file() and len(list((data / "train").glob("*.mp4"))) == 96
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["best_top1"] >= 0.6, summary
+    assert summary["best_top1"] >= 0.9, summary
     assert (tmp_path / "run" / "best_confusion.png").is_file()
 
 

@@ -15,6 +15,7 @@ from harness.config import cli as config_cli
 from harness.data.files import TooManyDecodeFailures
 from harness.errors import UserError, entry_point, message_of
 from tests.conftest import tiny_overrides
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +108,7 @@ def test_the_command_line_exits_2_with_one_line(demo_root, tmp_path):
     command = [sys.executable, "-m", "harness.train", "--config", "none",
                *tiny_overrides(demo_root, tmp_path / "run"), f"data.val_datasets=[{listing}]"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=time_left())
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("config error: data.val_datasets: ")

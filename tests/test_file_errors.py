@@ -42,7 +42,8 @@ def fresh_root_logging():
 @pytest.fixture(scope="module")
 def hf_directory(tmp_path_factory) -> Path:
     """A small ``VJEPA2ForVideoClassification`` as ``transformers`` saves it."""
-    transformers = pytest.importorskip("transformers", reason="the test extra installs transformers")
+    import transformers  # the test extra installs it
+
     folder = tmp_path_factory.mktemp("hf") / "model"
     config = transformers.VJEPA2Config(hidden_size=96, num_hidden_layers=1, num_attention_heads=4, num_pooler_layers=1,
                                        crop_size=32, frames_per_clip=4, pred_hidden_size=48, pred_num_hidden_layers=1,

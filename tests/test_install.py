@@ -1,6 +1,7 @@
 """Installing into an environment that already has another torch within the declared range: the
 harness keeps that torch (setup.py declares ranges; only constraints.txt pins), ``pip check``
-passes, and the demo trains there. The lowest torch of the range is the one installed."""
+passes, and the demo trains there, on one process and on two FSDP2 ranks. The lowest torch of
+the range is the one installed (the rest of the suite runs on the pinned torch only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent
 LOWEST = {"torch": "2.9.1", "torchvision": "0.24.1", "torchcodec": "0.8.*"}  # the matching builds
@@ -37,6 +40,7 @@ def test_setup_declares_ranges_and_the_lock_pins_inside_them():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two installs of torch (~7 GB) and three runs: minutes on a loaded machine
 def test_install_into_an_environment_with_the_lowest_torch_keeps_it_and_trains(tmp_path):
     venv = tmp_path / "venv"
     try:
@@ -66,7 +70,16 @@ def _install_and_train(venv: Path, tmp_path: Path) -> None:
                  "optimization.epochs=2", "optimization.warmup=0", "optimization.anneal=1",
                  "logging.progress_bar=false"]  # fmt: skip
     done = subprocess.run([python, "-m", "harness.train", "--config", "configs/demo.yaml", *overrides], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+                          capture_output=True, text=True, timeout=time_left())  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "decoder torchcodec" in done.stderr, "the torchcodec built for that torch decodes"
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
+    # The torch API that changed most between 2.9 and 2.14 is FSDP2's: 2 ranks shard and train.
+    overrides = [f"folder={tmp_path / 'fsdp'}", *overrides[1:4], "optimization.epochs=1", "optimization.warmup=0",
+                 "optimization.anneal=1", "logging.progress_bar=false", "distributed.strategy=fsdp"]  # fmt: skip
+    torchrun = [python, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "harness.train"]
+    done = subprocess.run([*torchrun, "--config", "configs/demo.yaml", *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=time_left())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "fsdp" / "summary.json").read_text())["finished"]
+    assert (tmp_path / "fsdp" / "log_r1.csv").exists() and "fsdp" in done.stderr, done.stderr[-2000:]

@@ -14,6 +14,7 @@ from harness.data.listing import read_listing
 from harness.evaluate import main as evaluate_main
 from harness.export.cli import export
 from harness.predict import main
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["right", "left", "down", "up"]
@@ -101,8 +102,8 @@ def test_two_ranks_split_the_inputs_and_rank_0_merges_them(trained_run, demo_roo
     common = [str(trained_run), str(demo_root / "val"), str(demo_root / "train" / "up_000.mp4"), "--workers", "0",
               "--no-progress"]  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "harness.predict"]
-    subprocess.run([*torchrun, *common, "--output", str(tmp_path / "two.csv")], env=env, check=True, timeout=600,
-                   capture_output=True)  # fmt: skip
+    subprocess.run([*torchrun, *common, "--output", str(tmp_path / "two.csv")], env=env, check=True,
+                   timeout=time_left(), capture_output=True)  # fmt: skip
     assert main([*common, "--output", str(tmp_path / "one.csv")]) == 0
     one, two = read_csv(tmp_path / "one.csv"), read_csv(tmp_path / "two.csv")
     assert [r["video"] for r in two] == [r["video"] for r in one] and len(one) == 9

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from harness.progress import NoProgress, PlainProgress, progress
+from tests.deadline import time_left
 
 
 class Terminal(io.StringIO):
@@ -57,7 +58,7 @@ def test_training_logged_to_a_file_has_no_carriage_returns(demo_root, tmp_path):
     with open(tmp_path / "slurm.out", "w") as log:  # as SLURM writes a job's output
         done = subprocess.run([sys.executable, "-m", "harness.train", "--config", "configs/demo.yaml", *overrides],
                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HARNESS_PROGRESS_SECONDS": "0"},
-                              timeout=600)  # fmt: skip
+                              timeout=time_left())  # fmt: skip
     text = (tmp_path / "slurm.out").read_text()
     assert done.returncode == 0, text[-3000:]
     assert "\r" not in text

@@ -11,7 +11,8 @@ from tests.conftest import tiny_overrides
 
 
 def test_a_run_writes_scalars_confusion_images_and_hparams(demo_root, tmp_path):
-    accumulator_module = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.backend.event_processing import event_accumulator as accumulator_module  # a dependency
+
     folder = tmp_path / "run"
     config = load_config(None, tiny_overrides(demo_root, folder, "logging.tensorboard=true", "optimization.ipe=2"))
     Trainer(config).fit()

@@ -1,7 +1,9 @@
 """The ``harness.train`` entry point: resume after a kill, script mode, config errors, seed YAML."""
 
 import csv
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,10 @@ import yaml
 from harness.config import load_config
 from harness.train import main
 from harness.training import Trainer
+from tests import deadline
 from tests.conftest import tiny_overrides
+from tests.fake_wandb import API_KEY, FakeSweepServer
+from tests.wandb_records import read_run
 
 REPO = Path(__file__).resolve().parent.parent
 COMPARED = ("epoch", "step", "loss", "acc1", "acc5", "lr", "wd", "grad_norm")
@@ -183,15 +188,57 @@ def test_a_vjepa2_classifier_yaml_trains_as_it_is(demo_root, tmp_path):
     assert resolved["data"]["fps"] == 8 and resolved["data"]["frame_step"] is None
 
 
-def test_a_wandb_sweep_agent_run_trains_in_its_own_folder(demo_root, tmp_path, monkeypatch):
-    from harness.train import main
-    from tests.conftest import tiny_overrides
+def readme_sweep() -> dict:
+    """The sweep.yaml of the README's W&B section."""
+    found = re.search(r"```yaml\n(# sweep\.yaml:.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    assert found, "README.md has a sweep.yaml example"
+    return yaml.safe_load(found.group(1))
 
-    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
-    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
-    overrides = tiny_overrides(
-        demo_root, tmp_path / "sweep", "optimization.epochs=1", "optimization.ipe=1", "optimization.lr=0.0005"
-    )  # fmt: skip  (as ${args_no_hyphens} passes it)
-    assert main(["--config", "configs/demo.yaml", *overrides, "optimization.warmup=0", "optimization.anneal=0"]) == 0
-    assert (tmp_path / "sweep" / "abc123" / "summary.json").is_file()
-    assert not (tmp_path / "sweep" / "summary.json").exists()
+
+@pytest.mark.slow
+def test_a_real_wandb_agent_runs_the_readme_sweep_each_run_in_its_own_folder(demo_root, tmp_path):
+    """The real ``wandb agent`` CLI runs the README's sweep.yaml. Its one stand-in is the W&B server
+    (:mod:`tests.fake_wandb`, W&B has no offline agent): it serves this sweep and hands out one run
+    with values of the README's parameters, as W&B's controller would. The agent launches the
+    sweep's command with the environment it sets (WANDB_SWEEP_ID, WANDB_RUN_ID) and the values as
+    ``${args_no_hyphens}``; the run trains with them in ``<folder>/<run id>``, and its W&B run
+    (offline: nothing to upload it to) is the agent's run."""
+    sweep = readme_sweep()
+    command = sweep["command"]
+    assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[-1] == "${args_no_hyphens}"
+    # The README's command, on the tiny demo run instead of ViT-L, and W&B offline for the run itself.
+    tiny = [o for o in tiny_overrides(demo_root, tmp_path / "unused") if not o.startswith("folder=")]
+    command = [{"configs/vitl16_probe.yaml": "configs/demo.yaml", "folder=runs/sweep": f"folder={tmp_path / 'sweep'}"}
+               .get(part, part) for part in command[:-1]]  # fmt: skip
+    command += [*tiny, "optimization.epochs=1", "optimization.ipe=1", "optimization.warmup=0",
+                "optimization.anneal=0", "logging.wandb.mode=offline", "${args_no_hyphens}"]  # fmt: skip
+    sweep["command"] = command
+    parameters = sweep["parameters"]  # what a controller picks from each: none is the demo run's own value
+    chosen = {"optimization.lr": parameters["optimization.lr"]["min"],
+              "optimization.weight_decay": parameters["optimization.weight_decay"]["values"][0],
+              "model.drop_path_rate": parameters["model.drop_path_rate"]["values"][2]}  # fmt: skip
+    run_id = "swrun001"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # the agent runs "python"
+            "HOME": str(tmp_path), "WANDB_DIR": str(tmp_path), "WANDB_API_KEY": API_KEY}  # fmt: skip
+    with FakeSweepServer("sweep001", yaml.safe_dump(sweep), run_id, chosen) as server:
+        env["WANDB_BASE_URL"] = server.url
+        agent_command = [sys.executable, "-m", "wandb", "agent", "--count", "1", "entity/project/sweep001"]
+        agent = subprocess.run(agent_command, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=deadline.time_left())  # fmt: skip
+    output = (agent.stdout + agent.stderr)[-4000:]  # the agent's log, with the run's output in it
+    assert agent.returncode == 0, output
+    assert [name for name, _ in server.operations[:3]] == ["Viewer", "SweepWithRuns", "CreateAgent"], output
+    folder = tmp_path / "sweep" / run_id
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else None
+    assert summary and summary["finished"], output
+    assert summary["wandb_run_id"] == run_id, "the harness's W&B run is the one the agent started"
+    files = list((folder / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1, "its offline W&B run, for wandb sync"
+    recorded = read_run(files[0])
+    assert recorded["run_id"] == run_id and recorded["config"]["optimization"]["lr"] == chosen["optimization.lr"]
+    assert not (tmp_path / "sweep" / "summary.json").exists(), "nothing trained in the sweep's folder itself"
+    resolved = yaml.safe_load((folder / "config.yaml").read_text())
+    assert resolved["optimization"]["lr"] == chosen["optimization.lr"]
+    assert resolved["optimization"]["weight_decay"] == chosen["optimization.weight_decay"]
+    assert resolved["model"]["drop_path_rate"] == chosen["model.drop_path_rate"]

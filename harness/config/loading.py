@@ -15,7 +15,6 @@ import yaml
 
 from harness.config import vjepa2_eval
 from harness.config.schema import CHOICES, CLUSTER_KEYS, RANGES, Config, ConfigError
-from harness.data.sampling import ClipSpec, ClipSpecError
 from harness.fileio import write_atomic
 
 
@@ -148,6 +147,9 @@ def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
 
 def validate(config: Config) -> Config:
     """Cross-field checks: conflicting options are errors that name both keys."""
+    # Here, not at the top: the sampling module imports numpy, which every --help would then pay.
+    from harness.data.sampling import ClipSpec, ClipSpecError
+
     data = config.data
     try:  # the step rule lives in ClipSpec; frames per clip are checked per dataset below
         ClipSpec(1, frame_step=data.frame_step, fps=data.fps, duration=data.duration)

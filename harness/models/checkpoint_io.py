@@ -28,7 +28,7 @@ from harness.models.hf_directory import (
     read_hf_weights,
     read_safetensors_mapped,
 )
-from harness.models.vit import interpolate_position_table
+from harness.models.vit import interpolate_position_table, sincos_3d
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +129,28 @@ def classifier_state(checkpoint: dict[str, Any], index: int = 0) -> dict[str, to
 
 
 def _resize_position_table(table: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
-    """Fit a saved ``[1, N, D]`` sin-cos table to the model's grid by trilinear interpolation."""
+    """Fit a saved ``[1, N, D]`` sin-cos table to the model's grid (:func:`interpolate_position_table`).
+
+    ``N`` alone does not give the saved grid (1568 tokens are 8x14x14 or 2x28x28), so the grid is
+    the one of square frames whose sin-cos table (either channel split) the file holds: V-JEPA 2's
+    and ours are never trained. A table that is no such table is resized only when ``N`` allows
+    one grid of square frames; otherwise ``None`` (the key is reported mismatched).
+    """
     grid = getattr(model, "grid_size", None)
     target = getattr(model, "pos_embed", None)
     if grid is None or target is None or table.shape[-1] != target.shape[-1]:
         return None
-    count = table.shape[1]
-    # Assume the saved grid has square frames and find its (t, side, side).
-    for t_old in range(1, count + 1):
-        if count % t_old:
-            continue
-        side = round((count // t_old) ** 0.5)
-        if side * side * t_old == count:
-            return interpolate_position_table(table, (t_old, side, side), grid)
-    return None
+    count, dim = table.shape[1], table.shape[-1]
+    candidates = [(t, round((count // t) ** 0.5)) for t in range(1, count + 1) if count % t == 0]
+    candidates = [(t, side, side) for t, side in candidates if t * side * side == count]
+    saved = [
+        c
+        for c in candidates
+        if any(torch.allclose(table[0].float(), sincos_3d(dim, c, power), atol=1e-2) for power in (False, True))
+    ]
+    if not saved and len(candidates) == 1:
+        saved = candidates
+    return interpolate_position_table(table, saved[0], grid) if len(saved) == 1 else None
 
 
 def load_into(

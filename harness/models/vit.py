@@ -53,7 +53,14 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False)
 def interpolate_position_table(
     table: torch.Tensor, old_grid: tuple[int, int, int], new_grid: tuple[int, int, int]
 ) -> torch.Tensor:
-    """Trilinearly resize a ``[1, t*h*w, D]`` position table from ``old_grid`` to ``new_grid``."""
+    """Resize a ``[1, t*h*w, D]`` position table from ``old_grid`` to ``new_grid`` as V-JEPA 2's
+    ``VisionTransformer.interpolate_pos_encoding`` does: fewer time steps at the same frame size
+    keep the first ``new_t`` steps of the table (its "chop off" branch: the positions the clip
+    really has, not a stretched table); any other change is trilinear (``align_corners=False``).
+    It passes ``scale_factor=new/old`` and this ``size=new_grid``: both sample at ``old/new``
+    steps (bit-equal on the grids tests/models/test_vit.py checks), and a size cannot round short."""
+    if new_grid[1:] == old_grid[1:] and new_grid[0] < old_grid[0]:
+        return table[:, : math.prod(new_grid)]
     volume = table.reshape(1, *old_grid, -1).permute(0, 4, 1, 2, 3).float()
     volume = F.interpolate(volume, size=new_grid, mode="trilinear", align_corners=False)
     return volume.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
@@ -103,7 +110,7 @@ class VisionTransformer(VideoEncoder):
     ``forward_flops``, ``init_weights``).
 
     Inputs whose frame count or resolution differ from the configured ones work: the sin-cos
-    table is interpolated (logged once per new grid) and RoPE is computed for the actual grid.
+    table is resized as V-JEPA 2 does (logged once per new grid) and RoPE is computed for the actual grid.
     """
 
     family = "vit"
@@ -167,7 +174,8 @@ class VisionTransformer(VideoEncoder):
         last.weight.div_(math.sqrt(2.0 * (index + 1)))
 
     def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
-        """The sin-cos table ``[1, N, D]`` for ``grid``, trilinearly interpolated if it differs."""
+        """The sin-cos table ``[1, N, D]`` for ``grid``, resized if it differs
+        (:func:`interpolate_position_table`)."""
         if grid == self.grid_size:
             return self.pos_embed
         if grid not in self._logged_grids:

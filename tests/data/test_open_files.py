@@ -21,6 +21,7 @@ from harness.data.shards import Shard, ShardDataset, ShardError, ShardLoader, li
 from harness.training import build
 from tests.conftest import tiny_overrides
 from tests.data.test_shards import sample_members, write_tar
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = ClipSpec(4, frame_step=2)
@@ -261,7 +262,9 @@ def train_command(demo_root, folder: Path, sources, *extra) -> list[str]:
 def test_300_sources_train_with_two_workers_under_an_open_file_limit_of_1024(demo_root, many_video_sources, tmp_path):
     # A budget of 8 files parks shards within these short epochs (the default, 64, after more draws).
     command = train_command(demo_root, tmp_path / "run", many_video_sources, "shards.max_open_files=8")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, preexec_fn=limited(1024))
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=time_left(), cwd=REPO, preexec_fn=limited(1024)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Too many open files" not in done.stderr + done.stdout
     assert (tmp_path / "run" / "log_r0.csv").read_text().count("\n") > 2
@@ -272,7 +275,7 @@ def test_300_sources_train_with_two_workers_under_an_open_file_limit_of_1024(dem
 def test_an_open_file_limit_too_low_stops_at_start_up_in_one_line(demo_root, many_video_sources, tmp_path, limit,
                                                                    extra):  # fmt: skip
     done = subprocess.run(train_command(demo_root, tmp_path / "run", many_video_sources, *extra), capture_output=True,
-                          text=True, timeout=300, cwd=REPO, preexec_fn=limited(limit))  # fmt: skip
+                          text=True, timeout=time_left(), cwd=REPO, preexec_fn=limited(limit))  # fmt: skip
     assert done.returncode == 2, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -301,7 +304,7 @@ def test_a_worker_out_of_descriptors_while_opening_shards_fails_the_trainer(many
 
         raise SystemExit(main([]))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=time_left(), cwd=REPO,
                           preexec_fn=limited(200))  # fmt: skip
     assert done.returncode != 0
     assert "too many open files" in done.stderr.lower(), done.stderr[-3000:]

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from harness.models import AttentiveClassifier, CheckpointError, VideoClassifier, load_classifier, load_encoder
-from tests.models.test_vit import tiny_encoder
+from tests.models.test_vit import tiny_encoder, vjepa2_resized_table
 
 
 def prefixed(state, prefix):
@@ -80,12 +80,33 @@ def test_no_encoder_in_file(tmp_path):
         load_encoder(tiny_encoder(), tmp_path / "nope.pt")
 
 
-def test_position_table_from_another_grid_is_interpolated(tmp_path):
-    other = tiny_encoder(img_size=64, num_frames=8)  # grid (4, 4, 4) instead of (2, 2, 2)
+@pytest.mark.parametrize("img_size,num_frames", [(64, 8), (32, 8)], ids=["space-and-time", "time"])
+def test_position_table_from_another_grid_is_interpolated(tmp_path, img_size, num_frames):
+    """A table saved for grid (4, 4, 4) or (4, 2, 2) is loaded into the (2, 2, 2) model as V-JEPA 2's
+    ``interpolate_pos_encoding`` resizes it (trilinear; fewer time steps only: the first ones)."""
+    other = tiny_encoder(img_size=img_size, num_frames=num_frames)
     torch.save({"target_encoder": other.state_dict()}, tmp_path / "big.pt")
     target = tiny_encoder()
     report = load_encoder(target, tmp_path / "big.pt")
-    assert report.interpolated == ["pos_embed (1, 64, 192) -> (1, 8, 192)"]
+    count = other.pos_embed.shape[1]
+    assert report.interpolated == [f"pos_embed (1, {count}, 192) -> (1, 8, 192)"]
+    expected = vjepa2_resized_table(other.pos_embed, img_size, num_frames, 4, 32)
+    assert torch.equal(target.pos_embed, expected), "bit-equal: see test_position_table_for_another_grid_is_vjepa2s"
+
+
+def test_saved_grid_is_read_from_the_table_not_guessed_from_its_length(tmp_path):
+    """1568 tokens are V-JEPA 2's 16 frames x 224 (grid 8x14x14) but also 2x28x28: the sin-cos values
+    tell which, and the 16 x 256 model gets what V-JEPA 2 makes of the 8x14x14 table."""
+    small = {"embed_dim": 24, "depth": 1, "num_heads": 3, "num_frames": 16}
+    other = tiny_encoder(img_size=224, **small)
+    torch.save({"target_encoder": other.state_dict()}, tmp_path / "vitl.pt")
+    target = tiny_encoder(img_size=256, **small)
+    assert load_encoder(target, tmp_path / "vitl.pt").interpolated == ["pos_embed (1, 1568, 24) -> (1, 2048, 24)"]
+    assert torch.equal(target.pos_embed, vjepa2_resized_table(other.pos_embed, 224, 16, 16, 256))
+    # No sin-cos table of any grid: which grid it was is unknown, so it is not resized but refused.
+    torch.save({"target_encoder": {**other.state_dict(), "pos_embed": torch.randn(1, 1568, 24)}}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="pos_embed"):
+        load_encoder(target, tmp_path / "odd.pt")
 
 
 @pytest.mark.parametrize("layout", ["classifiers", "classifier"])

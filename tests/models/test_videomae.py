@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers  # the test extra installs it
 
 from harness.config import load_config
 from harness.models import create_encoder, family_of, family_of_module, load_classifier, load_encoder
 from harness.models.family import EncoderSettings, materialize
 from harness.models.heads import LinearClassifier
 from harness.training.build import build_encoder, build_model
-
-transformers = pytest.importorskip("transformers")
 
 FRAMES, SIDE, PATCH = 4, 32, 16
 

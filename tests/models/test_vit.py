@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+import vjepa2.models.vision_transformer as vjepa2_vit  # test extra cc-vjepa2: V-JEPA 2's own modules
 
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder, encoder_names
 from harness.models.flops import encoder_forward_flops
@@ -98,12 +99,32 @@ def test_other_frame_count_and_resolution(name, caplog):
     assert len(messages) == (0 if "rope" in name else 1), "interpolation is logged once per grid"
 
 
-def test_interpolated_table_keeps_the_configured_grid_exact():
+def vjepa2_resized_table(table, img_size, num_frames, frames, size):
+    """What V-JEPA 2's own ``VisionTransformer.interpolate_pos_encoding`` makes of ``table`` (the
+    sin-cos table of a model built for ``num_frames`` x ``img_size``, patch 16, tubelet 2) for
+    clips of ``frames`` x ``size`` pixels: the reference for every resized table of ours."""
+    theirs = vjepa2_vit.VisionTransformer(img_size=img_size, num_frames=num_frames, patch_size=16, tubelet_size=2,
+                                          embed_dim=table.shape[-1], depth=1, num_heads=3)  # fmt: skip
+    theirs.pos_embed.data.copy_(table)
+    return theirs.interpolate_pos_encoding(torch.zeros(1, 3, frames, size, size), theirs.pos_embed)
+
+
+# (frames, pixels) of the clips against the configured 4 x 32 (grid (2, 2, 2)): more frames, a
+# larger and a smaller frame, both, and fewer frames at the same size (V-JEPA 2 then keeps the
+# first time steps of the table instead of interpolating) or at another size (interpolated).
+OTHER_CLIPS = [(8, 32), (4, 64), (4, 16), (8, 48), (2, 32), (2, 48)]
+
+
+@pytest.mark.parametrize("frames,size", OTHER_CLIPS, ids=[f"{f}x{s}" for f, s in OTHER_CLIPS])
+def test_position_table_for_another_grid_is_vjepa2s(frames, size):
     encoder = tiny_encoder()
-    table = encoder.position_table((2, 2, 2))
-    assert table is encoder.pos_embed
-    bigger = encoder.position_table((4, 4, 4))
-    assert bigger.shape == (1, 64, 192)
+    assert encoder.position_table(encoder.grid_size) is encoder.pos_embed, "the configured grid is the table"
+    ours = encoder.position_table((frames // 2, size // 16, size // 16))
+    expected = vjepa2_resized_table(encoder.pos_embed, 32, 4, frames, size)
+    assert ours.shape == expected.shape
+    # Bit-equal, not close: the same trilinear sampling (V-JEPA 2 passes scale_factor=new/old,
+    # we pass the size; both sample at old/new steps) or the same slice.
+    assert torch.equal(ours, expected), (ours - expected).abs().max()
 
 
 def test_positions_matter():

@@ -1,6 +1,8 @@
 """Against V-JEPA 2's own code (the ``cc-vjepa2`` package: V-JEPA 2's ``src`` as ``vjepa2``) and
 ``transformers``' V-JEPA 2: files in their exact layouts load strictly and give their outputs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers  # test extra: V-JEPA 2 as Hugging Face ships it
@@ -16,10 +18,32 @@ from harness.models import (
     load_encoder,
 )
 
+# V-JEPA 2's eval, run by its own code (``evals/video_classification_frozen/eval.py``): see
+# tests/fixtures/vjepa2_eval/README.md. Per scenario, ``latest.pt`` is what its save_checkpoint
+# wrote; ``multiclip.pt`` holds validation clips and the probabilities its run_one_epoch computed.
+EVAL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vjepa2_eval"
+SCENARIOS = ("two_heads", "one_head", "multilevel")
+
+
+def eval_fixture(scenario):
+    """``(latest.pt path, multiclip record)`` of one scenario."""
+    return EVAL_FIXTURES / scenario / "latest.pt", torch.load(EVAL_FIXTURES / scenario / "multiclip.pt")
+
+
+def fixture_encoder(out_layers=None):
+    """The harness encoder of the fixture's size, loaded strictly from the file V-JEPA 2's eval read."""
+    encoder = create_encoder("vit_tiny_rope", img_size=16, num_frames=4, patch_size=8, embed_dim=24, depth=2,
+                             num_heads=2, out_layers=out_layers)  # fmt: skip
+    report = load_encoder(encoder, EVAL_FIXTURES / "encoder.pt")
+    assert not report.missing and not report.unexpected
+    return encoder.eval()
+
 
 def vjepa2_eval_checkpoint(classifiers, epoch=3):
-    """What V-JEPA 2's ``evals/video_classification_frozen/eval.py`` saves: DDP-wrapped heads
-    (``module.`` keys), one AdamW per head with its ``mc_*`` schedule keys, scalers, epoch."""
+    """A V-JEPA 2 eval ``latest.pt`` for heads of any size (tests that need vit_tiny-wide heads,
+    too large to store): DDP-wrapped heads (``module.`` keys), one AdamW per head with its
+    ``mc_*`` schedule keys after one step, scalers, epoch. Its layout is checked against the file
+    V-JEPA 2's own ``save_checkpoint`` wrote (test_hand_built_eval_checkpoint_has_vjepa2s_layout)."""
     optimizers = []
     for head in classifiers:
         group = {"params": list(head.parameters()), "mc_warmup_steps": 0, "mc_start_lr": 1e-3, "mc_ref_lr": 1e-3,
@@ -31,37 +55,71 @@ def vjepa2_eval_checkpoint(classifiers, epoch=3):
     return {
         "classifiers": [{f"module.{k}": v for k, v in head.state_dict().items()} for head in classifiers],
         "opt": [o.state_dict() for o in optimizers],
-        "scaler": None,
+        "scaler": [{} for _ in classifiers],  # GradScaler state; {} when it was disabled (no GPU)
         "epoch": epoch,
         "batch_size": 4,
         "world_size": 8,
     }
 
 
-@pytest.mark.parametrize("depth,heads", [(1, 4), (2, 3), (4, 6)])
-def test_vjepa2_probe_weights_load_strictly_and_give_its_logits(tmp_path, depth, heads):
-    torch.manual_seed(depth)
-    theirs = [
-        vjepa2_pooler.AttentiveClassifier(embed_dim=96, num_heads=heads, depth=depth, num_classes=7) for _ in range(3)
-    ]
-    path = tmp_path / "latest.pt"
-    torch.save(vjepa2_eval_checkpoint(theirs), path)
-    tokens = torch.randn(2, 40, 96)
-    for index, head in enumerate(theirs):
-        ours = AttentiveClassifier(96, 7, num_heads=heads, depth=depth)
+def layout(value):
+    """A checkpoint's structure: keys, nesting, types, tensor dtypes and ranks (not values)."""
+    if isinstance(value, dict):
+        return {key: layout(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [layout(item) for item in value]
+    if torch.is_tensor(value):
+        return ("tensor", value.dtype, value.dim())
+    return type(value).__name__
+
+
+def test_hand_built_eval_checkpoint_has_vjepa2s_layout():
+    """The helper above against V-JEPA 2's own file: the same keys at every level, types, tensor
+    dtypes and ranks; AdamW's own group options aside (those follow the installed torch)."""
+    path, record = eval_fixture("two_heads")
+    theirs = torch.load(path)
+    config = record["config"]
+    heads = [vjepa2_pooler.AttentiveClassifier(embed_dim=24, num_heads=config["probe_heads"],
+                                               depth=config["probe_blocks"], num_classes=config["num_classes"])
+             for _ in theirs["classifiers"]]  # fmt: skip
+    ours = vjepa2_eval_checkpoint(heads, epoch=1)
+    adamw_options = set(torch.optim.AdamW([torch.zeros(1)]).defaults)
+    for saved in (theirs, ours):
+        for opt in saved["opt"]:
+            for group in opt["param_groups"]:
+                assert adamw_options <= set(group)
+                for key in adamw_options:
+                    del group[key]
+    assert layout(ours) == layout(theirs)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_vjepa2_eval_checkpoint_heads_load_strictly_and_give_its_logits(scenario):
+    path, record = eval_fixture(scenario)
+    config = record["config"]
+    tokens = torch.randn(2, 40, 24)
+    for index, state in enumerate(torch.load(path)["classifiers"]):
+        ours = AttentiveClassifier(24, config["num_classes"], num_heads=config["probe_heads"],
+                                   depth=config["probe_blocks"])  # fmt: skip
         report = load_classifier(ours, path, index=index)  # strict: any extra/missing key raises
         assert not report.missing and not report.unexpected
-        torch.testing.assert_close(ours(tokens), head.eval()(tokens), rtol=0, atol=1e-5)
+        theirs = vjepa2_pooler.AttentiveClassifier(
+            embed_dim=24,
+            num_heads=config["probe_heads"],
+            depth=config["probe_blocks"],
+            num_classes=config["num_classes"],
+        )
+        theirs.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        torch.testing.assert_close(ours.eval()(tokens), theirs.eval()(tokens), rtol=0, atol=1e-5)
 
 
-def test_output_projection_is_explicit_and_breaks_a_strict_vjepa2_load(tmp_path):
-    theirs = vjepa2_pooler.AttentiveClassifier(embed_dim=96, num_heads=4, depth=1, num_classes=5)
-    torch.save(vjepa2_eval_checkpoint([theirs]), tmp_path / "probe.pt")
-    with_proj = AttentiveClassifier(96, 5, num_heads=4, output_projection=True)
+def test_output_projection_is_explicit_and_breaks_a_strict_vjepa2_load():
+    path, _ = eval_fixture("one_head")  # heads of width 24, 4 attention heads, 5 classes
+    with_proj = AttentiveClassifier(24, 5, num_heads=4, output_projection=True)
     assert "pooler.cross_attention_block.xattn.proj.weight" in with_proj.state_dict()
-    assert "pooler.cross_attention_block.xattn.proj.weight" not in AttentiveClassifier(96, 5, 4).state_dict()
+    assert "pooler.cross_attention_block.xattn.proj.weight" not in AttentiveClassifier(24, 5, 4).state_dict()
     with pytest.raises(Exception, match="missing"):
-        load_classifier(with_proj, tmp_path / "probe.pt")
+        load_classifier(with_proj, path)
 
 
 @pytest.mark.parametrize("name,rope", [("vit_tiny", False), ("vit_tiny_rope", True)])
@@ -125,65 +183,31 @@ def test_hugging_face_encoder_only_directory(tmp_path):
         load_classifier(AttentiveClassifier(96, 5, 4, 3), tmp_path / "hf_encoder")
 
 
-def vjepa2_multiclip_reference(encoder, probe, clips, clip_indices, tubelet, pos_embed=None):
-    """V-JEPA 2's ``evals/video_classification_frozen`` protocol, step by step as its
-    ``ClipAggregation`` wrapper and ``run_one_epoch`` do it: ``clips[i][j]`` is clip ``i``, view
-    ``j`` (``[B, C, T, H, W]``); all go through the encoder as one batch (clip-major, then view);
-    each view's clips are joined along time (tokens viewed as ``[B, T, S, D]``), plus the 1D table
-    gathered at ``indices[:, ::tubelet]``; the probe runs per view; softmax averaged over views."""
-    from vjepa2.masks.utils import apply_masks
-
-    num_clips, num_views = len(clips), len(clips[0])
-    batch, _, frames = clips[0][0].shape[:3]
-    outputs = encoder(torch.cat([torch.cat(views, dim=0) for views in clips], dim=0))
-    if isinstance(outputs, list):
-        outputs = torch.cat(outputs, dim=1)
-    _, count, dim = outputs.shape
-    steps = frames // tubelet
-    per_view = [[] for _ in range(num_views)]
-    for i in range(num_clips):
-        block = outputs[i * batch * num_views : (i + 1) * batch * num_views]
-        for j in range(num_views):
-            per_view[j].append(block[j * batch : (j + 1) * batch])
-    probabilities = []
-    for view_outputs in per_view:
-        merged = torch.cat([o.reshape(batch, steps, count // steps, dim) for o in view_outputs], dim=1).flatten(1, 2)
-        if pos_embed is not None:
-            table = apply_masks(pos_embed.repeat(batch, 1, 1), [c[:, ::tubelet] for c in clip_indices], concat=False)
-            merged = merged + torch.cat(table, dim=1).unsqueeze(2).repeat(1, 1, count // steps, 1).flatten(1, 2)
-        probabilities.append(probe(merged).softmax(dim=1))
-    return sum(probabilities) / len(probabilities)
-
-
-@pytest.mark.parametrize("use_pos_embed,out_layers", [(False, None), (True, None), (False, [3, 11])])
-def test_concat_tokens_is_vjepa2s_multiclip_evaluation(tmp_path, use_pos_embed, out_layers):
-    from vjepa2.models.utils.pos_embs import get_1d_sincos_pos_embed
-
-    torch.manual_seed(0)
-    their_encoder = vjepa2_vit.vit_tiny(img_size=32, num_frames=4, patch_size=16, tubelet_size=2, use_rope=True,
-                                        out_layers=out_layers).eval()  # fmt: skip
-    probe = vjepa2_pooler.AttentiveClassifier(embed_dim=192, num_heads=3, depth=2, num_classes=6).eval()
-    torch.save({"target_encoder": their_encoder.state_dict()}, tmp_path / "enc.pt")
-    torch.save(vjepa2_eval_checkpoint([probe]), tmp_path / "probe.pt")
-    encoder = create_encoder("vit_tiny_rope", img_size=32, num_frames=4, out_layers=out_layers)
-    load_encoder(encoder, tmp_path / "enc.pt")
-    classifier = AttentiveClassifier(192, 6, num_heads=3, depth=2)
-    load_classifier(classifier, tmp_path / "probe.pt")
-    model = VideoClassifier(encoder, classifier, freeze_encoder=True, clip_aggregation="concat_tokens",
-                            temporal_pos_embed=use_pos_embed, max_frames=64).eval()  # fmt: skip
-    batch, num_clips, num_views = 2, 3, 2
-    clips = [[torch.randn(batch, 3, 4, 32, 32) for _ in range(num_views)] for _ in range(num_clips)]
-    indices = [torch.stack([torch.arange(4) * 2 + 10 * i + b for b in range(batch)]) for i in range(num_clips)]
-    pos_embed = None
-    if use_pos_embed:
-        pos_embed = torch.from_numpy(get_1d_sincos_pos_embed(192, 32)).float().unsqueeze(0)
-    with torch.no_grad():
-        expected = vjepa2_multiclip_reference(their_encoder, probe, clips, indices, 2, pos_embed)
-        ours_input = torch.stack([view for views in clips for view in views], dim=1)  # [B, clips x views, ...]
-        ours_indices = torch.stack([idx for idx in indices for _ in range(num_views)], dim=1)
-        ours = model(ours_input, ours_indices, num_views=num_views)
-    torch.testing.assert_close(ours.exp(), expected, rtol=0, atol=1e-5)
-    assert torch.equal(ours.argmax(1), expected.argmax(1))
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_concat_tokens_is_vjepa2s_multiclip_evaluation(scenario):
+    """V-JEPA 2's eval on its validation batches (segments x views per video, its ClipAggregation
+    and heads, softmax averaged over views by its run_one_epoch) against ours on the same clips,
+    encoder and heads: ``two_heads`` joins 2 segments with the temporal table and averages 2
+    views, ``one_head`` averages 3 views of one segment, ``multilevel`` is ``two_heads``' case with
+    its multilevel wrapper (blocks 0 and 1 concatenated along tokens). The clips go in clip-major,
+    as our loaders lay them out: ``[B, segment x views, C, T, H, W]``."""
+    path, record = eval_fixture(scenario)
+    config = record["config"]
+    encoder = fixture_encoder(config["out_layers"])
+    for clips, indices, expected in zip(record["clips"], record["clip_indices"], record["probabilities"]):
+        views = len(clips[0])
+        ours_input = torch.stack([view for segment in clips for view in segment], dim=1)
+        ours_indices = torch.stack([index for index in indices for _ in range(views)], dim=1)
+        for head, their_probabilities in enumerate(expected):
+            classifier = AttentiveClassifier(24, config["num_classes"], num_heads=config["probe_heads"],
+                                             depth=config["probe_blocks"])  # fmt: skip
+            load_classifier(classifier, path, index=head)
+            model = VideoClassifier(encoder, classifier, freeze_encoder=True, clip_aggregation="concat_tokens",
+                                    temporal_pos_embed=config["temporal_pos_embed"],
+                                    max_frames=config["max_frames"]).eval()  # fmt: skip
+            with torch.no_grad():
+                ours = model(ours_input, ours_indices, num_views=views)
+            torch.testing.assert_close(ours.exp(), their_probabilities, rtol=0, atol=1e-5)
 
 
 def test_hugging_face_state_conversion_is_exactly_invertible():

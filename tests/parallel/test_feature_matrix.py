@@ -32,6 +32,7 @@ from harness.config import load_config, save_config
 from harness.models import create_encoder
 from harness.parallel.deepspeed import fp16_supported
 from tests.conftest import tiny_overrides
+from tests.deadline import time_left
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 
 MATRIX = {"single": ["distributed.strategy=single"], **STRATEGIES}
@@ -104,7 +105,7 @@ def test_every_step_option_under_every_strategy(strategy, demo_root, multilabel_
         entries += [f"{recipe}:{configs['a']}:{configs['b']}", f"{recipe}_ref:{configs['ref']}:{configs['ref']}"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=time_left())
     assert done.returncode == 0, done.stderr[-6000:]
     for recipe in RECIPES:
         results = [json.loads((tmp_path / f"{recipe}_r{rank}.json").read_text()) for rank in range(ranks)]
@@ -155,7 +156,7 @@ def test_the_videomae_family_trains_and_resumes_under_every_strategy(strategy, d
                f"vm_shards:{configs['shards']}:"]  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=time_left())
     assert done.returncode == 0, done.stderr[-6000:]
     results = [json.loads((tmp_path / f"vm_r{rank}.json").read_text()) for rank in range(ranks)]
     assert results[0]["resumed_at_step"] == 2 and results[0]["steps"] == 4

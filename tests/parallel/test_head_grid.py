@@ -12,6 +12,7 @@ import torch
 from vjepa2.models.attentive_pooler import AttentiveClassifier as TheirClassifier
 
 from harness.models import create_encoder
+from tests.deadline import time_left
 from tests.models.test_vjepa2_compat import vjepa2_eval_checkpoint
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES, write
 from tests.training.test_protocol import GRID, grid_overrides, head_yaml, single_head
@@ -36,7 +37,7 @@ def test_each_head_of_a_grid_trains_as_it_would_alone(name, demo_root, tmp_path)
             for run, extra in runs.items()]  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "tests/parallel/grid_driver.py",
                str(tmp_path), *args]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=time_left())
     assert done.returncode == 0, done.stderr[-4000:]
     grid = torch.load(tmp_path / "grid.pt", weights_only=True)
     for index in range(len(GRID)):

@@ -15,6 +15,7 @@ from harness.config import load_config, save_config
 from harness.models import create_encoder, materialize
 from harness.models.family import EncoderSettings, family_of
 from tests.conftest import tiny_overrides
+from tests.deadline import time_left
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 
 
@@ -51,7 +52,7 @@ def test_sharded_builds_start_from_the_single_process_weights(demo_root, tmp_pat
         ranks = "1" if strategy == "single" else "2"
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", ranks,
                    "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
-        done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=time_left())
         assert done.returncode == 0, done.stderr[-6000:]
         for recipe in ("random", "pretrained"):
             results = [json.loads((tmp_path / f"{strategy}_{recipe}_r{r}.json").read_text()) for r in range(int(ranks))]

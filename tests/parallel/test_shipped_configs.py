@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from harness.config import load_config, save_config
+from tests.deadline import time_left
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -82,7 +83,7 @@ def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, tmp
         entries.append(f"{name}:{config_a}:")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=time_left())
     assert done.returncode == 0, done.stderr[-6000:]
     for config in CONFIGS:
         name = config.stem

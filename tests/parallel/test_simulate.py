@@ -12,6 +12,7 @@ import pytest
 from harness.config import load_config
 from harness.plan import count_parameters, plan
 from harness.simulate import Hardware, predict, simulate
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIUM = ["model.model_name=vit_small", "model.depth=4", "data.crop_size=128", "data.dataset_fpcs=[8]",
@@ -57,7 +58,7 @@ def test_prediction_follows_bandwidth_and_compute(simulated):
 def test_plan_simulate_command_at_64_ranks():
     command = [sys.executable, "-m", "harness.plan", "--config", "configs/demo.yaml", "--gpus", "8", "--nodes", "8",
                "--gpu-memory", "0.05", "--simulate", *MEDIUM]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=time_left())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "simulated fsdp step at 64 ranks (8 node(s) x 8)" in done.stdout
     assert "predicted on h100" in done.stdout and "MFU" in done.stdout

@@ -4,14 +4,21 @@ Debian's slurmctld/slurmd/munge (``.ci/run`` installs them). Multiple-slurmd mod
 ``NodeName``s on one host with their own ports, so a 2-node job really runs two slurmd and two
 node ranks. Everything lives under a temporary folder and ``SLURM_CONF``; the daemons are
 stopped (jobs first) at the end.
+
+Root is not needed: the cluster runs as whoever runs the tests. It starts its own munged with its
+own key and socket (munged refuses a socket whose folders are not searchable by all, so the socket
+gets a folder of its own under /tmp), and ``SlurmUser``/``SlurmdUser`` are the current user, who
+is then the only user whose jobs it can run: the tests'.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +31,11 @@ def available() -> str | None:
     missing = [name for name in REQUIRED if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
     if missing:
         return f"SLURM is not installed ({', '.join(missing)} missing; .ci/run installs it with apt-get)"
-    if os.geteuid() != 0:
-        return "slurmd needs root (CI runs as root)"
     return None
 
 
-def _munged_running() -> bool:
-    """A live munged (a zombie left by an earlier run does not count)."""
-    found = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, text=True).stdout.split()
-    return any(Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-               for pid in found)  # fmt: skip
+def _sbin(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
 
 
 class Cluster:
@@ -43,8 +45,13 @@ class Cluster:
         self.root = root
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.user = getpass.getuser()
+        # munged checks that every folder above its socket is searchable by all (pytest's are 0700)
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="harness-munge-"))
+        self.socket_dir.chmod(0o755)
+        self.socket = self.socket_dir / "munge.socket"
         self.pids: list[Path] = []
-        self.started: list[int] = []  # every daemon this cluster started (munged only if it was not running)
+        self.started: list[int] = []  # every daemon this cluster started
 
     def write_conf(self) -> None:
         for sub in ("state", "spool/n1", "spool/n2", "log"):
@@ -55,8 +62,11 @@ class Cluster:
 ClusterName=harness
 SlurmctldHost=localhost
 SlurmctldPort=16817
-SlurmUser=root
+SlurmUser={self.user}
+SlurmdUser={self.user}
 AuthType=auth/munge
+AuthInfo=socket={self.socket}
+CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -79,19 +89,10 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
 
     def start(self) -> None:
         self.write_conf()
-        Path("/run/munge").mkdir(exist_ok=True)
-        shutil.chown("/run/munge", "munge", "munge")
-        if not _munged_running():
-            pid_file = Path("/run/munge/munged.pid")
-            pid_file.unlink(missing_ok=True)
-            subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
-            deadline = time.time() + 10
-            while not pid_file.is_file() and time.time() < deadline:
-                time.sleep(0.1)
-            self.started.append(int(pid_file.read_text().strip()))
-        subprocess.run(["/usr/sbin/slurmctld", "-f", str(self.conf)], check=True, env=self.env)
+        self.start_munge()
+        subprocess.run([_sbin("slurmctld"), "-f", str(self.conf)], check=True, env=self.env)
         for node in ("n1", "n2"):
-            subprocess.run(["/usr/sbin/slurmd", "-f", str(self.conf), "-N", node], check=True, env=self.env)
+            subprocess.run([_sbin("slurmd"), "-f", str(self.conf), "-N", node], check=True, env=self.env)
         self.pids = [self.root / "slurmctld.pid", self.root / "slurmd-n1.pid", self.root / "slurmd-n2.pid"]
         deadline = time.time() + 10
         while not all(path.is_file() for path in self.pids) and time.time() < deadline:
@@ -104,6 +105,22 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
                 return
             time.sleep(0.5)
         raise RuntimeError(f"SLURM nodes did not become idle: {states}\n{self.logs()}")
+
+    def start_munge(self) -> None:
+        """This cluster's own munged: a fresh key readable by its owner only, its own socket."""
+        folder = self.root / "munge"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        key = folder / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        pid_file = folder / "munged.pid"
+        subprocess.run([_sbin("munged"), f"--key-file={key}", f"--socket={self.socket}", f"--pid-file={pid_file}",
+                        f"--log-file={self.root / 'log' / 'munged.log'}", f"--seed-file={folder / 'munged.seed'}"],
+                       check=True)  # fmt: skip
+        deadline = time.time() + 10
+        while not pid_file.is_file() and time.time() < deadline:
+            time.sleep(0.1)
+        self.started.append(int(pid_file.read_text().strip()))
 
     def run(self, *command: str, check: bool = False) -> subprocess.CompletedProcess:
         return subprocess.run(list(command), env=self.env, capture_output=True, text=True, check=check)
@@ -179,8 +196,8 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
 
     def stop(self, timeout: float = 15) -> None:
         """Cancel the jobs and stop every daemon this cluster started (slurmd, slurmctld, then
-        munged if it started it), waiting until they are gone."""
-        self.run("scancel", "--user=root")
+        munged), waiting until they are gone."""
+        self.run("scancel", f"--user={self.user}")
         time.sleep(1)
         for pid in reversed(self.started):
             try:
@@ -190,3 +207,4 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
         deadline = time.time() + timeout
         while self.running() and time.time() < deadline:
             time.sleep(0.2)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)

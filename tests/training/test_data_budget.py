@@ -26,6 +26,7 @@ from harness.data.listing import Listing, VideoRecord
 from harness.data.source import LoaderSettings
 from harness.training.data_budget import FailureBudget, failure_verdict
 from tests.conftest import tiny_overrides
+from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOS, BATCH, EPOCHS, LOG_EVERY = 4000, 4, 6, 10
@@ -165,7 +166,7 @@ def test_two_real_ranks_reach_the_same_verdict_and_exit_2(demo_root, tmp_path):
         save_config(load_config(None, overrides), config)
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "harness.train",
                    "--config", str(config)]  # fmt: skip
-        results[dead] = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        results[dead] = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=time_left())
     assert results[0].returncode == 0, results[0].stderr[-3000:]
     failed = results[6]
     assert failed.returncode != 0

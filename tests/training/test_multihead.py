@@ -13,7 +13,7 @@ from harness.consolidate import VJEPA2_PROBE_FILE, consolidate, load_consolidate
 from harness.models import create_encoder
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
-from tests.models.test_vjepa2_compat import vjepa2_eval_checkpoint
+from tests.models.test_vjepa2_compat import EVAL_FIXTURES, vjepa2_eval_checkpoint
 
 HEADS = (
     "optimization.heads=[{lr: 0.01, start_lr: 0.01, weight_decay: 0.0, final_weight_decay: 0.0},"
@@ -73,12 +73,20 @@ def test_heads_share_one_encoder_pass_and_follow_their_own_schedules(demo_root, 
     best_head = heads[trainer.state.best_head]
     for key, value in best_head.state_dict().items():
         torch.testing.assert_close(model.classifier.state_dict()[key], value, rtol=0, atol=0)
+    # "Loads in V-JEPA 2" = its eval with val_only: true. Its load_checkpoint then reads exactly
+    # the keys recorded from running it (tests/fixtures/vjepa2_eval) and loads entry i into its
+    # DDP-wrapped head i with a strict load_state_dict; resuming training (val_only: false) also
+    # reads AdamW and GradScaler states, which an export does not carry.
     probe = torch.load(out / VJEPA2_PROBE_FILE, weights_only=True)
+    reads = json.loads((EVAL_FIXTURES / "load_checkpoint_reads.json").read_text())["two_heads"]
+    assert set(reads["val_only"]) <= set(probe) and not set(reads["resume"]) <= set(probe)
+    assert len(probe["classifiers"]) == len(heads)  # its zip() would drop heads silently
     tokens = torch.randn(2, 16, 192)
     for ours, state in zip(heads, probe["classifiers"]):
-        fresh = TheirClassifier(embed_dim=192, num_heads=3, depth=2, num_classes=4)
-        fresh.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
-        torch.testing.assert_close(fresh.eval()(tokens), ours.eval()(tokens), rtol=0, atol=1e-5)
+        wrapped = torch.nn.Module()  # what DistributedDataParallel holds: the head as .module
+        wrapped.module = TheirClassifier(embed_dim=192, num_heads=3, depth=2, num_classes=4)
+        wrapped.load_state_dict(state)  # strict, as its load_checkpoint calls it
+        torch.testing.assert_close(wrapped.module.eval()(tokens), ours.eval()(tokens), rtol=0, atol=1e-5)
 
 
 def test_several_heads_need_a_frozen_encoder(demo_root, tmp_path):

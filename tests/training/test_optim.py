@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from vjepa2.utils.schedulers import WarmupCosineSchedule
 
 from harness.models import AttentiveClassifier, VideoClassifier
 from harness.training.optim import Schedule, param_groups
@@ -22,6 +23,26 @@ def test_wsd_learning_rate_at_key_steps():
     assert s.lr_at(80) == pytest.approx(1.0)
     assert s.lr_at(90) == pytest.approx(0.505)
     assert s.lr_at(100) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_cosine_learning_rate_is_vjepa2_warmup_cosine_schedule(warmup):
+    """``shape="cosine"`` (harness protocol): a cosine from ``lr`` to ``final_lr`` over the steps
+    after the warmup, step ``s`` being V-JEPA 2's ``WarmupCosineSchedule`` after ``s`` steps."""
+    decay, lr, start_lr, final_lr = 100, 1.0, 0.1, 0.01
+    total = warmup + decay
+    s = Schedule(total_steps=total, lr=lr, start_lr=start_lr, final_lr=final_lr, warmup_steps=warmup, shape="cosine")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    theirs = WarmupCosineSchedule(optimizer, warmup, start_lr, lr, total, final_lr=final_lr)
+    for step in range(1, total + 1):
+        assert s.lr_at(step) == pytest.approx(theirs.step(), rel=1e-12, abs=0), step
+    # The same curve written out at its landmarks: warmup end, a quarter, half and all the decay.
+    assert s.lr_at(0) == pytest.approx(start_lr if warmup else lr)
+    assert s.lr_at(warmup) == pytest.approx(lr)
+    assert s.lr_at(warmup + decay // 4) == pytest.approx(final_lr + (lr - final_lr) * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert s.lr_at(warmup + decay // 2) == pytest.approx((lr + final_lr) / 2)
+    assert s.lr_at(total) == pytest.approx(final_lr)
+    assert s.lr_at(total + 5) == pytest.approx(final_lr), "stays at final_lr past the end"
 
 
 def test_cosine_weight_decay_at_key_steps():

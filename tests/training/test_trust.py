@@ -4,28 +4,24 @@ evaluation racing the trainer's checkpoint rotation."""
 
 from __future__ import annotations
 
-import builtins
 import csv
-import errno
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness import fileio
 from harness.config import ConfigError, load_config, save_config
 from harness.errors import RunFailed
 from harness.models.checkpoint_io import CheckpointError
 from harness.train import main as train_main
 from harness.training import Trainer, run_lock
 from harness.training.checkpoint import FILES_FILE as FILES
-from harness.training.checkpoint import CheckpointManager
+from harness.training.checkpoint import CheckpointManager, damage, folder_bytes
 from harness.training.classes import read_class_names, resolve_class_names
 from tests.conftest import tiny_overrides
+from tests.tmpfs import mounted_tmpfs, resize_tmpfs
 
 NAMES = ["right", "left", "down", "up"]  # the demo's classes.txt
 
@@ -148,55 +144,34 @@ def test_eval_only_without_validation_data_is_a_config_error(demo_root, tmp_path
 
 
 # ------------------------------------------------------------------------------ disk full, kills
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 2 MiB filesystem (tmpfs) where this machine lets us mount one, else None."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                                 capture_output=True).returncode == 0  # fmt: skip
-    except OSError:  # no mount command
-        mounted = False
-    yield mount if mounted else None
-    if mounted:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def test_a_full_disk_during_a_training_checkpoint_is_one_line_and_leaves_no_partial_folder(
-    small_disk, demo_root, tmp_path, monkeypatch, capsys
+@pytest.mark.slow
+def test_a_full_disk_during_a_training_checkpoint_is_one_line_keeps_latest_and_resumes(
+    finished, demo_root, tmp_path, capsys
 ):
-    """The trainer's real checkpoint writer (torch.save through the atomic writer) fills a real
-    2 MiB tmpfs: the kernel's ENOSPC reaches torch.save, which re-raises it as a RuntimeError.
-    Where no filesystem can be mounted, the writer's file handle fails as the kernel would once
-    500 kB are written (torch.save sees the same OSError from ``write``)."""
-    if small_disk is None:
-        real_open = builtins.open
-
-        def full_disk_open(path, mode="r", *args, **kwargs):
-            handle = real_open(path, mode, *args, **kwargs)
-            if "w" not in mode or not str(path).endswith("state.pt"):
-                return handle
-            write, written = handle.write, [0]
-
-            def limited(data):
-                written[0] += len(data)
-                if written[0] > 500_000:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return write(data)
-
-            handle.write = limited
-            return handle
-
-        monkeypatch.setattr(fileio, "open", full_disk_open, raising=False)
-    folder = (small_disk or tmp_path) / "run"
-    assert train_cli(tiny_overrides(demo_root, folder, "optimization.epochs=1"), tmp_path) == 2
-    error = printed_errors(capsys)
-    assert len(error) == 1 and error[0].startswith("error: no space left on "), error
-    assert "while writing checkpoint e0001_s00000006" in error[0] and "partial checkpoint was removed" in error[0]
-    if small_disk is not None:
-        assert "(tmpfs) mounted at " in error[0]
-    assert list((folder / "checkpoints").iterdir()) == [], "no partial .tmp- folder left"
+    """The trainer's own checkpoint writer fills a real tmpfs sized for one and a half checkpoints of
+    the same model (``finished``'s): the checkpoint at step 3 fits, the one at step 6 does not (the
+    kernel's ENOSPC reaches torch.save, which re-raises it as a RuntimeError). Once space is freed
+    (the tmpfs grown) the same command resumes from step 3, as the message says."""
+    size = folder_bytes(finished / "checkpoints" / (finished / "checkpoints" / "latest").read_text().strip())
+    with mounted_tmpfs(tmp_path / "small", str(size * 3 // 2 + (1 << 20))) as disk:  # 1 MiB: the rest of the run
+        folder = disk / "run"
+        overrides = tiny_overrides(demo_root, folder, "optimization.epochs=1", "checkpointing.every_steps=3")
+        assert train_cli(overrides, tmp_path) == 2
+        error = printed_errors(capsys)
+        checkpoints = folder / "checkpoints"
+        needed = folder_bytes(checkpoints / "e0000_s00000003")
+        assert len(error) == 1, error
+        expected = f"error: no space left on tmpfs (tmpfs) mounted at {disk} while writing checkpoint e0000_s00000006"
+        assert error[0].startswith(f"{expected}: about {needed:,} bytes needed, "), error[0]
+        assert "the partial checkpoint was removed and checkpoints/latest (e0000_s00000003) is intact" in error[0]
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["e0000_s00000003", "latest"], "no partial folder"
+        assert damage(checkpoints / "e0000_s00000003") is None, "the kept checkpoint is complete"
+        run_lock.release(folder)  # as the failed process's exit would
+        resize_tmpfs(disk, 3 * size)  # space freed
+        assert train_cli(overrides, tmp_path) == 0
+        assert f"resumed from {checkpoints / 'e0000_s00000003'} at epoch 0, step 3" in capsys.readouterr().err
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["finished"] and summary["steps"] == 6 and summary["checkpoints"]["latest"] == "e0001_s00000006"
 
 
 class Killed(Exception):
