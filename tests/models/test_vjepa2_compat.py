@@ -30,6 +30,18 @@ def eval_fixture(scenario):
     return EVAL_FIXTURES / scenario / "latest.pt", torch.load(EVAL_FIXTURES / scenario / "multiclip.pt")
 
 
+def their_head(config):
+    """V-JEPA 2's own probe head of the fixture's shape (``config``: the scenario's record)."""
+    return vjepa2_pooler.AttentiveClassifier(
+        embed_dim=24, num_heads=config["probe_heads"], depth=config["probe_blocks"], num_classes=config["num_classes"]
+    )
+
+
+def our_head(config):
+    """Ours of the same shape."""
+    return AttentiveClassifier(24, config["num_classes"], num_heads=config["probe_heads"], depth=config["probe_blocks"])
+
+
 def fixture_encoder(out_layers=None):
     """The harness encoder of the fixture's size, loaded strictly from the file V-JEPA 2's eval read."""
     encoder = create_encoder("vit_tiny_rope", img_size=16, num_frames=4, patch_size=8, embed_dim=24, depth=2,
@@ -79,9 +91,7 @@ def test_hand_built_eval_checkpoint_has_vjepa2s_layout():
     path, record = eval_fixture("two_heads")
     theirs = torch.load(path)
     config = record["config"]
-    heads = [vjepa2_pooler.AttentiveClassifier(embed_dim=24, num_heads=config["probe_heads"],
-                                               depth=config["probe_blocks"], num_classes=config["num_classes"])
-             for _ in theirs["classifiers"]]  # fmt: skip
+    heads = [their_head(config) for _ in theirs["classifiers"]]
     ours = vjepa2_eval_checkpoint(heads, epoch=1)
     adamw_options = set(torch.optim.AdamW([torch.zeros(1)]).defaults)
     for saved in (theirs, ours):
@@ -99,16 +109,10 @@ def test_vjepa2_eval_checkpoint_heads_load_strictly_and_give_its_logits(scenario
     config = record["config"]
     tokens = torch.randn(2, 40, 24)
     for index, state in enumerate(torch.load(path)["classifiers"]):
-        ours = AttentiveClassifier(24, config["num_classes"], num_heads=config["probe_heads"],
-                                   depth=config["probe_blocks"])  # fmt: skip
+        ours = our_head(config)
         report = load_classifier(ours, path, index=index)  # strict: any extra/missing key raises
         assert not report.missing and not report.unexpected
-        theirs = vjepa2_pooler.AttentiveClassifier(
-            embed_dim=24,
-            num_heads=config["probe_heads"],
-            depth=config["probe_blocks"],
-            num_classes=config["num_classes"],
-        )
+        theirs = their_head(config)
         theirs.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
         torch.testing.assert_close(ours.eval()(tokens), theirs.eval()(tokens), rtol=0, atol=1e-5)
 
@@ -199,8 +203,7 @@ def test_concat_tokens_is_vjepa2s_multiclip_evaluation(scenario):
         ours_input = torch.stack([view for segment in clips for view in segment], dim=1)
         ours_indices = torch.stack([index for index in indices for _ in range(views)], dim=1)
         for head, their_probabilities in enumerate(expected):
-            classifier = AttentiveClassifier(24, config["num_classes"], num_heads=config["probe_heads"],
-                                             depth=config["probe_blocks"])  # fmt: skip
+            classifier = our_head(config)
             load_classifier(classifier, path, index=head)
             model = VideoClassifier(encoder, classifier, freeze_encoder=True, clip_aggregation="concat_tokens",
                                     temporal_pos_embed=config["temporal_pos_embed"],

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.plan import ModelCounts, count_parameters, main, model_state_bytes
+from harness.plan import ModelCounts, count_parameters, main, model_state_bytes, plan
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
@@ -45,6 +45,16 @@ def test_counts_and_single_process_bytes_match_a_real_training_step(demo_root, t
         measured["optimizer"],
         0,
     )
+
+
+def test_plan_rows_shard_offload_and_share_activations():
+    # The plan's rows relative to each other (the bytes themselves are measured below).
+    config = load_config(REPO / "configs" / "vitl16_finetune.yaml")
+    rows = {row.strategy: row for row in plan(config, 16, 174)}
+    assert rows["fsdp"].model_states == pytest.approx(rows["ddp"].model_states / 16)
+    assert rows["zero3"].model_states < rows["zero2"].model_states < rows["zero1"].model_states + 1
+    assert rows["zero3+offload"].optimizer == 0 and rows["fsdp+offload"].total < rows["fsdp"].total
+    assert rows["ddp"].activations == rows["zero3"].activations > 0
 
 
 @pytest.mark.slow

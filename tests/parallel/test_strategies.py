@@ -178,7 +178,7 @@ def test_real_deepspeed_launcher_with_bf16(demo_root, tmp_path, reference):
     # fixed sin-cos table, a buffer, stays fp32.
     tag = (folder / "checkpoints" / "latest").read_text().strip()
     saved = torch.load(folder / "checkpoints" / tag / "deepspeed" / "mp_rank_00_model_states.pt", map_location="cpu",
-                       weights_only=False)["module"]  # fmt: skip
+                       weights_only=True)["module"]  # fmt: skip
     wide = sorted(key for key, value in saved.items() if value.is_floating_point() and value.dtype != torch.bfloat16)
     assert wide == ["encoder.pos_embed"], f"DeepSpeed held these outside bf16: {wide}"
 

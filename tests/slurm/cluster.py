@@ -26,16 +26,17 @@ REQUIRED = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged")
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")  #: job states
 
 
+def _sbin(name: str) -> str:
+    """Where ``name`` is: on PATH, else in /usr/sbin (Debian's daemons, off a plain user's PATH)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
 def available() -> str | None:
     """None when a cluster can be started here, else why not."""
-    missing = [name for name in REQUIRED if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
+    missing = [name for name in REQUIRED if not Path(_sbin(name)).exists()]
     if missing:
         return f"SLURM is not installed ({', '.join(missing)} missing; .ci/run installs it with apt-get)"
     return None
-
-
-def _sbin(name: str) -> str:
-    return shutil.which(name) or f"/usr/sbin/{name}"
 
 
 class Cluster:
