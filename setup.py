@@ -21,7 +21,7 @@ setup(
         "safetensors>=0.4",
         "braceexpand>=0.1.7",  # shard URL patterns, as webdataset expands them
         "pillow>=10.0",  # confusion-matrix PNG (torchvision depends on it too)
-        "matplotlib>=3.7",  # harness.report curves
+        "matplotlib>=3.7",  # harness.report.cli curves
         "wandb>=0.17",  # optional at run time (logging.wandb.enabled); offline without an account
         "tensorboard>=2.15",  # optional at run time (logging.tensorboard); torch's SummaryWriter writes to it
         "av>=12.0",  # PyAV: bundles FFmpeg (decoding, and libx264 encoding for the demo data)
@@ -60,12 +60,12 @@ setup(
     entry_points={
         "console_scripts": [
             "harness-train=harness.train:main",
-            "harness-evaluate=harness.evaluate:main",
-            "harness-consolidate=harness.consolidate:main",
+            "harness-evaluate=harness.evaluate.cli:main",
+            "harness-consolidate=harness.consolidate.cli:main",
             "harness-prepare=harness.prepare.cli:main",
-            "harness-report=harness.report:main",
-            "harness-plan=harness.plan:main",
-            "harness-predict=harness.predict:main",
+            "harness-report=harness.report.cli:main",
+            "harness-plan=harness.plan.cli:main",
+            "harness-predict=harness.predict.cli:main",
             "harness-export=harness.export.cli:main",
         ],
     },

@@ -1,6 +1,6 @@
 """Compiled blocks versus eager: training-step time, compile time, and equal outputs, in one run.
 
-The model is built as the trainer builds it (``harness.training.build.build_model``: encoder +
+The model is built as the trainer builds it (``harness.training.assemble.build_model``: encoder +
 attentive classifier, 400 classes); ``model.compile_model`` compiles each transformer block in
 place (regional compilation: compile time does not grow with depth). For each model and dtype:
 one eager copy and one compiled copy of the same weights; their forward outputs are compared,
@@ -22,7 +22,7 @@ import time
 import torch
 
 from harness.config import load_config
-from harness.training.build import build_model
+from harness.training.assemble import build_model
 from harness.training.optim import build_optimizer
 
 

@@ -30,7 +30,7 @@ from harness.export.formats import export_onnx
 from harness.export.model_io import Preprocessing, build_plain_model
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import Strategy
-from harness.predict import Unit, VideoUnits, collate_units, predict_units
+from harness.predict.cli import Unit, VideoUnits, collate_units, predict_units
 from harness.training.evaluation import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,5 +1,5 @@
-"""The README's set-up figures: how long ``scripts/bootstrap.sh`` takes into a fresh virtual
-environment, and how long each command's ``--help`` takes.
+"""The set-up figures quoted in ``docs/installation.md``: how long ``scripts/bootstrap.sh`` takes
+into a fresh virtual environment, and how long each command's ``--help`` takes.
 
     python bench/bench_setup.py            # --help of every command (seconds)
     python bench/bench_setup.py --bootstrap  # plus a full bootstrap into a temporary venv (minutes)

@@ -153,11 +153,11 @@ def step_config(args, strategy: str, checkpointing: bool, compiled: bool):
 
 
 def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> None:
-    from harness.observability import flops_per_clip, peak_flops
     from harness.parallel.registry import STRATEGY_SPECS
     from harness.parallel.strategy import build_strategy
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
     from harness.training.optim import build_optimizer
+    from harness.training.tracking.observability import flops_per_clip, peak_flops
 
     config = step_config(args, strategy_name, checkpointing, compiled)
     dist = config.distributed

@@ -19,7 +19,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from harness.config import argument_parser, config_from_args  # noqa: E402
-from harness.errors import entry_point  # noqa: E402
+from harness.core.errors import entry_point  # noqa: E402
 
 
 @entry_point
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         config = dataclasses.replace(config, folder=str(Path(config.folder) / os.environ["WANDB_RUN_ID"]))
-    from harness.logger import setup_console
     from harness.training import Trainer
+    from harness.training.tracking.logger import setup_console
 
     setup_console(config.logging.level, int(os.environ.get("RANK", "0")) == 0)
     log = logging.getLogger("harness.train")

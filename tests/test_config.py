@@ -163,15 +163,18 @@ def test_shipped_configs_load_and_fit_their_model(name):
         assert config.meta.finetune_encoder == name.endswith("finetune")
 
 
-def test_readme_config_table_is_in_sync():
+def test_docs_config_table_is_in_sync():
     from pathlib import Path
 
     from harness.config import config_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
-    block = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert block == config_table(), "README's key table is stale: run `python -m harness.config` and paste it"
+    block = page[page.index(start) + len(start) : page.index(end)]
+    assert block == config_table(), (
+        "docs/configuration.md's key table is stale: run `python -m harness.config` and paste its output "
+        "between the config-table markers"
+    )
 
 
 def test_every_config_key_is_documented():

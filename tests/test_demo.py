@@ -46,14 +46,14 @@ def test_multi_label_demo_learns_every_direction_present(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end_train_predict_new_videos_and_export_every_format(tmp_path, capsys):
-    """The README's story: train the demo, predict a folder of new videos by class name, ship it
-    in every format and load each back."""
+    """The documented story (README's tour, docs/training.md): train the demo, predict a folder of
+    new videos by class name, ship it in every format and load each back."""
     import torch
 
     import harness
     from harness.data.synthetic import DIRECTIONS, make_demo_dataset
-    from harness.export.cli import export
-    from harness.predict import main as predict
+    from harness.export.writing import export
+    from harness.predict.cli import main as predict
 
     data = tmp_path / "demo_data"
     overrides = [f"folder={tmp_path / 'run'}", f"data.datasets=[{data / 'train.csv'}]",

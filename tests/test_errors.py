@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
-from harness import consolidate, evaluate, plan, prepare, report, train
+from harness import prepare, train
 from harness.config import cli as config_cli
+from harness.consolidate import cli as consolidate
+from harness.core.errors import UserError, entry_point, message_of
 from harness.data.files import TooManyDecodeFailures
-from harness.errors import UserError, entry_point, message_of
+from harness.evaluate import cli as evaluate
+from harness.plan import cli as plan
+from harness.report import cli as report
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
 

@@ -9,11 +9,11 @@ import pytest
 
 from harness.config import load_config
 from harness.config.cli import main as config_main
+from harness.core.errors import UserError
 from harness.data.listing import ListingError, read_listing
-from harness.errors import UserError
-from harness.evaluate import main as evaluate_main
+from harness.evaluate.cli import main as evaluate_main
 from harness.export.cli import main as export_main
-from harness.predict import main as predict_main
+from harness.predict.cli import main as predict_main
 from tests.export.test_export_trust import tiny_export
 
 
@@ -122,7 +122,7 @@ def test_a_damaged_hugging_face_directory_is_named_by_predict_export_and_train(h
     one_line(capsys, folder, expected)
     assert export_main([str(folder), str(tmp_path / "out")]) == 2
     one_line(capsys, folder, expected)
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
 
     config = load_config(None, ["model.model_name=vit_tiny_rope", "data.crop_size=32", "data.dataset_fpcs=[4]",
                                 f"meta.pretrain_checkpoint={folder}"])  # fmt: skip
@@ -133,7 +133,7 @@ def test_a_damaged_hugging_face_directory_is_named_by_predict_export_and_train(h
 
 def test_a_corrupt_state_file_given_to_export_is_named(trained_run, tmp_path, capsys):
     checkpoint = tmp_path / "checkpoint"
-    from harness.training.checkpoint import resolve_checkpoint
+    from harness.training.state.checkpoint import resolve_checkpoint
 
     shutil.copytree(resolve_checkpoint(trained_run), checkpoint)
     state = bytearray((checkpoint / "state.pt").read_bytes())

@@ -58,7 +58,7 @@ def _install_and_train(venv: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
 
     pip(*(f"{name}=={version}" for name, version in LOWEST.items()))  # the cluster's own environment
-    pip("-e", str(REPO))  # as the README says: no constraints file
+    pip("-e", str(REPO))  # as docs/installation.md says: no constraints file
     report = "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
     versions = subprocess.run([python, "-c", report], capture_output=True, text=True, check=True).stdout.split()
     assert [v.split("+")[0] for v in versions] == [LOWEST["torch"], LOWEST["torchvision"]], "torch was replaced"

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from harness.config import load_config, save_config
-from harness.errors import RunFailed
-from harness.observability import StallDetector
-from harness.report import charts, smooth
-from harness.report import main as report_main
+from harness.core.errors import RunFailed
+from harness.report.cli import charts, smooth
+from harness.report.cli import main as report_main
 from harness.training import Trainer
+from harness.training.tracking.observability import StallDetector
 from tests.conftest import tiny_overrides
 from tests.wandb_records import read_run
 
@@ -81,7 +81,7 @@ def test_smoothing_is_a_debiased_moving_average_that_skips_gaps():
 
 def test_stall_detector_warns_once_per_epoch(caplog):
     detector = StallDetector(threshold=0.3, num_workers=2, patience=2)
-    with caplog.at_level("WARNING", logger="harness.observability"):
+    with caplog.at_level("WARNING", logger="harness.training.tracking.observability"):
         warned = [detector.update(share, epoch=0) for share in (0.5, 0.1, 0.6, 0.7, 0.8)]
         assert warned == [False, False, False, True, False]
         assert detector.update(0.9, epoch=1) is True
@@ -188,7 +188,7 @@ def test_sigterm_saves_stops_cleanly_and_the_rerun_continues_exactly(demo_root, 
 
 
 def test_an_impossible_mfu_is_left_out_with_one_warning(caplog):
-    from harness import observability
+    from harness.training.tracking import observability
 
     observability._WARNED_MFU.clear()
     assert observability.checked_mfu(5e11, 1e12) == 0.5
@@ -202,7 +202,7 @@ def test_an_impossible_mfu_is_left_out_with_one_warning(caplog):
 def test_a_cpu_peak_is_measured_once_per_dtype_and_within_its_budget(monkeypatch):
     """Every Trainer asks for the peak: measured once per process and dtype; the measurement stops
     within its budget whatever the dtype (emulated bf16/fp16 took 26 s at a fixed size)."""
-    from harness import observability
+    from harness.training.tracking import observability
 
     calls = []
     monkeypatch.setattr(observability, "_MEASURED", {})

@@ -52,7 +52,7 @@ def test_a_failing_check_still_fails(gpu_check):
 def test_the_hf_extra_installs_transformers_and_the_missing_module_error_names_it(monkeypatch):
     from packaging.requirements import Requirement
 
-    from harness.errors import UserError
+    from harness.core.errors import UserError
     from harness.export.hf import transformers_module
 
     tree = ast.parse((REPO / "setup.py").read_text())

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.plan import COUNT, FRACTION, POSITIVE, main
-from harness.simulate import Hardware
+from harness.plan.cli import COUNT, FRACTION, POSITIVE, main
+from harness.plan.simulate import Hardware
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = str(REPO / "configs" / "vitl16_probe.yaml")

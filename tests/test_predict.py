@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.data.listing import read_listing
-from harness.evaluate import main as evaluate_main
-from harness.export.cli import export
-from harness.predict import main
+from harness.evaluate.cli import main as evaluate_main
+from harness.export.writing import export
+from harness.predict.cli import main
 from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from harness.progress import NoProgress, PlainProgress, progress
+from harness.core.progress import NoProgress, PlainProgress, progress
 from tests.deadline import time_left
 
 

@@ -1,4 +1,4 @@
-"""The README's troubleshooting table stays true: every row names the tests that run its case,
+"""The troubleshooting table (``docs/troubleshooting.md``) stays true: every row names the tests that run its case,
 and every test it names exists (a row nothing runs, or a renamed test, fails here)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ TEST_REFERENCE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`")
 
 
 def troubleshooting_rows() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Troubleshooting: what bad input gets", 1)[1].split("\n## ", 1)[0]
+    text = (REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    section = text.split("# Troubleshooting: what bad input gets\n", 1)[1].split("\n#", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     return rows[1:]  # the header row; the |---| line does not start with "| "
 
@@ -22,9 +22,9 @@ def test_every_troubleshooting_row_names_tests_that_exist():
     assert len(rows) >= 20, "the table was not found whole"
     for row in rows:
         references = TEST_REFERENCE.findall(row)
-        assert references, f"this README row names no test: {row[:120]}"
+        assert references, f"this troubleshooting row names no test: {row[:120]}"
         for path, name in references:
             file = REPO / path
-            assert file.is_file(), f"the README names {path}, which does not exist: {row[:120]}"
+            assert file.is_file(), f"docs/troubleshooting.md names {path}, which does not exist: {row[:120]}"
             if name:
                 assert re.search(rf"^def {name}\(", file.read_text(encoding="utf-8"), re.M), f"{path}::{name}"

@@ -189,24 +189,25 @@ def test_a_vjepa2_classifier_yaml_trains_as_it_is(demo_root, tmp_path):
 
 
 def readme_sweep() -> dict:
-    """The sweep.yaml of the README's W&B section."""
-    found = re.search(r"```yaml\n(# sweep\.yaml:.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
-    assert found, "README.md has a sweep.yaml example"
+    """The sweep.yaml of the W&B section of docs/scaling.md."""
+    page = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+    found = re.search(r"```yaml\n(# sweep\.yaml:.*?)```", page, re.S)
+    assert found, "docs/scaling.md has a sweep.yaml example"
     return yaml.safe_load(found.group(1))
 
 
 @pytest.mark.slow
 def test_a_real_wandb_agent_runs_the_readme_sweep_each_run_in_its_own_folder(demo_root, tmp_path):
-    """The real ``wandb agent`` CLI runs the README's sweep.yaml. Its one stand-in is the W&B server
+    """The real ``wandb agent`` CLI runs the documented sweep.yaml (docs/scaling.md). Its one stand-in is the W&B server
     (:mod:`tests.fake_wandb`, W&B has no offline agent): it serves this sweep and hands out one run
-    with values of the README's parameters, as W&B's controller would. The agent launches the
+    with values of the sweep's parameters, as W&B's controller would. The agent launches the
     sweep's command with the environment it sets (WANDB_SWEEP_ID, WANDB_RUN_ID) and the values as
     ``${args_no_hyphens}``; the run trains with them in ``<folder>/<run id>``, and its W&B run
     (offline: nothing to upload it to) is the agent's run."""
     sweep = readme_sweep()
     command = sweep["command"]
     assert command[:3] == ["${env}", "${interpreter}", "${program}"] and command[-1] == "${args_no_hyphens}"
-    # The README's command, on the tiny demo run instead of ViT-L, and W&B offline for the run itself.
+    # The documented command, on the tiny demo run instead of ViT-L, and W&B offline for the run itself.
     tiny = [o for o in tiny_overrides(demo_root, tmp_path / "unused") if not o.startswith("folder=")]
     command = [{"configs/vitl16_probe.yaml": "configs/demo.yaml", "folder=runs/sweep": f"folder={tmp_path / 'sweep'}"}
                .get(part, part) for part in command[:-1]]  # fmt: skip

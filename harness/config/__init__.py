@@ -7,7 +7,7 @@ valid one; cluster keys (``nodes``, ``tasks_per_node``, ...) are accepted and re
 ignored, because resources belong to the launcher.
 
 Our own sections (``logging``, ``checkpointing``, ``distributed``) and extra keys (marked
-"harness" in the README's table) cover what the seed lacks; every default is a sensible one.
+"harness" in docs/configuration.md's table) cover what the seed lacks; every default is a sensible one.
 """
 
 from harness.config.cli import argument_parser, config_from_args, config_table, field_docs

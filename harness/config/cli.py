@@ -1,4 +1,5 @@
-"""The key table (README), the shared ``--config CFG overrides...`` parser, ``python -m harness.config``."""
+"""The key table (docs/configuration.md), the shared ``--config CFG overrides...`` parser and
+``python -m harness.config``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import yaml
 
 from harness.config.loading import load_config, lookup, save_config
 from harness.config.schema import Config, ConfigError
-from harness.errors import entry_point
-from harness.fileio import check_output_file
+from harness.core.errors import entry_point
+from harness.core.fileio import check_output_file
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -30,7 +31,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def config_table() -> str:
-    """Markdown table of every config key with its type, default and meaning (for the README)."""
+    """Markdown table of every config key with its type, default and meaning (for docs/configuration.md)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     _table_rows(Config, "", lines)
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import yaml
 
 from harness.config import vjepa2_eval
 from harness.config.schema import CHOICES, CLUSTER_KEYS, RANGES, Config, ConfigError
-from harness.fileio import write_atomic
+from harness.core.fileio import write_atomic
 
 
 def _suggest(key: str, options: list[str]) -> str:

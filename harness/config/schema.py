@@ -1,11 +1,11 @@
 """The configuration schema: one dataclass per section, each key with a ``#:`` comment (its
-documentation in the README's table), plus the allowed values of the choice keys."""
+documentation in docs/configuration.md's table), plus the allowed values of the choice keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.parallel.registry import STRATEGY_CHOICES
 
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
@@ -148,7 +148,7 @@ class ModelConfig:
 
     model_name: str = "vit_large"  #: registered encoder name (families: vit, videomae)
     family: str = "auto"  #: harness: model family; auto: the family that registered model_name
-    options: dict = field(default_factory=dict)  #: harness: the family's own options (README: model families)
+    options: dict = field(default_factory=dict)  #: harness: the family's own options (docs/models.md: model families)
     classifier: str = "auto"  #: harness: attentive (V-JEPA 2 probe), linear (mean pool + Linear); auto: the family's
     depth: int | None = None  #: harness: override the registered number of blocks (small experiments)
     compile_model: bool = False  #: torch.compile the encoder

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from harness.core.errors import UserError
 from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import Listing, VideoRecord, format_label, label_ids
 from harness.data.sampling import ClipSpec, sample_clip_indices
 from harness.data.source import LoaderSettings
 from harness.data.transforms import DecodeScale
-from harness.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
+from harness.core.errors import UserError
 from harness.data.listing_columns import Listing, csr, pack
-from harness.errors import UserError
 
 
 class ListingError(UserError, ValueError):

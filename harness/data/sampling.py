@@ -3,7 +3,7 @@ the start of each of ``num_clips`` clips in a video.
 
 Everything here is pure index arithmetic on frame counts, so it is cheap to test exhaustively.
 
-Semantics (documented in the README):
+Semantics (documented in docs/data.md):
 
 * A clip has ``frames_per_clip`` frames taken every ``frame_step`` source frames, so it spans
   ``(frames_per_clip - 1) * frame_step + 1`` source frames.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 SAMPLING_RULES = ("harness", "vjepa2")
 

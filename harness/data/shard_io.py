@@ -19,6 +19,8 @@ from typing import IO
 import numpy as np
 import torch
 
+from harness.core.errors import UserError
+from harness.core.fileio import read_json
 from harness.data.decode import DecodeError
 from harness.data.files import ClipItem, load_clips
 from harness.data.open_files import (
@@ -29,8 +31,6 @@ from harness.data.open_files import (
     too_many_open_files,
 )
 from harness.data.sampling import ClipSpec
-from harness.errors import UserError
-from harness.fileio import read_json
 
 log = logging.getLogger("harness.data.shards")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")

@@ -2,7 +2,7 @@
 
 The trainer never asks which kind it holds: it asks a source for its size, its classes, the
 problems of its labels and its stats, and for this rank's loader given :class:`LoaderSettings`
-(plain values, filled from the config by ``training/build.py``). A new kind of data implements
+(plain values, filled from the config by ``training/assemble.py``). A new kind of data implements
 :class:`VideoSource` in its own module under ``data/``.
 """
 

@@ -114,7 +114,7 @@ def make_demo_dataset(
     listings = {}
     jobs = [("train", train_per_class), ("val", val_per_class)]
     total = num_classes * (train_per_class + val_per_class)
-    from harness.progress import progress as progress_bar
+    from harness.core.progress import progress as progress_bar
 
     with progress_bar(total=total, desc="demo videos", enabled=progress, unit="video") as bar:
         for split, per_class in jobs:

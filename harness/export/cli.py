@@ -18,47 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from harness.errors import UserError, entry_point
+from harness.core.errors import entry_point
 
 if TYPE_CHECKING:
-    from torch import nn
+    pass
 
-    from harness.export.model_io import Preprocessing
 
 #: the export formats (:data:`harness.export.formats.EXPORTERS` registers each; a test checks both
 #: agree), named here so that ``--help`` does not import torch
 FORMATS = ("hf", "onnx", "pt2", "safetensors")
-
-
-def export(source: str | Path, out: str | Path, fmt: str = "safetensors", weights: str = "ema") -> list[Path]:
-    """Write ``source`` as ``fmt`` into ``out``; returns the files written."""
-    from harness.export.folder import check_target
-    from harness.export.formats import EXPORTERS
-    from harness.export.model_io import read_source
-
-    if fmt not in EXPORTERS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
-    check_target(Path(out))  # before reading the source
-    return write_export(*read_source(source, weights), Path(out), fmt)
-
-
-def write_export(model: nn.Module, preprocessing: Preprocessing, description: dict[str, Any], out: Path,
-                 fmt: str) -> list[Path]:  # fmt: skip
-    """Write a prepared model in format ``fmt`` into ``out``, whole or not at all (see
-    :mod:`harness.export.folder`); returns the files written."""
-    from harness.export.folder import check_target, staged
-    from harness.export.formats import EXPORTERS
-
-    if fmt == "safetensors" and "config" not in description:
-        raise UserError(f"{description.get('source')} holds no harness config to rebuild the model from; export "
-                        "it as onnx or pt2")  # fmt: skip
-    check_target(out)
-    with staged(out) as staging:
-        written = EXPORTERS[fmt](model, preprocessing, description, staging)
-    return [out / path.relative_to(staging) for path in written]
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="safetensors", choices=FORMATS, help="default: safetensors")
     add_weights_option(parser)
     args = parser.parse_args(argv)
+    from harness.export.writing import export
+
     written = export(args.source, args.out, args.format, args.weights)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.fileio import check_output_folder
+from harness.core.errors import UserError
+from harness.core.fileio import check_output_folder
 
 MODEL_FILE = "model.json"
 AGAIN = "export the model again"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.export.folder import file_records
 from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, Preprocessing
 

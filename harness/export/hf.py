@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.export.formats import FILE_MODE, write_description
 from harness.export.model_io import Preprocessing
 from harness.models import LinearClassifier, hf_vjepa2, videomae

@@ -20,17 +20,17 @@ import torch
 from torch import nn
 
 from harness.config import Config, config_from_dict, load_config
+from harness.core.errors import UserError
 from harness.data.sampling import ClipSpec
 from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
-from harness.errors import UserError
 from harness.export.folder import AGAIN, MODEL_FILE, ExportError, read_description, verify_files
 from harness.models.checkpoint_io import CheckpointError, hf_family
 from harness.models.hf_directory import class_names, is_hf_directory, read_safetensors_mapped
 from harness.parallel.registry import strategy_spec
 from harness.parallel.strategy import load_model_state
-from harness.training.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
-from harness.training.ema import read_rank_files, whole_average
 from harness.training.optim import clean_name
+from harness.training.state.checkpoint import damage, read_checkpoint_meta, resolve_checkpoint
+from harness.training.state.ema import read_rank_files, whole_average
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -113,7 +113,7 @@ def plain_config(config: Config, **meta: Any) -> Config:
 
 def build_plain_model(config: Config, num_classes: int) -> nn.Module:
     """The single-device model of ``config`` (no compile, no wrapping) in fp32 on the CPU."""
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
 
     plain = dataclasses.replace(config, model=dataclasses.replace(config.model, compile_model=False))
     return build_model(plain, num_classes)

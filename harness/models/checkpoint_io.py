@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.models.family import FAMILIES, ModelFamily, family_of_hf, family_of_module, hf_model_types
 from harness.models.hf_directory import (
     HFFormatError,

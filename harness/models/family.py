@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 class FamilyError(UserError, ValueError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 HF_CONFIG = "config.json"
 #: what every family's config.json must give (``save_pretrained`` always writes them)

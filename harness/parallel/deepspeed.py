@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
-from harness.fileio import read_json
+from harness.core.errors import UserError
+from harness.core.fileio import read_json
 from harness.parallel.head_steps import head_parameter_sets
 from harness.parallel.meta_init import deferred_blocks, full_blocks, move_materialised
 from harness.parallel.precision import Precision

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 # (weights, gradients, optimizer, gathered) bytes per rank, from (P, Q, N, U, low-precision bytes,
 # offload): see harness.plan's module docs for the formulas.

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from harness.errors import UserError
-from harness.fileio import write_atomic
+from harness.core.errors import UserError
+from harness.core.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.head_steps import clip_per_head, drop_head_gradients
 from harness.parallel.precision import Precision

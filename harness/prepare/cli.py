@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import entry_point
+from harness.core.errors import entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:

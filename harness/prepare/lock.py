@@ -4,7 +4,7 @@ Each run takes ``flock`` on ``<output>/.lock<tag>`` (``.lock`` for the whole inp
 ``.lock-0001of0004`` for a part: the parts of one input run side by side) before it reads or
 writes anything there, and writes its PID, host and start time into it. The kernel drops the lock
 when its holder exits, even by ``kill -9``, so a lock file left by a dead prepare is simply taken
-again. The same scheme as a run folder's lock (:mod:`harness.locking`). Where the filesystem has no
+again. The same scheme as a run folder's lock (:mod:`harness.core.locking`). Where the filesystem has no
 ``flock`` (NFSv3 ``nolock``, Lustre without ``-o flock``) the run goes on unlocked, with a warning.
 """
 
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.locking import give_back, take_flock
+from harness.core.errors import UserError
+from harness.core.locking import give_back, take_flock
 from harness.prepare.parts import Part
 
 log = logging.getLogger("harness.prepare")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.core.fileio import write_atomic
 from harness.data.cutting import Settings
 from harness.data.listing import label_ids
-from harness.fileio import write_atomic
 from harness.prepare.parts import Part
 
 MANIFEST = "manifest.json"

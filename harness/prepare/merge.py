@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.core.progress import progress
 from harness.prepare.manifest import MANIFEST, REPORT, differences, read_json, write_json
 from harness.prepare.parts import Part
-from harness.progress import progress
 
 RECORD = re.compile(r"prepare-(\d+)of(\d+)\.json")
 SAME_IN_EVERY_PART = ("settings", "chunked", "input_digest", "label_map", "splits")

@@ -19,11 +19,11 @@ from typing import IO
 
 import numpy as np
 
+from harness.core.fileio import write_atomic
+from harness.core.progress import progress
 from harness.data.listing import format_label, names_of_label
-from harness.fileio import write_atomic
 from harness.prepare.cut import Workers, remove_staged
 from harness.prepare.parts import Part
-from harness.progress import progress
 
 META_FIELDS = ("source", "start", "end", "fps", "frames", "size", "label")
 

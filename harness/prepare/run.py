@@ -19,9 +19,10 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from harness.core.errors import UserError
+from harness.core.progress import progress
 from harness.data.cutting import Settings, pick_cutter
 from harness.data.listing import label_ids
-from harness.errors import UserError
 from harness.prepare.cut import Workers, cut_job, source_index
 from harness.prepare.lock import output_lock
 from harness.prepare.manifest import (
@@ -39,7 +40,6 @@ from harness.prepare.manifest import (
 from harness.prepare.pack import pack, verify
 from harness.prepare.parts import Part, tag_of
 from harness.prepare.sources import Source, build_splits, input_digest, sources_of_part
-from harness.progress import progress
 
 log = logging.getLogger("harness.prepare")
 SPLITS = ("train", "val")

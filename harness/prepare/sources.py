@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.core.errors import UserError
 from harness.data.listing import label_ids, name_labels, read_listing
-from harness.errors import UserError
 from harness.prepare.parts import Part
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.core.progress import progress as progress_bar
 from harness.data.loader import ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
-from harness.progress import progress as progress_bar
 from harness.training.confusion import write_confusion, write_per_class, write_predictions
 from harness.training.metrics import EvalAccumulator, EvalResult
 from harness.training.objective import Objective

@@ -1,4 +1,4 @@
-"""The training loop: small methods over parts built by :mod:`harness.training.build`.
+"""The training loop: small methods over parts built by :mod:`harness.training.assemble`.
 
 The loop talks to devices and processes only through a :class:`~harness.parallel.strategy.
 Strategy`, so single-process and distributed runs share every line here.
@@ -17,32 +17,40 @@ import numpy as np
 import torch
 
 from harness.config import Config, save_config, to_dict
+from harness.core.errors import RunFailed
+from harness.core.progress import progress
 from harness.data.loader import ClipBatch
-from harness.errors import RunFailed
-from harness.logger import RunLogger, WandbSink
-from harness.observability import StallDetector, checked_mfu, flops_per_clip, memory_gb, peak_flops, tokens_per_clip
 from harness.parallel.head_steps import nonfinite_heads
 from harness.parallel.strategy import Strategy
-from harness.progress import progress
-from harness.tensorboard import TensorBoardSink
-from harness.training import build, run_lock
-from harness.training.checkpoint import CheckpointManager
+from harness.training import assemble
 from harness.training.checks import check_eval_only, check_labels, steps_per_epoch
 from harness.training.classes import display_names, resolve_class_names
 from harness.training.data_budget import build_budgets
-from harness.training.ema import ModelEMA
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums
 from harness.training.mixup import Mixup
 from harness.training.objective import build_objective
 from harness.training.optim import build_optimizer, build_schedules
 from harness.training.protocol import best_head_accuracy
-from harness.training.resume import resume as resume_run
-from harness.training.resume import save as save_run
-from harness.training.run_lock import take_run_folder
-from harness.training.run_state import RunContext, TrainState
-from harness.training.signals import StopRequest
-from harness.training.summary import describe_start, failure, write_final_summary
+from harness.training.state import run_lock
+from harness.training.state.checkpoint import CheckpointManager
+from harness.training.state.ema import ModelEMA
+from harness.training.state.resume import resume as resume_run
+from harness.training.state.resume import save as save_run
+from harness.training.state.run_lock import take_run_folder
+from harness.training.state.run_state import RunContext, TrainState
+from harness.training.state.signals import StopRequest
+from harness.training.tracking.logger import RunLogger, WandbSink
+from harness.training.tracking.observability import (
+    StallDetector,
+    checked_mfu,
+    flops_per_clip,
+    memory_gb,
+    peak_flops,
+    tokens_per_clip,
+)
+from harness.training.tracking.summary import describe_start, failure, write_final_summary
+from harness.training.tracking.tensorboard import TensorBoardSink
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +65,28 @@ class Trainer:
 
     def __init__(self, config: Config, strategy: Strategy | None = None) -> None:
         self.config = config
-        self.strategy = strategy or build.build_strategy_from_config(config)
+        self.strategy = strategy or assemble.build_strategy_from_config(config)
         self.folder = Path(config.folder)
         self.is_main, self.world_size = self.strategy.is_main, self.strategy.world_size
         take_run_folder(self.folder, self.strategy)
         if self.is_main:
             save_config(config, self.folder / "config.yaml")
-            build.ensure_demo_data(config)
+            assemble.ensure_demo_data(config)
         self.strategy.barrier()
         torch.manual_seed(config.meta.seed)  # same initial weights on every rank
         names = resolve_class_names(config)
-        self.train_set = build.build_train_dataset(config, names)
-        self.val_set = build.build_val_dataset(config, names)
+        self.train_set = assemble.build_train_dataset(config, names)
+        self.val_set = assemble.build_val_dataset(config, names)
         check_eval_only(config, self.val_set)
-        self.num_classes = build.infer_num_classes(config, self.train_set, names)
+        self.num_classes = assemble.infer_num_classes(config, self.train_set, names)
         check_labels(config, self.num_classes, self.train_set, self.val_set)
         self.class_names = display_names(names, self.num_classes)
         # Sharding strategies get the encoder's blocks on the meta device and materialise only their shards.
-        model = build.build_model(config, self.num_classes, defer_blocks=self.strategy.builds_sharded)
-        build.hold_frozen_encoder(model, config, self.strategy)
+        model = assemble.build_model(config, self.num_classes, defer_blocks=self.strategy.builds_sharded)
+        assemble.hold_frozen_encoder(model, config, self.strategy)
         self.model, self.optimizer = self.strategy.prepare(model, self._build_optimizer)
         torch.manual_seed(config.meta.seed + self.strategy.rank)  # drop path etc. differ per rank
-        self.train_loader, self.val_loader = build.build_loaders(config, self.strategy, self.train_set, self.val_set)
+        self.train_loader, self.val_loader = assemble.build_loaders(config, self.strategy, self.train_set, self.val_set)
         opt = config.optimization
         self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
         self.schedule = build_schedules(opt, self.steps_per_epoch)

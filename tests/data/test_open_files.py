@@ -18,7 +18,7 @@ from harness.data import ClipSpec, TrainTransform
 from harness.data.open_files import RAISED_LIMIT_CAP, OpenFileBudget, ParkableFile, open_descriptors
 from harness.data.shard_io import ShardChecksumError, check_open_file_limit
 from harness.data.shards import Shard, ShardDataset, ShardError, ShardLoader, list_shards, read_samples
-from harness.training import build
+from harness.training import assemble
 from tests.conftest import tiny_overrides
 from tests.data.test_shards import sample_members, write_tar
 from tests.deadline import time_left
@@ -189,9 +189,9 @@ def test_only_the_main_rank_checks_that_pattern_shards_exist(tmp_path, monkeypat
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="data.shards: 1 shard"):
-        build.build_train_dataset(config)
+        assemble.build_train_dataset(config)
     monkeypatch.setenv("RANK", "1")
-    dataset = build.build_train_dataset(config)
+    dataset = assemble.build_train_dataset(config)
     dataset.quarantine = tmp_path / "quarantine_r1.txt"
     dataset.configure(0, 1, 1)
     samples = dataset._raw_samples(0, dataset._fresh_state())
@@ -289,7 +289,7 @@ def test_a_worker_out_of_descriptors_while_opening_shards_fails_the_trainer(many
     script = textwrap.dedent(f"""
         from harness.data import ClipSpec, TrainTransform
         from harness.data.shards import ShardDataset, ShardLoader, list_shards
-        from harness.errors import entry_point
+        from harness.core.errors import entry_point
 
         @entry_point
         def main(argv):

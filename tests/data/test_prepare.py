@@ -392,7 +392,7 @@ def test_merge_refuses_missing_unfinished_or_unlike_parts(demo_root, tmp_path, m
 
 
 def test_part_numbers_from_the_command_line_and_slurm_arrays():
-    from harness.errors import UserError
+    from harness.core.errors import UserError
     from harness.prepare.parts import Part, parse_part, part_from_environment
 
     assert parse_part("3/4") == Part(3, 4) and Part(3, 4).shard_name(7) == "shard-0003of0004-000007.tar"

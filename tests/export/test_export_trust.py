@@ -11,9 +11,10 @@ import torch
 
 from harness.config import load_config
 from harness.config.loading import to_dict
-from harness.errors import UserError
-from harness.export.cli import main, write_export
+from harness.core.errors import UserError
+from harness.export.cli import main
 from harness.export.model_io import Preprocessing, build_plain_model, load_classifier
+from harness.export.writing import write_export
 
 NAMES = ["a", "b", "c"]
 TINY = ["model.model_name=vit_tiny_rope", "model.depth=1", "data.crop_size=32", "data.dataset_fpcs=[4]",

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import harness
-from harness.errors import UserError
-from harness.export.cli import export, main
+from harness.core.errors import UserError
+from harness.export.cli import main
 from harness.export.model_io import load_classifier
+from harness.export.writing import export
 from tests.conftest import tiny_overrides
 
 NAMES = ["right", "left", "down", "up"]

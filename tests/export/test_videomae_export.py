@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.errors import UserError
-from harness.export.cli import export
+from harness.core.errors import UserError
 from harness.export.model_io import load_classifier
+from harness.export.writing import export
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
 

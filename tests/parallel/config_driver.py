@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness.config import load_config  # noqa: E402
-from harness.consolidate import consolidate, load_consolidated  # noqa: E402
+from harness.export.consolidate import consolidate, load_consolidated  # noqa: E402
 from harness.training import Trainer  # noqa: E402
 from harness.training.evaluation import to_model_input  # noqa: E402
 from harness.training.optim import clean_name  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.plan import ModelCounts, count_parameters, main, model_state_bytes, plan
+from harness.plan.cli import ModelCounts, count_parameters, main, model_state_bytes, plan
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
@@ -59,7 +59,7 @@ def test_plan_rows_shard_offload_and_share_activations():
 
 @pytest.mark.slow
 def test_planned_model_states_agree_with_the_bytes_each_rank_holds_within_3_percent(tmp_path):
-    # The README's claim. 2 real ranks (torchrun, gloo) wrap the same small ViT under ddp, fsdp
+    # The claim of docs/scaling.md. 2 real ranks (torchrun, gloo) wrap the same small ViT under ddp, fsdp
     # (FSDP2) and DeepSpeed ZeRO 1/2/3 and take an AdamW step; after the next backward the driver
     # sums the storage of every tensor each rank holds (local shards, gradients, Adam state,
     # DeepSpeed's flat buffers and fp32 partitions): measured, not derived from the formulas.
@@ -85,7 +85,7 @@ def test_plan_command_prints_every_strategy(capsys):
 
 
 def test_an_encoder_pass_over_several_micro_batches_counts_their_clips_and_tokens():
-    from harness.plan import activation_bytes
+    from harness.plan.cli import activation_bytes
 
     probe = ["meta.finetune_encoder=false", "data.batch_size=4", "optimization.accumulation_steps=4"]
     config = load_config(REPO / "configs" / "vitl16_probe.yaml", probe)

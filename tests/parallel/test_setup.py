@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.parallel.deepspeed import DeepSpeedConfigError, resolve_deepspeed_config
 from harness.parallel.distributed import ProcessInfo, process_info
 from harness.parallel.strategy import build_strategy

@@ -8,7 +8,7 @@ from torch import nn
 from harness.parallel.precision import Precision
 from harness.parallel.sharding import assemble, split
 from harness.parallel.strategy import Strategy
-from harness.training.ema import EMA_KEY, LAYOUT_KEY, ModelEMA
+from harness.training.state.ema import EMA_KEY, LAYOUT_KEY, ModelEMA
 
 
 @pytest.mark.parametrize("kind", ["dim0", "flat"])

@@ -64,7 +64,7 @@ def write(path: Path, overrides: list[str], source: Path) -> Path:
 
 def expected_parameters(config: Path) -> tuple[int, int]:
     """Total and trained parameters of the reduced model, counted on one unsharded copy."""
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
 
     reduced_config = load_config(config, reduced(config, Path("/x"), Path("/x"), [], 1))
     model = build_model(reduced_config, 4)

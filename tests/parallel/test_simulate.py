@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.plan import count_parameters, plan
-from harness.simulate import Hardware, predict, simulate
+from harness.plan.cli import count_parameters, plan
+from harness.plan.simulate import Hardware, predict, simulate
 from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parents[2]

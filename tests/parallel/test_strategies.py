@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from harness.config import load_config, save_config
-from harness.consolidate import consolidate, load_consolidated
+from harness.export.consolidate import consolidate, load_consolidated
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.models.checkpoint_io import CheckpointError
-from harness.training.checkpoint import CheckpointManager, capture_rng, resolve_checkpoint, restore_rng
+from harness.training.state.checkpoint import CheckpointManager, capture_rng, resolve_checkpoint, restore_rng
 
 
 def write_value(value):

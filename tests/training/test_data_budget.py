@@ -92,9 +92,9 @@ def test_five_percent_of_dead_files_stop_every_world_size_in_epoch_one_with_the_
                       "data.max_failure_fraction=N allows; check the listing and the files (each unusable one is "
                       "named in the warnings and quarantine files)"}, shapes  # fmt: skip
     assert all("training epoch 1:" in message for _, message in outcomes.values())
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"^error: (training epoch .*)$", readme, re.MULTILINE).group(1)
-    assert re.sub(r"\d+(\.\d+)?", "N", shown) in shapes, "the README shows the message as it is"
+    page = (REPO / "docs" / "data.md").read_text(encoding="utf-8")
+    shown = re.search(r"^error: (training epoch .*)$", page, re.MULTILINE).group(1)
+    assert re.sub(r"\d+(\.\d+)?", "N", shown) in shapes, "docs/data.md shows the message as it is"
 
 
 def test_the_old_per_rank_rule_would_have_stopped_the_64_rank_run(stub_decoding):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.training.ema import ModelEMA
 from harness.training.metrics import EvalAccumulator, topk_correct
 from harness.training.mixup import Mixup, smooth_one_hot, soft_cross_entropy
+from harness.training.state.ema import ModelEMA
 
 
 def test_topk_counts():

@@ -9,7 +9,7 @@ import torch
 from vjepa2.models.attentive_pooler import AttentiveClassifier as TheirClassifier
 
 from harness.config import ConfigError, load_config
-from harness.consolidate import VJEPA2_PROBE_FILE, consolidate, load_consolidated
+from harness.export.consolidate import VJEPA2_PROBE_FILE, consolidate, load_consolidated
 from harness.models import create_encoder
 from harness.training import Trainer
 from tests.conftest import tiny_overrides

@@ -122,8 +122,8 @@ def rows(path):
 
 
 def test_a_multi_label_run_trains_reports_map_and_predicts_label_sets(multilabel_root, tmp_path, capsys):
-    from harness.predict import main as predict
-    from harness.report import render
+    from harness.predict.cli import main as predict
+    from harness.report.cli import render
 
     folder = tmp_path / "run"
     extra = (*MULTI, "optimization.mixup=0.8", "optimization.cutmix=1.0", "optimization.label_smoothing=0.1",
@@ -153,7 +153,7 @@ def test_a_multi_label_run_trains_reports_map_and_predicts_label_sets(multilabel
     assert any(";" in row["label"] for row in predictions), "videos with two labels"
     assert not (folder / "best_confusion.csv").exists(), "no confusion matrix for multi-label runs"
     assert (folder / "report" / "per_class.png") in render(folder)
-    from harness.evaluate import main as evaluate
+    from harness.evaluate.cli import main as evaluate
 
     assert evaluate(["--config", str(folder / "config.yaml"), "--checkpoint", str(folder / "checkpoints" / "best"),
                      "--out", str(tmp_path / "eval"), "logging.tensorboard=false",

@@ -14,7 +14,8 @@ import pytest
 
 from harness.config import load_config
 from harness.models.checkpoint_io import CheckpointError
-from harness.training import Trainer, run_lock
+from harness.training import Trainer
+from harness.training.state import run_lock
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
 from tests.tmpfs import mounted_tmpfs, resize_tmpfs
@@ -25,7 +26,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process that takes the run folder and keeps it."""
-    code = f"from harness.training import run_lock; run_lock.acquire({str(folder)!r}); print('held', flush=True); " \
+    code = f"from harness.training.state import run_lock; run_lock.acquire({str(folder)!r}); " \
+           "print('held', flush=True); " \
            "import time; time.sleep(600)"  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

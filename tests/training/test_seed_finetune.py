@@ -47,7 +47,7 @@ from vjepa2.utils.schedulers import WSDSchedule
 
 from harness.config import load_config
 from harness.parallel.precision import Precision
-from harness.training import Trainer, build
+from harness.training import Trainer, assemble
 from harness.training.optim import Schedule, build_optimizer, build_schedules
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -82,7 +82,7 @@ def seed_config(name: str, *extra: str):
 
 def harness_optimizer(config):
     """The model and AdamW that ``harness.train`` builds for ``config`` (one process)."""
-    model = build.build_model(config, TINY["num_classes"])
+    model = assemble.build_model(config, TINY["num_classes"])
     return model, build_optimizer(config.optimization, model, torch.device("cpu"))
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from harness.config import load_config
-from harness.evaluate import main as evaluate_main
+from harness.evaluate.cli import main as evaluate_main
 from harness.parallel.precision import Precision
 from harness.training import Trainer
 from tests.conftest import tiny_overrides

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from harness.config import ConfigError, load_config, save_config
-from harness.errors import RunFailed
+from harness.core.errors import RunFailed
 from harness.models.checkpoint_io import CheckpointError
 from harness.train import main as train_main
-from harness.training import Trainer, run_lock
-from harness.training.checkpoint import FILES_FILE as FILES
-from harness.training.checkpoint import CheckpointManager, damage, folder_bytes
+from harness.training import Trainer
 from harness.training.classes import read_class_names, resolve_class_names
+from harness.training.state import run_lock
+from harness.training.state.checkpoint import FILES_FILE as FILES
+from harness.training.state.checkpoint import CheckpointManager, damage, folder_bytes
 from tests.conftest import tiny_overrides
 from tests.tmpfs import mounted_tmpfs, resize_tmpfs
 
@@ -203,8 +204,8 @@ def test_a_kill_right_after_validation_leaves_one_epochs_row_per_epoch(demo_root
 def test_evaluate_reads_the_newest_checkpoint_when_the_trainer_rotates_it_mid_read(
     finished, tmp_path, monkeypatch, capsys
 ):
-    from harness.evaluate import main as evaluate_main
-    from harness.training import resume
+    from harness.evaluate.cli import main as evaluate_main
+    from harness.training.state import resume
 
     folder = copy_run(finished, tmp_path)
     load_checkpoint, calls = resume.load_checkpoint, []

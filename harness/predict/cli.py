@@ -23,22 +23,22 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.errors import RunFailed, UserError, entry_point
+from harness.core.errors import RunFailed, UserError, entry_point
+from harness.core.fileio import check_output_file
 from harness.export.cli import add_weights_option
-from harness.fileio import check_output_file
 
-# The library names that lived here (``from harness.predict import VideoUnits``): forwarded to
-# :mod:`harness.prediction` on first use, so that ``--help`` imports neither torch nor decoders.
+# The library names that lived here (``from harness.predict.cli import VideoUnits``): forwarded to
+# :mod:`harness.predict.predictor` on first use, so that ``--help`` imports neither torch nor decoders.
 FORWARDED = ("Row", "ShardUnits", "Unit", "VideoUnits", "build_units", "collate_units", "collect_inputs",
              "predict_units", "run", "video_aggregates", "window_units", "write_rows")  # fmt: skip
 
 
 def __getattr__(name: str):
     if name in FORWARDED:
-        from harness import prediction
+        from harness.predict import predictor
 
-        return getattr(prediction, name)
-    raise AttributeError(f"module 'harness.predict' has no attribute {name!r}")
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'harness.predict.cli' has no attribute {name!r}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from harness.prediction import run, write_rows
+    from harness.predict.predictor import run, write_rows
 
     rows, names = run(args)
     if not rows:  # another rank: rank 0 reports

@@ -4,7 +4,7 @@ The strategy saves the model and the optimizer (its formats differ); everything 
 needs is a part: the train state (epoch, step, position, best, W&B run id), the precision's loss
 scaler, the running sums of the log rows and of the epoch (saved once, with the strategy's
 state), and per rank the loader's stream position and this rank's piece of the EMA (saved in the
-rank's own file). Saving and resuming (:mod:`harness.training.resume`) receive a
+rank's own file). Saving and resuming (:mod:`harness.training.state.resume`) receive a
 :class:`RunContext`, never the trainer: they take the parts they need.
 """
 
@@ -18,8 +18,8 @@ from torch import nn
 
 from harness.config import Config
 from harness.parallel.strategy import Strategy
-from harness.training.checkpoint import CheckpointManager
-from harness.training.ema import ModelEMA
+from harness.training.state.checkpoint import CheckpointManager
+from harness.training.state.ema import ModelEMA
 
 
 class Stateful(Protocol):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.fileio import write_atomic
+from harness.core.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from harness.config import ConfigError, argument_parser, config_from_args
-from harness.errors import RunFailed, UserError, entry_point
-from harness.fileio import check_output_folder
+from harness.core.errors import RunFailed, UserError, entry_point
+from harness.core.fileio import check_output_folder
 
 log = logging.getLogger("harness.evaluate")
 
@@ -23,8 +23,8 @@ log = logging.getLogger("harness.evaluate")
 def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None]:
     """Number of classes and their names: the checkpoint's, else the config's."""
     from harness.models.checkpoint_io import classifier_state, read_checkpoint
-    from harness.training.checkpoint import read_checkpoint_meta
     from harness.training.classes import resolve_class_names
+    from harness.training.state.checkpoint import read_checkpoint_meta
 
     if checkpoint.is_dir():
         meta = read_checkpoint_meta(checkpoint)
@@ -38,7 +38,7 @@ def _read_newest(pointer: str, read, checkpoint: Path | None = None, tries: int 
     named before). A running trainer may replace that checkpoint and delete it mid-read: when the
     read fails and the pointer names another checkpoint by then, read the newer one."""
     from harness.models.checkpoint_io import CheckpointError
-    from harness.training.checkpoint import resolve_checkpoint
+    from harness.training.state.checkpoint import resolve_checkpoint
 
     checkpoint = checkpoint or resolve_checkpoint(pointer)
     for _ in range(tries - 1):
@@ -65,24 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         check_output_folder(args.out, UserError, "--out")
     config = config_from_args(args)
     # (imported here: --help and argument errors answer without importing torch)
-    from harness.logger import setup_console
     from harness.models import load_classifier
-    from harness.training import build
+    from harness.training import assemble
     from harness.training.checks import check_labels
     from harness.training.classes import display_names
     from harness.training.evaluation import evaluate, write_eval_artefacts
     from harness.training.multilabel import MultiLabelObjective
-    from harness.training.resume import load_checkpoint
+    from harness.training.state.resume import load_checkpoint
+    from harness.training.tracking.logger import setup_console
 
-    strategy = build.build_strategy_from_config(config)
+    strategy = assemble.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
     checkpoint, (num_classes, names) = _read_newest(args.checkpoint, lambda path: _classes(path, config))
-    val_set = build.build_val_dataset(config, names)
+    val_set = assemble.build_val_dataset(config, names)
     if val_set is None:
         raise ConfigError("data.val_datasets (or data.val_shards) is empty: nothing to evaluate")
     names = display_names(names, num_classes)
     check_labels(config, num_classes, None, val_set)
-    model = build.build_model(config, num_classes)
+    model = assemble.build_model(config, num_classes)
     model, _ = strategy.prepare(model, lambda _: None)
     if checkpoint.is_dir():
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         classifier = strategy.unwrap(model).classifier
         for index, head in enumerate(getattr(classifier, "heads", [classifier])):
             log.info(load_classifier(head, checkpoint, index=index).summary())
-    loader = build.build_val_loader(config, strategy, val_set)
+    loader = assemble.build_val_loader(config, strategy, val_set)
     objective = MultiLabelObjective(num_classes) if config.meta.multi_label else None  # BCE and mAP
     result, accumulator = evaluate(model, loader, strategy, num_classes, config.logging.progress_bar,
                                    num_views=config.data.num_views, objective=objective)  # fmt: skip

@@ -34,8 +34,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.config import Config
-from harness.observability import GPU_PEAK_TFLOPS
 from harness.parallel.registry import SIMULATED_STRATEGY
+from harness.training.tracking.observability import GPU_PEAK_TFLOPS
 
 #: dense bf16 peak FLOP/s per GPU: the table the trainer's MFU uses (``--gpu h100``, ``gh200``, ...)
 GPU_PEAKS = {name.lower().replace(" ", "-"): tensor * 1e12 for name, (tensor, _) in GPU_PEAK_TFLOPS.items()}
@@ -138,11 +138,11 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 
-    from harness.observability import flops_per_clip
     from harness.parallel.precision import Precision
     from harness.parallel.registry import STRATEGY_SPECS
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
     from harness.training.optim import build_optimizer
+    from harness.training.tracking.observability import flops_per_clip
 
     join_fake_world(hardware.world)
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, classifier_checkpoint=None, device="cpu")

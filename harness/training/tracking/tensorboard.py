@@ -4,7 +4,7 @@ The same scalars as the CSV files and W&B (``train/*`` every ``log_every`` steps
 ``epoch/*`` per evaluation), the validation confusion matrix as an image per evaluation (with
 class names), the resolved config as text, and at the end the flattened hyperparameters with the
 best validation top-1/top-5 (TensorBoard's HPARAMS tab). Works offline: ``tensorboard --logdir
-runs/``. Same interface as :class:`harness.logger.WandbSink`.
+runs/``. Same interface as :class:`harness.training.tracking.logger.WandbSink`.
 """
 
 from __future__ import annotations

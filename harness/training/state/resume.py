@@ -1,4 +1,4 @@
-"""Saving and restoring a run's whole state (:class:`~harness.training.run_state.RunContext`)
+"""Saving and restoring a run's whole state (:class:`~harness.training.state.run_state.RunContext`)
 through the checkpoint manager."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import pickle
 from pathlib import Path
 
 from harness.config import Config, to_dict
-from harness.fileio import write_atomic
+from harness.core.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.registry import strategy_spec
-from harness.training.checkpoint import (
+from harness.training.classes import first_difference
+from harness.training.optim import clean_name
+from harness.training.state.checkpoint import (
     META_FILE,
     alternatives,
     checkpoint_name,
@@ -20,9 +22,7 @@ from harness.training.checkpoint import (
     read_checkpoint_meta,
     resolve_checkpoint,
 )
-from harness.training.classes import first_difference
-from harness.training.optim import clean_name
-from harness.training.run_state import RunContext
+from harness.training.state.run_state import RunContext
 
 log = logging.getLogger("harness.training.trainer")
 

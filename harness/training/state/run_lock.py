@@ -18,8 +18,8 @@ import os
 import socket
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.locking import give_back, holder_text, identity, take_flock
+from harness.core.errors import UserError
+from harness.core.locking import give_back, holder_text, identity, take_flock
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"

@@ -8,11 +8,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.observability import tokens_per_clip
+from harness.training.tracking.observability import tokens_per_clip
 
 if TYPE_CHECKING:
     from harness.data.source import VideoSource
-    from harness.training.run_state import RunContext, TrainState
+    from harness.training.state.run_state import RunContext, TrainState
 
 log = logging.getLogger("harness.training.trainer")
 

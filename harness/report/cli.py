@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError, entry_point
+from harness.core.errors import UserError, entry_point
 
 SMOOTHING = 0.8  #: weight of the exponential moving average of per-step curves (TensorBoard's slider)
 #: validation columns of epochs.csv drawn in accuracy.png, when the run wrote them

@@ -33,7 +33,7 @@ for backward (r = MLP ratio; 17 for r = 4, as Korthikanti et al. count without d
 the two LayerNorm outputs stay fp32 under autocast; with activation checkpointing only its input
 ``s h`` is kept, plus, in backward, the block being recomputed twice over (its activations and the
 gradients through them). ``python -m harness.plan --simulate`` measures the same by running the
-real step on fake tensors (:mod:`harness.simulate`).
+real step on fake tensors (:mod:`harness.plan.simulate`).
 A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values;
 with ``data.encoder_batch_size`` its pass covers several micro-batches, whose clips and tokens count.
 The pooler's ``depth - 1`` self-attention blocks count like encoder blocks (they run over all
@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.config import Config, argument_parser, config_from_args
-from harness.errors import UserError, entry_point
+from harness.core.errors import UserError, entry_point
 from harness.parallel.registry import PLAN_ROWS, SIMULATED_STRATEGY
 
 GIB = 1024**3
@@ -131,7 +131,7 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     """Parameter counts of the config's model, built on the meta device (no memory, no files)."""
     import torch
 
-    from harness.training.build import build_model
+    from harness.training.assemble import build_model
 
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, load_encoder=False)
     model_cfg = dataclasses.replace(config.model, compile_model=False, use_activation_checkpointing=False)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row.strategy:14} " + " ".join(f"{v / GIB:8.2f}" for v in values) + f"  {fits}")
     print("(plus the framework's workspace, ~1-3 GiB; see `python -m harness.plan --help` for the formulas)")
     if args.simulate:
-        from harness.simulate import GPU_PEAKS, Hardware, report, simulate
+        from harness.plan.simulate import GPU_PEAKS, Hardware, report, simulate
 
         if args.gpu not in GPU_PEAKS:
             raise UserError(f"--gpu {args.gpu!r}: choose one of {', '.join(GPU_PEAKS)}")

@@ -1,4 +1,4 @@
-"""The work behind ``python -m harness.predict`` (:mod:`harness.predict`): inputs to clip units,
+"""The work behind ``python -m harness.predict`` (:mod:`harness.predict.cli`): inputs to clip units,
 batched predictions, per-video and per-window rows, CSV / JSON Lines output."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from harness.core.errors import UserError
+from harness.core.progress import progress as progress_bar
 from harness.data.decode import DecodeError, open_video
 from harness.data.files import ClipItem, load_clips
 from harness.data.listing import read_listing
@@ -24,9 +26,7 @@ from harness.data.loader import collate_clips
 from harness.data.shard_io import VIDEO_EXTENSIONS, Shard, decode_sample, list_shards, read_samples
 from harness.data.transforms import normalize_clips
 from harness.data.workers import die_with_parent
-from harness.errors import UserError
 from harness.export.model_io import Preprocessing, load_classifier
-from harness.progress import progress as progress_bar
 
 log = logging.getLogger("harness.predict")
 LISTING_SUFFIXES = (".csv", ".txt", ".npy")

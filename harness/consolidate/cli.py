@@ -16,47 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from harness.errors import entry_point
-from harness.export.cli import add_weights_option, write_export
-
-if TYPE_CHECKING:
-    from torch import nn
-
-VJEPA2_PROBE_FILE = "vjepa2_probe.pt"
-
-
-def consolidate(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
-    """Write ``out/model.safetensors``, ``out/model.json`` and ``out/vjepa2_probe.pt``; returns ``out``.
-
-    ``weights="ema"`` (default) exports the moving average of the weights where the run kept one
-    (``optimization.ema_decay``; what its evaluation used), ``"trained"`` the weights as trained.
-    """
-    import torch
-
-    from harness.export.formats import publish
-    from harness.export.model_io import from_trained, read_trained_model
-
-    out = Path(out)
-    trained = read_trained_model(checkpoint, weights)
-    heads = list(getattr(trained.model.classifier, "heads", [trained.model.classifier]))
-    write_export(*from_trained(trained), out, "safetensors")
-    probe = {
-        "classifiers": [{f"module.{k}": v.detach().float() for k, v in h.state_dict().items()} for h in heads],
-        "epoch": trained.meta["epoch"],
-        "best_head": trained.meta.get("best_head") or 0,
-    }
-    publish(out / VJEPA2_PROBE_FILE, lambda path: torch.save(probe, path))
-    return out
-
-
-def load_consolidated(folder: str | Path) -> nn.Module:
-    """Rebuild the classifier from :func:`consolidate`'s output and load its weights strictly."""
-    from harness.export.model_io import load_exported
-
-    return load_exported(folder)[0]
+from harness.core.errors import entry_point
+from harness.export.cli import add_weights_option
 
 
 @entry_point
@@ -68,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output folder")
     add_weights_option(parser)
     args = parser.parse_args(argv)
+    from harness.export.consolidate import VJEPA2_PROBE_FILE, consolidate
+
     out = consolidate(args.checkpoint, args.out, args.weights)
     from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE
 

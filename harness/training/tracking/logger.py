@@ -246,7 +246,7 @@ class WandbSink:
         if not (run_folder / "checkpoints" / "best").exists():
             logging.getLogger(__name__).warning("logging.wandb.log_model: no checkpoints/best to upload")
             return None
-        from harness.consolidate import consolidate
+        from harness.export.consolidate import consolidate
 
         out = consolidate(run_folder / "checkpoints" / "best", run_folder / "best_model")
         artifact = self.wandb.Artifact(f"model-{self.run_id}", type="model",

@@ -1,0 +1,5 @@
+import sys
+
+from harness.consolidate.cli import main
+
+sys.exit(main())

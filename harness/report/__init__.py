@@ -1,0 +1,1 @@
+"""``python -m harness.report``: one HTML page from a run folder (see :mod:`.cli`)."""
