@@ -41,7 +41,7 @@ ZERO3 = {"zero_optimization": {"stage": 3, "reduce_bucket_size": 50_000_000, "st
 STRATEGIES = {
     "ddp": ["distributed.strategy=ddp"],
     "fsdp": ["distributed.strategy=fsdp"],
-    "zero3": ["distributed.strategy=deepspeed"],  # + distributed.deepspeed_config=<ZERO3 written as JSON>
+    "zero3": ["distributed.strategy=deepspeed"],  # + distributed.deepspeed.config=<ZERO3 written as JSON>
 }
 
 
@@ -135,7 +135,7 @@ def main() -> None:
         del encoder
         extra = [f"meta.pretrain_checkpoint={root / 'encoder.pt'}"]
     (root / "zero3.json").write_text(json.dumps(ZERO3))
-    STRATEGIES["zero3"].append(f"distributed.deepspeed_config={root / 'zero3.json'}")
+    STRATEGIES["zero3"].append(f"distributed.deepspeed.config={root / 'zero3.json'}")
     results = {}
     for strategy in ["ddp", "fsdp", "fsdp-direct", "zero3", "zero3-direct", "ddp"]:
         config = root / f"{strategy}.yaml"

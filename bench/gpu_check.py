@@ -134,8 +134,8 @@ NEEDS = {"zero2": ("deepspeed", "deepspeed"), "zero3": ("deepspeed", "deepspeed"
 STRATEGIES = {
     "single": ["distributed.strategy=single"],
     "fsdp": ["distributed.strategy=fsdp"],
-    "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero2.json'}"],
-    "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero3.json'}"],
+    "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero2.json'}"],
+    "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero3.json'}"],
 }
 
 
@@ -153,9 +153,9 @@ def step_config(args, strategy: str, checkpointing: bool, compiled: bool):
 
 
 def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> None:
+    from harness.parallel.build import build_strategy
     from harness.parallel.registry import STRATEGY_SPECS
-    from harness.parallel.strategy import build_strategy
-    from harness.training.assemble import build_model
+    from harness.training.assemble import prepare_model
     from harness.training.optim import build_optimizer
     from harness.training.tracking.observability import flops_per_clip, peak_flops
 
@@ -166,8 +166,8 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
                               spec.options(dist, config.data, config.optimization))  # fmt: skip
     started = time.perf_counter()
     torch.manual_seed(0)
-    model = build_model(config, 400, defer_blocks=strategy.builds_sharded)
-    model, optimizer = strategy.prepare(model, lambda m: build_optimizer(config.optimization, m, strategy.device))
+    model, optimizer = prepare_model(config, strategy, 400,
+                                     lambda m: build_optimizer(config.optimization, m, strategy.device))  # fmt: skip
     deepspeed = dist.strategy == "deepspeed"
     data = config.data
     clips = torch.randn(data.batch_size, 1, 3, data.dataset_fpcs[0], data.crop_size, data.crop_size,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder
-from harness.parallel.strategy import build_strategy
+from harness.parallel.build import build_strategy
 from harness.plan.cli import ModelCounts
 from harness.training.optim import build_adamw, param_groups
 

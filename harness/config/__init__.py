@@ -11,7 +11,8 @@ Our own sections (``logging``, ``checkpointing``, ``distributed``) and extra key
 """
 
 from harness.config.cli import argument_parser, config_from_args, config_table, field_docs
-from harness.config.loading import config_from_dict, load_config, parse_overrides, save_config, to_dict, validate
+from harness.config.loading import config_from_dict, load_config, parse_overrides, save_config, to_dict
+from harness.config.rules import validate
 from harness.config.schema import (
     CHOICES,
     CLUSTER_KEYS,

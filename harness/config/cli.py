@@ -11,22 +11,35 @@ from typing import Any
 
 import yaml
 
-from harness.config.loading import load_config, lookup, save_config
+from harness.config.fields import lookup
+from harness.config.loading import load_config, save_config
 from harness.config.schema import Config, ConfigError
 from harness.core.errors import entry_point
 from harness.core.fileio import check_output_file
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the ``#:`` comment after it in the class source (the key's documentation)."""
+    """Field name -> its ``#:`` comment in the class source (the key's documentation): after the
+    field on its line, or alone on the line above it (for a long one). Inherited fields included."""
     import inspect
     import re
 
-    docs = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): .*?#: (.*)$", line)
-        if match:
-            docs[match.group(1)] = match.group(2).strip()
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # built-ins, and classes made at run time (their bases have the source)
+            continue
+        above = None
+        for line in source.splitlines():
+            match = re.match(r"\s+(\w+): .*?#: (.*)$", line) or re.match(r"\s+(\w+): ", line)
+            if re.match(r"\s+#: (.*)$", line):
+                above = line.split("#:", 1)[1].strip()
+            elif match:
+                doc = match.group(2).strip() if match.lastindex == 2 else above
+                if doc is not None:
+                    docs[match.group(1)] = doc
+                above = None
     return docs
 
 

@@ -1,55 +1,17 @@
 """The configuration schema: one dataclass per section, each key with a ``#:`` comment (its
-documentation in docs/configuration.md's table), plus the allowed values of the choice keys."""
+documentation in docs/configuration.md's table) after it or on the line above, and its allowed
+values (range or choices) declared on the field itself (:func:`~harness.config.fields.key`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from harness.config.fields import constraints, key
 from harness.core.errors import UserError
-from harness.parallel.registry import STRATEGY_CHOICES
+from harness.parallel.registry import OPTIONS_SECTIONS, STRATEGY_CHOICES
 
 CLUSTER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "app")
-CHOICES = {
-    "data.sampling_rule": ("auto", "harness", "vjepa2"),
-    "model.clip_aggregation": ("auto", "average_logits", "concat_tokens"),
-    "optimization.lr_schedule": ("wsd", "cosine"),
-    "optimization.protocol": ("harness", "vjepa2"),
-    "meta.dtype": ("float32", "bfloat16", "float16"),
-    "meta.device": ("auto", "cpu", "cuda"),
-    "model.pooler_order": ("tokens_first", "queries"),
-    "model.classifier": ("auto", "attentive", "linear"),
-    "logging.level": ("debug", "info", "warning"),
-    "logging.wandb.mode": ("auto", "online", "offline", "disabled"),
-    "distributed.strategy": STRATEGY_CHOICES,
-    "distributed.backend": ("auto", "nccl", "gloo"),
-    "distributed.fsdp_reduce_dtype": ("float32", "bfloat16"),
-}
-
-_INTERVALS = (
-    ("(0, inf)", "optimization.eps optimization.clip_grad data_aug.random_resize_aspect_ratio model.pooler_norm_eps"),
-    ("[0, inf)", "optimization.lr optimization.heads[].lr optimization.start_lr optimization.final_lr "
-                 "optimization.warmup optimization.anneal "
-                 "optimization.weight_decay optimization.final_weight_decay optimization.enc_lr_scale "
-                 "optimization.mixup optimization.cutmix optimization.heads[].start_lr optimization.heads[].final_lr "
-                 "optimization.heads[].warmup optimization.heads[].weight_decay "
-                 "optimization.heads[].final_weight_decay "
-                 "data.num_workers data.val_num_workers data.min_frames data.datasets_weights data.shards_weights "
-                 "data.val_datasets_weights meta.num_classes meta.save_every_freq meta.classifier_index "
-                 "checkpointing.every_steps logging.wandb.thumbnails data.encoder_batch_size"),
-    ("[1, inf)", "data.batch_size data.val_batch_size data.num_clips data.val_num_clips data.num_views "
-                 "data.repeated_aug data.crop_size data.patch_size data.tubelet_size data.dataset_fpcs "
-                 "data.val_dataset_fpcs optimization.epochs optimization.ipe optimization.accumulation_steps "
-                 "optimization.max_nonfinite_steps logging.log_every model.activation_checkpointing_every "
-                 "model.attn_pooler_depth model.attn_pooler_heads model.depth model.max_frames shards.interleave "
-                 "shards.max_open_files shards.samples_per_epoch"),
-    ("[0, 1)", "optimization.betas optimization.label_smoothing optimization.ema_decay model.drop_path_rate"),
-    ("(0, 1]", "optimization.layer_decay data_aug.random_resize_scale"),
-    ("[0, 1]", "optimization.mixup_prob optimization.mixup_switch_prob data.max_failure_fraction data_aug.reprob "
-               "logging.stall_threshold data.class_balanced_sampling"),
-)  # fmt: skip
-# Allowed interval of each numeric key ("[" / "]" include the bound, "(" / ")" exclude it); each
-# entry of a list key is checked, null is allowed where the key is optional, NaN never.
-RANGES = {key: interval for interval, keys in _INTERVALS for key in keys.split()}
 
 
 class ConfigError(UserError, ValueError):
@@ -63,28 +25,31 @@ class DataConfig:
     """Datasets and clip sampling (V-JEPA 2 ``data`` section)."""
 
     datasets: list[str] = field(default_factory=list)  #: training listings (CSV/NPY)
-    datasets_weights: list[float] | None = None  #: per-listing sampling weights (mixing)
-    dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per listing
+    datasets_weights: list[float] | None = key(None, ge=0)  #: per-listing sampling weights (mixing)
+    dataset_fpcs: list[int] = key(factory=lambda: [16], ge=1)  #: frames per clip, per listing
     val_datasets: list[str] = field(default_factory=list)  #: validation listings
-    val_dataset_fpcs: list[int] = field(default_factory=lambda: [16])  #: frames per clip, per val listing
-    batch_size: int = 8  #: videos per rank per micro-batch (global batch = batch_size x ranks x accumulation)
-    val_batch_size: int | None = None  #: default: batch_size
-    encoder_batch_size: int = 0  #: harness: frozen encoder: clips per encoder pass over micro-batches (0: batch_size)
-    crop_size: int = 224  #: output side in pixels
-    patch_size: int = 16  #: spatial patch size of the encoder
-    tubelet_size: int = 2  #: temporal patch size of the encoder
+    val_dataset_fpcs: list[int] = key(factory=lambda: [16], ge=1)  #: frames per clip, per val listing
+    #: videos per rank per micro-batch (global batch = batch_size x ranks x accumulation)
+    batch_size: int = key(8, ge=1)
+    val_batch_size: int | None = key(None, ge=1)  #: default: batch_size
+    #: harness: frozen encoder: clips per encoder pass over micro-batches (0: batch_size)
+    encoder_batch_size: int = key(0, ge=0)
+    crop_size: int = key(224, ge=1)  #: output side in pixels
+    patch_size: int = key(16, ge=1)  #: spatial patch size of the encoder
+    tubelet_size: int = key(2, ge=1)  #: temporal patch size of the encoder
     frame_step: int | None = 4  #: take every k-th frame (of frame_step/fps/duration, fps wins, then duration)
     fps: float | None = None  #: target sampling rate in frames per second
     duration: float | None = None  #: seconds a clip spans
     val_frame_step: int | None = None  #: validation frame step (default: the training's sampling)
     val_fps: float | None = None  #: validation sampling rate (default: the training's sampling)
     val_duration: float | None = None  #: validation clip duration (default: the training's sampling)
-    sampling_rule: str = "auto"  #: harness: frame indices: harness or vjepa2 (exact); auto: vjepa2 for V-JEPA 2 files
-    num_clips: int = 1  #: temporal clips per training video
-    val_num_clips: int = 1  #: temporal clips per validation video
-    num_views: int = 1  #: spatial crops per validation clip
-    num_workers: int = 8  #: decoding processes per rank
-    val_num_workers: int | None = None  #: validation decoding processes per rank (default: num_workers)
+    #: harness: frame indices: harness or vjepa2 (exact); auto: vjepa2 for V-JEPA 2 files
+    sampling_rule: str = key("auto", choices=("auto", "harness", "vjepa2"))
+    num_clips: int = key(1, ge=1)  #: temporal clips per training video
+    val_num_clips: int = key(1, ge=1)  #: temporal clips per validation video
+    num_views: int = key(1, ge=1)  #: spatial crops per validation clip
+    num_workers: int = key(8, ge=0)  #: decoding processes per rank
+    val_num_workers: int | None = key(None, ge=0)  #: validation decoding processes per rank (default: num_workers)
     persistent_workers: bool = True  #: keep training loader processes alive between epochs
     val_persistent_workers: bool | None = None  #: same for validation (default: persistent_workers)
     pin_mem: bool = True  #: pin host memory (only where a GPU exists)
@@ -93,15 +58,18 @@ class DataConfig:
     allow_clip_overlap: bool = False  #: spread clips over the video when they do not fit a segment
     random_clip_sampling: bool = True  #: random clip position when training
     val_random_clip_sampling: bool = False  #: random clip position in validation too (seed key)
-    val_datasets_weights: list[float] | None = None  #: seed key; evaluation visits every video once, so only checked
-    max_failure_fraction: float = 0.01  #: stop past this share of unusable videos in an epoch (over all ranks)
-    min_frames: int = 0  #: skip videos with fewer frames
+    #: seed key; evaluation visits every video once, so only checked
+    val_datasets_weights: list[float] | None = key(None, ge=0)
+    #: stop past this share of unusable videos in an epoch (over all ranks)
+    max_failure_fraction: float = key(0.01, ge=0, le=1)
+    min_frames: int = key(0, ge=0)  #: skip videos with fewer frames
     class_names: str | None = None  #: harness: class names: a text file (one per line) or JSON list / id->name map
     shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
-    shards_weights: list[float] | None = None  #: harness: per-source sampling weights for data.shards
+    shards_weights: list[float] | None = key(None, ge=0)  #: harness: per-source sampling weights for data.shards
     val_shards: list[str] = field(default_factory=list)  #: harness: validation shard sources
-    repeated_aug: int = 1  #: harness: augmented copies of each drawn video per batch (repeated augmentation)
-    class_balanced_sampling: float = 0.0  #: harness: draw videos with weight (class count)^-p: 0 off, 1 balanced, 0.5
+    repeated_aug: int = key(1, ge=1)  #: harness: augmented copies of each drawn video per batch (repeated augmentation)
+    #: harness: draw videos with weight (class count)^-p: 0 off, 1 balanced, 0.5
+    class_balanced_sampling: float = key(0.0, ge=0, le=1)
     generate_demo_data: bool = False  #: harness: write the synthetic demo videos when the listings are missing
     dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
 
@@ -113,32 +81,33 @@ class DataAugConfig:
     auto_augment: bool = False  #: RandAugment per clip
     horizontal_flip: bool = True  #: flip a clip with probability 0.5
     motion_shift: bool = False  #: crop box drifts across the clip
-    random_resize_aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.35])  #: crop w/h range
-    random_resize_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  #: crop area range
-    reprob: float = 0.0  #: random erasing probability
+    random_resize_aspect_ratio: list[float] = key(factory=lambda: [0.75, 1.35], gt=0)  #: crop w/h range
+    random_resize_scale: list[float] = key(factory=lambda: [0.3, 1.0], gt=0, le=1)  #: crop area range
+    reprob: float = key(0.0, ge=0, le=1)  #: random erasing probability
 
 
 @dataclass
 class MetaConfig:
     """Run-level switches (V-JEPA 2 ``meta`` section)."""
 
-    dtype: str = "bfloat16"  #: float32, bfloat16 or float16
+    dtype: str = key("bfloat16", choices=("float32", "bfloat16", "float16"))  #: float32, bfloat16 or float16
     load_checkpoint: bool = True  #: resume from the run folder's latest checkpoint when present
     read_checkpoint: str | None = None  #: explicit checkpoint to resume from
     load_encoder: bool = True  #: load pretrain_checkpoint into the encoder
     pretrain_checkpoint: str | None = None  #: V-JEPA 2 (or harness) encoder weights
     finetune_encoder: bool = False  #: False freezes the encoder (attentive probe)
-    num_classes: int = 0  #: classes; 0 = infer from the training listing
-    save_every_freq: int = 0  #: keep a copy every N epochs (0: never)
+    num_classes: int = key(0, ge=0)  #: classes; 0 = infer from the training listing
+    save_every_freq: int = key(0, ge=0)  #: keep a copy every N epochs (0: never)
     seed: int = 0  #: global seed
     use_sdpa: bool = True  #: fused attention
     eval_only: bool = False  #: evaluate and stop
     classifier_checkpoint: str | None = None  #: probe weights: V-JEPA 2 eval .pt (classifiers) or HF directory
-    classifier_index: int = 0  #: which head of a multi-head V-JEPA 2 probe file to load
+    classifier_index: int = key(0, ge=0)  #: which head of a multi-head V-JEPA 2 probe file to load
     checkpoint_key: str | None = None  #: key of the encoder in pretrain_checkpoint (default: target_encoder, encoder)
     skip_batches: int = -1  #: seed key; the harness resumes mid-epoch exactly, so it is reported and not applied
     sync_gc: bool = False  #: disable automatic garbage collection; collect every 50 steps instead (seed key)
-    device: str = "auto"  #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
+    #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
+    device: str = key("auto", choices=("auto", "cpu", "cuda"))
     multi_label: bool = False  #: harness: several labels per video (listing `path 3,17,42`): sigmoid/BCE, mAP
 
 
@@ -149,24 +118,28 @@ class ModelConfig:
     model_name: str = "vit_large"  #: registered encoder name (families: vit, videomae)
     family: str = "auto"  #: harness: model family; auto: the family that registered model_name
     options: dict = field(default_factory=dict)  #: harness: the family's own options (docs/models.md: model families)
-    classifier: str = "auto"  #: harness: attentive (V-JEPA 2 probe), linear (mean pool + Linear); auto: the family's
-    depth: int | None = None  #: harness: override the registered number of blocks (small experiments)
+    #: harness: attentive (V-JEPA 2 probe), linear (mean pool + Linear); auto: the family's
+    classifier: str = key("auto", choices=("auto", "attentive", "linear"))
+    depth: int | None = key(None, ge=1)  #: harness: override the registered number of blocks (small experiments)
     compile_model: bool = False  #: torch.compile the encoder
     use_activation_checkpointing: bool = False  #: recompute blocks in backward
-    activation_checkpointing_every: int = 1  #: harness: checkpoint every k-th block (1: all)
+    activation_checkpointing_every: int = key(1, ge=1)  #: harness: checkpoint every k-th block (1: all)
     uniform_power: bool = False  #: vit family: sin-cos channel split
     use_rope: bool = False  #: vit family: rotary positions
     use_silu: bool = False  #: vit family: SwiGLU MLP
     wide_silu: bool = True  #: vit family: SwiGLU width rounding as V-JEPA 2
-    attn_pooler_depth: int = 1  #: cross-attention block + (depth - 1) self-attention blocks
-    attn_pooler_heads: int | None = None  #: default: the encoder's heads
-    drop_path_rate: float = 0.0  #: harness: stochastic depth rate of the last encoder block
-    pooler_order: str = "tokens_first"  #: harness: tokens_first (V-JEPA 2 probes) or queries
+    attn_pooler_depth: int = key(1, ge=1)  #: cross-attention block + (depth - 1) self-attention blocks
+    attn_pooler_heads: int | None = key(None, ge=1)  #: default: the encoder's heads
+    drop_path_rate: float = key(0.0, ge=0, lt=1)  #: harness: stochastic depth rate of the last encoder block
+    #: harness: tokens_first (V-JEPA 2 probes) or queries
+    pooler_order: str = key("tokens_first", choices=("tokens_first", "queries"))
     pooler_output_projection: bool = False  #: harness: a Linear after the probe's cross-attention (V-JEPA 2 has none)
-    pooler_norm_eps: float = 1e-5  #: harness: probe LayerNorm epsilon (V-JEPA 2's 1e-5; 1e-6 makes HF exports exact)
-    clip_aggregation: str = "auto"  #: harness: average_logits (seed), concat_tokens (V-JEPA 2 eval); auto picks by file
+    #: harness: probe LayerNorm epsilon (V-JEPA 2's 1e-5; 1e-6 makes HF exports exact)
+    pooler_norm_eps: float = key(1e-5, gt=0)
+    #: harness: average_logits (seed), concat_tokens (V-JEPA 2 eval); auto picks by file
+    clip_aggregation: str = key("auto", choices=("auto", "average_logits", "concat_tokens"))
     temporal_pos_embed: bool = False  #: concat_tokens: add a 1D sin-cos table by frame index (wrapper use_pos_embed)
-    max_frames: int = 128  #: length in frames of that table (wrapper max_frames)
+    max_frames: int = key(128, ge=1)  #: length in frames of that table (wrapper max_frames)
     out_layers: list[int] | None = None  #: multi-level features: tokens of these blocks (0-based), concatenated
 
 
@@ -174,44 +147,48 @@ class ModelConfig:
 class HeadConfig:
     """One probe head's schedule (an entry of V-JEPA 2's ``multihead_kwargs``), epoch units."""
 
-    lr: float = 1e-4  #: peak learning rate of this head
-    start_lr: float = 0.0  #: learning rate at step 0
-    final_lr: float = 0.0  #: learning rate at the end
-    warmup: float = 0.0  #: warmup epochs
-    weight_decay: float = 0.05  #: initial weight decay
-    final_weight_decay: float = 0.05  #: final weight decay
+    lr: float = key(1e-4, ge=0)  #: peak learning rate of this head
+    start_lr: float = key(0.0, ge=0)  #: learning rate at step 0
+    final_lr: float = key(0.0, ge=0)  #: learning rate at the end
+    warmup: float = key(0.0, ge=0)  #: warmup epochs
+    weight_decay: float = key(0.05, ge=0)  #: initial weight decay
+    final_weight_decay: float = key(0.05, ge=0)  #: final weight decay
 
 
 @dataclass
 class OptimizationConfig:
     """Optimizer and schedules (V-JEPA 2 ``optimization`` section). Epoch units unless noted."""
 
-    epochs: int = 20  #: training epochs
-    ipe: int | None = None  #: iterations per epoch (default: loader length)
-    lr: float = 1e-4  #: peak learning rate
-    start_lr: float = 0.0  #: learning rate at step 0 (linear warmup from here)
-    final_lr: float = 0.0  #: learning rate at the end of the decay
-    warmup: float = 0.0  #: warmup epochs
-    lr_schedule: str = "wsd"  #: harness: wsd (warmup-stable-decay) or cosine (V-JEPA 2 eval: warmup, cosine)
-    anneal: float = 0.0  #: decay epochs at the end (warmup-stable-decay)
-    weight_decay: float = 0.05  #: initial weight decay
-    final_weight_decay: float = 0.05  #: weight decay at the end (cosine schedule)
-    enc_lr_scale: float = 1.0  #: encoder learning-rate multiplier
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  #: AdamW betas
-    eps: float = 1e-8  #: AdamW epsilon
-    clip_grad: float | None = 1.0  #: harness: gradient-norm clipping, each probe head on its own norm (None: off)
-    label_smoothing: float = 0.0  #: harness: cross-entropy label smoothing
+    epochs: int = key(20, ge=1)  #: training epochs
+    ipe: int | None = key(None, ge=1)  #: iterations per epoch (default: loader length)
+    lr: float = key(1e-4, ge=0)  #: peak learning rate
+    start_lr: float = key(0.0, ge=0)  #: learning rate at step 0 (linear warmup from here)
+    final_lr: float = key(0.0, ge=0)  #: learning rate at the end of the decay
+    warmup: float = key(0.0, ge=0)  #: warmup epochs
+    #: harness: wsd (warmup-stable-decay) or cosine (V-JEPA 2 eval: warmup, cosine)
+    lr_schedule: str = key("wsd", choices=("wsd", "cosine"))
+    anneal: float = key(0.0, ge=0)  #: decay epochs at the end (warmup-stable-decay)
+    weight_decay: float = key(0.05, ge=0)  #: initial weight decay
+    final_weight_decay: float = key(0.05, ge=0)  #: weight decay at the end (cosine schedule)
+    enc_lr_scale: float = key(1.0, ge=0)  #: encoder learning-rate multiplier
+    betas: list[float] = key(factory=lambda: [0.9, 0.999], ge=0, lt=1)  #: AdamW betas
+    eps: float = key(1e-8, gt=0)  #: AdamW epsilon
+    #: harness: gradient-norm clipping, each probe head on its own norm (None: off)
+    clip_grad: float | None = key(1.0, gt=0)
+    label_smoothing: float = key(0.0, ge=0, lt=1)  #: harness: cross-entropy label smoothing
     class_weights: list[float] | str | None = None  #: harness: loss weight per class; auto: N / (classes x count)
-    accumulation_steps: int = 1  #: harness: micro-batches per optimizer step
-    layer_decay: float | None = None  #: harness: layer-wise lr decay over encoder depth (e.g. 0.75)
-    ema_decay: float = 0.0  #: harness: EMA of the weights, used for evaluation (0: off)
-    mixup: float = 0.0  #: harness: mixup Beta(alpha, alpha) (0: off)
-    cutmix: float = 0.0  #: harness: cutmix Beta(alpha, alpha) (0: off)
-    mixup_prob: float = 1.0  #: harness: probability that a batch is mixed
-    mixup_switch_prob: float = 0.5  #: harness: probability of cutmix when both are on
-    max_nonfinite_steps: int = 5  #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
+    accumulation_steps: int = key(1, ge=1)  #: harness: micro-batches per optimizer step
+    layer_decay: float | None = key(None, gt=0, le=1)  #: harness: layer-wise lr decay over encoder depth (e.g. 0.75)
+    ema_decay: float = key(0.0, ge=0, lt=1)  #: harness: EMA of the weights, used for evaluation (0: off)
+    mixup: float = key(0.0, ge=0)  #: harness: mixup Beta(alpha, alpha) (0: off)
+    cutmix: float = key(0.0, ge=0)  #: harness: cutmix Beta(alpha, alpha) (0: off)
+    mixup_prob: float = key(1.0, ge=0, le=1)  #: harness: probability that a batch is mixed
+    mixup_switch_prob: float = key(0.5, ge=0, le=1)  #: harness: probability of cutmix when both are on
+    #: harness: stop after this many NaN/Inf-loss steps in a row (each is skipped)
+    max_nonfinite_steps: int = key(5, ge=1)
     heads: list[HeadConfig] = field(default_factory=list)  #: probe heads (lr x wd grid) on one encoder pass
-    protocol: str = "harness"  #: harness: conventions: harness, or vjepa2 (V-JEPA 2's probe eval step for step)
+    #: harness: conventions: harness, or vjepa2 (V-JEPA 2's probe eval step for step)
+    protocol: str = key("harness", choices=("harness", "vjepa2"))
 
 
 @dataclass
@@ -224,8 +201,9 @@ class WandbConfig:
     name: str | None = None  #: run name (default: the run folder's name)
     group: str | None = None  #: run group
     tags: list[str] = field(default_factory=list)  #: run tags
-    mode: str = "auto"  #: auto (online with an API key, else offline), online, offline, disabled
-    thumbnails: int = 8  #: validation predictions logged with a video thumbnail per epoch
+    #: auto (online with an API key, else offline), online, offline, disabled
+    mode: str = key("auto", choices=("auto", "online", "offline", "disabled"))
+    thumbnails: int = key(8, ge=0)  #: validation predictions logged with a video thumbnail per epoch
     log_model: bool = False  #: at the end, consolidate checkpoints/best into <folder>/best_model and upload it
 
 
@@ -233,10 +211,10 @@ class WandbConfig:
 class LoggingConfig:
     """Console, CSV, W&B, TensorBoard and progress output (harness)."""
 
-    log_every: int = 10  #: steps per CSV row / console line (losses are averaged over them)
+    log_every: int = key(10, ge=1)  #: steps per CSV row / console line (losses are averaged over them)
     progress_bar: bool = True  #: progress on the main process: a bar on a terminal, a line every 30 s in a log file
-    level: str = "info"  #: console log level: debug, info, warning
-    stall_threshold: float = 0.3  #: warn when more than this share of step time waits for data
+    level: str = key("info", choices=("debug", "info", "warning"))  #: console log level: debug, info, warning
+    stall_threshold: float = key(0.3, ge=0, le=1)  #: warn when more than this share of step time waits for data
     tensorboard: bool = False  #: TensorBoard event files in <folder>/tensorboard (scalars, confusion images, hparams)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -245,7 +223,7 @@ class LoggingConfig:
 class CheckpointingConfig:
     """What is saved when (harness). ``latest`` is written every epoch in any case."""
 
-    every_steps: int = 0  #: also write ``latest`` every N optimizer steps (0: only per epoch)
+    every_steps: int = key(0, ge=0)  #: also write ``latest`` every N optimizer steps (0: only per epoch)
     save_best: bool = True  #: keep the checkpoint with the best validation top-1 as ``best``
     save_on_signal: bool = True  #: on SIGTERM/SIGUSR1 (SLURM's warning): save ``latest`` and exit cleanly
 
@@ -254,22 +232,32 @@ class CheckpointingConfig:
 class ShardsConfig:
     """How shards stream into ranks (harness); the sources are ``data.shards`` / ``data.val_shards``."""
 
-    interleave: int = 4  #: shards each worker reads at once (samples drawn among them at random)
+    interleave: int = key(4, ge=1)  #: shards each worker reads at once (samples drawn among them at random)
     resample: bool = False  #: draw shards with replacement (allows fewer shards than ranks x workers)
-    max_open_files: int = 64  #: shard files a worker keeps open at most (more are parked: closed, reopened later)
-    samples_per_epoch: int | None = None  #: epoch length when the sources have no manifest counts
+    #: shard files a worker keeps open at most (more are parked: closed, reopened later)
+    max_open_files: int = key(64, ge=1)
+    samples_per_epoch: int | None = key(None, ge=1)  #: epoch length when the sources have no manifest counts
 
 
 @dataclass
-class DistributedConfig:
-    """How the job is spread over processes (harness)."""
+class DistributedKeys:
+    """How the job is spread over processes (harness): the keys of every strategy."""
 
-    strategy: str = "auto"  #: auto (ddp if several processes, else single), single, ddp, fsdp, deepspeed
-    backend: str = "auto"  #: process-group backend: auto (nccl on GPU, gloo on CPU), nccl, gloo
-    fsdp_reshard_after_forward: bool = True  #: FSDP2: free gathered weights after forward (less memory)
-    fsdp_cpu_offload: bool = False  #: FSDP2: keep sharded weights, grads and optimizer state in host memory
-    fsdp_reduce_dtype: str = "float32"  #: FSDP2: gradient reduction dtype (float32 or bfloat16)
-    deepspeed_config: str | None = None  #: DeepSpeed JSON (e.g. ds_configs/zero3.json); null: ZeRO-2 defaults
+    #: auto (ddp if several processes, else single), single, ddp, fsdp, deepspeed
+    strategy: str = key("auto", choices=STRATEGY_CHOICES)
+    #: process-group backend: auto (nccl on GPU, gloo on CPU), nccl, gloo
+    backend: str = key("auto", choices=("auto", "nccl", "gloo"))
+
+
+# Each strategy's own options are a section of ``distributed`` named after it (``distributed.fsdp.
+# cpu_offload``), declared with the strategy in harness.parallel.registry: a new strategy adds its
+# options there and this file does not change.
+DistributedConfig = dataclasses.make_dataclass(
+    "DistributedConfig",
+    [(name, section, field(default_factory=section)) for name, section in OPTIONS_SECTIONS.items()],
+    bases=(DistributedKeys,),
+    namespace={"__module__": __name__, "__doc__": "``distributed``: the shared keys, then one section per strategy."},
+)
 
 
 @dataclass
@@ -288,3 +276,8 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     ignored: list[str] = field(default_factory=list, metadata={"internal": True})
     notes: list[str] = field(default_factory=list, metadata={"internal": True})  #: what loading translated or chose
+
+
+# ``section.key`` -> its allowed values / interval, as the fields declare them (what validation checks)
+CHOICES: dict[str, tuple] = constraints(Config, "choices")
+RANGES: dict[str, str] = constraints(Config, "range")

@@ -14,21 +14,17 @@ run exports its best head (by validation top-1) as the classifier; all heads go 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from harness.core.errors import entry_point
-from harness.export.cli import add_weights_option
+from harness.core.options import source_and_out_parser
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="harness-consolidate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("checkpoint", help="checkpoint folder, pointer or run folder")
-    parser.add_argument("out", help="output folder")
-    add_weights_option(parser)
+    parser = source_and_out_parser("harness-consolidate", __doc__, "checkpoint",
+                                   "checkpoint folder, pointer or run folder")  # fmt: skip
     args = parser.parse_args(argv)
     from harness.export.consolidate import VJEPA2_PROBE_FILE, consolidate
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from harness.core.errors import UserError
 from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import Listing, VideoRecord, format_label, label_ids
+from harness.data.loader import ClipItem, build_loader
 from harness.data.sampling import ClipSpec, sample_clip_indices
 from harness.data.source import LoaderSettings
 from harness.data.transforms import DecodeScale
@@ -40,22 +40,6 @@ MAX_WORKERS = 64  # rows of the shared attempt counters (one per DataLoader work
 
 class TooManyDecodeFailures(UserError, RuntimeError):
     """More videos failed to decode than the configured fraction allows."""
-
-
-class ClipItem(NamedTuple):
-    """One dataset item.
-
-    Attributes:
-        clips: ``num_clips * views`` tensors ``[C, T, H, W]``.
-        label: class index (a tuple of them for a multi-label video).
-        clip_indices: ``int64 [num_clips * views, T]`` source frame indices of every clip.
-        video: path (or shard key) of the video actually used (a replacement after a failure).
-    """
-
-    clips: list[torch.Tensor]
-    label: int | tuple[int, ...]
-    clip_indices: torch.Tensor
-    video: str
 
 
 class SkippedVideo(Exception):
@@ -297,8 +281,6 @@ class VideoClipDataset(Dataset):
 
     def make_loader(self, settings: LoaderSettings, train: bool) -> DataLoader:
         """This rank's share (see :func:`harness.data.loader.build_loader`)."""
-        from harness.data.loader import build_loader
-
         options = {"rank": settings.rank, "world_size": settings.world_size, "num_workers": settings.num_workers,
                    "pin_memory": settings.pin_memory, "persistent_workers": settings.persistent_workers}  # fmt: skip
         if not train:

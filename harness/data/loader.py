@@ -1,4 +1,5 @@
-"""Samplers, collate and ``build_loader``: batches ``[B, num_clips, C, T, H, W]`` for any rank.
+"""The item every source yields (:class:`ClipItem`), samplers, collate and ``build_loader``:
+batches ``[B, num_clips, C, T, H, W]`` for any rank.
 
 Rank and world size are arguments, never read from globals, so the same code serves one laptop
 process and rank 37 of 64. Samplers are pure functions of ``(seed, epoch)`` plus a start offset,
@@ -14,9 +15,24 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harness.data.files import ClipItem
 from harness.data.listing import label_ids
 from harness.data.workers import die_with_parent
+
+
+class ClipItem(NamedTuple):
+    """One dataset item.
+
+    Attributes:
+        clips: ``num_clips * views`` tensors ``[C, T, H, W]``.
+        label: class index (a tuple of them for a multi-label video).
+        clip_indices: ``int64 [num_clips * views, T]`` source frame indices of every clip.
+        video: path (or shard key) of the video actually used (a replacement after a failure).
+    """
+
+    clips: list[torch.Tensor]
+    label: int | tuple[int, ...]
+    clip_indices: torch.Tensor
+    video: str
 
 
 class ClipBatch(NamedTuple):

@@ -16,11 +16,11 @@ may be new, an empty folder or an earlier export (replaced); any other file or f
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import TYPE_CHECKING
 
 from harness.core.errors import entry_point
+from harness.core.options import source_and_out_parser
 
 if TYPE_CHECKING:
     pass
@@ -31,22 +31,12 @@ if TYPE_CHECKING:
 FORMATS = ("hf", "onnx", "pt2", "safetensors")
 
 
-def add_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights ema|trained``: which weights of a checkpoint to take."""
-    parser.add_argument("--weights", choices=("ema", "trained"), default="ema",
-                        help="from a checkpoint: the moving average of the weights if the run kept one (default), "
-                        "or the weights as trained")  # fmt: skip
-
-
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="harness-export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("source", help="run folder, checkpoint, exported or Hugging Face directory")
-    parser.add_argument("out", help="output folder")
+    parser = source_and_out_parser("harness-export", __doc__, "source",
+                                   "run folder, checkpoint, exported or Hugging Face directory")  # fmt: skip
     parser.add_argument("--format", default="safetensors", choices=FORMATS, help="default: safetensors")
-    add_weights_option(parser)
     args = parser.parse_args(argv)
     from harness.export.writing import export
 

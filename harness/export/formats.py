@@ -20,6 +20,7 @@ from torch import nn
 
 from harness.core.errors import UserError
 from harness.export.folder import file_records
+from harness.export.hf import export_hf_directory
 from harness.export.model_io import MODEL_FILE, WEIGHTS_FILE, Preprocessing
 
 FILE_MODE = 0o644
@@ -130,7 +131,9 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, description: dic
 
 @exporter("hf")
 def export_hf(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
-    """A ``transformers`` V-JEPA 2 video-classification directory (see :mod:`harness.export.hf`)."""
-    from harness.export.hf import export_hf_directory
-
-    return export_hf_directory(model, preprocessing, description, out)
+    """A ``transformers`` video-classification directory of the model's family (see
+    :mod:`harness.export.hf`) + ``model.json``."""
+    written = export_hf_directory(model, preprocessing, description, out)
+    for path in written:
+        path.chmod(FILE_MODE)
+    return [*written, write_description(out, preprocessing, description, format="hf")]

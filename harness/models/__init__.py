@@ -5,7 +5,15 @@ Importing this package registers the built-in model families (:mod:`harness.mode
 
 from harness.models import videomae, vit_family  # noqa: F401  (registers the families)
 from harness.models.checkpoint_io import CheckpointError, LoadReport, load_classifier, load_encoder
-from harness.models.family import FAMILIES, EncoderSettings, ModelFamily, family_of, family_of_module, materialize
+from harness.models.family import (
+    FAMILIES,
+    EncoderSettings,
+    ModelFamily,
+    family_of,
+    family_of_module,
+    materialize,
+    materialize_stem,
+)
 from harness.models.heads import LinearClassifier
 from harness.models.pooler import AttentiveClassifier, AttentivePooler, MultiHeadClassifier, VideoClassifier
 from harness.models.registry import create_encoder, encoder_names
@@ -30,4 +38,5 @@ __all__ = [
     "load_classifier",
     "load_encoder",
     "materialize",
+    "materialize_stem",
 ]

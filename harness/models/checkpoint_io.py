@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from harness.core.errors import UserError
-from harness.models.family import FAMILIES, ModelFamily, family_of_hf, family_of_module, hf_model_types
+from harness.models.family import (
+    FAMILIES,
+    DeferredBlocks,
+    ModelFamily,
+    family_of_hf,
+    family_of_module,
+    hf_model_types,
+)
 from harness.models.hf_directory import (
     HFFormatError,
     is_hf_directory,
@@ -194,9 +201,12 @@ def load_encoder(
     key: str | None = None,
     strict: bool = True,
     allow_random_init: bool = False,
+    deferred: DeferredBlocks | None = None,
 ) -> LoadReport:
     """Load encoder weights from a file or Hugging Face directory in any layout the encoder's
     model family reads (:mod:`harness.models.family`; e.g. V-JEPA 2 or harness files for ``vit``).
+    With ``deferred`` (blocks still on the meta device), the blocks' tensors are kept there for
+    the sharding strategy to copy as it materialises each block.
 
     A load that would leave any encoder weight at its random initialisation is an error unless
     ``allow_random_init`` is set, even with ``strict=False`` (extra keys are then tolerated).
@@ -209,7 +219,6 @@ def load_encoder(
         if state is None:
             raise CheckpointError(f"{path}: no {family.name} encoder weights in this file")
     report = load_into(encoder, state, str(path), strict=False)  # blocks still on the meta device: see below
-    deferred = getattr(encoder, "deferred_blocks", None)
     if deferred is not None:  # a sharding strategy copies these as it materialises each block
         deferred.state = {k: v for k, v in state.items() if k.startswith("blocks.")}
     left_random = report.missing + report.mismatched

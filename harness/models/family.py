@@ -58,7 +58,8 @@ class EncoderSettings:
 class HFLayout:
     """A Hugging Face ``transformers`` layout of a family (``config.json`` + safetensors).
 
-    Functions take the parsed ``config.json`` / the directory's tensors and return harness values.
+    The readers take the parsed ``config.json`` / the directory's tensors and return harness
+    values; :attr:`to_transformers` goes the other way (export).
     """
 
     model_type: str  #: ``config.json``'s ``model_type``
@@ -68,6 +69,10 @@ class HFLayout:
     classifier_options: Callable[[dict], dict] | None = None  #: classifier kind and options in the directory
     clip_shape: Callable[[dict], tuple[int, int]] = lambda config: (16, 224)  #: (frames, side) it was made for
     model_name: str = ""  #: a registered name to build from (``config.json`` then sets the sizes)
+    #: the export hook (``--format hf``): ``(classifier, preprocessing, config values) -> (checked
+    #: transformers model, processor)``; a user error says why a model cannot go there (see
+    #: :mod:`harness.models.hf_transformers`); None: the family cannot be exported to this layout
+    to_transformers: Callable[[nn.Module, Any, dict], tuple[nn.Module, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,10 @@ def init_all_units(encoder: nn.Module) -> None:
 
 @dataclass
 class DeferredBlocks:
-    """An encoder whose blocks are still on the meta device (``encoder.deferred_blocks``): a
-    sharding strategy materialises each block where it lives with :meth:`fill`, which gives it the
-    values a direct build would have (same seeds), then the pretrained ones if any."""
+    """How to make the blocks of an encoder whose blocks are still on the meta device (returned by
+    :func:`materialize_stem`, handed to the strategy's ``prepare`` with the model): a sharding
+    strategy materialises each block where it lives with :meth:`fill`, which gives it the values
+    a direct build would have (same seeds), then the pretrained ones if any."""
 
     base_seed: int  #: the encoder's initialisation seed
     state: dict[str, torch.Tensor] | None = None  #: pretrained ``blocks.*`` tensors (memory-mapped when possible)
@@ -238,23 +244,24 @@ class DeferredBlocks:
             getattr(block, "_checkpoint_wrapped_module", block).load_state_dict(values, strict=False)
 
 
-def materialize(encoder: nn.Module, device: torch.device | str = "cpu", blocks: bool = True) -> nn.Module:
+def materialize(encoder: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
     """Allocate an encoder built on the meta device on ``device`` and initialise it (the weights a
-    direct build gets for the same random state). With ``blocks=False`` only the stem is
-    materialised and ``encoder.deferred_blocks`` (:class:`DeferredBlocks`) says how to make each
-    block later, one at a time, on the rank that holds it."""
-    if blocks:
-        encoder.to_empty(device=device)
-        encoder.init_weights()
-        return encoder
+    direct build gets for the same random state)."""
+    encoder.to_empty(device=device)
+    encoder.init_weights()
+    return encoder
+
+
+def materialize_stem(encoder: nn.Module, device: torch.device | str = "cpu") -> DeferredBlocks:
+    """Materialise all of a meta-device encoder but its blocks (as :func:`materialize` would) and
+    return how to make each block later, one at a time, on the rank that holds it."""
     encoder.to_empty(device=device, recurse=False)
     for name, child in encoder.named_children():
         if name != "blocks":
             child.to_empty(device=device)
     encoder.init_seed = draw_init_seed()
     init_unit(encoder, encoder.init_seed)
-    encoder.deferred_blocks = DeferredBlocks(encoder.init_seed)
-    return encoder
+    return DeferredBlocks(encoder.init_seed)
 
 
 def layer_decay_scale(encoder: nn.Module, name: str, decay: float) -> float:

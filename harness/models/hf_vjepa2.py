@@ -13,7 +13,11 @@
   from a Hugging Face directory takes that epsilon.
 * ``classifier`` is our ``linear``; class names come from ``config.id2label``.
 
-Nothing here imports ``transformers``: a directory is read with ``json`` and ``safetensors``.
+Reading a directory needs no ``transformers`` (``json`` and ``safetensors`` do it); only
+:func:`to_transformers` (the vit family's export hook: our classifier as a checked
+``VJEPA2ForVideoClassification``) imports it. Only models with V-JEPA 2's architecture can go
+there (RoPE encoder with GELU MLPs, one attentive probe with the encoder's head count, no output
+projection, queries attending to the tokens); any other is refused with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from harness.core.errors import UserError
 from harness.models.hf_directory import (  # noqa: F401  (re-exported: the V-JEPA 2 names of these)
     HFFormatError,
     class_names,
@@ -31,6 +37,13 @@ from harness.models.hf_directory import (  # noqa: F401  (re-exported: the V-JEP
     read_hf_weights,
 )
 from harness.models.hf_directory import read_hf_config as read_any_hf_config
+from harness.models.hf_transformers import (
+    TOLERANCE,
+    ClipFormat,
+    encoder_and_classifier_state,
+    logit_difference,
+    transformers_module,
+)
 from harness.models.state_names import rename, rename_rules, split_parts, stack_parts
 
 
@@ -145,3 +158,83 @@ def classifier_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
         out.update(split_parts(state, f"pooler.blocks.{layer}.attn.qkv", prefix, ("q_proj", "k_proj", "v_proj")))
     out.update(rename(state, _POOLER_TO_HF))
     return out
+
+
+# Harness settings V-JEPA 2's Hugging Face model has no counterpart for: key -> value it needs.
+REQUIRED = {
+    "use_silu": False,
+    "out_layers": None,
+    "pooler_output_projection": False,
+    "pooler_order": "tokens_first",
+    "temporal_pos_embed": False,
+}
+
+
+def incompatibility(model: nn.Module, values: dict[str, Any]) -> str | None:
+    """Why ``model`` (built from config ``values``) cannot be a Hugging Face V-JEPA 2 classifier."""
+    settings = values.get("model", {})
+    encoder = model.encoder
+    if not getattr(encoder, "use_rope", False):
+        return "its encoder uses sin-cos position tables; Hugging Face's V-JEPA 2 has RoPE only (model.use_rope)"
+    for key, needed in REQUIRED.items():
+        if settings.get(key, needed) != needed:
+            return f"model.{key}={settings[key]!r}; Hugging Face's V-JEPA 2 needs {needed!r}"
+    heads = settings.get("attn_pooler_heads")
+    if heads not in (None, encoder.num_heads):
+        return f"model.attn_pooler_heads={heads}: Hugging Face's V-JEPA 2 probe has the encoder's {encoder.num_heads}"
+    if hasattr(model.classifier, "heads"):
+        return "it has several probe heads: export a run's best head (a run folder or checkpoint does that)"
+    return None
+
+
+def hf_config(model: nn.Module, clip_format: ClipFormat, layer_norm_eps: float):
+    """The ``transformers.VJEPA2Config`` of ``model`` (a small predictor: classification skips it)."""
+    import transformers
+
+    encoder, names = model.encoder, clip_format.class_names
+    mlp = encoder.blocks[0].mlp.fc1
+    depth = 1 + len(getattr(model.classifier.pooler, "blocks", None) or [])
+    return transformers.VJEPA2Config(
+        hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth, num_attention_heads=encoder.num_heads,
+        mlp_ratio=mlp.out_features / encoder.embed_dim, patch_size=encoder.patch_size,
+        tubelet_size=encoder.tubelet_size, crop_size=clip_format.crop_size,
+        frames_per_clip=clip_format.frames_per_clip, qkv_bias=encoder.blocks[0].attn.qkv.bias is not None,
+        num_pooler_layers=depth - 1, layer_norm_eps=layer_norm_eps, num_labels=len(names),
+        id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)},
+        pred_hidden_size=64, pred_num_hidden_layers=1, pred_num_attention_heads=4, pred_num_mask_tokens=1,
+    )  # fmt: skip
+
+
+def to_transformers(model: nn.Module, clip_format: ClipFormat, values: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """A vit-family classifier (built from config ``values``) as a ``VJEPA2ForVideoClassification``
+    that gives its logits, and the ``VJEPA2VideoProcessor`` of ``clip_format``; a user error says
+    why not."""
+    transformers = transformers_module()
+    if reason := incompatibility(model, values):
+        raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: {reason}")
+    encoder, classifier = encoder_and_classifier_state(model)
+    state = {**encoder_state_to_hf(encoder), **classifier_state_to_hf(classifier)}
+    # transformers has one LayerNorm epsilon where V-JEPA 2 has 1e-6 in the encoder and 1e-5 in the
+    # probe (model.pooler_norm_eps): with both equal the export is exact; else take the one whose
+    # model reproduces ours better (usually the probe's: the queries' variance is small).
+    candidates = []
+    for eps in (model.classifier.pooler.cross_attention_block.norm1.eps, model.encoder.norm.eps):
+        theirs = transformers.VJEPA2ForVideoClassification(hf_config(model, clip_format, eps)).eval()
+        result = theirs.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("vjepa2.predictor.")]
+        if missing or result.unexpected_keys:
+            raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: its weights do not map "
+                            f"(missing {missing[:3]}, left over {result.unexpected_keys[:3]})")  # fmt: skip
+        candidates.append((logit_difference(model, theirs, clip_format), eps, theirs))
+    difference, _, theirs = min(candidates, key=lambda c: c[0])
+    if difference > TOLERANCE:
+        raise UserError(f"cannot export as a Hugging Face V-JEPA 2 classifier: transformers' model differs from "
+                        f"ours by {difference:.2e} on test clips, because transformers has one LayerNorm epsilon "
+                        "and this probe's differs from the encoder's; train with model.pooler_norm_eps=1e-6 for an "
+                        "exact export")  # fmt: skip
+    # Its resize is int(crop x 256/224), fixed by transformers (the harness rounds: 1 px more at some sizes).
+    processor = transformers.VJEPA2VideoProcessor(
+        crop_size={"height": clip_format.crop_size, "width": clip_format.crop_size},
+        image_mean=list(clip_format.mean), image_std=list(clip_format.std),
+    )  # fmt: skip
+    return theirs, processor

@@ -13,7 +13,8 @@ v2 differs from v1 only in what the family registers: the ViT-g size (``videomae
 in its recipe: ``data.patch_size=14``) and layer scale being common in its checkpoints. Foreign
 layouts read: VideoMAE's own ``.pth`` files (state under ``model`` or ``module``; pre-training
 files with ``encoder.`` names and a decoder, which is left out) and Hugging Face ``VideoMAEModel``
-/ ``VideoMAEForVideoClassification`` directories (``model_type: videomae``).
+/ ``VideoMAEForVideoClassification`` directories (``model_type: videomae``). Export goes to the
+latter (:func:`to_transformers`, the family's export hook) for a linear head without layer scale.
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.errors import UserError
 from harness.models.checkpoint_io import is_state_dict, strip_prefixes
 from harness.models.encoder import VideoEncoder
 from harness.models.family import HFLayout, ModelFamily, register_family
+from harness.models.heads import LinearClassifier
+from harness.models.hf_transformers import (
+    TOLERANCE,
+    ClipFormat,
+    encoder_and_classifier_state,
+    logit_difference,
+    transformers_module,
+)
 from harness.models.layers import MLP, DropPath, attention, init_linear_and_norms
 from harness.models.state_names import rename, rename_rules, stack_parts
 from harness.models.vit import PatchEmbed3D
@@ -300,6 +310,52 @@ def hf_classifier_options(config: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "linear", "norm_eps": 1e-5}
 
 
+def to_transformers(model: nn.Module, clip_format: ClipFormat, values: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """A videomae-family classifier with a linear head (built from config ``values``) as a
+    ``VideoMAEForVideoClassification`` that gives its logits, and the ``VideoMAEImageProcessor``
+    of ``clip_format``; a user error says why not."""
+    transformers = transformers_module()
+    encoder, head, names = model.encoder, model.classifier, clip_format.class_names
+    settings = values.get("model", {})
+    problems = [
+        not isinstance(head, LinearClassifier) and "its classifier is not the linear head (model.classifier=linear)",
+        any(block.gamma_1 is not None for block in encoder.blocks) and "it has layer scale (init_values > 0)",
+        encoder.out_layers is not None and "it reads multi-level features (model.out_layers)",
+        settings.get("clip_aggregation", "auto") not in ("auto", "average_logits")
+        and "its clips are aggregated by concat_tokens",
+    ]
+    if reason := next((p for p in problems if p), None):
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: {reason}")
+    first = encoder.blocks[0]
+    config = transformers.VideoMAEConfig(
+        image_size=clip_format.crop_size, patch_size=encoder.patch_size, num_frames=clip_format.frames_per_clip,
+        tubelet_size=encoder.tubelet_size, hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth,
+        num_attention_heads=encoder.num_heads, intermediate_size=first.mlp.fc1.out_features,
+        qv_bias=first.attn.q_bias is not None, use_mean_pooling=head.pooling == "mean",
+        layer_norm_eps=first.norm1.eps, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )  # fmt: skip
+    theirs = transformers.VideoMAEForVideoClassification(config).eval()
+    ours_encoder, ours_head = encoder_and_classifier_state(model)
+    result = theirs.load_state_dict(hf_state_from_ours(ours_encoder, ours_head), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: its weights do not map (missing "
+                        f"{result.missing_keys[:3]}, left over {result.unexpected_keys[:3]})")  # fmt: skip
+    difference = logit_difference(model, theirs, clip_format, "pixel_values")
+    if difference > TOLERANCE:
+        raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: transformers' model differs from ours "
+                        f"by {difference:.2e} on test clips (its fc_norm epsilon is 1e-5: train with "
+                        "model.pooler_norm_eps=1e-5)")  # fmt: skip
+    side = clip_format.crop_size
+    processor = transformers.VideoMAEImageProcessor(
+        size={"shortest_edge": round(side * 256 / 224)},
+        crop_size={"height": side, "width": side},
+        image_mean=list(clip_format.mean),
+        image_std=list(clip_format.std),
+    )
+    return theirs, processor
+
+
 VIDEOMAE = register_family(
     ModelFamily(
         name="videomae",
@@ -316,6 +372,7 @@ VIDEOMAE = register_family(
             hf_classifier_options,
             clip_shape=lambda config: (config.get("num_frames", 16), config.get("image_size", 224)),
             model_name="videomae_base",
+            to_transformers=to_transformers,
         ),  # fmt: skip
         default_classifier="linear",
     )

@@ -67,6 +67,7 @@ VIT = register_family(
             _hf_classifier_options,
             clip_shape=lambda config: (config.get("frames_per_clip", 16), config.get("crop_size", 256)),
             model_name="vit_large_rope",
+            to_transformers=hf_vjepa2.to_transformers,
         ),
         top_level_options=("uniform_power", "use_rope", "use_silu", "wide_silu"),
     )

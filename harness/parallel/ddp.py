@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from harness.models.family import DeferredBlocks
 from harness.parallel.strategy import DistributedStrategy
 
 
@@ -18,7 +19,10 @@ class DDPStrategy(DistributedStrategy):
     name = "ddp"
 
     def prepare(
-        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+        self,
+        model: nn.Module,
+        build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None],
+        deferred: DeferredBlocks | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
         model = model.to(self.device)
         if any(p.requires_grad for p in model.parameters()):

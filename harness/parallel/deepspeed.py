@@ -20,8 +20,9 @@ from torch import nn
 
 from harness.core.errors import UserError
 from harness.core.fileio import read_json
+from harness.models.family import DeferredBlocks
 from harness.parallel.head_steps import head_parameter_sets
-from harness.parallel.meta_init import deferred_blocks, full_blocks, move_materialised
+from harness.parallel.meta_init import full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
 
@@ -46,7 +47,7 @@ def resolve_deepspeed_config(
     fields the harness decides filled in. Values set to ``"auto"`` are filled in silently."""
     source = str(base) if isinstance(base, (str, Path)) else "the DeepSpeed config"
     if isinstance(base, (str, Path)):
-        config = read_json(base, DeepSpeedConfigError, "distributed.deepspeed_config")
+        config = read_json(base, DeepSpeedConfigError, "distributed.deepspeed.config")
     else:
         config = copy.deepcopy(base if base is not None else DEFAULT_CONFIG)
     for key in OWNED_BY_HARNESS:
@@ -99,7 +100,7 @@ def fp16_supported() -> bool:
 
 
 class DeepSpeedStrategy(DistributedStrategy):
-    """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed_config``).
+    """DeepSpeed engine; ``config`` is the JSON path or dict (``distributed.deepspeed.config``).
 
     ``micro_batch``, ``accumulation`` and ``clip_grad`` come from the harness config and are
     checked against the JSON. ``heads``: probe heads of the run. The engine would clip one norm
@@ -186,14 +187,17 @@ class DeepSpeedStrategy(DistributedStrategy):
                 persistent[0].all_gather(persistent)
 
     def prepare(
-        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+        self,
+        model: nn.Module,
+        build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None],
+        deferred: DeferredBlocks | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
         import deepspeed
 
         move_materialised(model, self.device)
-        if deferred_blocks(model):  # ZeRO-3: each block made in full, then partitioned at once
+        if deferred:  # ZeRO-3: each block made in full, then partitioned at once
             deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())  # joins our group
-            for _, block in full_blocks(model, device=self.device, fill=self.rank == 0):
+            for _, block in full_blocks(model, deferred, device=self.device, fill=self.rank == 0):
                 # the other ranks receive rank 0's values as the block is partitioned
                 deepspeed.zero.Init(module=block, config_dict_or_path=self.config)
         optimizer = build_optimizer(model)

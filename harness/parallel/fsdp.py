@@ -29,7 +29,8 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from harness.core.fileio import write_atomic
-from harness.parallel.meta_init import copy_into_shards, deferred_blocks, full_blocks, move_materialised
+from harness.models.family import DeferredBlocks
+from harness.parallel.meta_init import copy_into_shards, full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
 
@@ -98,10 +99,12 @@ class FSDPStrategy(DistributedStrategy):
         self.offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else None
 
     def prepare(
-        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+        self,
+        model: nn.Module,
+        build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None],
+        deferred: DeferredBlocks | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
-        pending = deferred_blocks(model)
-        templates = [copy.deepcopy(block) for block in model.encoder.blocks] if pending else None
+        templates = [copy.deepcopy(block) for block in model.encoder.blocks] if deferred else None
         if self.offload is None:
             move_materialised(model, self.device)
         options: dict[str, Any] = {"mp_policy": self.mixed_precision}
@@ -110,12 +113,13 @@ class FSDPStrategy(DistributedStrategy):
         for unit in fsdp_units(model):
             fully_shard(unit, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, reshard_after_forward=self.reshard_after_forward, **options)
-        if pending:  # allocate this rank's shards of each block, then fill them from the full block
+        if deferred:  # allocate this rank's shards of each block, then fill them from the full block
             blocks = model.encoder.blocks
             device = "cpu" if self.offload is not None else self.device
-            for index, full in full_blocks(model, templates):
+            for index, full in full_blocks(model, deferred, templates):
                 blocks[index].to_empty(device=device)
                 copy_into_shards(blocks[index], full, _local_part)
+                del full  # one full block alive at a time
         return model, build_optimizer(model)
 
     shards_parameters = True

@@ -18,30 +18,28 @@ from torch import nn
 from harness.models.family import DeferredBlocks
 
 
-def deferred_blocks(model: nn.Module) -> DeferredBlocks | None:
-    """The model's pending blocks, if its encoder was built with ``defer_blocks``."""
-    return getattr(getattr(model, "encoder", None), "deferred_blocks", None)
-
-
 def move_materialised(model: nn.Module, device: torch.device) -> None:
     """``model.to(device)`` for every tensor that is not on the meta device."""
     model._apply(lambda tensor: tensor if tensor.is_meta else tensor.to(device))
 
 
-def full_blocks(model: nn.Module, templates: list[nn.Module] | None = None,
+def full_blocks(model: nn.Module, deferred: DeferredBlocks, templates: list[nn.Module] | None = None,
                 device: torch.device | str = "cpu", fill: bool = True) -> Iterator[tuple[int, nn.Module]]:  # fmt: skip
-    """Each encoder block made in full on ``device``, in order, in place: the encoder's own meta
-    blocks, or ``templates`` (meta copies of them taken before a strategy changed the blocks).
-    Without ``fill`` the block's memory is allocated but not initialised (a rank that receives the
-    values from another). Clears the pending state after the last block."""
+    """Each encoder block made in full on ``device``, in order, in place, as ``deferred`` says: the
+    encoder's own meta blocks, or ``templates`` (meta copies of them taken before a strategy
+    changed the blocks). Without ``fill`` the block's memory is allocated but not initialised (a
+    rank that receives the values from another). A template is let go once its turn is over, so
+    that only one full block is alive at a time."""
     encoder = model.encoder
-    pending = encoder.deferred_blocks
-    for index, block in enumerate(templates if templates is not None else list(encoder.blocks)):
+    blocks = templates if templates is not None else list(encoder.blocks)
+    for index in range(len(blocks)):
+        block = blocks[index]
         block.to_empty(device=device)
         if fill:
-            pending.fill(encoder, index, block)
+            deferred.fill(encoder, index, block)
         yield index, block
-    encoder.deferred_blocks = None
+        if templates is not None:
+            templates[index] = block = None
 
 
 def copy_into_shards(

@@ -5,11 +5,13 @@ this module stays light enough for config parsing), its options from the run set
 offline checkpoint reader (consolidation and export read any checkpoint through it), its memory
 formula for the planner, and which checkpoints it resumes. Config choices, resume checks, export
 and the planner all go through :data:`STRATEGY_SPECS`; no module outside ``parallel/`` compares
-strategy names. A new strategy is one entry here plus its module.
+strategy names. A strategy's own settings are a dataclass here (its ``options_section``), which the
+config schema places at ``distributed.<name>``. A new strategy is one entry here plus its module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ class StrategySpec:
         name: the ``distributed.strategy`` value.
         module: ``module:Class`` of the implementation, imported when built.
         options: run settings (``distributed``, ``data``, ``optimization`` sections, read by
-            attribute) -> the implementation's keyword options.
+            attribute; its own settings are ``distributed.<name>``) -> the implementation's
+            keyword options.
         read_model_state: reads a checkpoint folder's model state offline (no process group).
         resumes: strategy names whose checkpoints this one loads.
         same_world_size: its checkpoints only load on as many ranks as wrote them.
@@ -58,6 +61,9 @@ class StrategySpec:
     plan_rows: tuple[PlanRow, ...] = field(default_factory=tuple)
     plain_optimizer_state: bool = False
     convert_hint: str = ""  #: how to load its checkpoints on another number of ranks, if at all
+    #: its settings: a dataclass whose fields (with ``range`` / ``choices`` metadata, as
+    #: harness.config.fields reads them) become the config section ``distributed.<name>``
+    options_section: type | None = None
 
     def implementation(self) -> type:
         """The strategy class (imported now)."""
@@ -130,13 +136,29 @@ def _zero(stage: int) -> MemoryFormula:
     return formula
 
 
+@dataclass
+class FSDPOptions:
+    """FSDP2's settings: the config section ``distributed.fsdp``."""
+
+    reshard_after_forward: bool = True  #: FSDP2: free gathered weights after forward (less memory)
+    cpu_offload: bool = False  #: FSDP2: keep sharded weights, grads and optimizer state in host memory
+    #: FSDP2: gradient reduction dtype (float32 or bfloat16)
+    reduce_dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16")})
+
+
+@dataclass
+class DeepSpeedOptions:
+    """DeepSpeed's settings: the config section ``distributed.deepspeed``."""
+
+    config: str | None = None  #: DeepSpeed JSON (e.g. ds_configs/zero3.json); null: ZeRO-2 defaults
+
+
 def _fsdp_options(distributed: Any, data: Any, optimization: Any) -> dict[str, Any]:
-    return {"reshard_after_forward": distributed.fsdp_reshard_after_forward,
-            "cpu_offload": distributed.fsdp_cpu_offload, "reduce_dtype": distributed.fsdp_reduce_dtype}  # fmt: skip
+    return dataclasses.asdict(distributed.fsdp)
 
 
 def _deepspeed_options(distributed: Any, data: Any, optimization: Any) -> dict[str, Any]:
-    return {"config": distributed.deepspeed_config, "micro_batch": data.batch_size,
+    return {"config": distributed.deepspeed.config, "micro_batch": data.batch_size,
             "accumulation": optimization.accumulation_steps, "clip_grad": optimization.clip_grad,
             "heads": max(1, len(optimization.heads))}  # fmt: skip
 
@@ -151,8 +173,10 @@ STRATEGY_SPECS: dict[str, StrategySpec] = {
                      resumes=frozenset({"single"}), plain_optimizer_state=True,
                      plan_rows=(PlanRow("ddp", _replicated),)),
         StrategySpec("fsdp", "harness.parallel.fsdp:FSDPStrategy", _fsdp_options, _dcp_state,
+                     options_section=FSDPOptions,
                      plan_rows=(PlanRow("fsdp", _fsdp), PlanRow("fsdp+offload", _fsdp, True))),
         StrategySpec("deepspeed", "harness.parallel.deepspeed:DeepSpeedStrategy", _deepspeed_options, _zero_state,
+                     options_section=DeepSpeedOptions,
                      same_world_size=True, convert_hint=" (DeepSpeed's ds_to_universal.py converts it to a universal "
                                                         "checkpoint, which does)",
                      plan_rows=(PlanRow("zero1", _zero(1)), PlanRow("zero2", _zero(2)), PlanRow("zero3", _zero(3)),
@@ -161,6 +185,23 @@ STRATEGY_SPECS: dict[str, StrategySpec] = {
 }  # fmt: skip
 STRATEGY_CHOICES = ("auto", *STRATEGY_SPECS)  # auto: ddp when launched as several processes, else single
 PLAN_ROWS = {row.name: row for spec in STRATEGY_SPECS.values() for row in spec.plan_rows}
+#: ``distributed.<name>`` -> the options section of each strategy that has settings
+OPTIONS_SECTIONS = {spec.name: spec.options_section for spec in STRATEGY_SPECS.values() if spec.options_section}
+#: the flat ``distributed`` keys from before each strategy had its section -> their key in it;
+#: harness.config still reads them, with one deprecation warning per key
+RENAMED_KEYS = {
+    "fsdp_reshard_after_forward": "fsdp.reshard_after_forward",
+    "fsdp_cpu_offload": "fsdp.cpu_offload",
+    "fsdp_reduce_dtype": "fsdp.reduce_dtype",
+    "deepspeed_config": "deepspeed.config",
+}
+
+
+def resolve_strategy_name(name: str, world_size: int) -> str:
+    """``auto`` is ``ddp`` when the launcher started several processes, else ``single``."""
+    if name != "auto":
+        return name
+    return "ddp" if world_size > 1 else "single"
 
 
 class UnknownStrategy(UserError, KeyError):

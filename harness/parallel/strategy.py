@@ -22,6 +22,7 @@ from torch import nn
 from harness.core.errors import UserError
 from harness.core.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
+from harness.models.family import DeferredBlocks
 from harness.parallel.head_steps import clip_per_head, drop_head_gradients
 from harness.parallel.precision import Precision
 
@@ -68,9 +69,14 @@ class Strategy:
         return self.rank == 0
 
     def prepare(
-        self, model: nn.Module, build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None]
+        self,
+        model: nn.Module,
+        build_optimizer: Callable[[nn.Module], torch.optim.Optimizer | None],
+        deferred: DeferredBlocks | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
-        """Move/wrap the model, then build its optimizer over the wrapped parameters."""
+        """Move/wrap the model, then build its optimizer over the wrapped parameters. ``deferred``:
+        the encoder's blocks are still on the meta device and this is how to make them (only for
+        a strategy that :attr:`builds_sharded`)."""
         model = model.to(self.device)
         return model, build_optimizer(model)
 
@@ -266,43 +272,3 @@ class DistributedStrategy(Strategy):
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-
-
-def build_strategy(
-    name: str,
-    device_name: str,
-    dtype: str,
-    backend: str = "auto",
-    options: dict[str, Any] | None = None,
-) -> Strategy:
-    """The strategy called ``name`` for this process, with its process group joined.
-
-    ``auto`` is ``ddp`` when the launcher started several processes, else ``single``.
-    ``options`` are the strategy's own settings (FSDP policies, the DeepSpeed JSON...).
-    """
-    from harness.parallel.distributed import init_process_group, process_info
-    from harness.parallel.registry import STRATEGY_SPECS
-
-    info = process_info()
-    name = resolve_strategy_name(name, info.world_size)
-    if name not in STRATEGY_SPECS:
-        raise ValueError(f"unknown strategy {name!r}; choose one of auto, {', '.join(STRATEGY_SPECS)}")
-    device = resolve_device(device_name, info.local_rank)
-    precision = Precision(dtype, device)
-    implementation = STRATEGY_SPECS[name].implementation()
-    if not issubclass(implementation, DistributedStrategy):
-        if info.world_size > 1:
-            raise UserError(
-                f"distributed.strategy={name} but the launcher started {info.world_size} processes; "
-                "use a distributed strategy (or launch one process)"
-            )
-        return implementation(device, precision, **(options or {}))
-    init_process_group(info, backend, device)
-    return implementation(device, precision, info.rank, info.world_size, **(options or {}))
-
-
-def resolve_strategy_name(name: str, world_size: int) -> str:
-    """``auto`` is ``ddp`` when the launcher started several processes, else ``single``."""
-    if name != "auto":
-        return name
-    return "ddp" if world_size > 1 else "single"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.core.errors import RunFailed, UserError, entry_point
 from harness.core.fileio import check_output_file
-from harness.export.cli import add_weights_option
+from harness.core.options import add_weights_option
 
 # The library names that lived here (``from harness.predict.cli import VideoUnits``): forwarded to
 # :mod:`harness.predict.predictor` on first use, so that ``--help`` imports neither torch nor decoders.

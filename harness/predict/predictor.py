@@ -260,7 +260,7 @@ def build_units(videos: list[str], args: argparse.Namespace) -> tuple[list[Unit]
 
 def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     """Predict every input on this process's share; returns all rows (on rank 0) and class names."""
-    from harness.parallel.strategy import build_strategy
+    from harness.parallel.build import build_strategy
 
     strategy = build_strategy("auto", args.device, "float32", "auto")
     device, dtype = strategy.device, getattr(torch, args.dtype)

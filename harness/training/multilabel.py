@@ -6,6 +6,9 @@ classes and videos. Validation reports mean average precision (mAP: the mean ove
 validation positives of each class's AP) with each class's AP, hit@1 / hit@5 (a true class among
 the top 1 / 5 scores) as ``top1`` / ``top5``, and per-class precision / recall / F1 of the
 predictions scoring at least :data:`THRESHOLD`.
+
+This module is the maths (targets, AP, the accumulator); the objective the trainer asks,
+:class:`harness.training.objective.MultiLabelObjective`, is built on it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.training.metrics import EvalResult, class_scores, macro_means, topk_correct
-from harness.training.objective import Objective
 
 THRESHOLD = 0.5  #: a class is predicted when its sigmoid score reaches this (precision/recall/F1)
 
@@ -45,26 +47,6 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
         recall = true_pos / positives
         out[c] = np.sum(np.diff(np.r_[0.0, recall]) * precision)
     return out
-
-
-class MultiLabelObjective(Objective):
-    """Sigmoid / binary cross-entropy over multi-hot targets; label smoothing moves each target
-    toward ``smoothing / C`` as for one-hot targets; class weights scale each class's term."""
-
-    multi_label = True
-    metric = "val_map"
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        hot = multi_hot(labels, self.num_classes)
-        return hot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        targets = self.targets(labels) if targets is None else targets
-        weight = self._weight(logits.device)
-        return F.binary_cross_entropy_with_logits(logits.float(), targets, weight=weight)
-
-    def accumulator(self, device: torch.device, rank: int = 0, world_size: int = 1) -> MultiLabelAccumulator:
-        return MultiLabelAccumulator(self.num_classes, device, rank, world_size)
 
 
 class MultiLabelAccumulator:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from harness.config import Config, ConfigError
 from harness.training.metrics import EvalAccumulator, topk_correct
 from harness.training.mixup import smooth_one_hot, soft_cross_entropy
+from harness.training.multilabel import MultiLabelAccumulator, multi_hot
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,26 @@ class Objective:
         return self.class_weights
 
 
+class MultiLabelObjective(Objective):
+    """Sigmoid / binary cross-entropy over multi-hot targets; label smoothing moves each target
+    toward ``smoothing / C`` as for one-hot targets; class weights scale each class's term."""
+
+    multi_label = True
+    metric = "val_map"
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        hot = multi_hot(labels, self.num_classes)
+        return hot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        targets = self.targets(labels) if targets is None else targets
+        weight = self._weight(logits.device)
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, weight=weight)
+
+    def accumulator(self, device: torch.device, rank: int = 0, world_size: int = 1) -> MultiLabelAccumulator:
+        return MultiLabelAccumulator(self.num_classes, device, rank, world_size)
+
+
 def class_weights(setting, num_classes: int, counts: np.ndarray | None) -> torch.Tensor | None:
     """``optimization.class_weights`` as a ``[C]`` tensor: a list as given, ``auto`` from the
     training data's class ``counts`` as ``N / (C * count)`` (1 for a class without videos)."""
@@ -81,7 +102,5 @@ def build_objective(config: Config, num_classes: int, counts: np.ndarray | None)
     opt = config.optimization
     weights = class_weights(opt.class_weights, num_classes, counts)
     if config.meta.multi_label:
-        from harness.training.multilabel import MultiLabelObjective
-
         return MultiLabelObjective(num_classes, opt.label_smoothing, weights)
     return Objective(num_classes, opt.label_smoothing, weights)

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,18 +24,12 @@ from harness.data.loader import ClipBatch
 from harness.parallel.head_steps import nonfinite_heads
 from harness.parallel.strategy import Strategy
 from harness.training import assemble
-from harness.training.checks import check_eval_only, check_labels, steps_per_epoch
-from harness.training.classes import display_names, resolve_class_names
-from harness.training.data_budget import build_budgets
+from harness.training.data_parts import ensure_demo_data
 from harness.training.evaluation import evaluate, to_model_input, write_eval_artefacts
 from harness.training.metrics import EvalResult, RunningSums
-from harness.training.mixup import Mixup
-from harness.training.objective import build_objective
-from harness.training.optim import build_optimizer, build_schedules
 from harness.training.protocol import best_head_accuracy
 from harness.training.state import run_lock
 from harness.training.state.checkpoint import CheckpointManager
-from harness.training.state.ema import ModelEMA
 from harness.training.state.resume import resume as resume_run
 from harness.training.state.resume import save as save_run
 from harness.training.state.run_lock import take_run_folder
@@ -55,6 +50,16 @@ from harness.training.tracking.tensorboard import TensorBoardSink
 log = logging.getLogger(__name__)
 
 
+class StepResult(NamedTuple):
+    """What one optimizer step measured, on the device and not synchronised."""
+
+    loss_sum: torch.Tensor  #: the loss summed over the step's samples (mean over heads)
+    hits: torch.Tensor  #: ``[2]``: top-1 and top-5 hits summed over samples (mean over heads)
+    count: int  #: samples in the step (0 when the step was skipped)
+    grad_norm: torch.Tensor | float | None  #: the gradient norm before clipping (None when skipped)
+    head_sums: torch.Tensor | None  #: ``[heads, 2]``: loss sum and top-1 hits per probe head
+
+
 class Trainer:
     """Fine-tune (or probe) a video classifier as ``config`` says.
 
@@ -71,38 +76,19 @@ class Trainer:
         take_run_folder(self.folder, self.strategy)
         if self.is_main:
             save_config(config, self.folder / "config.yaml")
-            assemble.ensure_demo_data(config)
+            ensure_demo_data(config)
         self.strategy.barrier()
-        torch.manual_seed(config.meta.seed)  # same initial weights on every rank
-        names = resolve_class_names(config)
-        self.train_set = assemble.build_train_dataset(config, names)
-        self.val_set = assemble.build_val_dataset(config, names)
-        check_eval_only(config, self.val_set)
-        self.num_classes = assemble.infer_num_classes(config, self.train_set, names)
-        check_labels(config, self.num_classes, self.train_set, self.val_set)
-        self.class_names = display_names(names, self.num_classes)
-        # Sharding strategies get the encoder's blocks on the meta device and materialise only their shards.
-        model = assemble.build_model(config, self.num_classes, defer_blocks=self.strategy.builds_sharded)
-        assemble.hold_frozen_encoder(model, config, self.strategy)
-        self.model, self.optimizer = self.strategy.prepare(model, self._build_optimizer)
-        torch.manual_seed(config.meta.seed + self.strategy.rank)  # drop path etc. differ per rank
-        self.train_loader, self.val_loader = assemble.build_loaders(config, self.strategy, self.train_set, self.val_set)
+        parts = assemble.assemble_training(config, self.strategy)
+        self.train_set, self.val_set = parts.train_set, parts.val_set
+        self.num_classes, self.class_names = parts.num_classes, parts.class_names
+        self.model, self.optimizer = parts.model, parts.optimizer
+        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
+        self.steps_per_epoch, self.schedule = parts.steps_per_epoch, parts.schedule
+        self.train_budget, self.val_budget = parts.train_budget, parts.val_budget
+        self.objective, self.mixup, self.ema = parts.objective, parts.mixup, parts.ema
         opt = config.optimization
-        self.steps_per_epoch = steps_per_epoch(config, self.train_loader)
-        self.schedule = build_schedules(opt, self.steps_per_epoch)
-        epoch_samples = self.steps_per_epoch * opt.accumulation_steps * config.data.batch_size * self.world_size
-        self.train_budget, self.val_budget = build_budgets(self.strategy, self.train_set, self.val_set,
-                                                           config.data.max_failure_fraction, epoch_samples)  # fmt: skip
         self.num_heads = max(1, len(opt.heads))
         self.encoder_group = max(1, config.data.encoder_batch_size // config.data.batch_size)  # micro-batches
-        counts = self.train_set.class_counts(self.num_classes) if opt.class_weights == "auto" else None
-        self.objective = build_objective(config, self.num_classes, counts)
-        self.mixup = None
-        if opt.mixup > 0 or opt.cutmix > 0:
-            self.mixup = Mixup(opt.mixup, opt.cutmix, opt.mixup_prob, opt.mixup_switch_prob)
-        self.ema = None
-        if opt.ema_decay > 0:
-            self.ema = ModelEMA(self.strategy.unwrap(self.model), opt.ema_decay, self.strategy.local_tensor)
         self.checkpoints = CheckpointManager(self.folder, self.strategy.rank, self.strategy.barrier)
         self.state = TrainState()
         best = best_head_accuracy(opt.protocol)  # V-JEPA 2 reports the best head's training top-1
@@ -125,9 +111,6 @@ class Trainer:
                        self.flops_per_clip, resumed_from)  # fmt: skip
 
     # ----------------------------------------------------------------------------- building
-    def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return build_optimizer(self.config.optimization, model, self.strategy.device)
-
     def parameter_counts(self) -> list[int]:
         """``[total, trained]`` parameters of the whole model, however the strategy shards it."""
         params = list(self.strategy.unwrap(self.model).parameters())
@@ -216,12 +199,12 @@ class Trainer:
             micro_batches = [next(batches) for _ in range(accumulation)]
             data_time = time.perf_counter() - started
             lr, wd = self.schedule.apply(self.optimizer, self.state.step)
-            *step, head_sums = self.train_step(micro_batches)
+            step = self.train_step(micro_batches)
             self.state.step += 1
             self.state.batch_in_epoch += accumulation
             step_time = time.perf_counter() - started
-            self.window.add(*step, data_time, step_time, head_sums)
-            self.epoch_sums.add(*step, data_time, step_time, head_sums)
+            for sums in (self.window, self.epoch_sums):
+                sums.add(step.loss_sum, step.hits, step.count, step.grad_norm, data_time, step_time, step.head_sums)
             bar.update()
             if self.config.meta.sync_gc and self.state.step % 50 == 0:
                 gc.collect()  # the seed's sync_gc: collect at the same steps on every rank
@@ -278,10 +261,9 @@ class Trainer:
         window.reset()
         return row
 
-    def train_step(self, micro_batches: list[ClipBatch]) -> tuple:
-        """One optimizer step over ``micro_batches``; returns on-device sums (loss, top-1,
-        top-5 hits), the sample count, the gradient norm and, with several probe heads, their
-        ``[heads, 2]`` loss and top-1 sums, without synchronising. Heads are trained together:
+    def train_step(self, micro_batches: list[ClipBatch]) -> StepResult:
+        """One optimizer step over ``micro_batches``; returns its :class:`StepResult` (on-device
+        sums, without synchronising). Heads are trained together:
         the loss is their sum (their parameters are disjoint, so each gets its own gradient), a
         head with a NaN/Inf loss skips its step alone, and the logged loss and accuracies are
         their means (the training top-1 is the best head's under ``protocol: vjepa2``)."""
@@ -317,7 +299,7 @@ class Trainer:
                     head_sums += torch.stack([losses * len(labels), head_hits[:, 0].float()], dim=1)
                 count += len(labels)
         if not finite or len(dropped) == self.num_heads:
-            return self._skip_step(), hits, 0, None, None
+            return StepResult(self._skip_step(), hits, 0, None, None)
         if dropped:
             log.warning("non-finite loss at step %d in probe heads %s: their step skipped", self.state.step + 1,
                         sorted(dropped))  # fmt: skip
@@ -326,7 +308,7 @@ class Trainer:
         norm = strategy.optimizer_step(self.model, self.optimizer, self.config.optimization.clip_grad)
         if self.ema is not None:
             self.ema.update(strategy.unwrap(self.model))
-        return loss_sum, hits, count, norm, head_sums
+        return StepResult(loss_sum, hits, count, norm, head_sums)
 
     def _step_inputs(self, micro_batches: list[ClipBatch]) -> Iterator[tuple]:
         """Each micro-batch on the device as ``(inputs, labels, targets, clip_indices, stage)``:

@@ -3,8 +3,14 @@ import collections
 import pytest
 import torch
 
-from harness.data.files import ClipItem
-from harness.data.loader import EvalSampler, ItemWeightedSampler, TrainSampler, WeightedSourceSampler, collate_clips
+from harness.data.loader import (
+    ClipItem,
+    EvalSampler,
+    ItemWeightedSampler,
+    TrainSampler,
+    WeightedSourceSampler,
+    collate_clips,
+)
 
 
 def item(label: int) -> ClipItem:

@@ -18,7 +18,7 @@ from harness.data import ClipSpec, TrainTransform
 from harness.data.open_files import RAISED_LIMIT_CAP, OpenFileBudget, ParkableFile, open_descriptors
 from harness.data.shard_io import ShardChecksumError, check_open_file_limit
 from harness.data.shards import Shard, ShardDataset, ShardError, ShardLoader, list_shards, read_samples
-from harness.training import assemble
+from harness.training import data_parts
 from tests.conftest import tiny_overrides
 from tests.data.test_shards import sample_members, write_tar
 from tests.deadline import time_left
@@ -189,9 +189,9 @@ def test_only_the_main_rank_checks_that_pattern_shards_exist(tmp_path, monkeypat
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="data.shards: 1 shard"):
-        assemble.build_train_dataset(config)
+        data_parts.build_train_dataset(config)
     monkeypatch.setenv("RANK", "1")
-    dataset = assemble.build_train_dataset(config)
+    dataset = data_parts.build_train_dataset(config)
     dataset.quarantine = tmp_path / "quarantine_r1.txt"
     dataset.configure(0, 1, 1)
     samples = dataset._raw_samples(0, dataset._fresh_state())

@@ -12,7 +12,7 @@ from harness.config import load_config
 from harness.models import create_encoder, family_of, family_of_module, load_classifier, load_encoder
 from harness.models.family import EncoderSettings, materialize
 from harness.models.heads import LinearClassifier
-from harness.training.assemble import build_encoder, build_model
+from harness.training.model_parts import build_encoder, build_model
 
 FRAMES, SIDE, PATCH = 4, 32, 16
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.config import load_config, save_config
-from harness.models import create_encoder, materialize
+from harness.models import create_encoder, materialize_stem
 from harness.models.family import EncoderSettings, family_of
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
@@ -25,11 +25,12 @@ def test_blocks_materialised_one_at_a_time_equal_a_direct_build(name):
     torch.manual_seed(2)
     direct = family.create(name, settings).state_dict()
     torch.manual_seed(2)
-    lazy = materialize(family.create(name, settings, device="meta"), blocks=False)
+    lazy = family.create(name, settings, device="meta")
+    deferred = materialize_stem(lazy)
     assert all(p.is_meta for p in lazy.blocks.parameters()) and not lazy.patch_embed.proj.weight.is_meta
     for index, block in enumerate(lazy.blocks):
         block.to_empty(device="cpu")
-        lazy.deferred_blocks.fill(lazy, index, block)
+        deferred.fill(lazy, index, block)
     assert all(torch.equal(lazy.state_dict()[k], v) for k, v in direct.items())
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import UserError
+from harness.parallel.build import build_strategy
 from harness.parallel.deepspeed import DeepSpeedConfigError, resolve_deepspeed_config
 from harness.parallel.distributed import ProcessInfo, process_info
-from harness.parallel.strategy import build_strategy
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,14 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 STRATEGIES = {
     "ddp": ["distributed.strategy=ddp"],
     "fsdp": ["distributed.strategy=fsdp"],
-    "zero1": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero1.json'}"],
-    "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero2.json'}"],
-    "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed_config={REPO / 'ds_configs/zero3.json'}"],
+    "zero1": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero1.json'}"],
+    "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero2.json'}"],
+    "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero3.json'}"],
     # host-memory offload: FSDP2's CPUOffloadPolicy; ZeRO-3 optimizer and parameter offload
-    "fsdp_offload": ["distributed.strategy=fsdp", "distributed.fsdp_cpu_offload=true"],
+    "fsdp_offload": ["distributed.strategy=fsdp", "distributed.fsdp.cpu_offload=true"],
     "zero3_offload": [
         "distributed.strategy=deepspeed",
-        f"distributed.deepspeed_config={REPO / 'ds_configs/zero3_offload.json'}",
+        f"distributed.deepspeed.config={REPO / 'ds_configs/zero3_offload.json'}",
     ],  # fmt: skip
 }
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -10,7 +10,7 @@ from harness.config import ConfigError, load_config
 from harness.consolidate import cli as consolidate
 from harness.core.errors import RunFailed
 from harness.models.checkpoint_io import CheckpointError
-from harness.training import Trainer, assemble
+from harness.training import Trainer, model_parts
 from tests.conftest import tiny_overrides
 
 
@@ -79,7 +79,7 @@ def test_a_damaged_latest_is_named_with_the_older_complete_checkpoints(finished,
 def test_a_truncated_pretrained_file_is_named(demo_root, tmp_path):
     config = load_config(None, tiny_overrides(demo_root, tmp_path / "run"))
     path = tmp_path / "encoder.pt"
-    torch.save({"encoder": assemble.build_encoder(config).state_dict()}, path)
+    torch.save({"encoder": model_parts.build_encoder(config).state_dict()}, path)
     path.write_bytes(path.read_bytes()[:5000])
     config = load_config(None, tiny_overrides(demo_root, tmp_path / "run", f"meta.pretrain_checkpoint={path}"))
     with pytest.raises(CheckpointError, match=f"cannot read checkpoint {path}"):
@@ -88,7 +88,7 @@ def test_a_truncated_pretrained_file_is_named(demo_root, tmp_path):
 
 def test_every_step_skipped_is_a_failed_run(demo_root, tmp_path):
     config = load_config(None, tiny_overrides(demo_root, tmp_path / "run"))
-    state = {k: torch.full_like(v, math.nan) for k, v in assemble.build_encoder(config).state_dict().items()}
+    state = {k: torch.full_like(v, math.nan) for k, v in model_parts.build_encoder(config).state_dict().items()}
     torch.save({"encoder": state}, tmp_path / "nan_encoder.pt")
     extra = (f"meta.pretrain_checkpoint={tmp_path / 'nan_encoder.pt'}", "optimization.epochs=1",
              "optimization.max_nonfinite_steps=100")  # fmt: skip

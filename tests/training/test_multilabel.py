@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from harness.config import ConfigError, load_config
 from harness.training import Trainer
-from harness.training.multilabel import MultiLabelAccumulator, MultiLabelObjective, average_precision, multi_hot
-from harness.training.objective import Objective, class_weights
+from harness.training.multilabel import MultiLabelAccumulator, average_precision, multi_hot
+from harness.training.objective import MultiLabelObjective, Objective, class_weights
 from tests.conftest import tiny_overrides
 
 MULTI = ("meta.multi_label=true",)

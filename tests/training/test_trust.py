@@ -204,6 +204,7 @@ def test_a_kill_right_after_validation_leaves_one_epochs_row_per_epoch(demo_root
 def test_evaluate_reads_the_newest_checkpoint_when_the_trainer_rotates_it_mid_read(
     finished, tmp_path, monkeypatch, capsys
 ):
+    from harness.evaluate import run as evaluate_run
     from harness.evaluate.cli import main as evaluate_main
     from harness.training.state import resume
 
@@ -219,7 +220,7 @@ def test_evaluate_reads_the_newest_checkpoint_when_the_trainer_rotates_it_mid_re
         calls.append(path)
         return load_checkpoint(path, *args, **kwargs)
 
-    monkeypatch.setattr(resume, "load_checkpoint", rotated_first)
+    monkeypatch.setattr(evaluate_run, "load_checkpoint", rotated_first)
     out = tmp_path / "out"
     code = evaluate_main(["--config", str(folder / "config.yaml"), "--checkpoint", str(folder), "--out", str(out)])
     assert code == 0, capsys.readouterr().err

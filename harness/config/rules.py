@@ -1,0 +1,209 @@
+"""Cross-field rules, and the check of each key against the range or choices its field declares.
+
+:func:`validate` runs after loading: every conflict is a :class:`ConfigError` naming the keys
+involved (what, where, what to do). The ranges and choices themselves are declared on the schema's
+fields (:mod:`harness.config.fields`) and read back as :data:`~harness.config.schema.RANGES` and
+:data:`~harness.config.schema.CHOICES`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.config.fields import lookup
+from harness.config.schema import CHOICES, RANGES, Config, ConfigError
+
+
+def validate(config: Config) -> Config:
+    """Cross-field checks: conflicting options are errors that name both keys."""
+    _check_sampling_and_counts(config)
+    _check_choices(config)
+    opt = config.optimization
+    if opt.warmup + opt.anneal > opt.epochs:
+        raise ConfigError(
+            f"optimization.warmup ({opt.warmup}) + optimization.anneal ({opt.anneal}) exceed epochs ({opt.epochs})"
+        )
+    for key, interval in RANGES.items():
+        _check_range(config, key, interval)
+    _check_shapes(config)
+    _check_model_family(config)
+    if len(opt.heads) > 1 and config.meta.finetune_encoder:
+        raise ConfigError(
+            f"optimization.heads has {len(opt.heads)} heads: several heads share one frozen-encoder pass, "
+            "so they need meta.finetune_encoder=false"
+        )
+    _check_sources(config)
+    _check_class_balance(config)
+    _check_encoder_batch(config)
+    side = config.data.decode_max_short_side
+    if side != "auto" and not (isinstance(side, int) and side >= 0):
+        raise ConfigError(f"data.decode_max_short_side: {side!r} is neither 'auto', 0 (full size) nor a size in pixels")
+    return config
+
+
+def _check_sampling_and_counts(config: Config) -> None:
+    """One sampling rule per split; as many weights and frames-per-clip entries as listings."""
+    # Here, not at the top: the sampling module imports numpy, which every --help would then pay.
+    from harness.data.sampling import ClipSpec, ClipSpecError
+
+    data = config.data
+    try:  # the step rule lives in ClipSpec; frames per clip are checked per dataset below
+        ClipSpec(1, frame_step=data.frame_step, fps=data.fps, duration=data.duration)
+        ClipSpec(1, frame_step=data.val_frame_step, fps=data.val_fps, duration=data.val_duration)
+    except ClipSpecError as error:
+        raise ConfigError(f"data: {error}") from None
+    if data.val_datasets_weights is not None and len(data.val_datasets_weights) != len(data.val_datasets):
+        count = len(data.val_datasets_weights)
+        raise ConfigError(
+            f"data.val_datasets_weights has {count} entries for {len(data.val_datasets)} data.val_datasets"
+        )
+    if data.datasets_weights is not None and len(data.datasets_weights) != len(data.datasets):
+        raise ConfigError(
+            f"data.datasets_weights has {len(data.datasets_weights)} entries for {len(data.datasets)} data.datasets"
+        )
+    for listing_key, fpc_key in (("datasets", "dataset_fpcs"), ("val_datasets", "val_dataset_fpcs")):
+        listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
+        if listings and len(fpcs) not in (1, len(listings)):
+            raise ConfigError(f"data.{fpc_key} has {len(fpcs)} entries for {len(listings)} data.{listing_key}")
+        if len(set(fpcs)) > 1:
+            raise ConfigError(
+                f"data.{fpc_key}: {fpcs} differ; the clips of one batch are stacked, so every listing needs the "
+                "same frames per clip"
+            )
+
+
+def _check_choices(config: Config) -> None:
+    """Each choice key holds one of its declared values (with a suggestion when one is close)."""
+    for key, options in CHOICES.items():
+        value = lookup(config, key)
+        if value not in options:
+            close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}{hint}")
+
+
+def _check_sources(config: Config) -> None:
+    """Listings or shards per split, weights that match them, and what repeated augmentation allows."""
+    data = config.data
+    for listings, shards in (("datasets", "shards"), ("val_datasets", "val_shards")):
+        if getattr(data, listings) and getattr(data, shards):
+            raise ConfigError(f"data.{listings} and data.{shards} are both set: choose listings or shards")
+    if data.shards_weights is not None and len(data.shards_weights) != len(data.shards):
+        count = len(data.shards_weights)
+        raise ConfigError(f"data.shards_weights has {count} entries for {len(data.shards)} data.shards")
+    for key in ("datasets_weights", "shards_weights"):
+        weights = getattr(data, key)
+        if weights and not any(weights):  # None or [] mean unweighted
+            raise ConfigError(f"data.{key}: {weights} are all 0, so nothing could be drawn; give one a weight > 0")
+    if data.shards and data.repeated_aug > 1:
+        raise ConfigError("data.repeated_aug > 1 works with listings, not with data.shards")
+    if data.repeated_aug > 1 and data.datasets_weights is not None:
+        raise ConfigError("data.repeated_aug > 1 cannot be combined with data.datasets_weights")
+
+
+def _check_class_balance(config: Config) -> None:
+    data, weights = config.data, config.optimization.class_weights
+    if data.class_balanced_sampling > 0:
+        if data.shards:
+            raise ConfigError(
+                "data.class_balanced_sampling draws from listings (data.datasets); shards "
+                "stream in order: balance them when writing them, or use optimization.class_weights"
+            )
+        if data.repeated_aug > 1:
+            raise ConfigError("data.class_balanced_sampling cannot be combined with data.repeated_aug > 1")
+    if isinstance(weights, str) and weights != "auto":
+        raise ConfigError(f"optimization.class_weights: {weights!r} is neither 'auto' nor a list of weights")
+    if isinstance(weights, list) and (not weights or any(not w >= 0 for w in weights) or not any(weights)):
+        raise ConfigError(f"optimization.class_weights: {weights} must be >= 0, one per class, not all 0")
+
+
+def _check_encoder_batch(config: Config) -> None:
+    data, accumulation = config.data, config.optimization.accumulation_steps
+    size = data.encoder_batch_size
+    if not size or size == data.batch_size:
+        return
+    if config.meta.finetune_encoder:
+        raise ConfigError(
+            f"data.encoder_batch_size={size} needs meta.finetune_encoder=false: only a frozen encoder can run "
+            "once over several micro-batches (a trained one keeps each micro-batch's activations)"
+        )
+    group, rest = divmod(size, data.batch_size)
+    if rest or accumulation % group:
+        raise ConfigError(
+            f"data.encoder_batch_size={size} must be data.batch_size ({data.batch_size}) times a divisor of "
+            f"optimization.accumulation_steps ({accumulation}): the encoder runs over whole micro-batches of a step"
+        )
+
+
+def _check_range(config: Config, key: str, interval: str) -> None:
+    """``key``'s value (each entry of a list; each head of ``heads[]``) lies in ``interval``."""
+    section, _, name = key.partition("[].")
+    if name:  # a key of every entry of a list of sub-sections
+        for index, item in enumerate(lookup(config, section)):
+            _check_value(f"{section}[{index}].{name}", getattr(item, name), interval)
+        return
+    value = lookup(config, key)
+    for item in value if isinstance(value, list) else [value]:
+        _check_value(key, item, interval)
+
+
+def _check_value(key: str, value: Any, interval: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    if not (math.isfinite(value) and above and below):
+        raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+
+
+def _check_shapes(config: Config) -> None:
+    """Options the model would reject later: the crop must tile into patches, clips into tubelets."""
+    data = config.data
+    if data.crop_size % data.patch_size:
+        raise ConfigError(f"data.crop_size={data.crop_size} is not a multiple of data.patch_size={data.patch_size}")
+    for key in ("dataset_fpcs", "val_dataset_fpcs"):
+        odd = [frames for frames in getattr(data, key) if frames % data.tubelet_size]
+        if odd:
+            raise ConfigError(
+                f"data.{key}: {odd[0]} frames per clip is not a multiple of data.tubelet_size={data.tubelet_size}"
+            )
+    scale = config.data_aug.random_resize_scale
+    ratio = config.data_aug.random_resize_aspect_ratio
+    for key, pair in (("random_resize_scale", scale), ("random_resize_aspect_ratio", ratio)):
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ConfigError(f"data_aug.{key} must be [low, high] with low <= high, got {pair}")
+    if len(config.optimization.betas) != 2:
+        raise ConfigError(f"optimization.betas must be [beta1, beta2], got {config.optimization.betas}")
+    folder = Path(config.folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"folder: {folder} exists and is not a folder; choose another run folder")
+
+
+def _check_model_family(config: Config) -> None:
+    """``model_name`` is registered, ``family`` agrees with it, ``options`` are the family's, and
+    another family's top-level options keep their defaults."""
+    from harness.models.family import FAMILIES, FamilyError, family_of
+
+    model = config.model
+    try:
+        family = family_of(model.model_name)
+    except FamilyError as error:
+        raise ConfigError(f"model.model_name: {error}") from None
+    try:
+        family.option_values(model.options)
+    except FamilyError as error:  # names model.options.<key> itself
+        raise ConfigError(str(error)) from None
+    if model.family not in ("auto", family.name):
+        raise ConfigError(f"model.family={model.family!r} but model.model_name={model.model_name!r} is of the "
+                          f"{family.name} family (families: {', '.join(sorted(FAMILIES))})")  # fmt: skip
+    defaults = type(model)()
+    for other in FAMILIES.values():
+        for key in set(other.top_level_options) - set(family.top_level_options):
+            if getattr(model, key) != getattr(defaults, key):
+                raise ConfigError(f"model.{key} is an option of the {other.name} family; model.model_name="
+                                  f"{model.model_name!r} is of the {family.name} family: remove it or set "
+                                  f"model.{key}={getattr(defaults, key)}")  # fmt: skip
