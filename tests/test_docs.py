@@ -86,3 +86,58 @@ def test_every_repository_path_named_exists(page):
             continue
         path = path.split(":")[0].rstrip(".,;")  # tests/x.py::test_name, harness/train.py:main
         assert (REPO / path).exists(), f"{page_id(page)} names {path}, which does not exist"
+
+
+#: Every command line in a README/docs code block, by its form, and where that form is run: a test
+#: file (or CI step) and a string that file uses to run it. A new command in the docs fails
+#: :func:`test_every_command_in_the_docs_runs_somewhere` until it is added here with its test.
+COMMAND = re.compile(r"^(?:\$ )?(?:\.venv/bin/)?(python|harness-|torchrun|deepspeed|sbatch|bash|srun|pip)\b")
+STRATEGIES = "tests/parallel/test_strategies.py"
+RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
+    (r"bash scripts/bootstrap\.sh && \.venv/bin/python -m harness\.train --config configs/demo\.yaml",
+     [(".ci/run", "bash scripts/bootstrap.sh"), ("tests/test_demo.py", '"configs" / "demo.yaml"')]),
+    (r"bash scripts/bootstrap\.sh && \.venv/bin/python -m pytest", [(".ci/run", "-m pytest")]),
+    (r"python -m harness\.train --config configs/eval/", [("tests/test_vjepa2_configs.py", "experiment.data.")]),
+    (r'python -m harness\.train --config \S+ "data\.shards=', [("tests/test_train_cli.py", "data.shards=")]),
+    (r"python -m harness\.train --config", [("tests/test_train_cli.py", '"-m", "harness.train"')]),
+    (r"python harness/train\.py --config", [("tests/test_train_cli.py", '"harness/train.py"')]),
+    (r"torchrun --nproc-per-node \d+ harness/train\.py",
+     [(STRATEGIES, '"--nproc-per-node", "2", "harness/train.py"')]),
+    (r"torchrun --nnodes \d+ .*--rdzv-backend c10d",
+     [("tests/parallel/test_launchers.py", '"--rdzv-backend", "c10d"')]),
+    (r"deepspeed --num_gpus \d+ harness/train\.py", [(STRATEGIES, '"--num_gpus", "2", "harness/train.py"')]),
+    (r"sbatch slurm/train\.sbatch", [("tests/slurm/test_sbatch.py", "slurm/train.sbatch")]),
+    (r"sbatch .*slurm/prepare\.sbatch merge", [("tests/slurm/test_prepare_sbatch.py", "merge")]),
+    (r"python -m harness\.plan --config \S+ --gpus \d+ --nodes \d+", [("tests/parallel/test_plan.py", '"--nodes"')]),
+    (r"python -m harness\.evaluate --config \S+ --checkpoint",
+     [("tests/training/test_trainer.py", '"--checkpoint"')]),
+    (r"python -m harness\.predict \S+ \S+ --output", [("tests/test_predict.py", '"--output"')]),
+    (r"python -m harness\.export \S+ \S+ --format",
+     [("tests/test_file_errors.py", '"--format"'), ("tests/test_demo.py", "export(")]),
+    (r"python -m harness\.prepare --input \S+ --output \S+ --segment-seconds",
+     [("tests/data/test_prepare.py", '"--segment-seconds"')]),
+    (r"python -m harness\.report \S+", [("tests/test_observability.py", "report_main(")]),
+    (r"pip install -e ", [("tests/test_install.py", '"pip", "install"')]),
+    (r'python -c "import torch; print\(torch\.__version__\)"', [("tests/test_install.py", "torch.__version__")]),
+]  # fmt: skip
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            found += [(page.name, line.strip()) for line in block.splitlines() if COMMAND.match(line.strip())]
+    return found
+
+
+def test_every_command_in_the_docs_runs_somewhere():
+    commands = doc_commands()
+    assert len(commands) > 15, "the docs' code blocks were not read"
+    unmatched = [f"{page}: {line}" for page, line in commands if not any(re.search(p, line) for p, _ in RUN_BY)]
+    assert not unmatched, "commands in the docs that no test runs (add the test and a RUN_BY entry):\n" + "\n".join(
+        unmatched
+    )
+    for pattern, places in RUN_BY:
+        assert any(re.search(pattern, line) for _, line in commands), f"RUN_BY entry {pattern!r} matches no command"
+        for path, marker in places:
+            assert marker in (REPO / path).read_text(encoding="utf-8"), f"{path} does not run {pattern!r} ({marker!r})"
