@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.strategy_memory import STRATEGIES, ModelShape, measure  # noqa: E402
-from harness.plan.cli import model_state_bytes  # noqa: E402
+from harness.plan.memory import model_state_bytes  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from harness.models import AttentiveClassifier, VideoClassifier, create_encoder
 from harness.parallel.build import build_strategy
-from harness.plan.cli import ModelCounts
+from harness.plan.memory import ModelCounts
 from harness.training.optim import build_adamw, param_groups
 
 # Small communication buckets, so that the bytes measured are the model states, not buffers

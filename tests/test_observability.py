@@ -15,8 +15,8 @@ import torch
 
 from harness.config import load_config, save_config
 from harness.core.errors import RunFailed
-from harness.report.cli import charts, smooth
 from harness.report.cli import main as report_main
+from harness.report.page import charts, smooth
 from harness.training import Trainer
 from harness.training.tracking.observability import StallDetector
 from tests.conftest import tiny_overrides

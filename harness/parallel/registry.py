@@ -20,7 +20,7 @@ from typing import Any
 from harness.core.errors import UserError
 
 # (weights, gradients, optimizer, gathered) bytes per rank, from (P, Q, N, U, low-precision bytes,
-# offload): see harness.plan's module docs for the formulas.
+# offload): see harness.plan.memory's module docs for the formulas.
 MemoryFormula = Callable[[float, float, int, float, int, bool], tuple[float, float, float, float]]
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.plan.cli import ModelCounts, count_parameters, main, model_state_bytes, plan
+from harness.plan.cli import main
+from harness.plan.memory import ModelCounts, count_parameters, model_state_bytes, plan
 from harness.training import Trainer
 from tests.conftest import tiny_overrides
 from tests.deadline import time_left
@@ -85,7 +86,7 @@ def test_plan_command_prints_every_strategy(capsys):
 
 
 def test_an_encoder_pass_over_several_micro_batches_counts_their_clips_and_tokens():
-    from harness.plan.cli import activation_bytes
+    from harness.plan.memory import activation_bytes
 
     probe = ["meta.finetune_encoder=false", "data.batch_size=4", "optimization.accumulation_steps=4"]
     config = load_config(REPO / "configs" / "vitl16_probe.yaml", probe)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.plan.cli import count_parameters, plan
+from harness.plan.memory import count_parameters, plan
 from harness.plan.simulate import Hardware, predict, simulate
 from tests.deadline import time_left
 

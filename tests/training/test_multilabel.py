@@ -123,7 +123,7 @@ def rows(path):
 
 def test_a_multi_label_run_trains_reports_map_and_predicts_label_sets(multilabel_root, tmp_path, capsys):
     from harness.predict.cli import main as predict
-    from harness.report.cli import render
+    from harness.report.page import render
 
     folder = tmp_path / "run"
     extra = (*MULTI, "optimization.mixup=0.8", "optimization.cutmix=1.0", "optimization.label_smoothing=0.1",

@@ -1,0 +1,157 @@
+"""Memory planner: ``python -m harness.plan --config CFG --gpus 8 --nodes 2``.
+
+Prints the expected per-GPU memory of a config under each strategy: model states (weights,
+gradients, optimizer state, and the transiently gathered weights of sharded strategies) and
+activations, from the parameter counts of the actual model (built on the meta device).
+
+Formulas (``P`` all parameters, ``Q`` trainable ones, ``N`` ranks, ``w`` bytes per weight in the
+strategy's storage dtype, ``U`` the largest FSDP/ZeRO-3 unit = one transformer block):
+
+==========  ==================  ================  =========================  ====================
+strategy    weights             gradients         optimizer (AdamW)          gathered (transient)
+==========  ==================  ================  =========================  ====================
+ddp         4P                  4Q                8Q                         -
+fsdp        4P/N                4Q/N              8Q/N                       2 x U x (2 or 4)
+zero1       wP                  wQ/N (see below)  (8Q + 4Q master)/N         -
+zero2       wP                  wQ/N              (8Q + 4Q master)/N         -
+zero3       wP/N                wQ/N              (8Q + 4Q master)/N         2 x U x w
+==========  ==================  ================  =========================  ====================
+
+Torch strategies keep fp32 weights under autocast (``4``); DeepSpeed stores bf16/fp16 weights
+when the run is bf16/fp16 (``w = 2``) with an fp32 master partition (also in fp32 runs, where it
+is a copy). DDP's gradients are views into its all-reduce buckets (``gradient_as_bucket_view``),
+so they cost no second copy. DeepSpeed runs stage 1 with the same optimizer as stage 2, which
+keeps only this rank's partition of the reduced gradients, so stage 1 measures like stage 2
+(``bench/bench_parallel.py``); textbook ZeRO-1 would hold ``wQ``. DeepSpeed's communication
+buckets (``reduce_bucket_size`` etc., elements) come on top: ZeRO-3 allocates a flat buffer of
+``reduce_bucket_size`` gradients, 2 GB in fp32 at the usual 5e8. Offload moves the optimizer
+(and for ZeRO-3 offload the weights) to host memory.
+
+Activations per GPU for a micro-batch of ``b`` clips of ``s`` tokens of width ``h`` in ``a``-byte
+activations, with SDPA (no attention matrix kept): each block keeps about ``(9 + 2 r) s h`` values
+for backward (r = MLP ratio; 17 for r = 4, as Korthikanti et al. count without dropout), of which
+the two LayerNorm outputs stay fp32 under autocast; with activation checkpointing only its input
+``s h`` is kept, plus, in backward, the block being recomputed twice over (its activations and the
+gradients through them). ``python -m harness.plan --simulate`` measures the same by running the
+real step on fake tensors (:mod:`harness.plan.simulate`).
+A frozen encoder keeps no activations (it runs under no_grad), only one block's transient values;
+with ``data.encoder_batch_size`` its pass covers several micro-batches, whose clips and tokens count.
+The pooler's ``depth - 1`` self-attention blocks count like encoder blocks (they run over all
+tokens in V-JEPA 2's order); its cross-attention and the head are left out (small).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from harness.config import Config
+from harness.parallel.registry import PLAN_ROWS
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """What the planner needs to know about a model."""
+
+    total: int  #: all parameters
+    trainable: int  #: parameters that train
+    largest_unit: int  #: parameters of the largest sharding unit (a block)
+    depth: int
+    width: int
+    mlp_ratio: float
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per GPU of one strategy."""
+
+    strategy: str
+    weights: float
+    gradients: float
+    optimizer: float
+    gathered: float
+    activations: float
+
+    @property
+    def model_states(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> float:
+        return self.model_states + self.gathered + self.activations
+
+
+def model_state_bytes(row: str, counts: ModelCounts, ranks: int, dtype: str) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer, gathered) bytes per rank of planner row ``row`` (``ddp``,
+    ``fsdp+offload``, ``zero3``...: the strategies' rows, :data:`PLAN_ROWS`); see the module table."""
+    if row not in PLAN_ROWS:
+        raise ValueError(f"unknown plan row {row!r}; rows: {', '.join(PLAN_ROWS)}")
+    low = 2 if dtype in ("bfloat16", "float16") else 4
+    spec = PLAN_ROWS[row]
+    return spec.formula(counts.total, counts.trainable, ranks, counts.largest_unit, low, spec.offload)
+
+
+def activation_bytes(config: Config, counts: ModelCounts) -> float:
+    """Encoder activations kept for backward per GPU for one micro-batch (see module docs)."""
+    data = config.data
+    tokens = (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
+    clips = data.batch_size * data.num_clips
+    values = tokens * counts.width * clips  # one [tokens, width] tensor per clip
+    size = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    # Autocast keeps the two LayerNorm outputs of a block in fp32 (4 bytes), the rest in ``size``.
+    per_block = ((7 + 2 * counts.mlp_ratio) * size + 2 * 4) * values
+    # The pooler's extra self-attention blocks run over all tokens in V-JEPA 2's order.
+    pooler = (config.model.attn_pooler_depth - 1) * per_block if config.model.pooler_order == "tokens_first" else 0.0
+    inputs = clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # the fp32 batch itself
+    if not config.meta.finetune_encoder:
+        group = max(1, data.encoder_batch_size // data.batch_size)
+        if group > 1:
+            # One encoder pass over the group (its clips, their joined copy, one block's transient
+            # values), then the group's fp32 tokens stay while each micro-batch's heads train.
+            return max(2 * group * inputs + group * per_block, group * values * 4 + inputs + pooler)
+        # the frozen encoder's one transient block is gone before the pooler's kept activations peak
+        return inputs + max(pooler, per_block)
+    if config.model.use_activation_checkpointing:
+        every = config.model.activation_checkpointing_every
+        checkpointed = counts.depth // every
+        kept = checkpointed * values * size + (counts.depth - checkpointed) * per_block
+        # in backward, the block being recomputed: its activations and the gradients flowing through them
+        return inputs + kept + 2 * per_block + pooler
+    return inputs + counts.depth * per_block + pooler
+
+
+def count_parameters(config: Config, num_classes: int) -> ModelCounts:
+    """Parameter counts of the config's model, built on the meta device (no memory, no files)."""
+    import torch
+
+    from harness.training.assemble import build_model
+
+    meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, load_encoder=False)
+    model_cfg = dataclasses.replace(config.model, compile_model=False, use_activation_checkpointing=False)
+    meta_only = dataclasses.replace(config, meta=meta, model=model_cfg)
+    with torch.device("meta"):
+        model = build_model(meta_only, num_classes, device="meta")
+    blocks = list(model.encoder.blocks)
+    return ModelCounts(
+        total=sum(p.numel() for p in model.parameters()),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        largest_unit=max(sum(p.numel() for p in block.parameters()) for block in blocks),
+        depth=len(blocks),
+        width=model.encoder.embed_dim,
+        mlp_ratio=blocks[0].mlp.fc1.out_features / model.encoder.embed_dim if hasattr(blocks[0].mlp, "fc1") else 4.0,
+    )
+
+
+def plan(config: Config, ranks: int, num_classes: int, counts: ModelCounts | None = None) -> list[MemoryPlan]:
+    """One :class:`MemoryPlan` per strategy (and the offload variants) for ``ranks`` GPUs
+    (``counts``: the model's, when already counted)."""
+    counts = counts or count_parameters(config, num_classes)
+    activations = activation_bytes(config, counts)
+    rows = []
+    for name, row in PLAN_ROWS.items():
+        if row.listed:
+            weights, grads, optimizer, gathered = model_state_bytes(name, counts, ranks, config.meta.dtype)
+            rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
+    return rows
