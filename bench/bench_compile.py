@@ -49,7 +49,7 @@ def measure(name: str, bf16: bool, args) -> tuple[float, float, float, float]:
     config, eager = make(name, args.frames, args.size)
     compiled = copy.deepcopy(eager)
     for block in compiled.encoder.blocks:
-        block.compile()  # exactly what model.compile_model does (training/build.py)
+        block.compile()  # exactly what model.compile_model does (training/model_parts.py)
     clips = torch.randn(args.batch, 1, 3, args.frames, args.size, args.size)
     labels = torch.randint(0, 400, (args.batch,))
     cpu = torch.device("cpu")

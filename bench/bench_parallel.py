@@ -4,7 +4,7 @@ Starts itself under ``torchrun`` with 2 ranks (gloo). For each strategy: a small
 classifier, fp32, a fixed batch per rank; two warm-up steps, then the bytes of every tensor the
 rank holds for the model (weights, gradients, optimizer state, DeepSpeed's flat buffers and fp32
 partitions; found by walking the strategy's objects, each storage counted once) right after a
-backward pass, next to the planner's formula (``harness/plan.py``), and the median time of 5
+backward pass, next to the planner's formula (``harness/plan/memory.py``), and the median time of 5
 steps relative to ddp (ddp runs first and last; the baseline is their mean).
 
     python bench/bench_parallel.py [--model vit_small --depth 6 --frames 8 --crop 64 --batch 2]

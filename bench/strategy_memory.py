@@ -1,7 +1,7 @@
 """What a rank really holds for the model under ddp, fsdp and ZeRO 1/2/3, next to the planner.
 
 Shared by ``bench/bench_parallel.py`` (bytes and step time) and ``tests/parallel/test_plan.py``
-(bytes against ``harness/plan.py`` within 3%). Run inside a 2-rank ``torchrun`` job (gloo, CPU):
+(bytes against ``harness/plan/memory.py`` within 3%). Run inside a 2-rank ``torchrun`` job (gloo, CPU):
 each strategy wraps a small video ViT classifier (fp32, AdamW), takes optimizer steps so that
 Adam's state exists, runs one more backward, and then the storage of every tensor reachable from
 the wrapped model and the optimizer is summed, each storage once: the local shards of weights,
@@ -25,7 +25,7 @@ from harness.training.optim import build_adamw, param_groups
 
 # Small communication buckets, so that the bytes measured are the model states, not buffers
 # sized for billion-parameter models (ZeRO-3's default 5e8-element gradient buffer is 2 GB), which
-# the planner leaves out (they come on top; see harness/plan.py).
+# the planner leaves out (they come on top; see harness/plan/memory.py).
 BUCKET = 100_000
 BUCKETS = {"reduce_bucket_size": BUCKET, "allgather_bucket_size": BUCKET}
 STRATEGIES: dict[str, tuple[str, dict | None]] = {

@@ -19,6 +19,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from harness.config import argument_parser, config_from_args  # noqa: E402
+from harness.config.cli import log_config_notes  # noqa: E402
 from harness.core.errors import entry_point  # noqa: E402
 
 
@@ -40,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_console(config.logging.level, int(os.environ.get("RANK", "0")) == 0)
     log = logging.getLogger("harness.train")
-    if config.ignored:
-        log.info("ignored keys (launcher resources, or not read by the original either): %s", ", ".join(config.ignored))
-    for note in config.notes:
-        if note.startswith("warning: "):
-            log.warning(note.removeprefix("warning: "))
-        else:
-            log.info("config: %s", note)
+    log_config_notes(config, log)
     trainer = Trainer(config)
     try:
         trainer.fit()

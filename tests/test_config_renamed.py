@@ -104,3 +104,23 @@ def test_a_strategy_section_checks_its_own_choices():
         load_config(None, ["distributed.fsdp.reduce_dtype=fp16"])
     with pytest.raises(ConfigError, match="unknown key 'distributed.fsdp.offload'; did you mean 'cpu_offload'"):
         load_config(None, ["distributed.fsdp.offload=true"])
+
+
+def test_resuming_a_checkpoint_saved_with_the_old_keys_warns_only_about_real_changes(caplog):
+    from harness.training.state.resume import _warn_config_changes
+
+    config = load_config(None, ["distributed.fsdp.cpu_offload=true"])
+    saved = to_dict(config)
+    old = saved["distributed"].pop("fsdp")
+    saved["distributed"] |= {f"fsdp_{key}": value for key, value in old.items()}  # as written before the move
+    with caplog.at_level("WARNING"):
+        _warn_config_changes(config, saved)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    saved["distributed"]["fsdp_cpu_offload"] = False  # a real change is still reported, by its new name
+    with caplog.at_level("WARNING"):
+        _warn_config_changes(config, saved)
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming with distributed.fsdp={'reshard_after_forward': True, 'cpu_offload': True, 'reduce_dtype': "
+        "'float32'} (the checkpoint used {'reshard_after_forward': True, 'cpu_offload': False, 'reduce_dtype': "
+        "'float32'})"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import typing
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The config that ``args.config`` and ``args.overrides`` describe (raises :class:`ConfigError`,
     naming the key with a suggestion; the entry point turns it into one line and exit status 2)."""
     return load_config(args.config, args.overrides)
+
+
+def log_config_notes(config: Config, log: logging.Logger) -> None:
+    """Log what loading the config noted: ignored keys, the V-JEPA 2 keys it translated, and
+    ``warning:`` lines (deprecated keys) as warnings. Every command that reads a config calls it
+    (on the main rank)."""
+    if config.ignored:
+        log.info("ignored keys (launcher resources, or not read by the original either): %s", ", ".join(config.ignored))
+    for note in config.notes:
+        if note.startswith("warning: "):
+            log.warning(note.removeprefix("warning: "))
+        else:
+            log.info("config: %s", note)
 
 
 @entry_point

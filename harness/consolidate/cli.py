@@ -9,7 +9,7 @@ fp32; ``model.json``: class names, preprocessing, the config to rebuild it, the 
 true`` (no optimizer state: it evaluates, it does not resume training). A multi-head
 run exports its best head (by validation top-1) as the classifier; all heads go to
 ``vjepa2_probe.pt``. Needs neither DeepSpeed nor a process group to read it back:
-:func:`load_consolidated` / :func:`harness.load_classifier`.
+:func:`harness.export.consolidate.load_consolidated` / :func:`harness.load_classifier`.
 """
 
 from __future__ import annotations

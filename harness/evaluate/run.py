@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from harness.config import Config, ConfigError
+from harness.config.cli import log_config_notes
 from harness.core.errors import RunFailed
 from harness.models.checkpoint_io import CheckpointError, classifier_state, read_checkpoint
 from harness.training import assemble
@@ -32,6 +33,8 @@ def evaluate_checkpoint(config: Config, pointer: str, out: str | None) -> int:
     ``out`` (default ``<folder>/eval_<checkpoint>``). Returns the exit code."""
     strategy = assemble.build_strategy_from_config(config)
     setup_console(config.logging.level, strategy.is_main)
+    if strategy.is_main:
+        log_config_notes(config, log)
     checkpoint, (num_classes, names) = _read_newest(pointer, lambda path: _classes(path, config))
     val_set = build_val_dataset(config, names)
     if val_set is None:

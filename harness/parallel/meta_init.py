@@ -40,6 +40,7 @@ def full_blocks(model: nn.Module, deferred: DeferredBlocks, templates: list[nn.M
         yield index, block
         if templates is not None:
             templates[index] = block = None
+    deferred.state = None  # the pretrained blocks' tensors are in the shards now: let them go
 
 
 def copy_into_shards(

@@ -5,11 +5,13 @@ simulated step (:mod:`harness.plan.simulate`)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Callable
 
 from harness.config import argument_parser, config_from_args
+from harness.config.cli import log_config_notes
 from harness.core.errors import UserError, entry_point
 from harness.parallel.registry import SIMULATED_STRATEGY
 from harness.plan import memory
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    log_config_notes(config, logging.getLogger("harness.plan"))  # deprecated keys: a warning line
     ranks = args.gpus * args.nodes
     classes = args.num_classes or config.meta.num_classes or 400
     counts = count_parameters(config, classes)

@@ -3,12 +3,14 @@ through the checkpoint manager."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import pickle
 from pathlib import Path
 
 from harness.config import Config, to_dict
+from harness.config.renamed import move_renamed_keys
 from harness.core.fileio import write_atomic
 from harness.models.checkpoint_io import CheckpointError
 from harness.parallel.registry import strategy_spec
@@ -153,6 +155,8 @@ def check_resumable(path: Path, meta: dict, strategy) -> None:
 
 
 def _warn_config_changes(config: Config, saved: dict) -> None:
+    saved = copy.deepcopy(saved)
+    move_renamed_keys(saved, [])  # a checkpoint written before a key moved compares by the new names
     current = to_dict(config)
     for section, values in saved.items():
         if not isinstance(values, dict):
