@@ -19,7 +19,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from harness.config import argument_parser, config_from_args  # noqa: E402
-from harness.config.cli import log_config_notes  # noqa: E402
+from harness.config.arguments import log_config_notes  # noqa: E402
 from harness.core.errors import entry_point  # noqa: E402
 
 

@@ -10,7 +10,7 @@ Our own sections (``logging``, ``checkpointing``, ``distributed``) and extra key
 "harness" in docs/configuration.md's table) cover what the seed lacks; every default is a sensible one.
 """
 
-from harness.config.cli import argument_parser, config_from_args, config_table, field_docs
+from harness.config.arguments import argument_parser, config_from_args, log_config_notes
 from harness.config.loading import config_from_dict, load_config, parse_overrides, save_config, to_dict
 from harness.config.rules import validate
 from harness.config.schema import (
@@ -29,10 +29,12 @@ from harness.config.schema import (
     ShardsConfig,
     WandbConfig,
 )
+from harness.config.table import config_table, field_docs
 
 __all__ = [
     "CHOICES", "CLUSTER_KEYS", "CheckpointingConfig", "Config", "ConfigError", "DataAugConfig", "DataConfig",
     "DistributedConfig", "LoggingConfig", "MetaConfig", "ModelConfig", "OptimizationConfig", "ShardsConfig",
     "WandbConfig", "argument_parser", "config_from_args", "config_from_dict", "config_table", "field_docs",
+    "log_config_notes",
     "load_config", "parse_overrides", "save_config", "to_dict", "validate",
 ]  # fmt: skip

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from harness.config import Config, ConfigError
-from harness.config.cli import log_config_notes
+from harness.config.arguments import log_config_notes
 from harness.core.errors import RunFailed
 from harness.models.checkpoint_io import CheckpointError, classifier_state, read_checkpoint
 from harness.training import assemble

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from harness.config import argument_parser, config_from_args
-from harness.config.cli import log_config_notes
+from harness.config.arguments import log_config_notes
 from harness.core.errors import UserError, entry_point
 from harness.parallel.registry import SIMULATED_STRATEGY
 from harness.plan import memory
