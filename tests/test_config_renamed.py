@@ -8,7 +8,8 @@ import pytest
 from harness.config import ConfigError, config_from_dict, load_config, to_dict
 from harness.parallel.registry import OPTIONS_SECTIONS, RENAMED_KEYS, STRATEGY_SPECS
 
-NEW = {"fsdp": {"reshard_after_forward": False, "cpu_offload": True, "reduce_dtype": "bfloat16"},
+NEW = {"fsdp": {"reshard_after_forward": False, "cpu_offload": True, "reduce_dtype": "bfloat16",
+                "shard_group_size": None},  # (no flat name: it came after the sections)
        "deepspeed": {"config": "ds_configs/zero3.json"}}  # fmt: skip
 OLD = {"fsdp_reshard_after_forward": False, "fsdp_cpu_offload": True, "fsdp_reduce_dtype": "bfloat16",
        "deepspeed_config": "ds_configs/zero3.json"}  # fmt: skip
@@ -23,7 +24,7 @@ def write(tmp_path, distributed: dict) -> str:
 
 
 def overrides(flat: dict) -> list[str]:
-    return [f"distributed.{key}={str(value).lower() if isinstance(value, bool) else value}"
+    return [f"distributed.{key}={str(value).lower() if isinstance(value, bool) else 'null' if value is None else value}"
             for key, value in flat.items()]  # fmt: skip
 
 

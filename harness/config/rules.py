@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.config.fields import lookup
 from harness.config.schema import CHOICES, RANGES, Config, ConfigError
+from harness.parallel.registry import OPTIONS_SECTIONS
 
 
 def validate(config: Config) -> Config:
@@ -41,7 +42,17 @@ def validate(config: Config) -> Config:
     side = config.data.decode_max_short_side
     if side != "auto" and not (isinstance(side, int) and side >= 0):
         raise ConfigError(f"data.decode_max_short_side: {side!r} is neither 'auto', 0 (full size) nor a size in pixels")
+    _check_options_sections(config)
     return config
+
+
+def _check_options_sections(config: Config) -> None:
+    """A strategy's section checks what its field metadata cannot express (its ``problem()``)."""
+    for name in OPTIONS_SECTIONS:
+        check = getattr(getattr(config.distributed, name), "problem", None)
+        problem = check() if check is not None else None
+        if problem:
+            raise ConfigError(f"distributed.{name}.{problem}")
 
 
 def _check_sampling_and_counts(config: Config) -> None:

@@ -27,17 +27,32 @@ class ProcessInfo:
     world_size: int = 1
     local_rank: int = 0
     source: str = "single"  #: torchrun (also the deepspeed launcher), slurm or single
+    #: processes on this node, as the launcher says (None: it does not say)
+    local_world_size: int | None = 1
 
 
 def process_info(environ: dict[str, str] | None = None) -> ProcessInfo:
     """Rank, world size and local rank from the environment (no side effects)."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return ProcessInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")), "torchrun")
+        # torchrun says LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE
+        local = env.get("LOCAL_WORLD_SIZE", env.get("LOCAL_SIZE"))
+        return ProcessInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")), "torchrun",
+                           int(local) if local else None)  # fmt: skip
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         local_rank = int(env.get("SLURM_LOCALID", "0"))
-        return ProcessInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), local_rank, "slurm")
+        return ProcessInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), local_rank, "slurm",
+                           _slurm_tasks_per_node(env))  # fmt: skip
     return ProcessInfo()
+
+
+def _slurm_tasks_per_node(env: dict[str, str]) -> int | None:
+    """Tasks per node of a SLURM job: ``SLURM_NTASKS_PER_NODE``, else ``SLURM_TASKS_PER_NODE``
+    (``4(x2)``, or ``4(x2),3`` for uneven nodes: then None, no one number)."""
+    if env.get("SLURM_NTASKS_PER_NODE"):
+        return int(env["SLURM_NTASKS_PER_NODE"])
+    counts = {entry.split("(")[0] for entry in env.get("SLURM_TASKS_PER_NODE", "").split(",") if entry}
+    return int(counts.pop()) if len(counts) == 1 else None
 
 
 def _slurm_master_address(env: dict[str, str]) -> str:

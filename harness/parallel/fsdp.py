@@ -6,6 +6,13 @@ blocks arrive on the meta device: each is sharded, then only this rank's shards 
 and filled from the block made in full on the host (initialised, pretrained tensors copied), one
 block at a time (:mod:`harness.parallel.meta_init`). Checkpoints are DCP folders: every rank writes its
 shards, and a checkpoint loads on any number of ranks (DCP reshards).
+
+Hybrid sharding (HSDP, ``distributed.fsdp.shard_group_size``): a 2-D device mesh ``(replicate,
+shard)``; each group of consecutive ranks (a node, with ``auto``) holds one sharded copy, so the
+all-gathers and reduce-scatters stay inside the group, and only the gradient all-reduce between
+the groups' matching ranks crosses the network. Every DTensor is then ``(Replicate(), Shard(0))``:
+its local tensor is its rows along the shard dimension, what the 1-D layout's code already takes
+(the meta build, the EMA, norms reduced by ``full_tensor``, which sums the shard dimension only).
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from harness.core.errors import UserError
 from harness.core.fileio import write_atomic
 from harness.models.family import DeferredBlocks
+from harness.parallel.distributed import process_info
 from harness.parallel.meta_init import copy_into_shards, full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
@@ -48,6 +58,27 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
         if blocks is not None:
             units.extend(blocks)
     return units
+
+
+def hybrid_mesh_shape(
+    shard_group_size: int | str | None, world_size: int, local_world_size: int | None
+) -> tuple[int, int] | None:
+    """``(replicate, shard)``: how many groups of how many ranks hybrid sharding uses, or None for
+    plain FSDP over all ranks (``shard_group_size`` null, or as large as the world).
+
+    ``auto`` or 0 is ``local_world_size`` (the launcher's processes per node). Raises a
+    :class:`UserError` naming the key when the world does not split into such groups."""
+    if shard_group_size is None:
+        return None
+    key = f"distributed.fsdp.shard_group_size={shard_group_size}"
+    size = local_world_size if shard_group_size in ("auto", 0) else int(shard_group_size)
+    if size is None:
+        raise UserError(f"{key}: the launcher did not say how many processes run per node (LOCAL_WORLD_SIZE); "
+                        "give the group size as a number")  # fmt: skip
+    if size < 1 or world_size % size:
+        raise UserError(f"{key}: {world_size} ranks do not split into groups of {size}; "
+                        "use a divisor of the world size")  # fmt: skip
+    return None if size == world_size else (world_size // size, size)
 
 
 def _local_part(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,6 +105,9 @@ class FSDPStrategy(DistributedStrategy):
         cpu_offload: keep sharded parameters, gradients and optimizer state in host memory.
         reduce_dtype: gradient reduction dtype (``float32`` default; ``bfloat16`` halves traffic).
         param_dtype: compute dtype of gathered parameters (default: the run's dtype).
+        shard_group_size: hybrid sharding: shard within groups of this many consecutive ranks,
+            replicate across the groups (``auto`` or 0: ``local_world_size``; None: plain FSDP).
+        local_world_size: processes per node (default: what the launcher says).
     """
 
     name = "fsdp"
@@ -88,8 +122,16 @@ class FSDPStrategy(DistributedStrategy):
         cpu_offload: bool = False,
         reduce_dtype: str = "float32",
         param_dtype: str | None = None,
+        shard_group_size: int | str | None = None,
+        local_world_size: int | None = None,
     ) -> None:
         super().__init__(device, precision, rank, world_size)
+        local = local_world_size if local_world_size is not None else process_info().local_world_size
+        shape = hybrid_mesh_shape(shard_group_size, world_size, local)
+        # None: fully_shard's default, a 1-D mesh of all ranks (what every run had before HSDP)
+        self.mesh: DeviceMesh | None = (
+            init_device_mesh(device.type, shape, mesh_dim_names=("replicate", "shard")) if shape else None
+        )
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         self.mixed_precision = MixedPrecisionPolicy(
             param_dtype=dtypes[param_dtype] if param_dtype else precision.dtype, reduce_dtype=dtypes[reduce_dtype]
@@ -108,6 +150,8 @@ class FSDPStrategy(DistributedStrategy):
         if self.offload is None:
             move_materialised(model, self.device)
         options: dict[str, Any] = {"mp_policy": self.mixed_precision}
+        if self.mesh is not None:
+            options["mesh"] = self.mesh
         if self.offload is not None:
             options["offload_policy"] = self.offload
         for unit in fsdp_units(model):
@@ -130,8 +174,18 @@ class FSDPStrategy(DistributedStrategy):
         # The DTensor's own local shard (not a copy), so writes reach the sharded parameter.
         return param._local_tensor if isinstance(param, DTensor) else param
 
+    @property
+    def description(self) -> str:
+        if self.mesh is None:
+            return self.name
+        groups, size = self.mesh.shape
+        return f"{self.name} hybrid ({groups} groups of {size} ranks: sharded in a group, replicated across)"
+
     def layout(self, param: torch.Tensor) -> dict:
-        return {"shard": "dim0", "shape": list(param.shape)} if isinstance(param, DTensor) else {"shard": "none"}
+        if not isinstance(param, DTensor):
+            return {"shard": "none"}
+        # the shard dimension is the mesh's last (HSDP's replicas hold the same rows)
+        return {"shard": "dim0", "shape": list(param.shape), "shards": param.device_mesh.shape[-1]}
 
     @contextlib.contextmanager
     def writing_local(self, model: nn.Module) -> Iterator[None]:

@@ -144,6 +144,16 @@ class FSDPOptions:
     cpu_offload: bool = False  #: FSDP2: keep sharded weights, grads and optimizer state in host memory
     #: FSDP2: gradient reduction dtype (float32 or bfloat16)
     reduce_dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16")})
+    #: FSDP2 hybrid sharding (HSDP): shard in groups of N ranks, replicate across; auto/0: GPUs per node; null: off
+    shard_group_size: int | str | None = None
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, as ``key: why`` (None: nothing); the world size is
+        checked when the strategy is built (:func:`harness.parallel.fsdp.hybrid_mesh_shape`)."""
+        size = self.shard_group_size
+        if size is None or size == "auto" or (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            return None
+        return f"shard_group_size: {size!r} is neither auto, 0 (the GPUs of a node), a number of ranks nor null"
 
 
 @dataclass

@@ -6,9 +6,11 @@ it keeps only this rank's piece (``Strategy.local_tensor``), saves it per rank w
 online (all ranks) or offline (consolidation, no process group).
 
 Layouts: ``{"shard": "none"}`` (every rank holds the whole tensor), ``{"shard": "dim0",
-"shape": [...]}`` (FSDP2: ``Shard(0)``, rank ``r`` holds rows of ``torch.chunk``), ``{"shard":
-"flat", "shape": [...]}`` (ZeRO-3: the flattened tensor padded to a multiple of the world size,
-rank ``r`` holding the ``r``-th equal slice).
+"shape": [...], "shards": S}`` (FSDP2: ``Shard(0)`` over groups of ``S`` consecutive ranks, rank
+``r`` holding chunk ``r % S`` of ``torch.chunk(S)``; ``S`` is the world size for plain FSDP, a
+group's size under hybrid sharding, whose groups hold the same rows; checkpoints from before
+HSDP lack ``shards``: all ranks), ``{"shard": "flat", "shape": [...]}`` (ZeRO-3: the flattened
+tensor padded to a multiple of the world size, rank ``r`` holding the ``r``-th equal slice).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def assemble(pieces: list[torch.Tensor], layout: dict) -> torch.Tensor:
     if kind == "none":
         return pieces[0]
     shape = tuple(layout["shape"])
-    if kind == "dim0":
+    if kind == "dim0":  # the first group's pieces (the others are replicas)
+        pieces = pieces[: layout.get("shards", len(pieces))]
         return torch.cat([piece.reshape(-1, *shape[1:]) for piece in pieces], dim=0).reshape(shape)
     if kind == "flat":
         return torch.cat([piece.reshape(-1) for piece in pieces])[: math.prod(shape)].reshape(shape)
@@ -38,8 +41,10 @@ def split(whole: torch.Tensor, layout: dict, rank: int, world_size: int) -> torc
     if kind == "none":
         return whole
     if kind == "dim0":
-        chunks = torch.chunk(whole, world_size, dim=0)
-        return chunks[rank] if rank < len(chunks) else whole[:0]
+        shards = layout.get("shards", world_size)
+        index = rank % shards
+        chunks = torch.chunk(whole, shards, dim=0)
+        return chunks[index] if index < len(chunks) else whole[:0]
     if kind == "flat":
         flat = whole.reshape(-1)
         per_rank = math.ceil(flat.numel() / world_size)

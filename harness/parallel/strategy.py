@@ -64,6 +64,11 @@ class Strategy:
         self.rank, self.world_size = rank, world_size
 
     @property
+    def description(self) -> str:
+        """The strategy and its layout in a few words, for the start-up summary."""
+        return self.name
+
+    @property
     def is_main(self) -> bool:
         """True on the process that writes shared files (rank 0)."""
         return self.rank == 0

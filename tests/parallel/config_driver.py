@@ -101,11 +101,13 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     resumed.strategy.barrier()
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], run_entry=run) -> None:
+    """Each ``NAME:CONFIG_A:CONFIG_B`` of ``argv`` (after ``OUT``) through ``run_entry`` (hsdp_driver.py
+    keeps tensors instead of digests)."""
     out, *entries = argv
     for entry in entries:
         name, config_a, config_b = entry.split(":")
-        run(Path(out), name, config_a, config_b)
+        run_entry(Path(out), name, config_a, config_b)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_process_info_reads_torchrun_slurm_and_nothing():
-    assert process_info({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == ProcessInfo(3, 8, 1, "torchrun")
-    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "n[1-2]"}
-    assert process_info(slurm) == ProcessInfo(5, 16, 1, "slurm")
+    torchrun = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert process_info(torchrun) == ProcessInfo(3, 8, 1, "torchrun", 4)
+    assert process_info({**torchrun, "LOCAL_WORLD_SIZE": ""}).local_world_size is None, "unknown, not guessed"
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "n[1-2]",
+             "SLURM_TASKS_PER_NODE": "8(x2)"}  # fmt: skip
+    assert process_info(slurm) == ProcessInfo(5, 16, 1, "slurm", 8)
+    assert process_info({**slurm, "SLURM_TASKS_PER_NODE": "9,7"}).local_world_size is None, "uneven nodes"
     assert process_info({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == ProcessInfo()
     both = {**slurm, "RANK": "0", "WORLD_SIZE": "2"}
     assert process_info(both).source == "torchrun", "torchrun under srun: the launcher's view wins"

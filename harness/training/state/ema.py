@@ -100,20 +100,23 @@ class ModelEMA:
 
     def restore(self, checkpoint, strategy, model: nn.Module, own: dict | None) -> bool:
         """Load this rank's average from ``checkpoint``: from ``own`` (this rank's file, already
-        read by the caller) when it holds this rank's piece; otherwise (another number of ranks or
-        another layout) from every rank's file, reassembled and split again. False when the
-        checkpoint has no average (it was written without EMA)."""
+        read by the caller) when it holds this rank's piece under the same layout; otherwise
+        (another number of ranks, hybrid or plain sharding) from every rank's file, reassembled and
+        split again. False when the checkpoint has no average (it was written without EMA)."""
         if not strategy.shards_parameters:  # only rank 0 wrote the whole average
             own = own if strategy.is_main else _read_rank_file(Path(checkpoint) / "rank_r0.pt")
-        try:
-            self.load_state_dict((own or {})[EMA_KEY])
-            return True
-        except (KeyError, ValueError):
-            pass
+        layouts = self.layouts(strategy.unwrap(model), strategy.layout)
+        # A piece of the same shape may still be other rows (3 rows over 4 ranks or 2 groups of 2:
+        # rank 1 holds row 1 or row 2): the saved layout must be this one.
+        if (own or {}).get(LAYOUT_KEY) == layouts:
+            try:
+                self.load_state_dict(own[EMA_KEY])
+                return True
+            except (KeyError, ValueError):
+                pass
         whole = whole_average(read_rank_files(checkpoint))
         if whole is None:
             return False
-        layouts = self.layouts(strategy.unwrap(model), strategy.layout)
         self.load_state_dict(
             {name: split(whole[name], layouts[name], strategy.rank, strategy.world_size) for name in self.keys}
         )

@@ -67,7 +67,7 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
     log.info(
         "run: %s x %d rank(s) on %s, %s; global batch %d (%d per rank x %d accumulation); %d steps per epoch, "
         "%d epochs; folder %s",
-        run.strategy.name,
+        run.strategy.description,
         run.strategy.world_size,
         run.strategy.device,
         run.strategy.precision.name,
