@@ -159,12 +159,19 @@ def _warn_config_changes(config: Config, saved: dict) -> None:
     move_renamed_keys(saved, [])  # a checkpoint written before a key moved compares by the new names
     current = to_dict(config)
     for section, values in saved.items():
-        if not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            now = current.get(section, {}).get(key)
-            if now != value:
-                log.warning("resuming with %s.%s=%r (the checkpoint used %r)", section, key, now, value)
+        if isinstance(values, dict):
+            _warn_section_changes(section, current.get(section) or {}, values)
+
+
+def _warn_section_changes(path: str, current: dict, saved: dict) -> None:
+    """Each key the checkpoint's config holds that now differs, by its dotted name (a key added
+    since the checkpoint was written is not a change)."""
+    for key, value in saved.items():
+        now = current.get(key)
+        if isinstance(value, dict) and isinstance(now, dict):
+            _warn_section_changes(f"{path}.{key}", now, value)
+        elif now != value:
+            log.warning("resuming with %s.%s=%r (the checkpoint used %r)", path, key, now, value)
 
 
 def save(run: RunContext, pointers: list[str]) -> Path:
