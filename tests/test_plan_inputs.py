@@ -60,11 +60,3 @@ def test_the_edges_of_each_range_are_accepted():
 def test_hardware_refuses_what_the_prediction_would_divide_by(field):
     with pytest.raises(ValueError, match=next(iter(field))):
         Hardware(**field)
-
-
-def test_simulating_hybrid_sharding_is_refused_until_it_is_simulated(capsys):
-    code = main(["--config", CONFIG, "--gpus", "8", "--nodes", "2", "--simulate", "distributed.strategy=fsdp",
-                 "distributed.fsdp.shard_group_size=8"])  # fmt: skip
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("hybrid sharding is not simulated yet)") and "shard_group_size" in err[-1]

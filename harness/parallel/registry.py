@@ -19,9 +19,29 @@ from typing import Any
 
 from harness.core.errors import UserError
 
-# (weights, gradients, optimizer, gathered) bytes per rank, from (P, Q, N, U, low-precision bytes,
-# offload): see harness.plan.memory's module docs for the formulas.
-MemoryFormula = Callable[[float, float, int, float, int, bool], tuple[float, float, float, float]]
+
+@dataclass(frozen=True)
+class Sizes:
+    """What a memory formula reads (see harness.plan.memory's module docs for the formulas)."""
+
+    p: float  #: all parameters
+    q: float  #: trainable parameters
+    n: int  #: ranks in all
+    group: int  #: ranks the states are sharded over: ``n``, or a group's under hybrid sharding / hpZ
+    unit: float  #: parameters of the largest sharding unit (a block)
+    low: int  #: bytes per value in the run's low precision (2 for bf16/fp16, else 4)
+    #: this rank's share of ``p`` / ``q`` as FSDP2 holds it over ``group`` ranks: every parameter's
+    #: first dimension padded up to a multiple of ``group`` (``p / group`` when the shapes are unknown)
+    p_shard: float
+    q_shard: float
+    #: the largest unit's parameters as FSDP2 gathers them over ``group`` ranks (padded rows included)
+    unit_padded: float = 0.0
+    reduce: int = 4  #: bytes per gradient value in FSDP2's reduce-scatter (``distributed.fsdp.reduce_dtype``)
+
+
+# (weights, gradients, optimizer, gathered) bytes per rank, from the sizes and whether the states
+# are offloaded to host memory
+MemoryFormula = Callable[[Sizes, bool], tuple[float, float, float, float]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,7 @@ class PlanRow:
     formula: MemoryFormula
     offload: bool = False
     listed: bool = True  #: printed by the planner (one process is not a distributed plan)
+    grouped: bool = False  #: shards over a group of ranks (a node by default), replicated across groups
 
 
 @dataclass(frozen=True)
@@ -116,24 +137,35 @@ def _zero_state(folder: Path) -> dict:
     return {clean_name(key): value for key, value in state.items()}
 
 
-def _replicated(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
-    return 4 * p, 4 * q, 0.0 if offload else 8.0 * q, 0.0
+def _replicated(s: Sizes, offload: bool) -> tuple[float, ...]:
+    return 4 * s.p, 4 * s.q, 0.0 if offload else 8.0 * s.q, 0.0
 
 
-def _fsdp(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
+def _fsdp(s: Sizes, offload: bool) -> tuple[float, ...]:
+    # gathered: the unit computing and the one prefetched, plus the all-gather's and the
+    # reduce-scatter's flat buffers of one unit, all at their padded size
+    unit = s.unit_padded or s.unit
+    gathered = unit * (3 * s.low + s.reduce)
     if offload:  # weights, gradients and optimizer state live in host memory
-        return 0.0, 0.0, 0.0, 2 * unit * low
-    return 4 * p / n, 4 * q / n, 8.0 * q / n, 2 * unit * low
+        return 0.0, 0.0, 0.0, gathered
+    return 4 * s.p_shard, 4 * s.q_shard, 8.0 * s.q_shard, gathered
 
 
 def _zero(stage: int) -> MemoryFormula:
-    def formula(p: float, q: float, n: int, unit: float, low: int, offload: bool) -> tuple[float, ...]:
-        states = 0.0 if offload else 12.0 * q  # AdamW moments + fp32 master, partitioned
+    def formula(s: Sizes, offload: bool) -> tuple[float, ...]:
+        states = 0.0 if offload else 12.0 * s.q  # AdamW moments + fp32 master, partitioned
         if stage < 3:
-            return low * p, low * q / n, states / n, 0.0
-        return (0.0 if offload else low * p / n), low * q / n, states / n, 2 * unit * low
+            return s.low * s.p, s.low * s.q / s.n, states / s.n, 0.0
+        return (0.0 if offload else s.low * s.p / s.n), s.low * s.q / s.n, states / s.n, 2 * s.unit * s.low
 
     return formula
+
+
+def _zero_hpz(s: Sizes, offload: bool) -> tuple[float, ...]:
+    """ZeRO-3 plus hpZ's secondary partition: each rank also keeps a ``1/group`` slice of the
+    low-precision weights, so backward gathers them inside the node."""
+    weights, grads, optimizer, gathered = _zero(3)(s, offload)
+    return weights + s.low * s.p / s.group, grads, optimizer, gathered
 
 
 @dataclass
@@ -184,13 +216,15 @@ STRATEGY_SPECS: dict[str, StrategySpec] = {
                      plan_rows=(PlanRow("ddp", _replicated),)),
         StrategySpec("fsdp", "harness.parallel.fsdp:FSDPStrategy", _fsdp_options, _dcp_state,
                      options_section=FSDPOptions,
-                     plan_rows=(PlanRow("fsdp", _fsdp), PlanRow("fsdp+offload", _fsdp, True))),
+                     plan_rows=(PlanRow("fsdp", _fsdp), PlanRow("fsdp+offload", _fsdp, True),
+                                PlanRow("hsdp", _fsdp, grouped=True))),
         StrategySpec("deepspeed", "harness.parallel.deepspeed:DeepSpeedStrategy", _deepspeed_options, _zero_state,
                      options_section=DeepSpeedOptions,
                      same_world_size=True, convert_hint=" (DeepSpeed's ds_to_universal.py converts it to a universal "
                                                         "checkpoint, which does)",
                      plan_rows=(PlanRow("zero1", _zero(1)), PlanRow("zero2", _zero(2)), PlanRow("zero3", _zero(3)),
-                                PlanRow("zero3+offload", _zero(3), True))),
+                                PlanRow("zero3+offload", _zero(3), True),
+                                PlanRow("zero3+hpz", _zero_hpz, grouped=True))),
     )
 }  # fmt: skip
 STRATEGY_CHOICES = ("auto", *STRATEGY_SPECS)  # auto: ddp when launched as several processes, else single

@@ -43,6 +43,13 @@ POSITIVE = ranged(float, 0, low_inclusive=False)  #: memory, bandwidth
 FRACTION = ranged(float, 0, 1, low_inclusive=False)  #: efficiency: a share of the peak
 
 
+def shard_group(config, gpus_per_node: int) -> int:
+    """The ranks the ``hsdp`` row shards over: ``distributed.fsdp.shard_group_size`` when a number,
+    else a node's GPUs."""
+    size = config.distributed.fsdp.shard_group_size
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else gpus_per_node
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
@@ -72,13 +79,33 @@ def main(argv: list[str] | None = None) -> int:
         default=0.45,
         help="for --simulate: fraction (0 < f <= 1) of the GPU's bf16 peak the matmuls reach",
     )
+    parser.add_argument(
+        "--suggest",
+        action="store_true",
+        help="search micro-batch x accumulation, activation checkpointing and layout for this cluster and print the "
+        "best few with their overrides (with --simulate: the best FSDP/HSDP ones simulated)",
+    )
+    parser.add_argument(
+        "--global-batch",
+        type=COUNT,
+        default=None,
+        help="for --suggest: clips per optimizer step (default: the config's per-GPU batch x GPUs)",
+    )
+    parser.add_argument("--top", type=COUNT, default=5, help="for --suggest: how many to print")
+    parser.add_argument(
+        "--margin",
+        type=ranged(float, 0, 1, low_inclusive=True),
+        default=0.1,
+        help="for --suggest: share of the GPU's memory left free (framework, fragmentation)",
+    )
     args = parser.parse_args(argv)
     config = config_from_args(args)
     log_config_notes(config, logging.getLogger("harness.plan"))  # deprecated keys: a warning line
     ranks = args.gpus * args.nodes
     classes = args.num_classes or config.meta.num_classes or 400
     counts = count_parameters(config, classes)
-    rows = plan(config, ranks, classes, counts)
+    group = shard_group(config, args.gpus)
+    rows = plan(config, ranks, classes, counts, group)
     print(f"{config.model.model_name}: {counts.total / 1e6:.0f}M parameters ({counts.trainable / 1e6:.0f}M trained), "
           f"{ranks} GPUs, {config.meta.dtype}, micro-batch {config.data.batch_size} x {config.data.num_clips} clips "
           f"of {max(config.data.dataset_fpcs)}x{config.data.crop_size}px, activation checkpointing "
@@ -91,18 +118,49 @@ def main(argv: list[str] | None = None) -> int:
         fits = "fits" if row.total / GIB < 0.9 * args.gpu_memory else "too large"
         print(f"{row.strategy:14} " + " ".join(f"{v / GIB:8.2f}" for v in values) + f"  {fits}")
     print("(plus the framework's workspace, ~1-3 GiB; see `python -m harness.plan --help` for the formulas)")
-    if args.simulate:
-        from harness.plan.simulate import GPU_PEAKS, Hardware, report, simulate
+    if args.simulate or args.suggest:
+        from harness.plan.simulate import GPU_PEAKS, Hardware
 
         if args.gpu not in GPU_PEAKS:
             raise UserError(f"--gpu {args.gpu!r}: choose one of {', '.join(GPU_PEAKS)}")
         hardware = Hardware(args.gpu, args.gpus, args.nodes, args.intra_node_gbps, args.inter_node_gbps,
                             args.compute_efficiency)  # fmt: skip
-        simulated = next(row for row in rows if row.strategy == SIMULATED_STRATEGY)
-        planned = {"weights": simulated.weights, "gradients": simulated.gradients, "optimizer": simulated.optimizer,
-                   "gathered": simulated.gathered, "activations": simulated.activations}  # fmt: skip
-        print(report(simulate(config, hardware, classes), planned, args.gpu_memory))
+        if args.suggest:
+            print_suggestions(config, counts, hardware, args, classes)
+        else:
+            print_simulation(config, rows, hardware, args.gpu_memory, classes)
     return 0
+
+
+def print_simulation(config, rows, hardware, gpu_memory: float, classes: int) -> None:
+    """``--simulate``: the config's own layout run through the simulator, beside the planner's row."""
+    from harness.plan.simulate import layout_name, report, simulate
+
+    layout = layout_name(config, hardware)
+    row = "hsdp" if layout.startswith("hsdp") else SIMULATED_STRATEGY
+    simulated = next(r for r in rows if r.strategy == row)
+    planned = {"weights": simulated.weights, "gradients": simulated.gradients, "optimizer": simulated.optimizer,
+               "gathered": simulated.gathered, "activations": simulated.activations}  # fmt: skip
+    print(report(simulate(config, hardware, classes), planned, gpu_memory, layout))
+
+
+def print_suggestions(config, counts, hardware, args, classes: int) -> None:
+    """``--suggest``: the candidates that fit, best first (see :mod:`harness.plan.suggest`)."""
+    from harness.plan.suggest import as_configured, candidates, simulated, table
+
+    found, tried = candidates(config, counts, hardware, args.gpu_memory, args.margin, args.global_batch)
+    batch = args.global_batch or config.data.batch_size * config.optimization.accumulation_steps * hardware.world
+    print(f"\nsuggestions for {hardware.world} x {hardware.gpu} ({hardware.nodes} node(s) x {hardware.gpus_per_node}), "
+          f"global batch {batch}: {len(found)} of {tried} candidates fit in {args.gpu_memory:g} GiB with "
+          f"{args.margin:.0%} left free")  # fmt: skip
+    if not found:
+        raise UserError(f"nothing fits in {args.gpu_memory:g} GiB per GPU with {args.margin:.0%} free: lower the "
+                        "--global-batch, or use more GPUs")  # fmt: skip
+    best = found[: args.top]
+    if args.simulate:  # the FSDP/HSDP ones through the simulator (DeepSpeed's stay formulas)
+        best = [simulated(config, c, classes) if c.layout.simulable else c for c in best]
+        best.sort(key=lambda c: c.sim.step_s)
+    print(table(best, as_configured(config, counts, hardware)))
 
 
 if __name__ == "__main__":

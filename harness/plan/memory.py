@@ -46,7 +46,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from harness.config import Config
-from harness.parallel.registry import PLAN_ROWS
+from harness.parallel.registry import PLAN_ROWS, Sizes
 
 GIB = 1024**3
 
@@ -61,6 +61,26 @@ class ModelCounts:
     depth: int
     width: int
     mlp_ratio: float
+    #: (first dimension, elements per row, trains) of every parameter: what FSDP2's padding needs
+    shapes: tuple[tuple[int, int, bool], ...] = ()
+    forward_flops: float = 0.0  #: the encoder's forward FLOPs of one clip of the config
+    unit_shapes: tuple[tuple[int, int], ...] = ()  #: (first dimension, elements per row) of the largest unit's
+
+    def unit_padded(self, ranks: int) -> float:
+        """The largest unit's parameters as FSDP2 gathers them over ``ranks``: each parameter's
+        rows padded up to a multiple of ``ranks``."""
+        if not self.unit_shapes:
+            return float(self.largest_unit)
+        return float(sum(-(-rows // ranks) * ranks * size for rows, size in self.unit_shapes))
+
+    def shard(self, ranks: int) -> tuple[float, float]:
+        """(all, trainable) parameters one rank holds when FSDP2 shards every parameter over
+        ``ranks``: its first dimension padded up to a multiple of ``ranks`` (so a 1408-row bias
+        costs every one of 4096 ranks a row); ``total / ranks`` when the shapes are unknown."""
+        if not self.shapes:
+            return self.total / ranks, self.trainable / ranks
+        held = [(-(-rows // ranks)) * size for rows, size, _ in self.shapes]
+        return float(sum(held)), float(sum(h for h, (_, _, trains) in zip(held, self.shapes) if trains))
 
 
 @dataclass(frozen=True)
@@ -83,14 +103,21 @@ class MemoryPlan:
         return self.model_states + self.gathered + self.activations
 
 
-def model_state_bytes(row: str, counts: ModelCounts, ranks: int, dtype: str) -> tuple[float, float, float, float]:
+def model_state_bytes(
+    row: str, counts: ModelCounts, ranks: int, dtype: str, group: int | None = None, reduce_dtype: str = "float32"
+) -> tuple[float, float, float, float]:
     """(weights, gradients, optimizer, gathered) bytes per rank of planner row ``row`` (``ddp``,
-    ``fsdp+offload``, ``zero3``...: the strategies' rows, :data:`PLAN_ROWS`); see the module table."""
+    ``fsdp+offload``, ``hsdp``, ``zero3``...: the strategies' rows, :data:`PLAN_ROWS`); see the
+    module table. ``group``: the ranks a grouped row (``hsdp``) shards over (default: all)."""
     if row not in PLAN_ROWS:
         raise ValueError(f"unknown plan row {row!r}; rows: {', '.join(PLAN_ROWS)}")
-    low = 2 if dtype in ("bfloat16", "float16") else 4
     spec = PLAN_ROWS[row]
-    return spec.formula(counts.total, counts.trainable, ranks, counts.largest_unit, low, spec.offload)
+    over = group if spec.grouped and group else ranks
+    p_shard, q_shard = counts.shard(over)
+    sizes = Sizes(counts.total, counts.trainable, ranks, over, counts.largest_unit,
+                  2 if dtype in ("bfloat16", "float16") else 4, p_shard, q_shard, counts.unit_padded(over),
+                  4 if reduce_dtype == "float32" else 2)  # fmt: skip
+    return spec.formula(sizes, spec.offload)
 
 
 def activation_bytes(config: Config, counts: ModelCounts) -> float:
@@ -122,6 +149,13 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
     return inputs + counts.depth * per_block + pooler
 
 
+def _rows(param) -> tuple[int, int]:
+    """(first dimension, elements per row): how FSDP2 splits a parameter."""
+    if not param.dim():
+        return 1, 1
+    return param.shape[0], param.numel() // max(1, param.shape[0])
+
+
 def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     """Parameter counts of the config's model, built on the meta device (no memory, no files)."""
     import torch
@@ -134,6 +168,7 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
     with torch.device("meta"):
         model = build_model(meta_only, num_classes, device="meta")
     blocks = list(model.encoder.blocks)
+    largest = max(blocks, key=lambda block: sum(p.numel() for p in block.parameters()))
     return ModelCounts(
         total=sum(p.numel() for p in model.parameters()),
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -141,17 +176,27 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
         depth=len(blocks),
         width=model.encoder.embed_dim,
         mlp_ratio=blocks[0].mlp.fc1.out_features / model.encoder.embed_dim if hasattr(blocks[0].mlp, "fc1") else 4.0,
+        forward_flops=float(
+            model.encoder.forward_flops(max(config.data.dataset_fpcs), config.data.crop_size, config.data.crop_size)
+        ),
+        shapes=tuple((*_rows(p), p.requires_grad) for p in model.parameters()),
+        unit_shapes=tuple(_rows(p) for p in largest.parameters()),
     )
 
 
-def plan(config: Config, ranks: int, num_classes: int, counts: ModelCounts | None = None) -> list[MemoryPlan]:
+def plan(
+    config: Config, ranks: int, num_classes: int, counts: ModelCounts | None = None, group: int | None = None
+) -> list[MemoryPlan]:
     """One :class:`MemoryPlan` per strategy (and the offload variants) for ``ranks`` GPUs
-    (``counts``: the model's, when already counted)."""
+    (``counts``: the model's, when already counted); the grouped rows (``hsdp``) shard over
+    ``group`` ranks and are left out without one (or when it is all ranks)."""
     counts = counts or count_parameters(config, num_classes)
     activations = activation_bytes(config, counts)
     rows = []
     for name, row in PLAN_ROWS.items():
-        if row.listed:
-            weights, grads, optimizer, gathered = model_state_bytes(name, counts, ranks, config.meta.dtype)
+        if row.listed and (not row.grouped or (group and 1 <= group < ranks and ranks % group == 0)):
+            weights, grads, optimizer, gathered = model_state_bytes(
+                name, counts, ranks, config.meta.dtype, group, config.distributed.fsdp.reduce_dtype
+            )
             rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
     return rows

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.config import Config
-from harness.core.errors import UserError
+from harness.parallel.layouts import Traffic
 from harness.parallel.registry import SIMULATED_STRATEGY
 from harness.training.tracking.observability import GPU_PEAK_TFLOPS
 
@@ -86,41 +86,69 @@ class Simulation:
 
     hardware: Hardware
     memory: dict[str, int]  #: bytes at the peak by category
-    collectives: dict[str, list[int]] = field(default_factory=dict)  #: name -> [count, bytes] per step
-    flops: float = 0.0  #: training FLOPs per rank per step
+    collectives: list[Traffic] = field(default_factory=list)
+    flops: float = 0.0  #: the model's training FLOPs per rank per step (what MFU counts)
+    recomputed: float = 0.0  #: FLOPs activation checkpointing runs again (time, not MFU)
     compute_s: float = 0.0
-    communication_s: float = 0.0
+    intra_s: float = 0.0  #: communication on the links inside a node
+    inter_s: float = 0.0  #: communication between nodes
     exposed_s: float = 0.0
     step_s: float = 0.0
+
+    @property
+    def communication_s(self) -> float:
+        return self.intra_s + self.inter_s
 
     @property
     def mfu(self) -> float:
         """Model FLOPs utilisation of the predicted step."""
         return self.flops / self.step_s / GPU_PEAKS[self.hardware.gpu] if self.step_s else 0.0
 
+    def totals(self) -> dict[str, list[int]]:
+        """name -> [calls, bytes] per step, over every group."""
+        out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for traffic in self.collectives:
+            out[traffic.name][0] += traffic.count
+            out[traffic.name][1] += traffic.bytes
+        return dict(out)
+
+
+def _group_ranks(args: tuple, kwargs: dict) -> list[int]:
+    """The ranks of the process group a collective was called on (the default group: all)."""
+    groups = [a for a in (*args, *kwargs.values()) if isinstance(a, dist.ProcessGroup)]
+    if not groups:
+        return list(range(dist.get_world_size()))
+    return dist.get_process_group_ranks(groups[0])
+
 
 @contextlib.contextmanager
-def recorded_collectives() -> Iterator[dict[str, list[int]]]:
-    """Count the collectives called through ``torch.distributed`` and the bytes they produce."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+def recorded_collectives(gpus_per_node: int) -> Iterator[list[Traffic]]:
+    """Record the collectives called through ``torch.distributed``: by kind and group, the calls
+    and the bytes they produce (the list is filled when the block ends)."""
+    counts: dict[tuple[str, int, int], list[int]] = defaultdict(lambda: [0, 0])
     originals = {name: getattr(dist, name) for name in RECORDED if hasattr(dist, name)}
 
     def recorder(name: str, original):
         def record(*args, **kwargs):
             tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
-            counts[RECORDED[name]][0] += 1  # bytes: the full-size side (a gather's output, a reduce-scatter's input)
-            counts[RECORDED[name]][1] += max(t.numel() * t.element_size() for t in tensors)
+            ranks = _group_ranks(args, kwargs)
+            key = (RECORDED[name], len(ranks), len({rank // gpus_per_node for rank in ranks}))
+            counts[key][0] += 1  # bytes: the full-size side (a gather's output, a reduce-scatter's input)
+            counts[key][1] += max(t.numel() * t.element_size() for t in tensors)
             return original(*args, **kwargs)
 
         return record
 
+    recorded: list[Traffic] = []
     for name, original in originals.items():
         setattr(dist, name, recorder(name, original))
     try:
-        yield counts
+        yield recorded
     finally:
         for name, original in originals.items():
             setattr(dist, name, original)
+        recorded.extend(Traffic(name, ranks, nodes, count, size)
+                        for (name, ranks, nodes), (count, size) in sorted(counts.items()))  # fmt: skip
 
 
 def join_fake_world(world: int) -> None:
@@ -134,7 +162,7 @@ def join_fake_world(world: int) -> None:
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
 
 
-def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 2) -> Simulation:
+def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 1) -> Simulation:
     """Run ``steps`` fake training steps of ``config`` under FSDP2 at ``hardware.world`` ranks."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
@@ -150,12 +178,9 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     config = dataclasses.replace(config, meta=meta, model=dataclasses.replace(config.model, compile_model=False))
     spec = STRATEGY_SPECS[SIMULATED_STRATEGY]
     options = spec.options(config.distributed, config.data, config.optimization)
-    if options.get("shard_group_size") is not None:
-        # HSDP under the fake process group is the next part of issue 30; until then say so
-        raise UserError("--simulate runs plain FSDP over all ranks: unset distributed.fsdp.shard_group_size to "
-                        "simulate (hybrid sharding is not simulated yet)")  # fmt: skip
     cpu = torch.device("cpu")
-    strategy = spec.implementation()(cpu, Precision(config.meta.dtype, cpu), 0, hardware.world, **options)
+    strategy = spec.implementation()(cpu, Precision(config.meta.dtype, cpu), 0, hardware.world,
+                                     local_world_size=hardware.gpus_per_node, **options)  # fmt: skip
     with torch.device("meta"):
         model = build_model(config, num_classes, device="meta")
     opt = config.optimization
@@ -178,7 +203,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
         train_step()
         tracker = FSDPMemTracker(model, optimizer)
         tracker.track_inputs((clips,))
-        with tracker, recorded_collectives() as counts:
+        with tracker, recorded_collectives(hardware.gpus_per_node) as recorded:
             for step in range(steps):
                 if step:
                     tracker.reset_mod_stats()  # (the peak is kept across steps)
@@ -186,34 +211,64 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
         peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
     named = {getattr(kind, "value", str(kind)): int(size) for kind, size in peak.items()}
     memory = {CATEGORIES.get(kind, kind): size for kind, size in named.items() if kind != "Total"}
-    per_step = {name: [count // steps, size // steps] for name, (count, size) in counts.items()}
+    per_step = [dataclasses.replace(t, count=t.count // steps, bytes=t.bytes // steps) for t in recorded]
     encoder = strategy.unwrap(model).encoder
-    flops = flops_per_clip(encoder, config, config.meta.finetune_encoder) * data.batch_size * data.num_clips
-    return predict(Simulation(hardware, memory, per_step, float(flops)))
+    clips = data.batch_size * data.num_clips
+    flops = flops_per_clip(encoder, config, config.meta.finetune_encoder) * clips
+    recomputed = recomputed_flops(encoder, config) * clips
+    return predict(Simulation(hardware, memory, per_step, float(flops), float(recomputed)))
+
+
+def recomputed_flops(encoder: torch.nn.Module, config: Config) -> float:
+    """FLOPs per clip that activation checkpointing runs a second time: the forward of every
+    checkpointed block (the step takes them; MFU does not count them)."""
+    model = config.model
+    if not (model.use_activation_checkpointing and config.meta.finetune_encoder):
+        return 0.0
+    data = config.data
+    depth = len(encoder.blocks)
+    forward = encoder.forward_flops(max(data.dataset_fpcs), data.crop_size, data.crop_size)
+    return forward * (depth // model.activation_checkpointing_every) / depth
 
 
 def predict(sim: Simulation) -> Simulation:
     """Fill in the predicted compute, communication and step time (see the module docs)."""
     hw = sim.hardware
-    sim.compute_s = sim.flops / (GPU_PEAKS[hw.gpu] * hw.efficiency)
-    link = hw.intra_node_gbps if hw.nodes == 1 else hw.inter_node_gbps
-    bandwidth = link * 1e9 / 8  # bytes per second per GPU
-    fraction = (hw.world - 1) / hw.world
-    traffic = sum(size for count, size in sim.collectives.values()) * fraction
-    sim.communication_s = traffic / bandwidth
-    largest = max((size / count for count, size in sim.collectives.values() if count), default=0.0)
-    sim.exposed_s = 2 * largest * fraction / bandwidth  # the first gather and the last reduce-scatter
+    sim.compute_s = (sim.flops + sim.recomputed) / (GPU_PEAKS[hw.gpu] * hw.efficiency)
+    per_second = {1: hw.intra_node_gbps * 1e9 / 8}  # bytes per second per GPU, by "spans one node"
+
+    def seconds(traffic: Traffic, sent: float) -> float:
+        return sent / (per_second[1] if traffic.nodes == 1 else hw.inter_node_gbps * 1e9 / 8)
+
+    sim.intra_s = sum(seconds(t, t.sent) for t in sim.collectives if t.nodes == 1)
+    sim.inter_s = sum(seconds(t, t.sent) for t in sim.collectives if t.nodes > 1)
+    # the first gather and the last reduction of a unit, which no compute hides
+    largest: dict[str, float] = defaultdict(float)
+    for traffic in sim.collectives:
+        if traffic.count:
+            largest[traffic.name] = max(largest[traffic.name], seconds(traffic, traffic.sent / traffic.count))
+    sim.exposed_s = largest["all_gather"] + largest["reduce_scatter"] + largest["all_reduce"]
     sim.step_s = max(sim.compute_s, sim.communication_s) + sim.exposed_s
     return sim
 
 
-def report(sim: Simulation, planned: dict[str, float] | None = None, gpu_memory_gib: float | None = None) -> str:
-    """The simulation as text; ``planned``: the planner's fsdp row (bytes) to compare with;
+def layout_name(config: Config, hardware: Hardware) -> str:
+    """``fsdp`` over all ranks, or ``hsdp G x S`` (G groups of S ranks)."""
+    from harness.parallel.fsdp import hybrid_mesh_shape
+
+    shape = hybrid_mesh_shape(config.distributed.fsdp.shard_group_size, hardware.world, hardware.gpus_per_node)
+    return f"hsdp {shape[0]} x {shape[1]}" if shape else SIMULATED_STRATEGY
+
+
+def report(
+    sim: Simulation, planned: dict[str, float] | None = None, gpu_memory_gib: float | None = None, layout: str = ""
+) -> str:
+    """The simulation as text; ``planned``: the planner's row (bytes) to compare with;
     ``gpu_memory_gib``: say whether the peak fits (with 10% left for the framework)."""
     hw = sim.hardware
     gib = 1024**3
     where = f"{hw.world} ranks ({hw.nodes} node(s) x {hw.gpus_per_node})"
-    lines = [f"simulated {SIMULATED_STRATEGY} step at {where}, per rank:",
+    lines = [f"simulated {layout or SIMULATED_STRATEGY} step at {where}, per rank:",
              "  memory at the peak (GiB): " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sim.memory.items() if v),
              f"  total {sum(sim.memory.values()) / gib:.2f} GiB"]  # fmt: skip
     if planned:
@@ -222,12 +277,16 @@ def report(sim: Simulation, planned: dict[str, float] | None = None, gpu_memory_
     if gpu_memory_gib:
         fits = sum(sim.memory.values()) / gib < 0.9 * gpu_memory_gib
         lines[-1] += f"; {'fits' if fits else 'does NOT fit'} in {gpu_memory_gib:g} GiB"
-    for name, (count, size) in sorted(sim.collectives.items()):
-        lines.append(f"  {name}: {count} per step, {size / gib:.2f} GiB")
+    for t in sim.collectives:
+        where = "inside a node" if t.nodes == 1 else f"across {t.nodes} nodes"
+        lines.append(f"  {t.name} over {t.ranks} ranks ({where}): {t.count} per step, {t.bytes / gib:.2f} GiB, "
+                     f"{t.sent / gib:.2f} GiB sent")  # fmt: skip
+    recompute = f" (+{sim.recomputed / sim.flops:.0%} recomputed)" if sim.recomputed else ""
     lines.append(
         f"  predicted on {hw.gpu} ({hw.efficiency:.0%} of {GPU_PEAKS[hw.gpu] / 1e12:.0f} TFLOP/s bf16; "
         f"{hw.intra_node_gbps:g} Gbit/s in a node, {hw.inter_node_gbps:g} Gbit/s between nodes per GPU): "
-        f"compute {sim.compute_s * 1e3:.0f} ms, communication {sim.communication_s * 1e3:.0f} ms "
-        f"(overlapped; {sim.exposed_s * 1e3:.0f} ms exposed), step {sim.step_s * 1e3:.0f} ms, MFU {sim.mfu:.0%}"
+        f"compute {sim.compute_s * 1e3:.0f} ms{recompute}, communication {sim.communication_s * 1e3:.0f} ms "
+        f"({sim.intra_s * 1e3:.0f} inside nodes + {sim.inter_s * 1e3:.0f} between; overlapped, "
+        f"{sim.exposed_s * 1e3:.0f} ms exposed), step {sim.step_s * 1e3:.0f} ms, MFU {sim.mfu:.0%}"
     )
     return "\n".join(lines)

@@ -52,7 +52,8 @@ def test_plan_rows_shard_offload_and_share_activations():
     # The plan's rows relative to each other (the bytes themselves are measured below).
     config = load_config(REPO / "configs" / "vitl16_finetune.yaml")
     rows = {row.strategy: row for row in plan(config, 16, 174)}
-    assert rows["fsdp"].model_states == pytest.approx(rows["ddp"].model_states / 16)
+    # FSDP2 pads each parameter's rows to a multiple of 16: a little more than a 16th
+    assert rows["ddp"].model_states / 16 < rows["fsdp"].model_states < rows["ddp"].model_states / 16 * 1.001
     assert rows["zero3"].model_states < rows["zero2"].model_states < rows["zero1"].model_states + 1
     assert rows["zero3+offload"].optimizer == 0 and rows["fsdp+offload"].total < rows["fsdp"].total
     assert rows["ddp"].activations == rows["zero3"].activations > 0

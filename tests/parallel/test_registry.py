@@ -44,7 +44,7 @@ def test_which_checkpoints_a_strategy_resumes(saved, saved_ranks, now, now_ranks
 
 def test_every_distributed_strategy_has_planner_rows():
     assert [name for name, row in PLAN_ROWS.items() if row.listed] == [
-        "ddp", "fsdp", "fsdp+offload", "zero1", "zero2", "zero3", "zero3+offload"
+        "ddp", "fsdp", "fsdp+offload", "hsdp", "zero1", "zero2", "zero3", "zero3+offload", "zero3+hpz"
     ]  # fmt: skip
     with pytest.raises(KeyError, match="unknown strategy 'horovod'"):
         strategy_spec("horovod")
