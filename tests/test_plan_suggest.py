@@ -12,7 +12,7 @@ from harness.parallel.layouts import layouts
 from harness.plan.cli import main
 from harness.plan.memory import GIB, count_parameters
 from harness.plan.simulate import Hardware
-from harness.plan.suggest import CHECKPOINTING, as_configured, candidates
+from harness.plan.suggest import CHECKPOINTING, COMMENT_START, as_configured, candidates, config_comment
 
 REPO = Path(__file__).resolve().parent.parent
 VITG = str(REPO / "configs" / "vitg16_finetune.yaml")
@@ -93,3 +93,15 @@ def test_what_cannot_be_suggested_is_one_line(argv, message, capsys):
     assert main(["--config", VITG, "--gpus", "8", "--nodes", "2", "--suggest", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("vit*.yaml")), ids=lambda path: path.stem)
+def test_each_shipped_config_carries_what_suggest_picks_today(path):
+    # scripts/suggest_comments.py writes the comment; a planner change that moves a pick fails here
+    config = load_config(path)
+    comment = config_comment(config, count_parameters(config, config.meta.num_classes or 400))
+    lines = path.read_text().splitlines()
+    assert COMMENT_START in lines, f"{path.name}: no suggestion comment (python scripts/suggest_comments.py)"
+    start = lines.index(COMMENT_START)
+    assert lines[start : start + len(comment)] == comment, f"{path.name}: run python scripts/suggest_comments.py"
+    assert load_config(path, comment[4].lstrip("# ").split()).data.batch_size == config.data.batch_size

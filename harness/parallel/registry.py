@@ -53,6 +53,9 @@ class PlanRow:
     offload: bool = False
     listed: bool = True  #: printed by the planner (one process is not a distributed plan)
     grouped: bool = False  #: shards over a group of ranks (a node by default), replicated across groups
+    #: gradients are made in backward as the activations are let go, and set to None after the
+    #: step (FSDP2's sharded gradients): with one micro-batch per step the peak holds one or the other
+    grads_freed: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,9 @@ STRATEGY_SPECS: dict[str, StrategySpec] = {
                      plan_rows=(PlanRow("ddp", _replicated),)),
         StrategySpec("fsdp", "harness.parallel.fsdp:FSDPStrategy", _fsdp_options, _dcp_state,
                      options_section=FSDPOptions,
-                     plan_rows=(PlanRow("fsdp", _fsdp), PlanRow("fsdp+offload", _fsdp, True),
-                                PlanRow("hsdp", _fsdp, grouped=True))),
+                     plan_rows=(PlanRow("fsdp", _fsdp, grads_freed=True),
+                                PlanRow("fsdp+offload", _fsdp, True, grads_freed=True),
+                                PlanRow("hsdp", _fsdp, grouped=True, grads_freed=True))),
         StrategySpec("deepspeed", "harness.parallel.deepspeed:DeepSpeedStrategy", _deepspeed_options, _zero_state,
                      options_section=DeepSpeedOptions,
                      same_world_size=True, convert_hint=" (DeepSpeed's ds_to_universal.py converts it to a universal "

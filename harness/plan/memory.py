@@ -5,18 +5,28 @@ gradients, optimizer state, and the transiently gathered weights of sharded stra
 activations, from the parameter counts of the actual model (built on the meta device).
 
 Formulas (``P`` all parameters, ``Q`` trainable ones, ``N`` ranks, ``w`` bytes per weight in the
-strategy's storage dtype, ``U`` the largest FSDP/ZeRO-3 unit = one transformer block):
+strategy's storage dtype, ``U`` the largest FSDP/ZeRO-3 unit = one transformer block, ``G`` the
+ranks of a shard group (hybrid sharding, hpZ: a node by default)):
 
-==========  ==================  ================  =========================  ====================
-strategy    weights             gradients         optimizer (AdamW)          gathered (transient)
-==========  ==================  ================  =========================  ====================
-ddp         4P                  4Q                8Q                         -
-fsdp        4P/N                4Q/N              8Q/N                       2 x U x (2 or 4)
-zero1       wP                  wQ/N (see below)  (8Q + 4Q master)/N         -
-zero2       wP                  wQ/N              (8Q + 4Q master)/N         -
-zero3       wP/N                wQ/N              (8Q + 4Q master)/N         2 x U x w
-==========  ==================  ================  =========================  ====================
+============  ==================  ================  =========================  ======================
+row           weights             gradients         optimizer (AdamW)          gathered (transient)
+============  ==================  ================  =========================  ======================
+ddp           4P                  4Q                8Q                         -
+fsdp          4P'/N               4Q'/N             8Q'/N                      U' x (3w + r)
+hsdp          4P'/G               4Q'/G             8Q'/G                      U' x (3w + r)
+zero1         wP                  wQ/N (see below)  (8Q + 4Q master)/N         -
+zero2         wP                  wQ/N              (8Q + 4Q master)/N         -
+zero3         wP/N                wQ/N              (8Q + 4Q master)/N         2 x U x w
+zero3+hpz     wP/N + wP/G         wQ/N              (8Q + 4Q master)/N         2 x U x w
+============  ==================  ================  =========================  ======================
 
+FSDP2 pads every parameter's first dimension up to a multiple of the ranks it shards over, so a
+rank holds ``ceil(rows / N)`` rows of each (``P'/N``, ``Q'/N``); at 4096 ranks a 1408-row weight
+is gathered as 4096 rows. What it gathers per unit is ``U'``, the padded block: two of them (the
+one computing, the one prefetched) in ``w`` bytes, the all-gather's flat buffer (``w``) and the
+reduce-scatter's (``r`` = 4 bytes, fp32 reduction; 2 with ``distributed.fsdp.reduce_dtype=bfloat16``).
+hpZ keeps a second, node-wide partition of the low-precision weights so that backward gathers
+inside the node.
 Torch strategies keep fp32 weights under autocast (``4``); DeepSpeed stores bf16/fp16 weights
 when the run is bf16/fp16 (``w = 2``) with an fp32 master partition (also in fp32 runs, where it
 is a copy). DDP's gradients are views into its all-reduce buckets (``gradient_as_bucket_view``),
@@ -93,6 +103,8 @@ class MemoryPlan:
     optimizer: float
     gathered: float
     activations: float
+    #: the gradients and the backward's activations are never held at once (see PlanRow.grads_freed)
+    grads_apart: bool = False
 
     @property
     def model_states(self) -> float:
@@ -100,6 +112,9 @@ class MemoryPlan:
 
     @property
     def total(self) -> float:
+        """The peak: at the start of backward (activations, gathered unit) or after it (gradients)."""
+        if self.grads_apart:
+            return self.weights + self.optimizer + max(self.gradients, self.gathered + self.activations)
         return self.model_states + self.gathered + self.activations
 
 
@@ -192,11 +207,18 @@ def plan(
     ``group`` ranks and are left out without one (or when it is all ranks)."""
     counts = counts or count_parameters(config, num_classes)
     activations = activation_bytes(config, counts)
-    rows = []
-    for name, row in PLAN_ROWS.items():
-        if row.listed and (not row.grouped or (group and 1 <= group < ranks and ranks % group == 0)):
-            weights, grads, optimizer, gathered = model_state_bytes(
-                name, counts, ranks, config.meta.dtype, group, config.distributed.fsdp.reduce_dtype
-            )
-            rows.append(MemoryPlan(name, weights, grads, optimizer, gathered, activations))
-    return rows
+    return [
+        row_plan(name, config, counts, ranks, group, activations)
+        for name, row in PLAN_ROWS.items()
+        if row.listed and (not row.grouped or (group and 1 <= group < ranks and ranks % group == 0))
+    ]
+
+
+def row_plan(
+    name: str, config: Config, counts: ModelCounts, ranks: int, group: int | None, activations: float | None = None
+) -> MemoryPlan:
+    """The plan of one row (``activations``: the config's, when already computed)."""
+    states = model_state_bytes(name, counts, ranks, config.meta.dtype, group, config.distributed.fsdp.reduce_dtype)
+    apart = PLAN_ROWS[name].grads_freed and config.optimization.accumulation_steps == 1
+    activations = activation_bytes(config, counts) if activations is None else activations
+    return MemoryPlan(name, *states, activations, apart)

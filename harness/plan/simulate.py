@@ -1,21 +1,25 @@
 """A training step at cluster scale, simulated on one CPU: ``python -m harness.plan ... --simulate``.
 
 The config's real model is built on the meta device and wrapped by the real FSDP2 strategy code
-(:class:`harness.parallel.fsdp.FSDPStrategy`) under PyTorch's fake process group of the full world
-size (``gpus x nodes``), then materialised as fake tensors (shapes and dtypes, no memory) and put
-through two real training steps (forward, backward, clipping, AdamW): so what it reports is what
-the code does, not a formula.
+(:class:`harness.parallel.fsdp.FSDPStrategy`, plain or hybrid: ``distributed.fsdp.shard_group_size``
+gives the same 2-D mesh as a real run) under PyTorch's fake process group of the full world size
+(``gpus x nodes``), then materialised as fake tensors (shapes and dtypes, no memory) and put
+through real training steps (one to warm up, one measured: forward, backward, clipping, AdamW):
+so what it reports is what the code does, not a formula.
 
 * Memory per rank by category at the peak, from PyTorch's ``FSDPMemTracker``: sharded weights,
   gathered (unsharded) weights, gradients, optimizer state, activations, temporaries, the
   collectives' buffers.
-* Collectives per rank per step, recorded as FSDP2 issues them: count and bytes of all-gathers
-  and reduce-scatters.
-* A predicted step time and MFU on a named GPU: compute = the model's training FLOPs per rank /
-  (peak x ``efficiency``); communication = ring traffic ``bytes x (W - 1) / W`` over the
-  slowest link a collective crosses (NVLink inside a node, the network between nodes, per GPU);
-  overlap as FSDP2 does it: the step takes ``max(compute, communication)`` plus the first
-  all-gather and the last reduce-scatter, which nothing hides.
+* Collectives per rank per step, recorded as FSDP2 issues them: by kind and by process group
+  (its ranks, and how many nodes it spans), count and bytes. Under hybrid sharding the
+  all-gathers and reduce-scatters stay in the shard group and an all-reduce crosses the groups.
+* A predicted step time and MFU on a named GPU: compute = the training FLOPs per rank, plus the
+  forward that activation checkpointing runs again, / (peak x ``efficiency``); communication =
+  ring traffic (``bytes x (g - 1) / g`` for a gather or reduce-scatter over ``g`` ranks, twice
+  that for an all-reduce) over the link the group crosses: NVLink inside a node, the network
+  between nodes (per GPU), timed apart and added (FSDP2 issues them on one stream); overlap as
+  FSDP2 does it: the step takes ``max(compute, communication)`` plus the first all-gather and the
+  last reduction, which nothing hides. MFU counts the model's FLOPs only (recomputation is time).
 
 DeepSpeed and DDP cannot run on fake tensors under a fake process group (their set-up moves real
 data), so their rows stay the planner's formulas; ``fsdp`` is the one simulated.

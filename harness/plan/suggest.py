@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from harness.config import Config
 from harness.core.errors import UserError
 from harness.parallel.layouts import Layout, collectives, configured_layout, layouts
-from harness.plan.memory import GIB, ModelCounts, activation_bytes, model_state_bytes
+from harness.plan.memory import GIB, ModelCounts, row_plan
 from harness.plan.simulate import Hardware, Simulation, predict
 
 QUANTIZED_HANDICAP = 1.05  #: ranked as if this much slower (see :func:`candidates`)
@@ -76,11 +76,11 @@ def predicted(
         config,
         data=dataclasses.replace(config.data, batch_size=micro_batch),
         model=dataclasses.replace(config.model, use_activation_checkpointing=on, activation_checkpointing_every=every),
+        optimization=dataclasses.replace(config.optimization, accumulation_steps=accumulation),
     )
     low = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    memory = row_plan(layout.row, tried, counts, hw.world, layout.group).total
     reduce_dtype = config.distributed.fsdp.reduce_dtype
-    states = model_state_bytes(layout.row, counts, hw.world, config.meta.dtype, layout.group, reduce_dtype)
-    memory = sum(states) + activation_bytes(tried, counts)
     reduce_bytes = 4 if reduce_dtype == "float32" else 2
     traffic = [dataclasses.replace(t, count=t.count * accumulation, bytes=t.bytes * accumulation)
                for t in collectives(layout, counts, hw, low, reduce_bytes)]  # fmt: skip
@@ -172,3 +172,27 @@ def table(found: list[Candidate], baseline: Candidate | None = None) -> str:
         lines.append(row(candidate))
         lines.append(f"   {rank}. " + " ".join(candidate.overrides()))
     return "\n".join(lines)
+
+
+#: the clusters a shipped config's comment names: (nodes of 8 H100s, 80 GiB, 3600/400 Gbit/s)
+COMMENT_NODES = (1, 8, 128)
+COMMENT_START = "# --- harness.plan --suggest (regenerate: python scripts/suggest_comments.py) ---"
+COMMENT_END = "# ---"
+
+
+def config_comment(config: Config, counts: ModelCounts) -> list[str]:
+    """The comment a shipped config carries: what ``--suggest`` picks for 8, 64 and 1024 H100s
+    (the formulas; the config's own global batch at each scale)."""
+    lines = [
+        COMMENT_START,
+        "# H100 80 GiB, 8 a node, 3600/400 Gbit/s per GPU; the same per-GPU batch, so the same global batch as",
+        "# the config gives at that scale. Paste a line's overrides after --config.",
+    ]
+    for nodes in COMMENT_NODES:
+        hardware = Hardware("h100", 8, nodes)
+        found, _ = candidates(config, counts, hardware, 80.0, 0.1)
+        best, mine = found[0], as_configured(config, counts, hardware)
+        lines.append(f"# {hardware.world} GPUs: {best.layout.name}, checkpointing {best.checkpointing}: MFU "
+                     f"{best.sim.mfu:.0%} (as configured, {mine.layout.name}: {mine.sim.mfu:.0%})")  # fmt: skip
+        lines.append("#   " + " ".join(best.overrides()))
+    return [*lines, COMMENT_END]

@@ -98,7 +98,6 @@ def test_planned_memory_counts_the_padding(simulated, hybrid):
         assert 0.9 < sum(sim.memory.values()) / planned.total < 1.1, (row, sim.memory, planned)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("nodes", [8, 128, 512])
 def test_simulated_memory_is_within_10_percent_of_the_plan_at_64_1024_and_4096_ranks(nodes):
     # At 4096 ranks FSDP2 pads this model's 384-row parameters to 4096 rows: the gathered block and
