@@ -108,6 +108,8 @@ RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
     (r"deepspeed --num_gpus \d+ harness/train\.py", [(STRATEGIES, '"--num_gpus", "2", "harness/train.py"')]),
     (r"sbatch slurm/train\.sbatch", [("tests/slurm/test_sbatch.py", "slurm/train.sbatch")]),
     (r"sbatch .*slurm/prepare\.sbatch merge", [("tests/slurm/test_prepare_sbatch.py", "merge")]),
+    (r"python -m harness\.plan --config \S+ --gpus \d+ --nodes \d+ --suggest",
+     [("tests/test_plan_suggest.py", '"--suggest"')]),
     (r"python -m harness\.plan --config \S+ --gpus \d+ --nodes \d+", [("tests/parallel/test_plan.py", '"--nodes"')]),
     (r"python -m harness\.evaluate --config \S+ --checkpoint",
      [("tests/training/test_trainer.py", '"--checkpoint"')]),

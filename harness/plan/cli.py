@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         values = [row.weights, row.gradients, row.optimizer, row.gathered, row.activations, row.total]
         fits = "fits" if row.total / GIB < 0.9 * args.gpu_memory else "too large"
         print(f"{row.strategy:14} " + " ".join(f"{v / GIB:8.2f}" for v in values) + f"  {fits}")
+    apart = ", ".join(row.strategy for row in rows if row.grads_apart)
+    if apart:
+        print(f"({apart}: gradients and the backward's activations are not held at once; the total counts the larger)")
     print("(plus the framework's workspace, ~1-3 GiB; see `python -m harness.plan --help` for the formulas)")
     if args.simulate or args.suggest:
         from harness.plan.simulate import GPU_PEAKS, Hardware
@@ -146,7 +149,7 @@ def print_simulation(config, rows, hardware, gpu_memory: float, classes: int) ->
 
 def print_suggestions(config, counts, hardware, args, classes: int) -> None:
     """``--suggest``: the candidates that fit, best first (see :mod:`harness.plan.suggest`)."""
-    from harness.plan.suggest import as_configured, candidates, simulated, table
+    from harness.plan.suggest import as_configured, candidates, ranked, simulated, table
 
     found, tried = candidates(config, counts, hardware, args.gpu_memory, args.margin, args.global_batch)
     batch = args.global_batch or config.data.batch_size * config.optimization.accumulation_steps * hardware.world
@@ -158,8 +161,7 @@ def print_suggestions(config, counts, hardware, args, classes: int) -> None:
                         "--global-batch, or use more GPUs")  # fmt: skip
     best = found[: args.top]
     if args.simulate:  # the FSDP/HSDP ones through the simulator (DeepSpeed's stay formulas)
-        best = [simulated(config, c, classes) if c.layout.simulable else c for c in best]
-        best.sort(key=lambda c: c.sim.step_s)
+        best = ranked([simulated(config, c, classes) if c.layout.simulable else c for c in best])
     print(table(best, as_configured(config, counts, hardware)))
 
 

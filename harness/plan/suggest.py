@@ -113,21 +113,28 @@ def candidates(
     batch = per_gpu_batch(config, hw.world, global_batch)
     # a frozen encoder keeps no activations to checkpoint
     choices = list(CHECKPOINTING) if config.meta.finetune_encoder else ["off"]
-    order = layouts(hw.world, hw.gpus_per_node)
     tried = [predicted(config, counts, hw, layout, micro, batch // micro, checkpointing)
-             for layout in order
+             for layout in layouts(hw.world, hw.gpus_per_node)
              for micro in range(1, batch + 1) if batch % micro == 0
              for checkpointing in choices]  # fmt: skip
     limit = (1 - margin) * gpu_memory_gib * GIB
+    return ranked([c for c in tried if c.memory <= limit]), len(tried)
+
+
+def ranked(found: list[Candidate]) -> list[Candidate]:
+    """``found`` best first: by the step time to 3 digits, a quantized layout's taken as
+    :data:`QUANTIZED_HANDICAP` slower (it changes the numbers the step computes: first only when
+    clearly faster); then fewer micro-steps, the layouts' order (torch before DeepSpeed), less memory."""
+    if not found:
+        return []
+    hardware = found[0].sim.hardware
+    order = [layout.name for layout in layouts(hardware.world, hardware.gpus_per_node)]
 
     def rank(c: Candidate) -> tuple:
-        # by the step time to 3 digits, a quantized layout's taken as QUANTIZED_HANDICAP slower (it
-        # changes the numbers the step computes: first only when clearly faster); then fewer
-        # micro-steps, the layouts' order (torch before DeepSpeed), less memory
         step = c.sim.step_s * (QUANTIZED_HANDICAP if c.layout.quantized else 1.0)
-        return float(f"{step:.3g}"), c.accumulation, order.index(c.layout), c.memory
+        return float(f"{step:.3g}"), c.accumulation, order.index(c.layout.name), c.memory
 
-    return sorted((c for c in tried if c.memory <= limit), key=rank), len(tried)
+    return sorted(found, key=rank)
 
 
 def as_configured(config: Config, counts: ModelCounts, hw: Hardware) -> Candidate:
