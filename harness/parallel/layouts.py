@@ -24,7 +24,7 @@ ZeRO++ paper's accounting and are not simulated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: the layouts the simulator runs (FSDP2 under a fake process group); DeepSpeed's set-up moves real data
@@ -94,11 +94,23 @@ def _nodes(ranks: range, gpus_per_node: int) -> int:
     return len({rank // gpus_per_node for rank in ranks})
 
 
-def collectives(layout: Layout, counts: Any, hw: Any, low: int, reduce_bytes: int) -> list[Traffic]:
-    """Rank 0's collectives per micro-step under ``layout`` (see the module table): ``counts`` the
-    model's (:class:`harness.plan.memory.ModelCounts`), ``hw`` the cluster
-    (:class:`harness.plan.simulate.Hardware`), ``low``/``reduce_bytes`` bytes per weight gathered and
-    per gradient reduced."""
+def collectives(
+    layout: Layout, counts: Any, hw: Any, low: int, reduce_bytes: int, accumulation: int = 1
+) -> list[Traffic]:
+    """Rank 0's collectives per optimizer step of ``accumulation`` micro-batches under ``layout``
+    (see the module table): ``counts`` the model's (:class:`harness.plan.memory.ModelCounts`), ``hw``
+    the cluster (:class:`harness.plan.simulate.Hardware`), ``low``/``reduce_bytes`` bytes per weight
+    gathered and per gradient reduced. Everything runs once per micro-batch except DDP's all-reduce
+    (``no_sync`` until the last) and HSDP's all-reduce between the groups (the same, through
+    FSDP2's ``set_requires_all_reduce``)."""
+    once = {"all_reduce"} if layout.row in ("ddp", "hsdp") else set()
+    return [
+        t if t.name in once else replace(t, count=t.count * accumulation, bytes=t.bytes * accumulation)
+        for t in _per_micro_batch(layout, counts, hw, low, reduce_bytes)
+    ]
+
+
+def _per_micro_batch(layout: Layout, counts: Any, hw: Any, low: int, reduce_bytes: int) -> list[Traffic]:
     world, group, units = hw.world, layout.group, counts.depth + 1
     gpn = hw.gpus_per_node
     every = _nodes(range(world), gpn)

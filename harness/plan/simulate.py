@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -195,10 +195,17 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
         clips = torch.randn(data.batch_size, data.num_clips, 3, max(data.dataset_fpcs), data.crop_size, data.crop_size)
         labels = torch.zeros(data.batch_size, dtype=torch.long)
 
-        def train_step() -> None:
-            with strategy.precision.autocast():
-                loss = F.cross_entropy(model(clips).float(), labels)
-            loss.backward()
+        def train_step(reset: Callable[[], None] | None = None) -> None:
+            # as the trainer runs it: each micro-batch's backward inside strategy.accumulate
+            # (under HSDP only the last all-reduces between the groups); ``reset``: the memory
+            # tracker's, which takes one forward per module between resets (the peak is kept)
+            for index in range(opt.accumulation_steps):
+                if index and reset is not None:
+                    reset()
+                with strategy.accumulate(model, sync=index == opt.accumulation_steps - 1):
+                    with strategy.precision.autocast():
+                        loss = F.cross_entropy(model(clips).float(), labels)
+                    loss.backward()
             strategy.optimizer_step(model, optimizer, opt.clip_grad)
             optimizer.zero_grad(set_to_none=True)
 
@@ -211,13 +218,14 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
             for step in range(steps):
                 if step:
                     tracker.reset_mod_stats()  # (the peak is kept across steps)
-                train_step()
+                train_step(tracker.reset_mod_stats)
         peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
     named = {getattr(kind, "value", str(kind)): int(size) for kind, size in peak.items()}
     memory = {CATEGORIES.get(kind, kind): size for kind, size in named.items() if kind != "Total"}
     per_step = [dataclasses.replace(t, count=t.count // steps, bytes=t.bytes // steps) for t in recorded]
     encoder = strategy.unwrap(model).encoder
     clips = data.batch_size * data.num_clips
+    clips *= opt.accumulation_steps
     flops = flops_per_clip(encoder, config, config.meta.finetune_encoder) * clips
     recomputed = recomputed_flops(encoder, config) * clips
     return predict(Simulation(hardware, memory, per_step, float(flops), float(recomputed)))

@@ -82,8 +82,7 @@ def predicted(
     memory = row_plan(layout.row, tried, counts, hw.world, layout.group).total
     reduce_dtype = config.distributed.fsdp.reduce_dtype
     reduce_bytes = 4 if reduce_dtype == "float32" else 2
-    traffic = [dataclasses.replace(t, count=t.count * accumulation, bytes=t.bytes * accumulation)
-               for t in collectives(layout, counts, hw, low, reduce_bytes)]  # fmt: skip
+    traffic = collectives(layout, counts, hw, low, reduce_bytes, accumulation)
     clips = micro_batch * accumulation * config.data.num_clips
     trains = config.meta.finetune_encoder
     flops = counts.forward_flops * (3 if trains else 1) * clips

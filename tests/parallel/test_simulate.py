@@ -92,6 +92,20 @@ def test_the_suggestions_formulas_write_down_the_collectives_the_simulator_recor
     assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
 
 
+@pytest.mark.parametrize("group", [None, 8])
+def test_with_accumulation_hsdp_all_reduces_between_nodes_once_a_step(group):
+    # two micro-batches a step, run as the trainer runs them (strategy.accumulate): everything
+    # twice, except HSDP's all-reduce between the groups (set_requires_all_reduce on the last)
+    extra = [f"distributed.fsdp.shard_group_size={group}"] if group else []
+    config = load_config(None, [*MEDIUM, "data.batch_size=2", "optimization.accumulation_steps=2", *extra])
+    sim = simulate(config, Hardware("h100", 8, 8), num_classes=10)
+    layout = next(item for item in layouts(64, 8) if item.group == (group or 64) and item.row in ("fsdp", "hsdp"))
+    written = collectives(layout, count_parameters(config, 10), sim.hardware, 2, 4, accumulation=2)
+    assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
+    units = count_parameters(config, 10).depth + 1
+    assert {t.name: t.count for t in sim.collectives}.get("all_reduce", units) == units
+
+
 def test_planned_memory_counts_the_padding(simulated, hybrid):
     for config, sim, row in ((*simulated, "fsdp"), (*hybrid, "hsdp")):
         planned = next(r for r in plan(config, 64, 10, group=8) if r.strategy == row)
