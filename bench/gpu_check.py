@@ -14,12 +14,32 @@ What it checks and measures, in order, each a row of the table it prints (markdo
 4. One training step (fwd + bwd + AdamW) of the model, median of 5 after warm-up, and its MFU
    against the device's bf16 peak, under ``single``, ``fsdp`` (1 rank), DeepSpeed ZeRO-2 and
    ZeRO-3 (1 rank), each without and with activation checkpointing, and (unless ``--quick``) with
-   per-block ``torch.compile``.
+   per-block ``torch.compile``; then hybrid sharding (``hsdp``, without and with checkpointing;
+   ``hsdp_offload``, with ``distributed.fsdp.cpu_offload``), see below.
 5. The frozen-encoder probe step's fast path (bench/bench_frozen.py's comparisons, bf16, one head):
    frozen weights held in bf16, one encoder pass over two micro-batches, both; each against the
    path without it, stepping in turn.
 6. The demo trained end to end on the device (``configs/demo.yaml``, 2 epochs with a shortened
    schedule; one 2-step epoch in the dry run).
+
+HSDP on one GPU (the ``hsdp`` rows): one process is a world of 1, where the harness makes any
+``shard_group_size`` plain FSDP (a group as large as the world), so the check builds the 1 x 1
+``(replicate, shard)`` mesh itself. What one GPU shows: the 2-D mesh builds under NCCL (every
+parameter a DTensor on it) and a step runs on it: the meta-device build, the gradient reduction
+in two stages (reduce-scatter in the group, all-reduce between groups), the clipping norm,
+AdamW; with offload too (shards in pinned host memory beside a CUDA mesh, which the CPU tests
+cannot reach); and its step time beside plain FSDP's ("x1.00 of fsdp's step": neither sends
+anything here, so a gap is the 2-D layout's own overhead).
+
+What only several multi-GPU nodes can show, none of it measured yet: the traffic split (HSDP
+all-gathers and reduce-scatters over NVLink inside a node, and per step each rank sends about
+2 x its gradient shard, the model's gradient bytes / GPUs per node, between nodes; plain FSDP
+runs all its collectives, about 3 x the model's bytes per rank per step, in rings that span the
+nodes), the step time and MFU gained where the network between nodes is slower than NVLink, and
+the memory it costs per GPU (model states / GPUs per node instead of / all GPUs). To measure: the same job
+on 2+ nodes through ``slurm/train.sbatch`` with ``distributed.strategy=fsdp`` and then with
+``distributed.fsdp.shard_group_size=auto`` added, comparing ``step_time`` / ``mfu`` /
+``memory_gb`` in ``log_r0.csv`` and the bytes on the NICs (or ``NCCL_DEBUG=INFO``'s rings).
 
 It re-launches itself under ``torchrun`` with one process, so the strategies' process groups are
 real. A failed check is a row marked FAIL and the exit status is 1; nothing stops the rest. A
@@ -42,6 +62,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -136,7 +157,13 @@ STRATEGIES = {
     "fsdp": ["distributed.strategy=fsdp"],
     "zero2": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero2.json'}"],
     "zero3": ["distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs/zero3.json'}"],
-}
+    # hybrid sharding, on a 1 x 1 mesh that time_step builds (one process: see the module docstring)
+    "hsdp": ["distributed.strategy=fsdp", "distributed.fsdp.shard_group_size=1"],
+    "hsdp_offload": ["distributed.strategy=fsdp", "distributed.fsdp.shard_group_size=1",
+                     "distributed.fsdp.cpu_offload=true"],
+}  # fmt: skip
+HYBRID = ("hsdp", "hsdp_offload")
+STEP_SECONDS: dict[str, float] = {}  #: median step time by variant name (``fsdp +ckpt``), for the HSDP rows
 
 
 def step_config(args, strategy: str, checkpointing: bool, compiled: bool):
@@ -164,6 +191,10 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
     spec = STRATEGY_SPECS[dist.strategy]
     strategy = build_strategy(dist.strategy, config.meta.device, config.meta.dtype, dist.backend,
                               spec.options(dist, config.data, config.optimization))  # fmt: skip
+    if strategy_name in HYBRID:  # a world of 1 is plain FSDP to the harness: the 2-D mesh by hand
+        from torch.distributed.device_mesh import init_device_mesh
+
+        strategy.mesh = init_device_mesh(strategy.device.type, (1, 1), mesh_dim_names=("replicate", "shard"))
     started = time.perf_counter()
     torch.manual_seed(0)
     model, optimizer = prepare_model(config, strategy, 400,
@@ -203,10 +234,22 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
     encoder = strategy.unwrap(model).encoder
     flops = flops_per_clip(encoder, config, True) * data.batch_size
     mfu = flops / seconds / peak_flops(strategy.device, torch.bfloat16 if not args.dry_run else torch.float32)
-    variant = f"{strategy_name}{' +ckpt' if checkpointing else ''}{' +compile' if compiled else ''}"
+    suffix = f"{' +ckpt' if checkpointing else ''}{' +compile' if compiled else ''}"
+    variant = f"{strategy_name}{suffix}"
+    STEP_SECONDS[variant] = seconds
     memory = torch.cuda.max_memory_allocated() / 2**30 if strategy.device.type == "cuda" else 0.0
-    row(f"step {variant}", seconds > 0, f"{seconds * 1000:.0f} ms/step, MFU {100 * mfu:.1f}%, build+warm-up "
-        f"{warm:.0f} s" + (f", peak {memory:.1f} GiB" if memory else ""))  # fmt: skip
+    detail = f"{seconds * 1000:.0f} ms/step, MFU {100 * mfu:.1f}%, build+warm-up {warm:.0f} s" + (
+        f", peak {memory:.1f} GiB" if memory else ""
+    )
+    ok = seconds > 0
+    if strategy_name in HYBRID:
+        meshes = {tuple(p.device_mesh.mesh_dim_names or ()) for p in model.parameters() if isinstance(p, DTensor)}
+        ok = ok and meshes == {("replicate", "shard")}
+        plain = STEP_SECONDS.get(f"fsdp{suffix}")
+        detail += f", mesh {' x '.join(map(str, strategy.mesh.shape))} {sorted(meshes)}" + (
+            f", x{seconds / plain:.2f} of fsdp{suffix}'s step" if plain else ""
+        )
+    row(f"step {variant}", ok, detail)
     if strategy.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -230,6 +273,9 @@ def check_steps(args, variants: list[tuple[bool, bool]]) -> None:
         for checkpointing, compiled in variants:
             if compiled and args.dry_run and strategy != "single":
                 continue  # (compile under every strategy is in the test suite's feature matrix)
+            # HSDP compiles the same blocks as fsdp; offload: one row
+            if (compiled and strategy in HYBRID) or (checkpointing and strategy == "hsdp_offload"):
+                continue
             guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
 
 

@@ -1,5 +1,6 @@
 """The prepared GPU check (``bench/gpu_check.py``) runs its dry run on the CPU, so it cannot rot
-before a GPU machine is lent: every check runs and passes, and the table is printed."""
+before a GPU machine is lent: every check runs and passes (the HSDP rows on their 2-D mesh), and
+the table is printed."""
 
 import subprocess
 import sys
@@ -23,5 +24,6 @@ def test_gpu_check_dry_run_passes_every_check():
     assert all(cells[1] == "ok" for cells in rows), table
     for expected in ("sdpa flash_attention fwd+bwd vs math", "bf16 autocast, fp32 head", "step single +compile",
                      "uint8 normalisation on the device", "step fsdp +ckpt", "step zero2", "step zero3 +ckpt",
-                     "frozen probe held", "frozen probe grouped", "frozen probe all", "demo end to end"):  # fmt: skip
+                     "frozen probe held", "frozen probe grouped", "frozen probe all", "demo end to end",
+                     "step hsdp", "step hsdp +ckpt", "step hsdp_offload"):  # fmt: skip
         assert expected in checks, f"{expected!r} missing from the table"

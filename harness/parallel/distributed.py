@@ -47,12 +47,18 @@ def process_info(environ: dict[str, str] | None = None) -> ProcessInfo:
 
 
 def _slurm_tasks_per_node(env: dict[str, str]) -> int | None:
-    """Tasks per node of a SLURM job: ``SLURM_NTASKS_PER_NODE``, else ``SLURM_TASKS_PER_NODE``
-    (``4(x2)``, or ``4(x2),3`` for uneven nodes: then None, no one number)."""
-    if env.get("SLURM_NTASKS_PER_NODE"):
-        return int(env["SLURM_NTASKS_PER_NODE"])
-    counts = {entry.split("(")[0] for entry in env.get("SLURM_TASKS_PER_NODE", "").split(",") if entry}
-    return int(counts.pop()) if len(counts) == 1 else None
+    """Tasks per node of this ``srun`` step: ``SLURM_STEP_TASKS_PER_NODE``, else
+    ``SLURM_TASKS_PER_NODE`` (``4(x2)``; ``4(x2),3`` for uneven nodes: then None, no one number),
+    else ``SLURM_NTASKS_PER_NODE``.
+
+    Not ``SLURM_NTASKS_PER_NODE`` first: it is the allocation's ``--ntasks-per-node``, inherited
+    by every step, so ``srun -n 2`` in a job of 2 nodes x 2 tasks (one task per node, seen on
+    SLURM 22.05) still says 2 there, while the step variables say ``1(x2)``."""
+    for name in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        counts = {entry.split("(")[0] for entry in env.get(name, "").split(",") if entry}
+        if counts:
+            return int(counts.pop()) if len(counts) == 1 else None
+    return int(env["SLURM_NTASKS_PER_NODE"]) if env.get("SLURM_NTASKS_PER_NODE") else None
 
 
 def _slurm_master_address(env: dict[str, str]) -> str:

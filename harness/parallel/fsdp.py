@@ -10,9 +10,11 @@ shards, and a checkpoint loads on any number of ranks (DCP reshards).
 Hybrid sharding (HSDP, ``distributed.fsdp.shard_group_size``): a 2-D device mesh ``(replicate,
 shard)``; each group of consecutive ranks (a node, with ``auto``) holds one sharded copy, so the
 all-gathers and reduce-scatters stay inside the group, and only the gradient all-reduce between
-the groups' matching ranks crosses the network. Every DTensor is then ``(Replicate(), Shard(0))``:
-its local tensor is its rows along the shard dimension, what the 1-D layout's code already takes
-(the meta build, the EMA, norms reduced by ``full_tensor``, which sums the shard dimension only).
+the groups' matching ranks crosses the network, once per optimizer step (with gradient
+accumulation, on the last micro-batch; a skipped step drops what the earlier ones reduced). Every
+DTensor is then ``(Replicate(), Shard(0))``: its local tensor is its rows along the shard
+dimension, what the 1-D layout's code already takes (the meta build, the EMA, norms reduced by
+``full_tensor``, which sums the shard dimension only).
 """
 
 from __future__ import annotations
@@ -195,6 +197,23 @@ class FSDPStrategy(DistributedStrategy):
             if isinstance(module, FSDPModule):
                 module.reshard()
         yield
+
+    @contextlib.contextmanager
+    def accumulate(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        # HSDP: each micro-batch's gradients are reduce-scattered inside the group (summed into a
+        # shard-sized buffer), and only the last one all-reduces between the groups: the traffic
+        # between nodes is once per optimizer step, not once per micro-batch. (Plain FSDP keeps
+        # reduce-scattering every micro-batch: skipping it would hold whole gradients.)
+        if self.mesh is not None and isinstance(model, FSDPModule):
+            model.set_requires_all_reduce(sync)
+        yield
+
+    def skip_micro_batch(self, model: nn.Module) -> None:
+        # The step is discarded (no backward for this micro-batch): under HSDP the earlier
+        # micro-batches' sums wait in FSDP2 for an all-reduce that this step will not run, and
+        # would join the next step's gradients. Drop them (and reshard after this forward).
+        if self.mesh is not None and isinstance(model, FSDPModule):
+            model.reset_iter_state()
 
     def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
         return norm.full_tensor() if isinstance(norm, DTensor) else norm

@@ -26,6 +26,20 @@ def test_process_info_reads_torchrun_slurm_and_nothing():
     assert process_info(both).source == "torchrun", "torchrun under srun: the launcher's view wins"
 
 
+def test_slurm_tasks_per_node_are_the_steps_not_the_allocations():
+    # What SLURM 22.05 set for `srun -n 2` inside `sbatch --nodes=2 --ntasks-per-node=2` (one task
+    # per node): SLURM_NTASKS_PER_NODE is the allocation's, inherited; the step's variables are right.
+    step = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0", "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_TASKS_PER_NODE": "1(x2)", "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}  # fmt: skip
+    assert process_info(step).local_world_size == 1
+    # plain `srun` in that job (4 tasks): every variable says 2
+    whole = {**step, "SLURM_NTASKS": "4", "SLURM_TASKS_PER_NODE": "2(x2)", "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
+    assert process_info(whole).local_world_size == 2
+    assert process_info({**step, "SLURM_STEP_TASKS_PER_NODE": "2,1"}).local_world_size is None, "uneven step"
+    only = {key: value for key, value in step.items() if "TASKS_PER_NODE" not in key or key.startswith("SLURM_N")}
+    assert process_info(only).local_world_size == 2, "SLURM_NTASKS_PER_NODE when nothing else says"
+
+
 def test_several_processes_never_become_one(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
