@@ -198,21 +198,27 @@ class FSDPStrategy(DistributedStrategy):
                 module.reshard()
         yield
 
+    @property
+    def defers_all_reduce(self) -> bool:
+        """HSDP with gradient accumulation: each micro-batch's gradients are reduce-scattered
+        inside the group (summed into a shard-sized buffer) and only the last one all-reduces
+        between the groups, so the traffic between nodes is once per optimizer step. Where torch
+        lacks ``FSDPModule.reset_iter_state`` (2.13 and 2.14 have it), which drops those sums when
+        a step is skipped, every micro-batch all-reduces. (Plain FSDP reduce-scatters every
+        micro-batch: skipping that would hold whole gradients.)"""
+        return self.mesh is not None and hasattr(FSDPModule, "reset_iter_state")
+
     @contextlib.contextmanager
     def accumulate(self, model: nn.Module, sync: bool) -> Iterator[None]:
-        # HSDP: each micro-batch's gradients are reduce-scattered inside the group (summed into a
-        # shard-sized buffer), and only the last one all-reduces between the groups: the traffic
-        # between nodes is once per optimizer step, not once per micro-batch. (Plain FSDP keeps
-        # reduce-scattering every micro-batch: skipping it would hold whole gradients.)
-        if self.mesh is not None and isinstance(model, FSDPModule):
+        if self.defers_all_reduce and isinstance(model, FSDPModule):
             model.set_requires_all_reduce(sync)
         yield
 
     def skip_micro_batch(self, model: nn.Module) -> None:
-        # The step is discarded (no backward for this micro-batch): under HSDP the earlier
-        # micro-batches' sums wait in FSDP2 for an all-reduce that this step will not run, and
-        # would join the next step's gradients. Drop them (and reshard after this forward).
-        if self.mesh is not None and isinstance(model, FSDPModule):
+        # The step is discarded (no backward for this micro-batch): the earlier micro-batches'
+        # sums wait in FSDP2 for an all-reduce that this step will not run, and would join the
+        # next step's gradients. Drop them (and reshard after this forward).
+        if self.defers_all_reduce and isinstance(model, FSDPModule):
             model.reset_iter_state()
 
     def full_norm(self, norm: torch.Tensor) -> torch.Tensor:
