@@ -91,6 +91,7 @@ def test_hsdp_equals_fsdp_through_a_resume_with_ema_and_export(demo_root, tmp_pa
         hybrid = torch.load(tmp_path / f"{name}.pt", weights_only=True)
         assert hybrid["description"].startswith("fsdp hybrid (2 groups of 2 ranks")
         assert hybrid["parameters"] == fsdp["parameters"], "whole parameters counted once"
+        assert hybrid["ema_applied"] and hybrid["restored_after_ema"], "evaluation's swap of the EMA"
         for rank, (ours, theirs) in enumerate(zip(hybrid["logs"], fsdp["logs"], strict=True)):
             assert len(ours["loss"]) == 12, "2 epochs of 6 steps"
             torch.testing.assert_close(torch.tensor(ours["loss"]), torch.tensor(theirs["loss"]), rtol=0, atol=1e-6,
@@ -101,6 +102,7 @@ def test_hsdp_equals_fsdp_through_a_resume_with_ema_and_export(demo_root, tmp_pa
         compare(hybrid["final"], fsdp["final"], f"{name}: final weights")
         compare(hybrid["ema"], fsdp["ema"], f"{name}: EMA")
         compare(hybrid["export"], fsdp["export"], f"{name}: consolidated export")
+        compare({"logits": hybrid["ema_logits"]}, {"logits": fsdp["ema_logits"]}, f"{name}: a forward with the EMA in")
     assert any(not torch.equal(v, fsdp["final"][k].float()) for k, v in fsdp["ema"].items()), "the EMA is no copy"
 
     # HSDP's epoch-1 checkpoint resumed by one process (batch 4): DCP and the EMA reshard 4 -> 1,
