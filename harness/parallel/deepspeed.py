@@ -4,7 +4,8 @@ The harness owns the optimizer (torch AdamW with its parameter groups, given to 
 the client optimizer) and the schedules; DeepSpeed owns partitioning, offload, precision
 (bf16, or fp16 with dynamic loss scaling), gradient accumulation boundaries and clipping. The
 fields of the DeepSpeed JSON that must agree with the harness config are filled in from it; a
-JSON that contradicts the config is refused with both values named.
+JSON that contradicts the config is refused with both values named. ZeRO++ (hpZ, qwZ, qgZ) is
+checked against the launch in :mod:`harness.parallel.zeropp`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from torch import nn
 from harness.core.errors import UserError
 from harness.core.fileio import read_json
 from harness.models.family import DeferredBlocks
+from harness.parallel.distributed import process_info
 from harness.parallel.head_steps import head_parameter_sets
 from harness.parallel.meta_init import full_blocks, move_materialised
 from harness.parallel.precision import Precision
 from harness.parallel.strategy import DistributedStrategy
+from harness.parallel.zeropp import HPZ_KEY, fill_zeropp, quantized_options, quantizer_available, secondary_group
 
 TAG = "deepspeed"
 DEFAULT_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 2}}
@@ -42,9 +45,11 @@ def resolve_deepspeed_config(
     world_size: int,
     clip_grad: float | None,
     dtype: str,
+    local_world_size: int | None = None,
 ) -> dict[str, Any]:
     """The DeepSpeed config for this run: ``base`` (a dict or JSON path; default ZeRO-2) with the
-    fields the harness decides filled in. Values set to ``"auto"`` are filled in silently."""
+    fields the harness decides filled in. Values set to ``"auto"`` are filled in silently
+    (``zero_hpz_partition_size``: ``local_world_size``, the launcher's processes per node)."""
     source = str(base) if isinstance(base, (str, Path)) else "the DeepSpeed config"
     if isinstance(base, (str, Path)):
         config = read_json(base, DeepSpeedConfigError, "distributed.deepspeed.config")
@@ -87,6 +92,7 @@ def resolve_deepspeed_config(
     offload = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
     if offload not in ("none", None):
         config.setdefault("zero_force_ds_cpu_optimizer", False)  # our torch AdamW runs on the host
+    fill_zeropp(config, source, world_size, local_world_size, DeepSpeedConfigError)
     config.setdefault("steps_per_print", 1 << 30)  # the harness logs; keep DeepSpeed quiet
     return config
 
@@ -127,16 +133,26 @@ class DeepSpeedStrategy(DistributedStrategy):
         accumulation: int = 1,
         clip_grad: float | None = None,
         heads: int = 1,
+        local_world_size: int | None = None,
     ) -> None:
         super().__init__(device, precision, rank, world_size)
         self.clip_grad, self.heads = clip_grad, heads
         self._head_params: list[list[torch.Tensor]] = []  # set by prepare when the harness clips
         self._norm: torch.Tensor | None = None  # the norm before the harness's clipping, last step
-        self.config = resolve_deepspeed_config(config, micro_batch, accumulation, world_size, clip_grad, precision.name)
+        local = local_world_size if local_world_size is not None else process_info().local_world_size
+        self.config = resolve_deepspeed_config(
+            config, micro_batch, accumulation, world_size, clip_grad, precision.name, local
+        )
         if self.config.get("fp16", {}).get("enabled") and not fp16_supported():
             raise DeepSpeedConfigError(
                 "meta.dtype=float16 under DeepSpeed: DeepSpeed refuses fp16 on this device (a CPU without "
                 "AVX512-FP16); use meta.dtype=bfloat16 or float32 here"
+            )
+        if (quantized := quantized_options(self.config)) and not quantizer_available():
+            raise DeepSpeedConfigError(
+                f"distributed.deepspeed.config: zero_optimization.{', '.join(quantized)} (ZeRO++ qwZ/qgZ) need "
+                f"DeepSpeed's quantizer kernels, which are CUDA only, and this run is on {device.type}: remove them "
+                "(hpZ alone runs here: ds_configs/zero3_hpz.json)"
             )
         precision.scaler = None  # DeepSpeed scales fp16 losses itself
 
@@ -144,6 +160,27 @@ class DeepSpeedStrategy(DistributedStrategy):
     def zero_stage(self) -> int:
         """The ZeRO stage in use."""
         return int(self.config.get("zero_optimization", {}).get("stage", 0))
+
+    @property
+    def hpz_partition_size(self) -> int:
+        """ZeRO++ hpZ's group size (1: off)."""
+        return int(self.config.get("zero_optimization", {}).get(HPZ_KEY, 1) or 1)
+
+    @property
+    def description(self) -> str:
+        size = self._built_hpz_size()
+        if size <= 1:
+            return self.name
+        return f"{self.name} ZeRO-3 + hpZ (the weights partitioned again in groups of {size} ranks for the backward)"
+
+    def _built_hpz_size(self) -> int:
+        """hpZ's group size as DeepSpeed partitioned the parameters (each carries its group), so the
+        summary says what was built; before :meth:`prepare`, as configured."""
+        engine = getattr(self, "_engine", None)
+        if engine is None:
+            return self.hpz_partition_size
+        groups = [getattr(p, "ds_zero_param_process_group", None) for p in engine.module.parameters()]
+        return max((torch.distributed.get_world_size(group) for group in groups if group is not None), default=1)
 
     @property
     def shards_parameters(self) -> bool:
@@ -182,6 +219,9 @@ class DeepSpeedStrategy(DistributedStrategy):
         try:
             yield
         finally:
+            # hpZ: the second partitions hold the weights as they were (DeepSpeed drops them after
+            # its step and around checkpoints, and so here), else the next gather reads them
+            optimizer.invalidate_secondary_tensor()
             persistent = optimizer.persistent_parameters
             if persistent:
                 persistent[0].all_gather(persistent)
@@ -195,11 +235,14 @@ class DeepSpeedStrategy(DistributedStrategy):
         import deepspeed
 
         move_materialised(model, self.device)
-        if deferred:  # ZeRO-3: each block made in full, then partitioned at once
+        hpz_group = None
+        if self.zero_stage == 3:
             deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())  # joins our group
+            hpz_group = secondary_group(self.hpz_partition_size)
+        if deferred:  # ZeRO-3: each block made in full, then partitioned at once
             for _, block in full_blocks(model, deferred, device=self.device, fill=self.rank == 0):
                 # the other ranks receive rank 0's values as the block is partitioned
-                deepspeed.zero.Init(module=block, config_dict_or_path=self.config)
+                deepspeed.zero.Init(module=block, config_dict_or_path=self.config, zero_param_parallel_group=hpz_group)
         optimizer = build_optimizer(model)
         encoder = getattr(model, "encoder", None)
         probe_only = encoder is not None and not any(p.requires_grad for p in encoder.parameters())

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,12 +48,42 @@ def exported(folder: Path, out: Path) -> dict:
     return {"digest": digest({k: state[k] for k in trained}), "weights": description["weights"]}
 
 
-def forward_once(trainer: Trainer) -> None:
+def forward_once(trainer: Trainer) -> torch.Tensor:
+    """The model's logits for this rank's first validation batch (on the host, fp32), in eval mode
+    as evaluation runs it (ZeRO-3 traces a training forward and expects its backward next)."""
     trainer.val_loader.set_epoch(0)
     batch = next(iter(trainer.val_loader))
+    training = trainer.model.training
+    trainer.model.eval()
     with torch.no_grad(), trainer.strategy.precision.autocast():
         clips = to_model_input(batch.clips, trainer.strategy.device)
-        trainer.model(clips, batch.clip_indices.to(trainer.strategy.device), trainer.config.data.num_views)
+        logits = trainer.model(clips, batch.clip_indices.to(trainer.strategy.device), trainer.config.data.num_views)
+    trainer.model.train(training)
+    return logits.detach().float().cpu()
+
+
+def swapped_in(trainer: Trainer, average: dict[str, torch.Tensor], forward: bool = False) -> dict[str, Any]:
+    """What evaluation computes with while the average is swapped in: whether every tracked
+    parameter holds ``average`` then (small ones that ZeRO-3 keeps gathered included), and the
+    trained weights after. ``forward``: also ``ema_logits``, a forward's logits with the average in
+    (which a run of another layout must reproduce: hpZ's forward reads its second partitions, which
+    a forward before the swap filled). The feature matrix does not ask: in its ZeRO-3 recipe that
+    second forward fails DeepSpeed's prefetch trace check ("tracing error"), a sequence (forward,
+    gathers for copies, swap, forward) that evaluation never runs."""
+    trained = digest(trainer.strategy.full_model_state(trainer.model))
+    plain = trainer.strategy.unwrap(trainer.model)
+    # as after a training step: ZeRO-3 holds its small parameters gathered, hpZ its second partitions
+    forward_once(trainer)
+    checks: dict[str, Any] = {}
+    with trainer.ema.applied(plain, trainer.strategy.writing_local):
+        if forward:
+            checks["ema_logits"] = forward_once(trainer)
+        # (copies: a CPU model's state dict holds the parameters themselves, restored on exit)
+        swapped = {k: v.clone() for k, v in trainer.strategy.full_model_state(trainer.model).items()}
+    # (in the module's dtype: DeepSpeed bf16 computes with bf16 copies of the weights)
+    checks["ema_applied"] = all(torch.equal(swapped[k], average[k].to(swapped[k].dtype)) for k in average)
+    checks["restored_after_ema"] = digest(trainer.strategy.full_model_state(trainer.model)) == trained
+    return checks
 
 
 def run(out: Path, name: str, config_a: str, config_b: str) -> None:
@@ -76,17 +107,7 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
     if resumed.ema is not None:
         average = resumed.ema.full_state(resumed.strategy, resumed.model)
         result["ema"] = digest(average)
-        # What evaluation computes with while the average is swapped in: every tracked parameter
-        # (small ones that ZeRO-3 keeps gathered included) must hold the average.
-        plain = resumed.strategy.unwrap(resumed.model)
-        forward_once(resumed)  # as after a training step: ZeRO-3 holds its small parameters gathered
-        with resumed.ema.applied(plain, resumed.strategy.writing_local):
-            # (copies: a CPU model's state dict holds the parameters themselves, restored on exit)
-            swapped = {k: v.clone() for k, v in resumed.strategy.full_model_state(resumed.model).items()}
-        # (in the module's dtype: DeepSpeed bf16 computes with bf16 copies of the weights)
-        result["ema_applied"] = all(torch.equal(swapped[k], average[k].to(swapped[k].dtype)) for k in average)
-        after = resumed.strategy.full_model_state(resumed.model)
-        result["restored_after_ema"] = digest(after) == result["final"]
+        result.update(swapped_in(resumed, average))
     folder = Path(resumed.config.folder)
     resumed.strategy.barrier()
     if resumed.strategy.is_main:

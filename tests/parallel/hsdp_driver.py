@@ -1,5 +1,6 @@
-"""Run by ``torchrun`` from test_hsdp.py: train several configs in one process group, keeping
-what the test compares as tensors (runs of different layouts agree to rounding, not bit for bit).
+"""Run by ``torchrun`` from test_hsdp.py and test_zeropp.py: train several configs in one process
+group, keeping what the test compares as tensors (runs of different layouts agree to rounding, not
+bit for bit).
 
     torchrun --nproc-per-node 4 tests/parallel/hsdp_driver.py OUT NAME:CONFIG_A:CONFIG_B ...
 
@@ -12,7 +13,9 @@ layout resuming that checkpoint, without training its first epoch again). Rank 0
 description, whether FSDP2 offloaded the parameters, every rank's logged losses and gradient
 norms, every rank's own pieces (its shards of the parameters, of the optimizer's state and of the
 EMA), and the consolidated export of the last checkpoint; for the last ``fit``, its optimizer
-steps and how many all-reduces FSDP2 made between HSDP's groups, and the number of FSDP2 units.
+steps and how many all-reduces FSDP2 made between HSDP's groups, and the number of FSDP2 units;
+with an EMA, whether evaluation's swap puts the average in and takes it out again (and rank 0's
+logits with it in).
 
 With ``HSDP_DRIVER_NAN_STEP=S`` in the environment, rank 1's loss is NaN on the last micro-batch
 of optimizer step S (0-based): that micro-batch runs no backward and every rank skips the step
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from harness.config import load_config  # noqa: E402
 from harness.export.consolidate import consolidate, load_consolidated  # noqa: E402
 from harness.training import Trainer  # noqa: E402
-from tests.parallel.config_driver import main  # noqa: E402
+from tests.parallel.config_driver import main, swapped_in  # noqa: E402
 
 GROUP_ALL_REDUCES = [0]  #: dist.all_reduce calls given a process group (see count_group_all_reduces)
 
@@ -134,6 +137,8 @@ def run(out: Path, name: str, config_a: str, config_b: str) -> None:
         "group_all_reduces": GROUP_ALL_REDUCES[0],
         "units": sum(isinstance(module, FSDPModule) for module in trainer.model.modules()),
     }
+    if trainer.ema is not None:
+        result.update(swapped_in(trainer, result["ema"], forward=True))
     strategy.barrier()
     if strategy.is_main:
         folder = Path(trainer.config.folder)

@@ -109,6 +109,10 @@ def assert_trains_as(ours: dict, theirs: dict, what: str, steps: int = 12, weigh
     compare(ours["final"], theirs["final"], f"{what}: final weights", weights_atol)
     compare(ours["ema"], theirs["ema"], f"{what}: EMA", weights_atol)
     compare(ours["export"], theirs["export"], f"{what}: consolidated export", weights_atol)
+    if ours["ema"] is not None:  # evaluation's swap puts the average in and takes it out again
+        assert ours["ema_applied"] and ours["restored_after_ema"], f"{what}: evaluation's swap of the EMA"
+        compare({"logits": ours["ema_logits"]}, {"logits": theirs["ema_logits"]}, f"{what}: a forward with the EMA in",
+                weights_atol)  # fmt: skip
 
 
 def assert_replicas_agree(result: dict, what: str) -> None:

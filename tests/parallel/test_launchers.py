@@ -22,6 +22,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_nodes(command: list[str], nodes: int) -> list[str]:
+    """Start ``command`` (a torchrun meeting at a c10d rendezvous) once per emulated node, wait for
+    all to succeed; their standard errors."""
+    started = [subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(nodes)]  # fmt: skip
+    outputs = [node.communicate(timeout=time_left()) for node in started]
+    for node, (_, err) in zip(started, outputs):
+        assert node.returncode == 0, err[-4000:]
+    return [err for _, err in outputs]
+
+
 @pytest.mark.slow
 def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(demo_root, tmp_path):
     folder = tmp_path / "run"
@@ -31,11 +42,7 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(demo_root, tmp_pa
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "harness-test",
                "harness/train.py", "--config", str(config)]  # fmt: skip
-    nodes = [subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
-    outputs = [node.communicate(timeout=time_left()) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):
-        assert node.returncode == 0, err[-4000:]
+    run_nodes(command, 2)
     # one run of two ranks, not two runs of one: a log per rank, one checkpoint that says 2 ranks
     assert len(losses(folder, 0)) == len(losses(folder, 1)) > 0
     tag = (folder / "checkpoints" / "latest").read_text().strip()
