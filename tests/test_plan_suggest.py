@@ -16,7 +16,6 @@ from harness.plan.cli import main
 from harness.plan.memory import GIB, count_parameters
 from harness.plan.simulate import Hardware
 from harness.plan.suggest import CHECKPOINTING, COMMENT_START, as_configured, candidates, config_comment
-
 from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent
