@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.parallel.layouts import layouts
+from harness.parallel.layouts import collectives, layouts
 from harness.plan.cli import main
-from harness.plan.memory import GIB, count_parameters
+from harness.plan.memory import GIB, ModelCounts, count_parameters
 from harness.plan.simulate import Hardware
 from harness.plan.suggest import CHECKPOINTING, COMMENT_START, as_configured, candidates, config_comment
 from tests.deadline import time_left
@@ -125,3 +125,17 @@ def test_the_suggested_layout_simulated_at_1024_h100s_keeps_40_percent():
     mfu = int(row.split("%")[0].split()[-1])
     memory = float(re.search(r"(?:off|block)\s+([\d.]+)", row).group(1))
     assert mfu >= 40 and memory < 0.9 * 80, row
+
+
+def test_deepspeed_layouts_send_what_deepspeed_sends_between_nodes():
+    # bytes per parameter crossing nodes per micro-step, bf16 (DeepSpeed 0.19.8's accounting,
+    # harness/parallel/layouts.py): ZeRO-3 gathers twice and reduce-scatters, all across; hpZ
+    # gathers backward inside the node; ZeRO++ sends int8 weights and 1/8 of the int4 gradients
+    counts = ModelCounts(total=10**9, trainable=10**9, largest_unit=10**7, depth=39, width=1024, mlp_ratio=4.0)
+    hardware = Hardware("h100", 8, 16)
+    across = {}
+    for layout in layouts(hardware.world, 8):
+        if layout.row.startswith("zero3"):
+            traffic = collectives(layout, counts, hardware, 2, 4)
+            across[layout.name] = sum(t.bytes for t in traffic if t.nodes > 1) / counts.total
+    assert across == pytest.approx({"zero3": 6.0, "zero3+hpz 8": 4.0, "zero++ 8": 1.0 + 0.5 / 8})

@@ -3,20 +3,29 @@
 beside the strategies, because only ``parallel/`` names them.
 
 Collectives per micro-step and rank (``P``/``Q`` all/trained parameters, padded for FSDP2; ``w``
-the low-precision bytes; a unit is a block or the root):
+the low-precision bytes; a unit is a block or the root; ``G`` a node's GPUs):
 
 =============  ===================================================  ==============================
 layout         weights gathered                                     gradients reduced
 =============  ===================================================  ==============================
+ddp            -                                                    Q x 4 all-reduce, all ranks,
+                                                                    once a step (``no_sync``)
 fsdp           2 x P x w over all ranks (forward, backward)         Q x 4 reduce-scatter, all ranks
 hsdp S         2 x P x w over the group of S                        Q x 4 reduce-scatter over S,
                                                                     then Q/S x 4 all-reduce across
+                                                                    (once a step)
 zero3          2 x P x w over all ranks                             Q x w reduce-scatter, all ranks
 zero3+hpz      P x w over all ranks (forward), P x w over the node  Q x w reduce-scatter, all ranks
-zero++         P x 1 over all ranks (int8), P x w over the node     Q x 0.5 inside the node, then
+zero++         P x 1 over all ranks, P x 1 over the node (int8)     Q x 0.5 inside the node, then
                                                                     Q/G x 0.5 across (int4)
 =============  ===================================================  ==============================
 
+DeepSpeed's accounting, as its source has it (0.19.8): the communication dtype is the run's
+(``communication_data_type`` defaults to bf16/fp16); hpZ's backward gathers read the node's
+secondary partition (``partition_parameters.py``); qwZ sends int8 with an fp32 scale per ~8k
+values in the forward and the backward gathers (``partitioned_param_coordinator.py``; the paper
+quantizes only the forward's); qgZ's int4 all-to-all runs inside the node, then 1/G of the
+reduced values between nodes (``coalesced_collectives.py``; only with more than one node).
 The FSDP/HSDP rows are exactly what the simulator records from the real FSDP2 code
 (tests/parallel/test_simulate.py compares them); the DeepSpeed rows follow DeepSpeed's and the
 ZeRO++ paper's accounting and are not simulated.
@@ -131,14 +140,14 @@ def _per_micro_batch(layout: Layout, counts: Any, hw: Any, low: int, reduce_byte
     if layout.name == "zero3":
         return [Traffic("all_gather", world, every, 2 * units, int(2 * p * low)),
                 Traffic("reduce_scatter", world, every, units, int(q * low))]  # fmt: skip
-    gather = [Traffic("all_gather", group, node, units, int(p * low))]  # backward: the node's secondary copy
-    if layout.name.startswith("zero3+hpz"):
-        return [Traffic("all_gather", world, every, units, int(p * low)), *gather,
+    if layout.name.startswith("zero3+hpz"):  # backward: from the node's secondary partition
+        return [Traffic("all_gather", world, every, units, int(p * low)),
+                Traffic("all_gather", group, node, units, int(p * low)),
                 Traffic("reduce_scatter", world, every, units, int(q * low))]  # fmt: skip
     across = range(0, world, group)
     return [
-        Traffic("all_gather", world, every, units, int(p)),
-        *gather,  # int8 weights forward
+        Traffic("all_gather", world, every, units, int(p)),  # int8 weights, forward
+        Traffic("all_gather", group, node, units, int(p)),  # and backward, inside the node
         Traffic("reduce_scatter", group, node, units, int(q * 0.5)),  # int4 gradients inside the node,
         Traffic("reduce_scatter", len(across), _nodes(across, gpn), units, int(q / group * 0.5)),
     ]  # then across
