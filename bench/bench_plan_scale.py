@@ -1,7 +1,7 @@
 """Before and after ``harness.plan --suggest`` for ViT-g at cluster scale, simulated.
 
 For 64, 1024 and 4096 H100s (8 a node, 3600/400 Gbit/s per GPU): the shipped
-``configs/vitg16_finetune.yaml`` under plain FSDP as shipped (micro-batch 2, activation
+``configs/vitg16_finetune.yaml``'s recipe under plain FSDP (micro-batch 2, activation
 checkpointing on), and the best FSDP/HSDP candidate ``--suggest`` finds for the same global batch,
 both run through the simulator (the real FSDP2 code on fake tensors under a fake process group of
 the full world). Prints, per scale: simulated / planned memory (the planner's formulas, FSDP2's
@@ -49,7 +49,7 @@ def main() -> None:
         started = time.perf_counter()
         before = simulate(shipped, hardware, CLASSES)
         planned = next(r for r in plan(shipped, world, CLASSES, counts) if r.strategy == "fsdp").total
-        print(line(f"{world:5} ranks, as shipped (fsdp)", before, sum(before.memory.values()), planned))
+        print(line(f"{world:5} ranks, shipped recipe, fsdp", before, sum(before.memory.values()), planned))
         found, tried = candidates(shipped, counts, hardware, 80.0, 0.1)
         best = simulated(shipped, next(c for c in found if c.layout.simulable), CLASSES)
         group = best.layout.group if best.layout.row == "hsdp" else None

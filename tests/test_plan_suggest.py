@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.parallel.layouts import collectives, layouts
+from harness.parallel.layouts import collectives, configured_layout, layouts
 from harness.plan.cli import main
 from harness.plan.memory import GIB, ModelCounts, count_parameters
 from harness.plan.simulate import Hardware
@@ -75,14 +75,16 @@ def test_every_suggestion_is_overrides_the_config_accepts(vitg):
         tried = load_config(VITG, candidate.overrides())
         assert tried.data.batch_size == candidate.micro_batch
         assert tried.optimization.accumulation_steps == candidate.accumulation
-        assert tried.model.use_activation_checkpointing == CHECKPOINTING[candidate.checkpointing][0]
+        assert tried.model.use_activation_checkpointing == bool(candidate.every)
+        # the layout a run of these overrides has is the candidate's
+        assert configured_layout(tried.distributed, 128, 8) == candidate.layout
 
 
 def test_suggest_prints_the_table_with_the_overrides(capsys):
     assert main(["--config", VITG, "--gpus", "8", "--nodes", "128", "--suggest", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "suggestions for 1024 x h100 (128 node(s) x 8), global batch 2048:" in out
-    assert "(as configured: ddp)" in out and "   3. distributed.strategy=" in out and "   4. " not in out
+    assert "   0. as configured" in out and "   3. distributed.strategy=" in out and "   4. " not in out
     assert "formulas" in out and "data.batch_size=" in out
 
 
@@ -139,3 +141,65 @@ def test_deepspeed_layouts_send_what_deepspeed_sends_between_nodes():
             traffic = collectives(layout, counts, hardware, 2, 4)
             across[layout.name] = sum(t.bytes for t in traffic if t.nodes > 1) / counts.total
     assert across == pytest.approx({"zero3": 6.0, "zero3+hpz 8": 4.0, "zero++ 8": 1.0 + 0.5 / 8})
+
+
+def test_hpz_gathers_across_nodes_once_a_step_however_many_micro_batches():
+    # DeepSpeed reads hpZ's secondary partition in every gather after the first forward
+    counts = ModelCounts(total=10**9, trainable=10**9, largest_unit=10**7, depth=39, width=1024, mlp_ratio=4.0)
+    hardware = Hardware("h100", 8, 16)
+    named = {layout.name: layout for layout in layouts(hardware.world, 8)}
+
+    def across(name: str, accumulation: int) -> float:
+        traffic = collectives(named[name], counts, hardware, 2, 4, accumulation)
+        return sum(t.bytes for t in traffic if t.nodes > 1) / counts.total
+
+    assert across("zero3", 2) == pytest.approx(12.0)  # everything, twice
+    assert across("zero3+hpz 8", 2) == pytest.approx(2.0 + 2 * 2.0)  # one forward gather, two reductions
+
+
+def test_any_divisor_is_a_group_and_the_slowest_group_sets_the_link():
+    names = [layout.name for layout in layouts(12, 6)]
+    assert names[:3] == ["ddp", "fsdp", "hsdp 2 x 6"]  # a node's group first
+    assert {"hsdp 6 x 2", "hsdp 4 x 3", "hsdp 3 x 4"} <= set(names)
+    counts = count_parameters(load_config(None, ["model.model_name=vit_tiny", "model.depth=2"]), 10)
+    four = next(layout for layout in layouts(12, 6) if layout.name == "hsdp 3 x 4")
+    gathers = next(t for t in collectives(four, counts, Hardware("h100", 6, 2), 2, 4) if t.name == "all_gather")
+    assert gathers.nodes == 2  # ranks 4-7 straddle the two nodes of 6
+
+
+def test_a_group_size_the_world_does_not_split_into_is_the_runs_one_line(capsys):
+    assert main(["--config", VITG, "--gpus", "8", "--nodes", "2", "--suggest", "distributed.strategy=fsdp",
+                 "distributed.fsdp.shard_group_size=3"]) == 2  # fmt: skip
+    assert "16 ranks do not split into groups of 3" in capsys.readouterr().err
+    assert main(["--config", VITG, "--gpus", "6", "--nodes", "2", "--suggest", "--top", "1",
+                 "distributed.strategy=fsdp", "distributed.fsdp.shard_group_size=auto"]) == 0  # fmt: skip
+    assert "hsdp 2 x 6" in capsys.readouterr().out
+
+
+def test_as_configured_takes_the_same_global_batch_and_its_own_checkpointing(vitg):
+    config, counts = vitg
+    config = load_config(VITG, ["distributed.strategy=fsdp", "model.activation_checkpointing_every=4"])
+    mine = as_configured(config, counts, Hardware("h100", 8, 128), global_batch=8192)
+    assert (mine.micro_batch, mine.accumulation, mine.every, mine.layout.name) == (2, 4, 4, "fsdp")
+    assert mine.checkpointing == "every 4th block"
+    deepspeed = "distributed.strategy=deepspeed"
+    zero2 = load_config(VITG, [deepspeed, "distributed.deepspeed.config=ds_configs/zero2.json"])
+    assert as_configured(zero2, counts, Hardware("h100", 8, 128)) is None  # not a layout --suggest times
+    hpz = load_config(VITG, [deepspeed, "distributed.deepspeed.config=ds_configs/zero3_hpz.json"])
+    assert as_configured(hpz, counts, Hardware("h100", 8, 128)).layout.name == "zero3+hpz 8"
+
+
+def test_plain_fsdps_overrides_clear_a_group_size_the_config_set(vitg):
+    plain = next(layout for layout in layouts(128, 8) if layout.name == "fsdp")
+    config = load_config(VITG, ["distributed.fsdp.shard_group_size=8", *plain.overrides])
+    assert config.distributed.fsdp.shard_group_size is None
+
+
+def test_a_candidate_the_config_refuses_is_not_suggested():
+    # data.encoder_batch_size must be a multiple of the micro-batch: 64 x 1 is not offered
+    config = load_config(str(REPO / "configs" / "vitl16_probe.yaml"),
+                         ["data.encoder_batch_size=32", "optimization.accumulation_steps=4"])  # fmt: skip
+    found, _ = candidates(config, count_parameters(config, 174), Hardware("h100", 8, 2), 80.0, 0.1)
+    assert found and all(32 % c.micro_batch == 0 or c.micro_batch % 32 == 0 for c in found)
+    for candidate in found[:5]:
+        load_config(str(REPO / "configs" / "vitl16_probe.yaml"), ["data.encoder_batch_size=32", *candidate.overrides()])

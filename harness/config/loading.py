@@ -218,6 +218,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return validate(config)
 
 
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """``config`` with ``section.key=value`` overrides applied, validated again."""
+    return config_from_dict(_deep_update(to_dict(config), parse_overrides(overrides)))
+
+
 def to_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict (for writing the resolved config into the run folder)."""
     out = dataclasses.asdict(config)

@@ -33,7 +33,7 @@ ZeRO++ paper's accounting and are not simulated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 #: the layouts the simulator runs (FSDP2 under a fake process group); DeepSpeed's set-up moves real data
@@ -78,20 +78,24 @@ class Layout:
         return self.row in SIMULATED_ROWS
 
 
+def hsdp_layout(group: int, world: int) -> Layout:
+    """Hybrid sharding in groups of ``group`` consecutive ranks."""
+    return Layout(f"hsdp {world // group} x {group}", "hsdp", group,
+                  ("distributed.strategy=fsdp", f"distributed.fsdp.shard_group_size={group}"))  # fmt: skip
+
+
 def layouts(world: int, gpus_per_node: int) -> list[Layout]:
-    """Every layout tried for ``world`` ranks of ``gpus_per_node``."""
-    fsdp = ("distributed.strategy=fsdp",)
-    found = [Layout("ddp", "ddp", world, ("distributed.strategy=ddp",)),
-             Layout("fsdp", "fsdp", world, (*fsdp, "distributed.fsdp.shard_group_size=null"))]  # fmt: skip
-    size = 2
-    while size < world:
-        if world % size == 0:
-            found.append(Layout(f"hsdp {world // size} x {size}", "hsdp", size,
-                                (*fsdp, f"distributed.fsdp.shard_group_size={size}")))  # fmt: skip
-        size *= 2
+    """Every layout tried for ``world`` ranks of ``gpus_per_node``, simplest first: DDP, plain
+    FSDP, hybrid sharding with every group size that divides the world (a node's first), ZeRO-3,
+    hpZ, ZeRO++."""
+    plain = ("distributed.strategy=fsdp", "distributed.fsdp.shard_group_size=null")
+    found = [Layout("ddp", "ddp", world, ("distributed.strategy=ddp",)), Layout("fsdp", "fsdp", world, plain)]
+    sizes = [size for size in range(2, world) if world % size == 0]
+    sizes.sort(key=lambda size: size != gpus_per_node)  # (a stable sort: the rest ascending)
+    found += [hsdp_layout(size, world) for size in sizes]
     deepspeed = "distributed.strategy=deepspeed"
     found.append(Layout("zero3", "zero3", world, (deepspeed, "distributed.deepspeed.config=ds_configs/zero3.json")))
-    if 1 < gpus_per_node < world:  # hpZ's secondary partition spans a node
+    if 1 < gpus_per_node < world and world % gpus_per_node == 0:  # hpZ's secondary partition spans a node
         found.append(Layout(f"zero3+hpz {gpus_per_node}", "zero3+hpz", gpus_per_node,
                             (deepspeed, "distributed.deepspeed.config=ds_configs/zero3_hpz.json")))  # fmt: skip
         found.append(Layout(f"zero++ {gpus_per_node}", "zero3+hpz", gpus_per_node,
@@ -103,6 +107,12 @@ def _nodes(ranks: range, gpus_per_node: int) -> int:
     return len({rank // gpus_per_node for rank in ranks})
 
 
+def _spans(group: int, world: int, gpus_per_node: int) -> int:
+    """The most nodes any of the groups of ``group`` consecutive ranks spans (the step waits for
+    the slowest group)."""
+    return max(_nodes(range(start, start + group), gpus_per_node) for start in range(0, world, group))
+
+
 def collectives(
     layout: Layout, counts: Any, hw: Any, low: int, reduce_bytes: int, accumulation: int = 1
 ) -> list[Traffic]:
@@ -110,56 +120,97 @@ def collectives(
     (see the module table): ``counts`` the model's (:class:`harness.plan.memory.ModelCounts`), ``hw``
     the cluster (:class:`harness.plan.simulate.Hardware`), ``low``/``reduce_bytes`` bytes per weight
     gathered and per gradient reduced. Everything runs once per micro-batch except DDP's all-reduce
-    (``no_sync`` until the last) and HSDP's all-reduce between the groups (the same, through
-    FSDP2's ``set_requires_all_reduce``)."""
-    once = {"all_reduce"} if layout.row in ("ddp", "hsdp") else set()
-    return [
-        t if t.name in once else replace(t, count=t.count * accumulation, bytes=t.bytes * accumulation)
-        for t in _per_micro_batch(layout, counts, hw, low, reduce_bytes)
-    ]
-
-
-def _per_micro_batch(layout: Layout, counts: Any, hw: Any, low: int, reduce_bytes: int) -> list[Traffic]:
-    world, group, units = hw.world, layout.group, counts.depth + 1
-    gpn = hw.gpus_per_node
-    every = _nodes(range(world), gpn)
-    node = _nodes(range(min(gpn, world)), gpn)
-    if layout.row == "ddp":  # gradients all-reduced in fp32 buckets of 25 MB
+    (``no_sync`` until the last), HSDP's all-reduce between the groups (the same, through FSDP2's
+    ``set_requires_all_reduce``) and hpZ's gather across all ranks (the first forward fills the
+    secondary partition, which every later gather of the step reads)."""
+    world, group, gpn = hw.world, layout.group, hw.gpus_per_node
+    if layout.row == "ddp":  # gradients all-reduced in fp32 buckets of 25 MB, once a step
         size = counts.trainable * 4
-        return [Traffic("all_reduce", world, every, max(1, -(-int(size) // DDP_BUCKET)), int(size))]
+        return [Traffic("all_reduce", world, _nodes(range(world), gpn), max(1, -(-int(size) // DDP_BUCKET)), int(size))]
     if layout.row in ("fsdp", "hsdp"):
-        p_shard, q_shard = counts.shard(group)
-        inside = _nodes(range(group), gpn)
-        found = [Traffic("all_gather", group, inside, 2 * units, int(2 * p_shard * group * low)),
-                 Traffic("reduce_scatter", group, inside, units, int(q_shard * group * reduce_bytes))]  # fmt: skip
-        if group < world:
-            across = range(0, world, group)
-            found.append(Traffic("all_reduce", len(across), _nodes(across, gpn), units, int(q_shard * reduce_bytes)))
-        return found
-    p, q = counts.total, counts.trainable
+        return _fsdp(counts, world, group, gpn, low, reduce_bytes, accumulation)
+    return _deepspeed(layout, counts, world, group, gpn, low, accumulation)
+
+
+def _fsdp(counts: Any, world: int, group: int, gpn: int, low: int, reduce: int, accumulation: int) -> list[Traffic]:
+    """FSDP2's: each unit gathered in forward and, when it trains, again in backward; its trained
+    parameters reduce-scattered; under HSDP the shard all-reduced across the groups once a step."""
+    units = counts.unit_bytes(group, low, reduce)  # the blocks in forward order, the root last
+    trained = [unit for unit in units if unit[1]]
+    # a unit with trained parameters runs backward (re-gathered: reshard_after_forward)
+    gathers = sum(2 if unit[1] else 1 for unit in units)
+    gathered = sum(unit[0] * (2 if unit[1] else 1) for unit in units)
+    # FSDP2's backward prefetches the unit before the earliest trained block in forward order even
+    # when it is frozen and runs no backward (a frozen encoder's last block): one gather more
+    first = next((index for index, unit in enumerate(units[:-1]) if unit[1]), len(units) - 1)
+    if first > 0:
+        gathers, gathered = gathers + 1, gathered + units[first - 1][0]
+    inside = _spans(group, world, gpn)
+    found = [Traffic("all_gather", group, inside, gathers * accumulation, int(gathered) * accumulation),
+             Traffic("reduce_scatter", group, inside, len(trained) * accumulation,
+                     int(sum(unit[1] for unit in trained)) * accumulation)]  # fmt: skip
+    if group < world:
+        across = range(0, world, group)
+        found.append(Traffic("all_reduce", len(across), _nodes(across, gpn), len(trained),
+                             int(sum(unit[2] for unit in trained))))  # fmt: skip
+    return [t for t in found if t.count]
+
+
+def _deepspeed(layout: Layout, counts: Any, world: int, group: int, gpn: int, low: int, acc: int) -> list[Traffic]:
+    """DeepSpeed's ZeRO-3, hpZ and ZeRO++ (its accounting: the module table)."""
+    units, p, q = counts.depth + 1, counts.total, counts.trainable
+    every, node = _nodes(range(world), gpn), _nodes(range(min(gpn, world)), gpn)
     if layout.name == "zero3":
-        return [Traffic("all_gather", world, every, 2 * units, int(2 * p * low)),
-                Traffic("reduce_scatter", world, every, units, int(q * low))]  # fmt: skip
-    if layout.name.startswith("zero3+hpz"):  # backward: from the node's secondary partition
-        return [Traffic("all_gather", world, every, units, int(p * low)),
-                Traffic("all_gather", group, node, units, int(p * low)),
-                Traffic("reduce_scatter", world, every, units, int(q * low))]  # fmt: skip
-    across = range(0, world, group)
-    return [
-        Traffic("all_gather", world, every, units, int(p)),  # int8 weights, forward
-        Traffic("all_gather", group, node, units, int(p)),  # and backward, inside the node
-        Traffic("reduce_scatter", group, node, units, int(q * 0.5)),  # int4 gradients inside the node,
-        Traffic("reduce_scatter", len(across), _nodes(across, gpn), units, int(q / group * 0.5)),
-    ]  # then across
+        return [Traffic("all_gather", world, every, 2 * units * acc, int(2 * p * low) * acc),
+                Traffic("reduce_scatter", world, every, units * acc, int(q * low) * acc)]  # fmt: skip
+    # hpZ: the first forward gathers across all ranks; every later gather of the step (the
+    # backward's, the next micro-batches') reads the node's secondary partition
+    weight = 1 if layout.quantized else low  # qwZ: int8 (and an fp32 scale per ~8k values)
+    gathers = [Traffic("all_gather", world, every, units, int(p * weight)),
+               Traffic("all_gather", group, node, units * (2 * acc - 1), int(p * weight) * (2 * acc - 1))]  # fmt: skip
+    if not layout.quantized:
+        return [*gathers, Traffic("reduce_scatter", world, every, units * acc, int(q * low) * acc)]
+    across = range(0, world, group)  # qgZ: int4 all-to-all inside the node, then 1/G of it across
+    spans = _nodes(across, gpn)
+    return [*gathers, Traffic("reduce_scatter", group, node, units * acc, int(q * 0.5) * acc),
+            Traffic("reduce_scatter", len(across), spans, units * acc, int(q / group * 0.5) * acc)]  # fmt: skip
 
 
-def configured_layout(distributed: Any, world: int, gpus_per_node: int) -> Layout:
-    """The layout a config's ``distributed`` section runs at ``world`` ranks (``auto``: DDP)."""
-    size = distributed.fsdp.shard_group_size
-    group = gpus_per_node if size in ("auto", 0) else size
-    grouped = distributed.strategy == "fsdp" and isinstance(group, int) and 1 <= group < world
-    wanted = {"fsdp": "fsdp", "deepspeed": "zero3"}.get(distributed.strategy, "ddp")
-    for item in layouts(world, gpus_per_node):
-        if (item.row == "hsdp" and item.group == group) if grouped else item.name == wanted:
-            return item
-    raise ValueError(f"no layout for {distributed.strategy} at {world} ranks")
+def configured_layout(distributed: Any, world: int, gpus_per_node: int) -> Layout | None:
+    """The layout a config's ``distributed`` section runs at ``world`` ranks (``auto``: DDP), or
+    None for one that ``--suggest`` does not time (ZeRO-1/2, host offload, an unreadable JSON).
+    A group size the world does not split into is the run's own one-line error."""
+    from harness.parallel.fsdp import hybrid_mesh_shape
+
+    known = {layout.name: layout for layout in layouts(world, gpus_per_node)}
+    if distributed.strategy == "fsdp":
+        if distributed.fsdp.cpu_offload:
+            return None
+        shape = hybrid_mesh_shape(distributed.fsdp.shard_group_size, world, gpus_per_node)
+        return hsdp_layout(shape[1], world) if shape else known["fsdp"]
+    if distributed.strategy != "deepspeed":
+        return known["ddp"]
+    zero = _zero_section(distributed.deepspeed.config)
+    offload = any((zero or {}).get(key, {}).get("device", "none") not in ("none", None)
+                  for key in ("offload_param", "offload_optimizer"))  # fmt: skip
+    if zero is None or zero.get("stage") != 3 or offload:
+        return None
+    if zero.get("zero_quantized_weights") or zero.get("zero_quantized_gradients"):
+        return known.get(f"zero++ {gpus_per_node}", known["zero3"])
+    if zero.get("zero_hpz_partition_size", 1) not in (1, None):
+        return known.get(f"zero3+hpz {gpus_per_node}", known["zero3"])
+    return known["zero3"]
+
+
+def _zero_section(path: str | None) -> dict | None:
+    """The ``zero_optimization`` section of a DeepSpeed JSON (None: unreadable; no JSON: ZeRO-2)."""
+    import json
+    from pathlib import Path
+
+    if path is None:
+        return {"stage": 2}
+    try:
+        zero = json.loads(Path(path).read_text(encoding="utf-8")).get("zero_optimization", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return zero if isinstance(zero, dict) else None

@@ -43,11 +43,13 @@ POSITIVE = ranged(float, 0, low_inclusive=False)  #: memory, bandwidth
 FRACTION = ranged(float, 0, 1, low_inclusive=False)  #: efficiency: a share of the peak
 
 
-def shard_group(config, gpus_per_node: int) -> int:
-    """The ranks the ``hsdp`` row shards over: ``distributed.fsdp.shard_group_size`` when a number,
-    else a node's GPUs."""
-    size = config.distributed.fsdp.shard_group_size
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else gpus_per_node
+def shard_group(config, gpus_per_node: int, ranks: int) -> int:
+    """The ranks the ``hsdp`` row shards over: ``distributed.fsdp.shard_group_size`` as a run
+    reads it (a size the world does not split into is its one-line error), else a node's GPUs."""
+    from harness.parallel.fsdp import hybrid_mesh_shape
+
+    shape = hybrid_mesh_shape(config.distributed.fsdp.shard_group_size, ranks, gpus_per_node)
+    return shape[1] if shape else gpus_per_node
 
 
 @entry_point
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ranks = args.gpus * args.nodes
     classes = args.num_classes or config.meta.num_classes or 400
     counts = count_parameters(config, classes)
-    group = shard_group(config, args.gpus)
+    group = shard_group(config, args.gpus, ranks)
     rows = plan(config, ranks, classes, counts, group)
     print(f"{config.model.model_name}: {counts.total / 1e6:.0f}M parameters ({counts.trainable / 1e6:.0f}M trained), "
           f"{ranks} GPUs, {config.meta.dtype}, micro-batch {config.data.batch_size} x {config.data.num_clips} clips "
@@ -141,15 +143,13 @@ def print_simulation(config, rows, hardware, gpu_memory: float, classes: int) ->
 
     layout = layout_name(config, hardware)
     row = "hsdp" if layout.startswith("hsdp") else SIMULATED_STRATEGY
-    simulated = next(r for r in rows if r.strategy == row)
-    planned = {"weights": simulated.weights, "gradients": simulated.gradients, "optimizer": simulated.optimizer,
-               "gathered": simulated.gathered, "activations": simulated.activations}  # fmt: skip
+    planned = next(r for r in rows if r.strategy == row).total
     print(report(simulate(config, hardware, classes), planned, gpu_memory, layout))
 
 
 def print_suggestions(config, counts, hardware, args, classes: int) -> None:
     """``--suggest``: the candidates that fit, best first (see :mod:`harness.plan.suggest`)."""
-    from harness.plan.suggest import as_configured, candidates, ranked, simulated, table
+    from harness.plan.suggest import as_configured, candidates, fitting, ranked, simulated, table
 
     found, tried = candidates(config, counts, hardware, args.gpu_memory, args.margin, args.global_batch)
     batch = args.global_batch or config.data.batch_size * config.optimization.accumulation_steps * hardware.world
@@ -166,8 +166,15 @@ def print_suggestions(config, counts, hardware, args, classes: int) -> None:
             print(f"simulating {index}/{len(chosen)}: {candidate.layout.name}, micro-batch {candidate.micro_batch}, "
                   f"checkpointing {candidate.checkpointing}", file=sys.stderr, flush=True)  # fmt: skip
             best[best.index(candidate)] = simulated(config, candidate, classes)
-        best = ranked(best)
-    print(table(best, as_configured(config, counts, hardware)))
+        kept = fitting(best, args.gpu_memory, args.margin)
+        for dropped in (c for c in best if c not in kept):
+            print(f"{dropped.layout.name}, micro-batch {dropped.micro_batch}: simulated {dropped.memory / GIB:.2f} GiB "
+                  f"does not fit with {args.margin:.0%} free; left out", file=sys.stderr)  # fmt: skip
+        best = ranked(kept)
+    mine = as_configured(config, counts, hardware, args.global_batch)
+    if mine is None:
+        print("(the config's own layout, ZeRO-1/2 or host offload, is not one --suggest times)")
+    print(table(best, mine))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,19 @@ class ModelCounts:
     shapes: tuple[tuple[int, int, bool], ...] = ()
     forward_flops: float = 0.0  #: the encoder's forward FLOPs of one clip of the config
     unit_shapes: tuple[tuple[int, int], ...] = ()  #: (first dimension, elements per row) of the largest unit's
+    #: every FSDP unit (the encoder's and the pooler's blocks, then the root: the rest): its
+    #: parameters' (first dimension, elements per row, trains); what the collectives are made of
+    units: tuple[tuple[tuple[int, int, bool], ...], ...] = ()
+
+    def unit_bytes(self, ranks: int, low: int, reduce: int) -> list[tuple[float, float, float]]:
+        """Per unit, FSDP2's (gathered, reduce-scattered, shard of the reduced) bytes over
+        ``ranks``: every parameter's rows padded to a multiple of ``ranks``; only trained ones reduced."""
+        out = []
+        for shapes in self.units:
+            padded = [(-(-rows // ranks) * ranks * size, trains) for rows, size, trains in shapes]
+            trained = sum(size for size, trains in padded if trains)
+            out.append((sum(size for size, _ in padded) * low, trained * reduce, trained // ranks * reduce))
+        return out
 
     def unit_padded(self, ranks: int) -> float:
         """The largest unit's parameters as FSDP2 gathers them over ``ranks``: each parameter's
@@ -118,6 +131,11 @@ class MemoryPlan:
         return self.model_states + self.gathered + self.activations
 
 
+def value_bytes(dtype: str) -> int:
+    """Bytes per value of a run's ``meta.dtype`` or ``distributed.fsdp.reduce_dtype``."""
+    return 2 if dtype in ("bfloat16", "float16") else 4
+
+
 def model_state_bytes(
     row: str, counts: ModelCounts, ranks: int, dtype: str, group: int | None = None, reduce_dtype: str = "float32"
 ) -> tuple[float, float, float, float]:
@@ -129,9 +147,8 @@ def model_state_bytes(
     spec = PLAN_ROWS[row]
     over = group if spec.grouped and group else ranks
     p_shard, q_shard = counts.shard(over)
-    sizes = Sizes(counts.total, counts.trainable, ranks, over, counts.largest_unit,
-                  2 if dtype in ("bfloat16", "float16") else 4, p_shard, q_shard, counts.unit_padded(over),
-                  4 if reduce_dtype == "float32" else 2)  # fmt: skip
+    sizes = Sizes(counts.total, counts.trainable, ranks, over, counts.largest_unit, value_bytes(dtype),
+                  p_shard, q_shard, counts.unit_padded(over), value_bytes(reduce_dtype))  # fmt: skip
     return spec.formula(sizes, spec.offload)
 
 
@@ -141,7 +158,7 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
     tokens = (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
     clips = data.batch_size * data.num_clips
     values = tokens * counts.width * clips  # one [tokens, width] tensor per clip
-    size = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    size = value_bytes(config.meta.dtype)
     # Autocast keeps the two LayerNorm outputs of a block in fp32 (4 bytes), the rest in ``size``.
     per_block = ((7 + 2 * counts.mlp_ratio) * size + 2 * 4) * values
     # The pooler's extra self-attention blocks run over all tokens in V-JEPA 2's order.
@@ -196,7 +213,19 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
         ),
         shapes=tuple((*_rows(p), p.requires_grad) for p in model.parameters()),
         unit_shapes=tuple(_rows(p) for p in largest.parameters()),
+        units=_units(model),
     )
+
+
+def _units(model) -> tuple[tuple[tuple[int, int, bool], ...], ...]:
+    """The FSDP units' parameter shapes, as :func:`harness.parallel.fsdp.fsdp_units` splits the
+    model, the root (everything else) last."""
+    from harness.parallel.fsdp import fsdp_units
+
+    units = [tuple((*_rows(p), p.requires_grad) for p in unit.parameters()) for unit in fsdp_units(model)]
+    inside = {id(p) for unit in fsdp_units(model) for p in unit.parameters()}
+    root = tuple((*_rows(p), p.requires_grad) for p in model.parameters() if id(p) not in inside)
+    return (*units, root)
 
 
 def plan(

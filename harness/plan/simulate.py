@@ -22,7 +22,7 @@ so what it reports is what the code does, not a formula.
   last reduction, which nothing hides. MFU counts the model's FLOPs only (recomputation is time).
 
 DeepSpeed and DDP cannot run on fake tensors under a fake process group (their set-up moves real
-data), so their rows stay the planner's formulas; ``fsdp`` is the one simulated.
+data), so their rows stay the planner's formulas; FSDP2 (plain and hybrid) is what is simulated.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class Simulation:
     collectives: list[Traffic] = field(default_factory=list)
     flops: float = 0.0  #: the model's training FLOPs per rank per step (what MFU counts)
     recomputed: float = 0.0  #: FLOPs activation checkpointing runs again (time, not MFU)
+    accumulation: int = 1  #: micro-batches per step (an all-reduce once a step overlaps only the last)
     compute_s: float = 0.0
     intra_s: float = 0.0  #: communication on the links inside a node
     inter_s: float = 0.0  #: communication between nodes
@@ -175,7 +176,6 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     from harness.parallel.registry import STRATEGY_SPECS
     from harness.training.assemble import build_model
     from harness.training.optim import build_optimizer
-    from harness.training.tracking.observability import flops_per_clip
 
     join_fake_world(hardware.world)
     meta = dataclasses.replace(config.meta, pretrain_checkpoint=None, classifier_checkpoint=None, device="cpu")
@@ -224,23 +224,21 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     memory = {CATEGORIES.get(kind, kind): size for kind, size in named.items() if kind != "Total"}
     per_step = [dataclasses.replace(t, count=t.count // steps, bytes=t.bytes // steps) for t in recorded]
     encoder = strategy.unwrap(model).encoder
-    clips = data.batch_size * data.num_clips
-    clips *= opt.accumulation_steps
-    flops = flops_per_clip(encoder, config, config.meta.finetune_encoder) * clips
-    recomputed = recomputed_flops(encoder, config) * clips
-    return predict(Simulation(hardware, memory, per_step, float(flops), float(recomputed)))
-
-
-def recomputed_flops(encoder: torch.nn.Module, config: Config) -> float:
-    """FLOPs per clip that activation checkpointing runs a second time: the forward of every
-    checkpointed block (the step takes them; MFU does not count them)."""
-    model = config.model
-    if not (model.use_activation_checkpointing and config.meta.finetune_encoder):
-        return 0.0
-    data = config.data
-    depth = len(encoder.blocks)
+    clips = data.batch_size * data.num_clips * opt.accumulation_steps
     forward = encoder.forward_flops(max(data.dataset_fpcs), data.crop_size, data.crop_size)
-    return forward * (depth // model.activation_checkpointing_every) / depth
+    flops, recomputed = training_flops(forward, len(encoder.blocks), config)
+    return predict(Simulation(hardware, memory, per_step, flops * clips, recomputed * clips, opt.accumulation_steps))
+
+
+def training_flops(forward: float, depth: int, config: Config) -> tuple[float, float]:
+    """(the model's training FLOPs, the FLOPs activation checkpointing runs again) per clip, from
+    the encoder's forward FLOPs: 3x forward when it trains, 1x when frozen; the recomputation is the
+    forward of every checkpointed block (the step takes it; MFU does not count it)."""
+    trains = config.meta.finetune_encoder
+    model = config.model
+    every = model.activation_checkpointing_every
+    recomputed = forward * (depth // every) / depth if model.use_activation_checkpointing and trains else 0.0
+    return float(forward * (3 if trains else 1)), float(recomputed)
 
 
 def predict(sim: Simulation) -> Simulation:
@@ -260,7 +258,13 @@ def predict(sim: Simulation) -> Simulation:
         if traffic.count:
             largest[traffic.name] = max(largest[traffic.name], seconds(traffic, traffic.sent / traffic.count))
     sim.exposed_s = largest["all_gather"] + largest["reduce_scatter"] + largest["all_reduce"]
-    sim.step_s = max(sim.compute_s, sim.communication_s) + sim.exposed_s
+    # an all-reduce (DDP's buckets, HSDP's between the groups) can only hide behind the backward of
+    # the step's last micro-batch (about 2/3 of its compute); the rest of it waits after compute
+    reduced = sum(seconds(t, t.sent) for t in sim.collectives if t.name == "all_reduce")
+    window = sim.compute_s * 2 / 3 / sim.accumulation
+    hidden = min(reduced, window)
+    sim.exposed_s += reduced - hidden
+    sim.step_s = max(sim.compute_s, sim.communication_s - reduced + hidden) + sim.exposed_s
     return sim
 
 
@@ -272,10 +276,8 @@ def layout_name(config: Config, hardware: Hardware) -> str:
     return f"hsdp {shape[0]} x {shape[1]}" if shape else SIMULATED_STRATEGY
 
 
-def report(
-    sim: Simulation, planned: dict[str, float] | None = None, gpu_memory_gib: float | None = None, layout: str = ""
-) -> str:
-    """The simulation as text; ``planned``: the planner's row (bytes) to compare with;
+def report(sim: Simulation, planned: float | None = None, gpu_memory_gib: float | None = None, layout: str = "") -> str:
+    """The simulation as text; ``planned``: the planner's total for the row (bytes) to compare with;
     ``gpu_memory_gib``: say whether the peak fits (with 10% left for the framework)."""
     hw = sim.hardware
     gib = 1024**3
@@ -284,7 +286,7 @@ def report(
              "  memory at the peak (GiB): " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sim.memory.items() if v),
              f"  total {sum(sim.memory.values()) / gib:.2f} GiB"]  # fmt: skip
     if planned:
-        total = sum(planned.values())
+        total = planned
         lines[-1] += f"; planner {total / gib:.2f} GiB (simulated / planned {sum(sim.memory.values()) / total:.2f})"
     if gpu_memory_gib:
         fits = sum(sim.memory.values()) / gib < 0.9 * gpu_memory_gib

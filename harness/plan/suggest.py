@@ -30,14 +30,22 @@ import dataclasses
 from dataclasses import dataclass
 
 from harness.config import Config
+from harness.config.loading import ConfigError
 from harness.core.errors import UserError
 from harness.parallel.layouts import Layout, collectives, configured_layout, layouts
-from harness.plan.memory import GIB, ModelCounts, row_plan
-from harness.plan.simulate import Hardware, Simulation, predict
+from harness.plan.memory import GIB, ModelCounts, row_plan, value_bytes
+from harness.plan.simulate import Hardware, Simulation, predict, training_flops
 
-QUANTIZED_HANDICAP = 1.05  #: ranked as if this much slower (see :func:`candidates`)
-#: activation checkpointing choices: name -> (use_activation_checkpointing, every k-th block)
-CHECKPOINTING = {"off": (False, 1), "every block": (True, 1), "every other block": (True, 2)}
+QUANTIZED_HANDICAP = 1.05  #: ranked as if this much slower (see :func:`ranked`)
+TIE = 1.01  #: step times within 1% rank as equal (then the simpler candidate first)
+#: activation checkpointing tried: every k-th block (0: off)
+CHECKPOINTING = (0, 1, 2)
+
+
+def checkpointing_name(every: int) -> str:
+    """``off``, ``every block``, ``every other block``, ``every 4th block``..."""
+    names = {0: "off", 1: "every block", 2: "every other block", 3: "every 3rd block"}
+    return names.get(every, f"every {every}th block")
 
 
 @dataclass(frozen=True)
@@ -47,48 +55,56 @@ class Candidate:
     layout: Layout
     micro_batch: int
     accumulation: int
-    checkpointing: str  #: a key of :data:`CHECKPOINTING`
+    every: int  #: activation checkpointing of every k-th block (0: off)
     memory: float  #: bytes per GPU
     sim: Simulation  #: the predicted step (its collectives, compute and times)
     by: str = "formulas"  #: or ``simulated``
 
+    @property
+    def checkpointing(self) -> str:
+        return checkpointing_name(self.every)
+
     def overrides(self) -> list[str]:
         """The config overrides that run this candidate."""
-        on, every = CHECKPOINTING[self.checkpointing]
         return [*self.layout.overrides, f"data.batch_size={self.micro_batch}",
                 f"optimization.accumulation_steps={self.accumulation}",
-                f"model.use_activation_checkpointing={str(on).lower()}",
-                *([f"model.activation_checkpointing_every={every}"] if on else [])]  # fmt: skip
+                f"model.use_activation_checkpointing={str(bool(self.every)).lower()}",
+                *([f"model.activation_checkpointing_every={self.every}"] if self.every else [])]  # fmt: skip
 
 
-def predicted(
-    config: Config,
-    counts: ModelCounts,
-    hw: Hardware,
-    layout: Layout,
-    micro_batch: int,
-    accumulation: int,
-    checkpointing: str,
-) -> Candidate:
-    """One candidate predicted by the formulas."""
-    on, every = CHECKPOINTING[checkpointing]
+def tried_config(config: Config, micro_batch: int, accumulation: int, every: int) -> Config | None:
+    """``config`` with this micro-batch, accumulation and checkpointing, validated (None: the
+    config's other keys refuse it, e.g. ``data.encoder_batch_size``)."""
+    from harness.config.rules import validate
+
+    model = dataclasses.replace(config.model, use_activation_checkpointing=bool(every),
+                                activation_checkpointing_every=every or 1)  # fmt: skip
     tried = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, batch_size=micro_batch),
-        model=dataclasses.replace(config.model, use_activation_checkpointing=on, activation_checkpointing_every=every),
+        model=model,
         optimization=dataclasses.replace(config.optimization, accumulation_steps=accumulation),
     )
-    low = 2 if config.meta.dtype in ("bfloat16", "float16") else 4
+    try:
+        return validate(tried)
+    except ConfigError:
+        return None
+
+
+def predicted(
+    config: Config, counts: ModelCounts, hw: Hardware, layout: Layout, micro_batch: int, accumulation: int, every: int
+) -> Candidate | None:
+    """One candidate predicted by the formulas (None: not a valid config)."""
+    tried = tried_config(config, micro_batch, accumulation, every)
+    if tried is None:
+        return None
     memory = row_plan(layout.row, tried, counts, hw.world, layout.group).total
-    reduce_dtype = config.distributed.fsdp.reduce_dtype
-    reduce_bytes = 4 if reduce_dtype == "float32" else 2
-    traffic = collectives(layout, counts, hw, low, reduce_bytes, accumulation)
+    low, reduce = value_bytes(config.meta.dtype), value_bytes(config.distributed.fsdp.reduce_dtype)
+    traffic = collectives(layout, counts, hw, low, reduce, accumulation)
     clips = micro_batch * accumulation * config.data.num_clips
-    trains = config.meta.finetune_encoder
-    flops = counts.forward_flops * (3 if trains else 1) * clips
-    recomputed = counts.forward_flops * (counts.depth // every) / counts.depth * clips if on and trains else 0.0
-    sim = predict(Simulation(hw, {}, traffic, flops, recomputed))
-    return Candidate(layout, micro_batch, accumulation, checkpointing, memory, sim)
+    flops, recomputed = training_flops(counts.forward_flops, counts.depth, tried)
+    sim = predict(Simulation(hw, {}, traffic, flops * clips, recomputed * clips, accumulation=accumulation))
+    return Candidate(layout, micro_batch, accumulation, every, memory, sim)
 
 
 def per_gpu_batch(config: Config, world: int, global_batch: int | None) -> int:
@@ -108,52 +124,74 @@ def candidates(
     margin: float,
     global_batch: int | None = None,
 ) -> tuple[list[Candidate], int]:
-    """Every candidate that fits, fastest first, and how many were tried."""
+    """Every candidate that fits, best first (:func:`ranked`), and how many were tried."""
     batch = per_gpu_batch(config, hw.world, global_batch)
     # a frozen encoder keeps no activations to checkpoint
-    choices = list(CHECKPOINTING) if config.meta.finetune_encoder else ["off"]
-    tried = [predicted(config, counts, hw, layout, micro, batch // micro, checkpointing)
+    choices = CHECKPOINTING if config.meta.finetune_encoder else (0,)
+    tried = [predicted(config, counts, hw, layout, micro, batch // micro, every)
              for layout in layouts(hw.world, hw.gpus_per_node)
              for micro in range(1, batch + 1) if batch % micro == 0
-             for checkpointing in choices]  # fmt: skip
-    limit = (1 - margin) * gpu_memory_gib * GIB
-    return ranked([c for c in tried if c.memory <= limit]), len(tried)
+             for every in choices]  # fmt: skip
+    valid = [c for c in tried if c is not None]
+    return ranked(fitting(valid, gpu_memory_gib, margin)), len(valid)
+
+
+def fitting(found: list[Candidate], gpu_memory_gib: float, margin: float) -> list[Candidate]:
+    """The candidates whose memory leaves ``margin`` of the GPU free."""
+    return [c for c in found if c.memory <= (1 - margin) * gpu_memory_gib * GIB]
 
 
 def ranked(found: list[Candidate]) -> list[Candidate]:
-    """``found`` best first: by the step time to 3 digits, a quantized layout's taken as
-    :data:`QUANTIZED_HANDICAP` slower (it changes the numbers the step computes: first only when
-    clearly faster); then fewer micro-steps, the layouts' order (torch before DeepSpeed), less memory."""
+    """``found`` best first: by step time, times within :data:`TIE` of each other counted equal
+    (a quantized layout's taken as :data:`QUANTIZED_HANDICAP` slower: it changes the numbers the
+    step computes, so it comes first only when clearly faster); among equals the simpler first:
+    fewer micro-steps, the layouts' order (DDP, FSDP, HSDP with a node's group first, DeepSpeed),
+    less checkpointing; then the step time itself."""
     if not found:
         return []
     hardware = found[0].sim.hardware
     order = [layout.name for layout in layouts(hardware.world, hardware.gpus_per_node)]
 
+    def effective(c: Candidate) -> float:
+        return c.sim.step_s * (QUANTIZED_HANDICAP if c.layout.quantized else 1.0)
+
+    def name_order(c: Candidate) -> int:
+        return order.index(c.layout.name) if c.layout.name in order else len(order)
+
     def rank(c: Candidate) -> tuple:
-        step = c.sim.step_s * (QUANTIZED_HANDICAP if c.layout.quantized else 1.0)
-        return float(f"{step:.3g}"), c.accumulation, order.index(c.layout.name), c.memory
+        return c.accumulation, name_order(c), 1.0 / c.every if c.every else 0.0, effective(c)
 
-    return sorted(found, key=rank)
+    remaining, out = sorted(found, key=effective), []
+    while remaining:  # the fastest left and everything within TIE of it, the simplest first
+        bound = effective(remaining[0]) * TIE
+        tied = [c for c in remaining if effective(c) <= bound]
+        out += sorted(tied, key=rank)
+        remaining = [c for c in remaining if effective(c) > bound]
+    return out
 
 
-def as_configured(config: Config, counts: ModelCounts, hw: Hardware) -> Candidate:
-    """The config's own layout, predicted the same way (what the suggestions are measured against)."""
+def as_configured(
+    config: Config, counts: ModelCounts, hw: Hardware, global_batch: int | None = None
+) -> Candidate | None:
+    """The config's own layout and checkpointing, at the same per-GPU batch as the candidates
+    (its micro-batch kept where it divides it), predicted the same way; None when ``--suggest``
+    does not time that layout (ZeRO-1/2, host offload)."""
     layout = configured_layout(config.distributed, hw.world, hw.gpus_per_node)
+    if layout is None:
+        return None
+    batch = per_gpu_batch(config, hw.world, global_batch)
+    micro = config.data.batch_size if batch % config.data.batch_size == 0 else batch
     model = config.model
-    every = model.activation_checkpointing_every
-    checkpointing = "off" if not model.use_activation_checkpointing else ("every block" if every == 1 else
-                                                                           "every other block")  # fmt: skip
-    return predicted(config, counts, hw, layout, config.data.batch_size, config.optimization.accumulation_steps,
-                     checkpointing)  # fmt: skip
+    every = model.activation_checkpointing_every if model.use_activation_checkpointing else 0
+    return predicted(config, counts, hw, layout, micro, batch // micro, every)
 
 
 def simulated(config: Config, candidate: Candidate, num_classes: int) -> Candidate:
     """``candidate`` run through the simulator: its memory and collectives as the real code has them."""
-    from harness.config.loading import _deep_update, config_from_dict, parse_overrides, to_dict
+    from harness.config.loading import apply_overrides
     from harness.plan.simulate import simulate
 
-    tried = config_from_dict(_deep_update(to_dict(config), parse_overrides(candidate.overrides())))
-    sim = simulate(tried, candidate.sim.hardware, num_classes)
+    sim = simulate(apply_overrides(config, candidate.overrides()), candidate.sim.hardware, num_classes)
     return dataclasses.replace(candidate, memory=float(sum(sim.memory.values())), sim=sim, by="simulated")
 
 
@@ -173,7 +211,7 @@ def table(found: list[Candidate], baseline: Candidate | None = None) -> str:
                 f"{ms(sim.step_s, 8)} {sim.mfu:5.0%}  {c.by}")  # fmt: skip
 
     if baseline is not None:
-        lines.append(row(baseline, f"(as configured: {baseline.layout.name})"))
+        lines += [row(baseline), "   0. as configured (the config's own layout and checkpointing)"]
     for rank, candidate in enumerate(found, 1):
         lines.append(row(candidate))
         lines.append(f"   {rank}. " + " ".join(candidate.overrides()))
@@ -198,7 +236,8 @@ def config_comment(config: Config, counts: ModelCounts) -> list[str]:
         hardware = Hardware("h100", 8, nodes)
         found, _ = candidates(config, counts, hardware, 80.0, 0.1)
         best, mine = found[0], as_configured(config, counts, hardware)
+        before = f" (as configured, {mine.layout.name}: {mine.sim.mfu:.0%})" if mine else ""
         lines.append(f"# {hardware.world} GPUs: {best.layout.name}, checkpointing {best.checkpointing}: MFU "
-                     f"{best.sim.mfu:.0%} (as configured, {mine.layout.name}: {mine.sim.mfu:.0%})")  # fmt: skip
+                     f"{best.sim.mfu:.0%}{before}")  # fmt: skip
         lines.append("#   " + " ".join(best.overrides()))
     return [*lines, COMMENT_END]
