@@ -88,6 +88,10 @@ class ModelFamily:
     hf: HFLayout | None = None  #: the ``transformers`` layout, when there is one
     default_classifier: str = "attentive"  #: the head this family's own recipe trains
     top_level_options: tuple[str, ...] = ()  #: ``model.<key>`` options this family reads (V-JEPA 2 names)
+    #: ``(encoder state, built encoder) -> reason or None``: why a state in a layout this family
+    #: reads (another version of it, a variant the encoder was not built as) must not be loaded
+    #: into this encoder, said in one line; checked before any tensor is copied
+    layout_problem: Callable[[dict, nn.Module], str | None] | None = None
 
     def option_values(self, values: Mapping[str, Any], where: str = "model.options") -> dict[str, Any]:
         """The family's options with ``values`` applied; an unknown key or a wrong type is a
