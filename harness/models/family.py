@@ -1,8 +1,9 @@
 """Model families: one registration per encoder family, and the contract its encoders keep.
 
-A family (``vit``: V-JEPA 2's video ViT; ``videomae``: VideoMAE v1/v2) registers itself in its
-own file with :func:`register_family`: its named sizes, its constructor, its own options, and
-the state-dict adapters of the foreign layouts it reads. Everything else the rest of the harness
+A family (``vit``: V-JEPA 2's video ViT; ``vjepa2.1``: V-JEPA 2.1's; ``videomae``: VideoMAE
+v1/v2) registers itself in its own file with :func:`register_family`: its named sizes, its
+constructor, its own options, the state-dict adapters of the foreign layouts it reads, and the
+check that refuses a file of another version's layout by name. Everything else the rest of the harness
 needs is asked of the built encoder, which every family's encoder provides (timm's habit of the
 same methods on every model):
 
