@@ -73,6 +73,8 @@ def layout_problem(state: dict[str, torch.Tensor], encoder: nn.Module) -> str | 
     if version and version[0] == "2.0":
         return (f"a V-JEPA 2.0 encoder ({version[1]}) given to a V-JEPA 2.1 model (vjepa2.1 family): "
                 f"use a vit family model, e.g. model.model_name=vit_large_rope")  # fmt: skip
+    if not version:  # not a V-JEPA encoder at all: the strict load's report says what is missing
+        return None
     built = encoder.state_dict()
     for option, prefixes in OPTIONAL_PARTS.items():
         in_file = any(key.startswith(prefixes) for key in state)

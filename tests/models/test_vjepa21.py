@@ -130,6 +130,14 @@ def test_a_21_variant_the_model_was_not_built_as_is_named(name, options, expecte
     assert "\n" not in str(error.value)
 
 
+def test_a_file_of_no_vjepa_layout_gets_the_strict_report(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"encoder": {"fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(CheckpointError, match="would stay randomly initialised") as error:
+        load_encoder(fixture_encoder("variant"), path)
+    assert "unexpected: fc.weight" in str(error.value)
+
+
 def test_meta_device_build_equals_a_direct_build():
     settings = EncoderSettings(img_size=48, num_frames=4, depth=12, out_layers=(2, 11))
     size = {"embed_dim": 16, "num_heads": 1}
