@@ -140,16 +140,9 @@ class VisionTransformer21(VideoEncoder):
             return self.hierarchical_layers[int(name.split(".")[1])] + 2
         return super().layer_id(name)
 
-    def forward_flops(self, frames: int, height: int, width: int) -> int:
-        """As :meth:`VideoEncoder.forward_flops`; a 1-frame clip through the image path counts its
-        tubelet-1 tokens."""
-        if frames == 1 and self.patch_embed_img is not None:
-            video_tubelet, self.tubelet_size = self.tubelet_size, 1
-            try:
-                return super().forward_flops(frames, height, width)
-            finally:
-                self.tubelet_size = video_tubelet
-        return super().forward_flops(frames, height, width)
+    def tubelet_for(self, frames: int) -> int:
+        """1 for a 1-frame clip when it takes the image path (FLOPs count its tokens), else the tubelet."""
+        return 1 if frames == 1 and self.patch_embed_img is not None else self.tubelet_size
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Tokens ``[B, N, D]`` of the input's modality (with its modality embedding) and their grid."""
@@ -165,6 +158,10 @@ class VisionTransformer21(VideoEncoder):
         """``[B, C, T, H, W]`` -> the normalised tokens ``[B, N, D]`` after each block of ``levels``
         (default: :attr:`out_layers`, else the output only), each through its level's norm."""
         levels = levels if levels is not None else (self.out_layers or self.hierarchical_layers[-1:])
+        if not set(levels) <= set(self.hierarchical_layers):
+            raise ValueError(
+                f"levels {list(levels)}: normalised outputs exist at blocks {list(self.hierarchical_layers)}"
+            )
         tokens, grid = self.embed(x)
         rope = self.rope(grid, x.device)
         outputs = []
