@@ -24,6 +24,9 @@ class VideoEncoder(nn.Module):
 
     #: parameter-name prefixes of the embeddings (layer id 0)
     EMBEDDINGS: tuple[str, ...] = ("patch_embed", "pos_embed")
+    #: False when one forward can leave trained parameters without a gradient (V-JEPA 2.1: the
+    #: other modality's patch embedding, the levels not read): DDP then looks for unused ones
+    uses_every_parameter: bool = True
     #: MLP kind for the FLOPs count (a family with SwiGLU sets these per instance)
     use_silu: bool = False
     wide_silu: bool = True

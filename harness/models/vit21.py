@@ -68,6 +68,7 @@ class VisionTransformer21(VideoEncoder):
     """
 
     family = "vjepa2.1"
+    uses_every_parameter = False  # a video never reaches the image path, nor any input the unread levels' norms
     EMBEDDINGS = ("patch_embed", "img_mod_embed", "video_mod_embed")  # (patch_embed_img too)
 
     def __init__(
