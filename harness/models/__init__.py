@@ -1,9 +1,9 @@
-"""Single-device models: encoder families (``vit``, ``videomae``), classifier heads, checkpoint loading.
+"""Single-device models: encoder families (``vit``, ``vjepa2.1``, ``videomae``), classifier heads, checkpoint loading.
 
 Importing this package registers the built-in model families (:mod:`harness.models.family`).
 """
 
-from harness.models import videomae, vit_family  # noqa: F401  (registers the families)
+from harness.models import videomae, vit_family, vjepa21_family  # noqa: F401  (registers the families)
 from harness.models.checkpoint_io import CheckpointError, LoadReport, load_classifier, load_encoder
 from harness.models.family import (
     FAMILIES,

@@ -39,7 +39,9 @@ from harness.models.vit import interpolate_position_table, sincos_3d
 
 log = logging.getLogger(__name__)
 
-ENCODER_KEYS = ("target_encoder", "encoder")
+#: where V-JEPA files keep an encoder, in the order the ``vit`` family looks (V-JEPA 2.1's hub
+#: files for ViT-B/L keep theirs under ``ema_encoder``: read so that they are refused by name)
+ENCODER_KEYS = ("target_encoder", "encoder", "ema_encoder")
 PREFIXES = ("module.", "backbone.", "_orig_mod.")
 
 
@@ -108,9 +110,12 @@ def is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def encoder_state(checkpoint: dict[str, Any], key: str | None = None) -> dict[str, torch.Tensor]:
-    """The encoder's state dict inside ``checkpoint`` (``key`` picks one explicitly)."""
-    keys = (key,) if key else ENCODER_KEYS
+def encoder_state(
+    checkpoint: dict[str, Any], key: str | None = None, keys: tuple[str, ...] = ENCODER_KEYS
+) -> dict[str, torch.Tensor]:
+    """The encoder's state dict inside ``checkpoint``: under the first of ``keys`` it has
+    (``key`` picks one explicitly), else the file's own flat state."""
+    keys = (key,) if key else keys
     for candidate in keys:
         if candidate in checkpoint and is_state_dict(checkpoint[candidate]):
             return strip_prefixes(checkpoint[candidate])
@@ -133,6 +138,32 @@ def classifier_state(checkpoint: dict[str, Any], index: int = 0) -> dict[str, to
     if "classifier" in checkpoint and is_state_dict(checkpoint["classifier"]):
         return strip_prefixes(checkpoint["classifier"])
     raise CheckpointError(f"no classifier under 'classifiers' or 'classifier'; keys: {sorted(checkpoint)[:10]}")
+
+
+def vjepa_version(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """``(version, evidence)`` of a V-JEPA encoder state: ``"2.1"`` when it has V-JEPA 2.1's
+    per-level norms, image path or modality embeddings; ``"2.0"`` when it has 2.0's final norm
+    or sin-cos table; None when it has neither (not a V-JEPA encoder)."""
+    found = [
+        f"'{part}'"
+        for part in ("norms_block.*", "patch_embed_img.*", "img_mod_embed", "video_mod_embed")
+        if any(key == part or key.startswith(part.rstrip("*")) for key in state)
+    ]
+    if found:
+        return "2.1", f"it has {', '.join(found)}"
+    found = [f"'{key}'" for key in ("norm.weight", "pos_embed") if key in state]
+    if found:
+        return "2.0", f"it has {' and '.join(found)} and no per-level 'norms_block.*'"
+    return None
+
+
+def refuse_vjepa21_state(state: dict[str, torch.Tensor], encoder: nn.Module) -> str | None:
+    """The ``vit`` family's layout check: a V-JEPA 2.1 encoder does not load into a 2.0 model."""
+    version = vjepa_version(state)
+    if version and version[0] == "2.1":
+        return (f"a V-JEPA 2.1 encoder ({version[1]}) given to a V-JEPA 2.0 model ({type(encoder).__name__}, "
+                f"vit family): use a vjepa2.1 model, e.g. model.model_name=vjepa2_1_vit_large_384")  # fmt: skip
+    return None
 
 
 def _resize_position_table(table: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
@@ -218,6 +249,9 @@ def load_encoder(
         state = family.encoder_states(read_checkpoint(path), key)
         if state is None:
             raise CheckpointError(f"{path}: no {family.name} encoder weights in this file")
+    problem = family.layout_problem(state, encoder) if family.layout_problem else None
+    if problem:  # another version's layout: refused by name, never half-loaded
+        raise CheckpointError(f"{path}: {problem}")
     report = load_into(encoder, state, str(path), strict=False)  # blocks still on the meta device: see below
     if deferred is not None:  # a sharding strategy copies these as it materialises each block
         deferred.state = {k: v for k, v in state.items() if k.startswith("blocks.")}

@@ -24,6 +24,9 @@ class VideoEncoder(nn.Module):
 
     #: parameter-name prefixes of the embeddings (layer id 0)
     EMBEDDINGS: tuple[str, ...] = ("patch_embed", "pos_embed")
+    #: False when one forward can leave trained parameters without a gradient (V-JEPA 2.1: the
+    #: other modality's patch embedding, the levels not read): DDP then looks for unused ones
+    uses_every_parameter: bool = True
     #: MLP kind for the FLOPs count (a family with SwiGLU sets these per instance)
     use_silu: bool = False
     wide_silu: bool = True
@@ -49,12 +52,17 @@ class VideoEncoder(nn.Module):
             return int(match.group(1)) + 1
         return 0 if name.startswith(self.EMBEDDINGS) else self.depth + 1
 
+    def tubelet_for(self, frames: int) -> int:
+        """Frames per temporal patch for a clip of ``frames`` frames (a family with an image path
+        answers 1 for images)."""
+        return self.tubelet_size
+
     def forward_flops(self, frames: int, height: int, width: int) -> int:
         """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`;
         non-square input counts the same tokens)."""
         side = int(math.sqrt(height * width))
         return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
-                                     tubelet_size=self.tubelet_size, embed_dim=self.embed_dim, depth=self.depth,
+                                     tubelet_size=self.tubelet_for(frames), embed_dim=self.embed_dim, depth=self.depth,
                                      mlp_ratio=self.mlp_ratio, use_silu=self.use_silu,
                                      wide_silu=self.wide_silu)  # fmt: skip
 

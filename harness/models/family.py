@@ -1,8 +1,9 @@
 """Model families: one registration per encoder family, and the contract its encoders keep.
 
-A family (``vit``: V-JEPA 2's video ViT; ``videomae``: VideoMAE v1/v2) registers itself in its
-own file with :func:`register_family`: its named sizes, its constructor, its own options, and
-the state-dict adapters of the foreign layouts it reads. Everything else the rest of the harness
+A family (``vit``: V-JEPA 2's video ViT; ``vjepa2.1``: V-JEPA 2.1's; ``videomae``: VideoMAE
+v1/v2) registers itself in its own file with :func:`register_family`: its named sizes, its
+constructor, its own options, the state-dict adapters of the foreign layouts it reads, and the
+check that refuses a file of another version's layout by name. Everything else the rest of the harness
 needs is asked of the built encoder, which every family's encoder provides (timm's habit of the
 same methods on every model):
 
@@ -88,6 +89,10 @@ class ModelFamily:
     hf: HFLayout | None = None  #: the ``transformers`` layout, when there is one
     default_classifier: str = "attentive"  #: the head this family's own recipe trains
     top_level_options: tuple[str, ...] = ()  #: ``model.<key>`` options this family reads (V-JEPA 2 names)
+    #: ``(encoder state, built encoder) -> reason or None``: why a state in a layout this family
+    #: reads (another version of it, a variant the encoder was not built as) must not be loaded
+    #: into this encoder, said in one line; checked before any tensor is copied
+    layout_problem: Callable[[dict, nn.Module], str | None] | None = None
 
     def option_values(self, values: Mapping[str, Any], where: str = "model.options") -> dict[str, Any]:
         """The family's options with ``values`` applied; an unknown key or a wrong type is a

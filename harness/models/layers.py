@@ -6,6 +6,8 @@ Names (``attn.qkv``, ``attn.proj``, ``mlp.fc1``/``fc2``/``fc3``, ``norm1``/``nor
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,15 @@ def init_linear_and_norms(root: nn.Module, std: float, skip: nn.Module | None = 
             nn.init.zeros_(module.bias)
 
 
+def init_vit_block(block: nn.Module, index: int, std: float) -> None:
+    """Initialise transformer block ``index`` (a :class:`Block`) as V-JEPA 2 does: truncated-normal
+    linear weights, unit norms, and the residual outputs divided by ``sqrt(2 (index + 1))``."""
+    init_linear_and_norms(block, std)
+    block.attn.proj.weight.div_(math.sqrt(2.0 * (index + 1)))
+    last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
+    last.weight.div_(math.sqrt(2.0 * (index + 1)))
+
+
 def rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Apply V-JEPA 2's rotary embedding to ``x [B, heads, N, d]`` with ``cos``/``sin [N, d]``.
 
@@ -53,17 +64,30 @@ class RotaryTable(nn.Module):
 
     Each head's channels are split into depth, height and width parts of ``2 * (head_dim // 6)``
     channels each (any remainder is left unrotated), as V-JEPA 2 does.
+
+    Args:
+        head_dim: channels per attention head.
+        interleaved: the angle layout of each part. False: ``[f_0..f_{k-1}, f_0..f_{k-1}]``
+            (V-JEPA 2.0, see :func:`rotate_half_pairs`); True: ``[f_0, f_0, f_1, f_1, ...]``, each
+            rotated channel pair sharing its frequency (V-JEPA 2.1's ``repeat_interleave``).
+        reference_grid: with a value ``G``, row and column positions are rescaled to span
+            ``0 .. G - 1`` whatever the grid's size (V-JEPA 2.1's ``interpolate_rope``: row ``i``
+            of ``h`` sits at ``i * (G - 1) / (h - 1)``); time positions are never rescaled.
     """
 
-    def __init__(self, head_dim: int) -> None:
+    def __init__(self, head_dim: int, interleaved: bool = False, reference_grid: int | None = None) -> None:
         super().__init__()
         self.axis_dim = 2 * ((head_dim // 3) // 2)
         self.head_dim = head_dim
+        self.interleaved = interleaved
+        self.reference_grid = reference_grid
 
     def axis_angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         omega = torch.arange(self.axis_dim // 2, dtype=torch.float32, device=positions.device)
         omega = 1.0 / 10000 ** (omega / (self.axis_dim / 2.0))
         freq = positions.float()[:, None] * omega[None, :]
+        if self.interleaved:
+            return freq.cos().repeat_interleave(2, dim=-1), freq.sin().repeat_interleave(2, dim=-1)
         return freq.cos().repeat(1, 2), freq.sin().repeat(1, 2)
 
     def forward(self, grid: tuple[int, int, int], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -71,7 +95,14 @@ class RotaryTable(nn.Module):
         t, h, w = grid
         ids = torch.arange(t * h * w, device=device)
         depth, rest = ids // (h * w), ids % (h * w)
-        return [self.axis_angles(p) for p in (depth, rest // w, rest % w)]
+        rows, columns = (rest // w).float(), (rest % w).float()
+        if self.reference_grid is not None:
+            if h < 2 or w < 2:
+                raise ValueError(f"RoPE interpolation needs at least 2x2 patches per frame, not {h}x{w}")
+            # multiply, then divide, in fp32: the order V-JEPA 2.1 computes it in (bit-equal)
+            rows = rows * (self.reference_grid - 1) / (h - 1)
+            columns = columns * (self.reference_grid - 1) / (w - 1)
+        return [self.axis_angles(p) for p in (depth, rows, columns)]
 
 
 def apply_rope(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]], axis_dim: int) -> torch.Tensor:

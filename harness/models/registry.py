@@ -1,8 +1,8 @@
 """Encoders by name across the registered families: ``create_encoder("vit_large", img_size=256)``.
 
 The families themselves live in their own files (:mod:`harness.models.vit_family`,
-:mod:`harness.models.videomae`) and register in :mod:`harness.models.family`; importing
-:mod:`harness.models` registers the built-in ones.
+:mod:`harness.models.vjepa21_family`, :mod:`harness.models.videomae`) and register in
+:mod:`harness.models.family`; importing :mod:`harness.models` registers the built-in ones.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.models.encoder import VideoEncoder
-from harness.models.layers import Block, RotaryTable, init_linear_and_norms
+from harness.models.layers import Block, RotaryTable, init_linear_and_norms, init_vit_block
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,7 @@ class VisionTransformer(VideoEncoder):
     def init_block(self, index: int, block: nn.Module) -> None:
         """Truncated-normal linear weights, unit norms, and the residual outputs of block ``index``
         divided by ``sqrt(2 (index + 1))`` (V-JEPA 2's depth rescaling)."""
-        init_linear_and_norms(block, self.init_std)
-        block.attn.proj.weight.div_(math.sqrt(2.0 * (index + 1)))
-        last = block.mlp.fc3 if hasattr(block.mlp, "fc3") else block.mlp.fc2
-        last.weight.div_(math.sqrt(2.0 * (index + 1)))
+        init_vit_block(block, index, self.init_std)
 
     def position_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """The sin-cos table ``[1, N, D]`` for ``grid``, resized if it differs

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.models import hf_vjepa2
-from harness.models.checkpoint_io import classifier_state, encoder_state
+from harness.models.checkpoint_io import classifier_state, encoder_state, refuse_vjepa21_state
 from harness.models.family import HFLayout, ModelFamily, register_family
 from harness.models.vit import VisionTransformer
 
@@ -70,5 +70,6 @@ VIT = register_family(
             to_transformers=hf_vjepa2.to_transformers,
         ),
         top_level_options=("uniform_power", "use_rope", "use_silu", "wide_silu"),
+        layout_problem=refuse_vjepa21_state,
     )
 )

@@ -29,7 +29,15 @@ class DDPStrategy(DistributedStrategy):
             # Rank 0's weights are broadcast at construction, so every rank starts identical.
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # Gradients as views into the all-reduce buckets: no second copy of every gradient.
-            model = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+            # A trained module whose forward can skip some of its parameters (the encoder says so)
+            # needs DDP's search for unused parameters, which costs a graph walk per step otherwise.
+            unused = any(
+                not getattr(module, "uses_every_parameter", True) and any(p.requires_grad for p in module.parameters())
+                for module in model.modules()
+            )
+            model = DistributedDataParallel(
+                model, device_ids=device_ids, gradient_as_bucket_view=True, find_unused_parameters=unused
+            )
         return model, build_optimizer(model)
 
     def unwrap(self, model: nn.Module) -> nn.Module:

@@ -19,9 +19,9 @@ from tests.deadline import time_left
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 
 
-@pytest.mark.parametrize("name", ["vit_tiny", "videomae_small"])
+@pytest.mark.parametrize("name", ["vit_tiny", "videomae_small", "vjepa2_1_vit_base_384"])
 def test_blocks_materialised_one_at_a_time_equal_a_direct_build(name):
-    family, settings = family_of(name), EncoderSettings(img_size=32, num_frames=4, depth=3)
+    family, settings = family_of(name), EncoderSettings(img_size=32, num_frames=4, depth=4)
     torch.manual_seed(2)
     direct = family.create(name, settings).state_dict()
     torch.manual_seed(2)
