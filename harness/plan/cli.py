@@ -149,10 +149,10 @@ def print_simulation(config, rows, hardware, gpu_memory: float, classes: int) ->
 
 def print_suggestions(config, counts, hardware, args, classes: int) -> None:
     """``--suggest``: the candidates that fit, best first (see :mod:`harness.plan.suggest`)."""
-    from harness.plan.suggest import as_configured, candidates, fitting, ranked, simulated, table
+    from harness.plan.suggest import as_configured, candidates, fitting, per_gpu_batch, ranked, simulated, table
 
     found, tried = candidates(config, counts, hardware, args.gpu_memory, args.margin, args.global_batch)
-    batch = args.global_batch or config.data.batch_size * config.optimization.accumulation_steps * hardware.world
+    batch = per_gpu_batch(config, hardware.world, args.global_batch) * hardware.world
     print(f"\nsuggestions for {hardware.world} x {hardware.gpu} ({hardware.nodes} node(s) x {hardware.gpus_per_node}), "
           f"global batch {batch}: {len(found)} of {tried} candidates fit in {args.gpu_memory:g} GiB with "
           f"{args.margin:.0%} left free")  # fmt: skip

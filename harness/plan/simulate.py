@@ -286,8 +286,7 @@ def report(sim: Simulation, planned: float | None = None, gpu_memory_gib: float 
              "  memory at the peak (GiB): " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sim.memory.items() if v),
              f"  total {sum(sim.memory.values()) / gib:.2f} GiB"]  # fmt: skip
     if planned:
-        total = planned
-        lines[-1] += f"; planner {total / gib:.2f} GiB (simulated / planned {sum(sim.memory.values()) / total:.2f})"
+        lines[-1] += f"; planner {planned / gib:.2f} GiB (simulated / planned {sum(sim.memory.values()) / planned:.2f})"
     if gpu_memory_gib:
         fits = sum(sim.memory.values()) / gib < 0.9 * gpu_memory_gib
         lines[-1] += f"; {'fits' if fits else 'does NOT fit'} in {gpu_memory_gib:g} GiB"

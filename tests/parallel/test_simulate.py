@@ -84,12 +84,18 @@ def test_hybrid_sharding_gathers_inside_a_node_and_all_reduces_across(simulated,
     assert sim.memory["optimizer"] > 7 * simulated[1].memory["optimizer"]  # 1/8 of the state, not 1/64
 
 
+def assert_written_as_recorded(config, sim, group: int | None, accumulation: int = 1) -> None:
+    """The formulas' collectives (harness/parallel/layouts.py) for the FSDP/HSDP layout of
+    ``group`` at 64 ranks equal what the simulator recorded, group by group."""
+    layout = next(item for item in layouts(64, 8) if item.group == (group or 64) and item.row in ("fsdp", "hsdp"))
+    written = collectives(layout, count_parameters(config, 10), sim.hardware, 2, 4, accumulation)
+    assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
+
+
 @pytest.mark.parametrize("group", [None, 8])
 def test_the_suggestions_formulas_write_down_the_collectives_the_simulator_records(simulated, hybrid, group):
     config, sim = hybrid if group else simulated
-    layout = next(item for item in layouts(64, 8) if item.group == (group or 64) and item.row in ("fsdp", "hsdp"))
-    written = collectives(layout, count_parameters(config, 10), sim.hardware, 2, 4)
-    assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
+    assert_written_as_recorded(config, sim, group)
 
 
 @pytest.mark.parametrize("group", [None, 8])
@@ -98,9 +104,7 @@ def test_a_frozen_encoder_and_pooler_blocks_are_written_down_as_fsdp2_runs_them(
     extra = [f"distributed.fsdp.shard_group_size={group}"] if group else []
     config = load_config(None, [*MEDIUM, "meta.finetune_encoder=false", "model.attn_pooler_depth=3", *extra])
     sim = simulate(config, Hardware("h100", 8, 8), num_classes=10)
-    layout = next(item for item in layouts(64, 8) if item.group == (group or 64) and item.row in ("fsdp", "hsdp"))
-    written = collectives(layout, count_parameters(config, 10), sim.hardware, 2, 4)
-    assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
+    assert_written_as_recorded(config, sim, group)
 
 
 @pytest.mark.parametrize("group", [None, 8])
@@ -110,9 +114,7 @@ def test_with_accumulation_hsdp_all_reduces_between_nodes_once_a_step(group):
     extra = [f"distributed.fsdp.shard_group_size={group}"] if group else []
     config = load_config(None, [*MEDIUM, "data.batch_size=2", "optimization.accumulation_steps=2", *extra])
     sim = simulate(config, Hardware("h100", 8, 8), num_classes=10)
-    layout = next(item for item in layouts(64, 8) if item.group == (group or 64) and item.row in ("fsdp", "hsdp"))
-    written = collectives(layout, count_parameters(config, 10), sim.hardware, 2, 4, accumulation=2)
-    assert sorted(written, key=lambda t: t.name) == sorted(sim.collectives, key=lambda t: t.name)
+    assert_written_as_recorded(config, sim, group, accumulation=2)
     units = len(count_parameters(config, 10).units)
     assert {t.name: t.count for t in sim.collectives}.get("all_reduce", units) == units
 
