@@ -141,6 +141,9 @@ class ModelConfig:
     temporal_pos_embed: bool = False  #: concat_tokens: add a 1D sin-cos table by frame index (wrapper use_pos_embed)
     max_frames: int = key(128, ge=1)  #: length in frames of that table (wrapper max_frames)
     out_layers: list[int] | None = None  #: multi-level features: tokens of these blocks (0-based), concatenated
+    #: harness: join out_layers along tokens or channels; auto: the family's (vit/videomae tokens as V-JEPA 2's
+    #: multi-level eval, vjepa2.1 channels as V-JEPA 2.1's hierarchical output)
+    level_concat: str = key("auto", choices=("auto", "tokens", "channels"))
 
 
 @dataclass

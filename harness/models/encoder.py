@@ -2,7 +2,8 @@
 (:mod:`harness.models.family`) that do not depend on the family's layers.
 
 A subclass sets ``depth``, ``embed_dim``, ``mlp_ratio``, ``patch_size``, ``tubelet_size``,
-``blocks`` (an ``nn.ModuleList``), ``norm`` and ``out_layers`` (via :meth:`checked_out_layers`),
+``blocks`` (an ``nn.ModuleList``), ``norm``, ``out_layers`` (via :meth:`checked_out_layers`) and
+``level_concat`` (via :meth:`checked_level_concat`),
 and implements ``init_stem`` / ``init_block``.
 """
 
@@ -17,6 +18,9 @@ from torch import nn
 from harness.models.family import init_all_units
 from harness.models.flops import encoder_forward_flops
 
+#: ways to join several levels' tokens (``model.level_concat``)
+LEVEL_CONCATS = ("tokens", "channels")
+
 
 class VideoEncoder(nn.Module):
     """Layer ids for layer decay, analytic FLOPs, seeded initialisation and the block loop with
@@ -27,6 +31,10 @@ class VideoEncoder(nn.Module):
     #: False when one forward can leave trained parameters without a gradient (V-JEPA 2.1: the
     #: other modality's patch embedding, the levels not read): DDP then looks for unused ones
     uses_every_parameter: bool = True
+    #: how several ``out_layers`` levels are joined when the config says ``auto``: along the token
+    #: axis (V-JEPA 2's multi-level eval wrapper) or along channels (V-JEPA 2.1's hierarchical output)
+    LEVEL_CONCAT: str = "tokens"
+    level_concat: str = "tokens"
     #: MLP kind for the FLOPs count (a family with SwiGLU sets these per instance)
     use_silu: bool = False
     wide_silu: bool = True
@@ -37,6 +45,27 @@ class VideoEncoder(nn.Module):
         if out_layers is not None and any(not 0 <= layer < depth for layer in out_layers):
             raise ValueError(f"out_layers {list(out_layers)} must lie in [0, {depth}) for a {depth}-block encoder")
         return tuple(out_layers) if out_layers else None
+
+    def checked_level_concat(self, level_concat: str | None) -> str:
+        """``tokens`` or ``channels``; None or ``auto``: the family's :attr:`LEVEL_CONCAT`."""
+        if level_concat in (None, "auto"):
+            return self.LEVEL_CONCAT
+        if level_concat not in LEVEL_CONCATS:
+            raise ValueError(f"level_concat {level_concat!r}: expected one of auto, {', '.join(LEVEL_CONCATS)}")
+        return level_concat
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the tokens :meth:`forward` returns: ``embed_dim``, times the number of levels
+        when ``out_layers`` levels are joined along channels."""
+        if self.out_layers is not None and self.level_concat == "channels":
+            return self.embed_dim * len(self.out_layers)
+        return self.embed_dim
+
+    def join_levels(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The normalised tokens of each level ``[B, N, D]`` as one tensor: ``[B, L * N, D]``
+        (tokens) or ``[B, N, L * D]`` (channels)."""
+        return torch.cat(levels, dim=1 if self.level_concat == "tokens" else 2)
 
     @property
     def num_layers(self) -> int:
@@ -72,12 +101,12 @@ class VideoEncoder(nn.Module):
 
     def run_blocks(self, tokens: torch.Tensor, *block_args) -> torch.Tensor:
         """The blocks, then ``norm``: ``[B, N, D]``, or with ``out_layers`` the normalised tokens
-        after each of those blocks concatenated along the token axis, ``[B, L * N, D]``."""
+        after each of those blocks joined by :meth:`join_levels`."""
         levels = []
         for index, block in enumerate(self.blocks):
             tokens = block(tokens, *block_args)
             if self.out_layers is not None and index in self.out_layers:
                 levels.append(self.norm(tokens))
         if self.out_layers is not None:
-            return torch.cat(levels, dim=1)
+            return self.join_levels(levels)
         return self.norm(tokens)

@@ -53,6 +53,7 @@ class EncoderSettings:
     drop_path_rate: float = 0.0  #: stochastic depth of the last block
     use_sdpa: bool = True  #: fused attention kernels (False: the math path)
     out_layers: tuple[int, ...] | None = None  #: multi-level features, if the family has them
+    level_concat: str | None = None  #: how those levels are joined (tokens/channels; None: the family's way)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class ModelFamily:
         kwargs = dict(self.sizes[name])
         kwargs.update({key: value for key, value in dataclasses.asdict(settings).items() if value is not None})
         kwargs["out_layers"] = settings.out_layers
+        kwargs["level_concat"] = settings.level_concat
         defaults = self.option_values({})
         for key, value in self.option_values(options or {}).items():
             if key not in self.sizes[name] or value != defaults[key]:

@@ -177,7 +177,7 @@ class VideoClassifier(nn.Module):
         self.clip_aggregation = clip_aggregation
         self.tubelet_size = getattr(encoder, "tubelet_size", 1)
         if temporal_pos_embed:
-            table = sincos_table_1d(encoder.embed_dim, max_frames // self.tubelet_size)
+            table = sincos_table_1d(encoder.feature_dim, max_frames // self.tubelet_size)
             # Fixed and recomputable: a non-persistent buffer, as V-JEPA 2 never saves it either.
             self.register_buffer("temporal_pos_embed", table, persistent=False)
         else:

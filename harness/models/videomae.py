@@ -138,9 +138,11 @@ class VideoMAEEncoder(VideoEncoder):
         use_sdpa: bool = True,
         init_std: float = 0.02,
         out_layers: list[int] | tuple[int, ...] | None = None,
+        level_concat: str | None = None,
     ) -> None:
         super().__init__()
         self.out_layers = self.checked_out_layers(out_layers, depth)
+        self.level_concat = self.checked_level_concat(level_concat)
         self.embed_dim, self.num_heads, self.depth, self.mlp_ratio = embed_dim, num_heads, depth, mlp_ratio
         self.patch_size, self.tubelet_size, self.init_std = patch_size, tubelet_size, init_std
         self.head_pooling = "mean" if use_mean_pooling else "first"
@@ -182,7 +184,8 @@ class VideoMAEEncoder(VideoEncoder):
         return sinusoid_table(count, self.embed_dim).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T, H, W]`` -> tokens ``[B, N, D]`` (``[B, L * N, D]`` with ``L`` out_layers)."""
+        """``[B, C, T, H, W]`` -> tokens ``[B, N, D]`` (with ``L`` out_layers ``[B, L * N, D]``, or
+        ``[B, N, L * D]`` joined along channels)."""
         self.patch_embed.grid(x.shape)  # checks divisibility
         tokens = self.patch_embed(x)
         tokens = tokens + self.position_table(tokens.shape[1], tokens.device).to(tokens.dtype)

@@ -105,6 +105,7 @@ class VisionTransformer(VideoEncoder):
         out_layers: multi-level features (V-JEPA 2's ``wrapper_kwargs.out_layers``): the output
             is the final norm applied to the tokens after each of these blocks (0-based),
             concatenated along the token axis: ``[B, len(out_layers) * N, D]``.
+        level_concat: ``tokens`` (that, the default) or ``channels`` (``[B, N, len(out_layers) * D]``).
 
     It keeps the encoder contract of :mod:`harness.models.family` (``blocks``, ``layer_id``,
     ``forward_flops``, ``init_weights``).
@@ -136,9 +137,11 @@ class VisionTransformer(VideoEncoder):
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
         out_layers: list[int] | tuple[int, ...] | None = None,
+        level_concat: str | None = None,
     ) -> None:
         super().__init__()
         self.out_layers = self.checked_out_layers(out_layers, depth)
+        self.level_concat = self.checked_level_concat(level_concat)
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.use_rope, self.uniform_power, self.init_std = use_rope, uniform_power, init_std

@@ -60,14 +60,17 @@ class VisionTransformer21(VideoEncoder):
             (Meta's ``img_temporal_dim_size=1``); without it a 1-frame input is an error.
         use_sdpa, drop_path_rate, init_std: as :class:`harness.models.vit.VisionTransformer`.
         out_layers: hierarchical levels to return (blocks among :attr:`hierarchical_layers`),
-            each through its own norm, concatenated along the token axis: ``[B, L * N, D]``
-            (:meth:`forward_levels` gives them as a list).
+            each through its own norm (:meth:`forward_levels` gives them as a list).
+        level_concat: how :meth:`forward` joins several levels: ``channels`` (the default, as
+            Meta's hierarchical output ``torch.cat(levels, dim=2)``: ``[B, N, L * D]``) or
+            ``tokens`` (``[B, L * N, D]``, as V-JEPA 2.0's multi-level eval wrapper).
 
     Inputs ``[B, C, T, H, W]``: ``T == 1`` takes the image path when there is one; otherwise
     ``T`` must be a multiple of ``tubelet_size``.
     """
 
     family = "vjepa2.1"
+    LEVEL_CONCAT = "channels"
     uses_every_parameter = False  # a video never reaches the image path, nor any input the unread levels' norms
     EMBEDDINGS = ("patch_embed", "img_mod_embed", "video_mod_embed")  # (patch_embed_img too)
 
@@ -92,10 +95,12 @@ class VisionTransformer21(VideoEncoder):
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
         out_layers: list[int] | tuple[int, ...] | None = None,
+        level_concat: str | None = None,
     ) -> None:
         super().__init__()
         self.hierarchical_layers = hierarchical_layers(depth)
         self.out_layers = self.checked_out_layers(out_layers, depth)
+        self.level_concat = self.checked_level_concat(level_concat)
         if self.out_layers is not None and not set(self.out_layers) <= set(self.hierarchical_layers):
             raise ValueError(f"out_layers {list(self.out_layers)}: a V-JEPA 2.1 encoder of depth {depth} has "
                              f"normalised outputs at blocks {list(self.hierarchical_layers)} only")  # fmt: skip
@@ -173,8 +178,8 @@ class VisionTransformer21(VideoEncoder):
         return outputs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]`` (``[B, L * N, D]`` with ``L``
-        out_layers, concatenated along the token axis as the ``vit`` family does)."""
-        return torch.cat(self.forward_levels(x), dim=1)
+        """``[B, C, T, H, W]`` -> normalised tokens ``[B, N, D]`` (with ``L`` out_layers
+        ``[B, N, L * D]``, or ``[B, L * N, D]`` joined along tokens: :meth:`join_levels`)."""
+        return self.join_levels(self.forward_levels(x))
 
     forward = forward_features

@@ -52,6 +52,7 @@ def _encoder(config: Config, device: str | None, defer_blocks: bool) -> tuple[nn
         img_size=data.crop_size, num_frames=max(data.dataset_fpcs), patch_size=data.patch_size,
         tubelet_size=data.tubelet_size, depth=model_cfg.depth, drop_path_rate=model_cfg.drop_path_rate,
         use_sdpa=meta.use_sdpa, out_layers=tuple(model_cfg.out_layers) if model_cfg.out_layers else None,
+        level_concat=model_cfg.level_concat,
     )  # fmt: skip
     options = {key: getattr(model_cfg, key) for key in family.top_level_options}
     options.update(model_cfg.options)
@@ -109,13 +110,13 @@ def build_classifier(config: Config, encoder: nn.Module, num_classes: int) -> nn
                               f"model.classifier is {kind}")  # fmt: skip
     count = max(1, len(config.optimization.heads))
     if kind == "linear":
-        heads = [LinearClassifier(encoder.embed_dim, num_classes, getattr(encoder, "head_pooling", "mean"),
+        heads = [LinearClassifier(encoder.feature_dim, num_classes, getattr(encoder, "head_pooling", "mean"),
                                   options["norm_eps"]) for _ in range(count)]  # fmt: skip
     else:
         attentive = {"num_heads": model_cfg.attn_pooler_heads or encoder.num_heads,
                      "depth": model_cfg.attn_pooler_depth, "use_sdpa": meta.use_sdpa, "order": model_cfg.pooler_order,
                      "output_projection": model_cfg.pooler_output_projection, **options}  # fmt: skip
-        heads = [AttentiveClassifier(encoder.embed_dim, num_classes, **attentive) for _ in range(count)]
+        heads = [AttentiveClassifier(encoder.feature_dim, num_classes, **attentive) for _ in range(count)]
     if path:
         indices = range(count) if count > 1 else [meta.classifier_index]
         for head, index in zip(heads, indices):

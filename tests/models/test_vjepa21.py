@@ -20,7 +20,7 @@ CASES = [(name, case) for name, record in OUTPUTS.items() for case in record["ca
 FAMILY = FAMILIES["vjepa2.1"]
 
 
-def fixture_encoder(name, out_layers=None, **overrides):
+def fixture_encoder(name, out_layers=None, level_concat=None, **overrides):
     """The harness encoder of a fixture's size and options (Meta's arguments, translated), unloaded."""
     settings = OUTPUTS[name]["settings"]
     options = {
@@ -33,7 +33,7 @@ def fixture_encoder(name, out_layers=None, **overrides):
     return create_encoder("vjepa2_1_vit_base_384", embed_dim=settings["embed_dim"], depth=settings["depth"],
                           num_heads=settings["num_heads"], mlp_ratio=settings["mlp_ratio"],
                           patch_size=settings["patch_size"], tubelet_size=settings["tubelet_size"],
-                          out_layers=out_layers, **options)  # fmt: skip
+                          out_layers=out_layers, level_concat=level_concat, **options)  # fmt: skip
 
 
 def case_input(name, case):
@@ -41,8 +41,8 @@ def case_input(name, case):
     return record["inputs"][record["cases"][case]["input"]].float() / 64
 
 
-def loaded(name, case="video", out_layers=None):
-    encoder = fixture_encoder(name, out_layers, **OUTPUTS[name]["cases"][case]["overrides"])
+def loaded(name, case="video", out_layers=None, level_concat=None):
+    encoder = fixture_encoder(name, out_layers, level_concat, **OUTPUTS[name]["cases"][case]["overrides"])
     load_encoder(encoder, FIXTURES / f"{name}.pt")
     return encoder.eval()
 
@@ -58,7 +58,11 @@ def test_every_level_equals_metas(name, case):
         assert len(ours) == len(expected) == 4
         for level, (mine, theirs) in enumerate(zip(ours, expected)):
             torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5, msg=f"level {levels[level]}")
-        # the encoder contract: levels concatenated along the token axis
+        # the family's default: levels along channels, Meta's hierarchical output (torch.cat(hier, dim=2))
+        assert encoder.feature_dim == 4 * encoder.embed_dim
+        torch.testing.assert_close(encoder(x), torch.cat(expected, dim=2), rtol=0, atol=1e-5)
+        encoder.level_concat = "tokens"  # model.level_concat: tokens, as V-JEPA 2.0's multi-level wrapper
+        assert encoder.feature_dim == encoder.embed_dim
         torch.testing.assert_close(encoder(x), torch.cat(expected, dim=1), rtol=0, atol=1e-5)
         # without out_layers: the output norm only (Meta's default forward)
         encoder.out_layers = None
@@ -66,12 +70,17 @@ def test_every_level_equals_metas(name, case):
 
 
 def test_a_subset_of_levels_and_the_image_path_choice():
-    encoder = loaded("released", out_layers=(5, 11))
+    encoder = loaded("released", out_layers=(5, 11), level_concat="tokens")
     expected = OUTPUTS["released"]["cases"]["image"]["levels"]
     with torch.no_grad():
         out = encoder(case_input("released", "image"))
     torch.testing.assert_close(out, torch.cat([expected[1], expected[3]], dim=1), rtol=0, atol=1e-5)
     assert out.shape == (2, 2 * 9, 16)  # a 1-frame input: tubelet 1, 3x3 patches, per level
+
+
+def test_a_level_concat_that_does_not_exist_is_an_error():
+    with pytest.raises(ValueError, match="level_concat 'time'"):
+        fixture_encoder("released", out_layers=(11,), level_concat="time")
 
 
 @pytest.mark.parametrize("name, key", [("released", "ema_encoder"), ("variant", "target_encoder")])
@@ -184,8 +193,9 @@ def test_sizes_are_metas(name, width, depth, heads, millions, levels):
 def test_every_size_runs_both_paths_at_full_width(name):
     # on the meta device: the shapes of the whole forward, no memory, no compute
     encoder = FAMILY.create(name, EncoderSettings(img_size=384, out_layers=(5, 11)), {}, "meta", depth=12)
-    assert encoder(torch.empty(2, 3, 16, 384, 384, device="meta")).shape == (2, 2 * 8 * 24 * 24, encoder.embed_dim)
-    assert encoder(torch.empty(2, 3, 1, 384, 384, device="meta")).shape == (2, 2 * 24 * 24, encoder.embed_dim)
+    width = 2 * encoder.embed_dim  # two levels along channels
+    assert encoder(torch.empty(2, 3, 16, 384, 384, device="meta")).shape == (2, 8 * 24 * 24, width)
+    assert encoder(torch.empty(2, 3, 1, 384, 384, device="meta")).shape == (2, 24 * 24, width)
 
 
 def test_every_parameter_of_a_path_gets_a_gradient():

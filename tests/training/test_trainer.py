@@ -176,3 +176,23 @@ def test_unreadable_validation_video_is_skipped_and_counted(demo_root, tmp_path)
     result = trainer.fit()
     assert result.count == 8, "the broken video is not counted (and no stand-in is)"
     assert trainer.val_set.stats()["failed"] == 1
+
+
+def test_a_vjepa21_probe_reads_every_level_joined_along_channels(demo_root, tmp_path):
+    # V-JEPA 2.1's hierarchical output: levels through their norms, concatenated along channels
+    overrides = tiny_overrides(
+        demo_root, tmp_path / "run", "model.model_name=vjepa2_1_vit_base_384", "model.depth=4",
+        "model.out_layers=[1,3]", "meta.finetune_encoder=false", "optimization.epochs=1",
+        "optimization.ipe=2",
+    )  # fmt: skip
+    trainer = Trainer(load_config(None, overrides))
+    encoder = trainer.model.encoder
+    assert encoder.level_concat == "channels" and encoder.feature_dim == 2 * 768
+    assert trainer.model.classifier.linear.in_features == 2 * 768
+    with torch.no_grad():
+        clip = torch.randn(1, 3, 4, 32, 32)
+        levels = encoder.forward_levels(clip)
+        torch.testing.assert_close(encoder(clip), torch.cat(levels, dim=2))
+    before = trainer.model.classifier.linear.weight.clone()
+    trainer.fit()
+    assert not torch.equal(trainer.model.classifier.linear.weight, before)

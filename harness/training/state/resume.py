@@ -32,8 +32,9 @@ log = logging.getLogger("harness.training.trainer")
 VJEPA2_LATEST = "latest.pt"  # what V-JEPA 2's eval writes in its run folder
 # Settings that shape the model's tensors: named when a checkpoint holds another model.
 ARCHITECTURE_KEYS = {"model_name", "depth", "use_rope", "use_silu", "wide_silu", "attn_pooler_depth",
-                     "attn_pooler_heads", "pooler_output_projection", "out_layers", "temporal_pos_embed", "max_frames",
-                     "patch_size", "tubelet_size", "crop_size", "dataset_fpcs"}  # fmt: skip
+                     "attn_pooler_heads", "pooler_output_projection", "out_layers", "level_concat",
+                     "temporal_pos_embed", "max_frames", "patch_size", "tubelet_size", "crop_size",
+                     "dataset_fpcs"}  # fmt: skip
 
 
 def resume(run: RunContext) -> Path | None:
