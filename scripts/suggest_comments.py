@@ -17,7 +17,7 @@ from harness.config import load_config  # noqa: E402
 from harness.plan.memory import count_parameters  # noqa: E402
 from harness.plan.suggest import COMMENT_END, COMMENT_START, config_comment  # noqa: E402
 
-SHIPPED = sorted((REPO / "configs").glob("vit*.yaml"))
+SHIPPED = sorted([*(REPO / "configs").glob("vit*.yaml"), *(REPO / "configs").glob("vjepa21_*.yaml")])
 
 
 def with_comment(text: str, comment: list[str]) -> str:

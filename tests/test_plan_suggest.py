@@ -20,6 +20,8 @@ from tests.deadline import time_left
 
 REPO = Path(__file__).resolve().parent.parent
 VITG = str(REPO / "configs" / "vitg16_finetune.yaml")
+#: the shipped ViT configs scripts/suggest_comments.py writes a comment into
+SHIPPED = sorted([*(REPO / "configs").glob("vit*.yaml"), *(REPO / "configs").glob("vjepa21_*.yaml")])
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_what_cannot_be_suggested_is_one_line(argv, message, capsys):
     assert message in err[-1] and err[-1].startswith("error: ")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("vit*.yaml")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
 def test_each_shipped_config_carries_what_suggest_picks_today(path):
     # scripts/suggest_comments.py writes the comment; a planner change that moves a pick fails here
     config = load_config(path)
@@ -205,3 +207,21 @@ def test_a_candidate_the_config_refuses_is_not_suggested():
     assert found and all(32 % c.micro_batch == 0 or c.micro_batch % 32 == 0 for c in found)
     for candidate in found[:5]:
         load_config(str(REPO / "configs" / "vitl16_probe.yaml"), ["data.encoder_batch_size=32", *candidate.overrides()])
+
+
+def test_the_planner_knows_vjepa21s_vit_g_2b():
+    # V-JEPA 2.1's ViT-G (depth 48, width 1664, 26 heads) fine-tuned at 384 px: its parameters are
+    # the family's own count (image path and level norms included) and 1024 GPUs keep 40% MFU
+    from harness.models import FAMILIES, EncoderSettings
+
+    overrides = ["model.model_name=vjepa2_1_vit_gigantic_384", "model.use_rope=false", "model.uniform_power=false",
+                 "data.crop_size=384"]  # fmt: skip
+    config = load_config(VITG, overrides)
+    counts = count_parameters(config, 400)
+    encoder = FAMILIES["vjepa2.1"].create("vjepa2_1_vit_gigantic_384", EncoderSettings(img_size=384), {}, "meta")
+    assert (counts.depth, counts.width) == (48, 1664)
+    assert counts.largest_unit == sum(p.numel() for p in encoder.blocks[0].parameters())
+    assert counts.total - sum(p.numel() for p in encoder.parameters()) < 0.05 * counts.total  # the probe
+    assert counts.total > 1.8e9
+    found, _ = candidates(config, counts, Hardware("h100", 8, 128), 80.0, 0.1)
+    assert found and found[0].sim.mfu >= 0.40, found[0]
