@@ -77,9 +77,12 @@ def test_eval_file_with_twenty_heads_gives_twenty_schedules():
 
 
 def test_unsupported_and_unknown_eval_keys_are_errors_naming_them(tmp_path):
-    with pytest.raises(ConfigError, match=r"use_area_attention is not supported"):
-        load_config(FIXTURES / "eval_vitl_k400-area-attn.yaml")
     values = yaml.safe_load((FIXTURES / "inference_vitg-384_ssv2.yaml").read_text())
+    values["model_kwargs"]["pretrain_kwargs"]["encoder"]["img_temporal_dim_size"] = 1
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=r"img_temporal_dim_size is not supported"):
+        load_config(tmp_path / "images.yaml")
+    values["model_kwargs"]["pretrain_kwargs"]["encoder"]["img_temporal_dim_size"] = None
     values["experiment"]["data"]["resolutoin"] = 256
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(values))
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown V-JEPA 2 eval key 'experiment.data.resolutoin'"):

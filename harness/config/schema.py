@@ -128,6 +128,11 @@ class ModelConfig:
     use_rope: bool = False  #: vit family: rotary positions
     use_silu: bool = False  #: vit family: SwiGLU MLP
     wide_silu: bool = True  #: vit family: SwiGLU width rounding as V-JEPA 2
+    use_area_attention: bool = False  #: vit family: V-JEPA 2's spatiotemporal area attention (RoPE only)
+    area_attention_layers: list[int] | None = None  #: vit family: area blocks [start, end); null: [0, int(0.75 depth))
+    area_spatial_splits: int = key(2, ge=1)  #: vit family: area bands of patch rows
+    area_temporal_splits: int = key(2, ge=1)  #: vit family: area bands of time steps
+    area_residual_scale: float = 1.0  #: vit family: multiplies an area block's attention output
     attn_pooler_depth: int = key(1, ge=1)  #: cross-attention block + (depth - 1) self-attention blocks
     attn_pooler_heads: int | None = key(None, ge=1)  #: default: the encoder's heads
     drop_path_rate: float = key(0.0, ge=0, lt=1)  #: harness: stochastic depth rate of the last encoder block

@@ -25,6 +25,9 @@ MODULES = (
 IGNORED = None  # a mapping target: the key is accepted and reported as ignored
 HANDLED = object()  # a mapping target: the key is read elsewhere (a sub-section, or checked)
 LAUNCHER_KEYS = ("nodes", "tasks_per_node", "cpus_per_task", "mem_per_gpu", "max_workers", "tag")
+#: V-JEPA 2's spatiotemporal area attention (``pretrain_kwargs.encoder``), the vit family's options
+AREA_KEYS = ("use_area_attention", "area_attention_layers", "area_spatial_splits", "area_temporal_splits",
+             "area_residual_scale")  # fmt: skip
 EVAL_SECTIONS = ("experiment", "model_kwargs")
 EVAL_TOP_KEYS = ("eval_name", "val_only", "resume_checkpoint", "classifier_checkpoint", "num_workers")
 # V-JEPA 2's eval trains its probes with these augmentations (make_dataloader in eval.py).
@@ -242,9 +245,10 @@ def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:
             "use_sdpa": "meta.use_sdpa",
             "img_temporal_dim_size": unsupported_if_true,
             "use_activation_checkpointing": IGNORED,  # frozen encoder: nothing to recompute
-            "use_area_attention": unsupported_if_true,
+            **dict.fromkeys(AREA_KEYS, HANDLED),
         },
     )
+    _area_attention(t, pretrain.get("encoder") or {}, "model_kwargs.pretrain_kwargs.encoder")
     t.take(
         model_kwargs.get("wrapper_kwargs") or {},
         "model_kwargs.wrapper_kwargs",
@@ -254,3 +258,20 @@ def _model(t: _Translation, model_kwargs: dict[str, Any]) -> None:
             "out_layers": "model.out_layers",
         },
     )
+
+
+def _area_attention(t: _Translation, encoder: dict[str, Any], where: str) -> None:
+    """V-JEPA 2's area attention keys: ``model.<key>`` when its encoder builds area attention
+    (``use_area_attention`` with RoPE), else reported as ignored, as its encoder ignores them
+    (without RoPE its blocks keep full attention whatever ``use_area_attention`` says)."""
+    present = [key for key in AREA_KEYS if key in encoder]
+    if not present:
+        return
+    rope = bool(encoder.get("use_rope")) or str(encoder.get("model_name", "")).endswith("_rope")
+    if encoder.get("use_area_attention") and rope:
+        for key in present:
+            t.set(f"model.{key}", encoder[key], f"{where}.{key}")
+        return
+    reason = "without use_rope" if encoder.get("use_area_attention") else "without use_area_attention"
+    t.ignored.extend(f"{where}.{key}" for key in present)
+    t.notes.append(f"{where}.{{{','.join(present)}}}: ignored, as V-JEPA 2's encoder {reason} keeps full attention")

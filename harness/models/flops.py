@@ -5,14 +5,28 @@ For ``N = (T / tubelet) * (H / patch) * (W / patch)`` tokens of width ``D`` and 
 * patch embedding: ``2 * N * (3 * tubelet * patch^2) * D``
 * per block: qkv ``2 * N * D * 3D`` + scores ``2 * N^2 * D`` + weighted sum ``2 * N^2 * D`` +
   output projection ``2 * N * D^2`` + MLP ``2 * N * D * M * 2`` (GELU; SwiGLU: ``* 3`` with its
-  narrower width)
+  narrower width); a block with V-JEPA 2's area attention (:mod:`harness.models.areas`) has
+  ``chunks * L^2`` query-key pairs instead of ``N^2`` (``L``: the largest area; padding included,
+  as the kernel computes it): ``N^2 / areas`` when the splits divide the grid
 * training (forward + backward) = 3 x forward; norms, softmax, biases and the classifier head
   are left out (well under 1% for the sizes here).
 """
 
 from __future__ import annotations
 
+from harness.models.areas import area_sizes, chunk_shape
 from harness.models.layers import swiglu_hidden
+
+
+def attention_flops(grid: tuple[int, int, int], embed_dim: int, area_splits: tuple[int, int] | None = None) -> int:
+    """Scores and weighted sum of one block over a ``(t, h, w)`` token grid: ``4 * pairs * D``,
+    ``pairs`` = ``N^2``, or with ``area_splits`` (spatial, temporal) ``chunks * L^2``."""
+    if area_splits is None:
+        pairs = (grid[0] * grid[1] * grid[2]) ** 2
+    else:
+        chunks, length = chunk_shape(area_sizes(grid, *area_splits))
+        pairs = chunks * length**2
+    return 4 * pairs * embed_dim
 
 
 def encoder_forward_flops(
@@ -28,14 +42,15 @@ def encoder_forward_flops(
     in_chans: int = 3,
 ) -> int:
     """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
-    tokens = (frames // tubelet_size) * (img_size // patch_size) ** 2
+    grid = (frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+    tokens = grid[0] * grid[1] * grid[2]
     dim = embed_dim
     hidden = int(dim * mlp_ratio)
     if use_silu:
         mlp = 2 * tokens * dim * swiglu_hidden(hidden, wide_silu) * 3
     else:
         mlp = 2 * tokens * dim * hidden * 2
-    block = 2 * tokens * dim * 3 * dim + 4 * tokens * tokens * dim + 2 * tokens * dim * dim + mlp
+    block = 2 * tokens * dim * 3 * dim + attention_flops(grid, dim) + 2 * tokens * dim * dim + mlp
     patch = 2 * tokens * in_chans * tubelet_size * patch_size**2 * dim
     return patch + depth * block
 

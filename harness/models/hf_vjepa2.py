@@ -176,6 +176,8 @@ def incompatibility(model: nn.Module, values: dict[str, Any]) -> str | None:
     encoder = model.encoder
     if not getattr(encoder, "use_rope", False):
         return "its encoder uses sin-cos position tables; Hugging Face's V-JEPA 2 has RoPE only (model.use_rope)"
+    if getattr(encoder, "area_blocks", ()):
+        return "its encoder uses area attention (model.use_area_attention); Hugging Face's V-JEPA 2 has full attention"
     for key, needed in REQUIRED.items():
         if settings.get(key, needed) != needed:
             return f"model.{key}={settings[key]!r}; Hugging Face's V-JEPA 2 needs {needed!r}"

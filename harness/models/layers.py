@@ -12,12 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models.areas import AreaLayout, from_areas, to_areas
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool = True) -> torch.Tensor:
-    """Softmax attention of ``[B, heads, N, d]`` tensors: fused SDPA or the plain math path."""
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool = True, keys: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention of ``[B, heads, N, d]`` tensors: fused SDPA or the plain math path;
+    ``keys`` (bool, broadcast to ``[B, heads, N, N]``) limits which keys each query sees."""
     if use_sdpa:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if keys is not None:
+        scores = scores.masked_fill(~keys, float("-inf"))
     return scores.softmax(dim=-1) @ v
 
 
@@ -117,9 +124,15 @@ def apply_rope(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]],
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with optional 3D RoPE on queries and keys."""
+    """Multi-head self-attention with optional 3D RoPE on queries and keys.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_sdpa: bool = True, use_rope: bool = False):
+    With ``area_attention`` the tokens attend within the groups of an :class:`AreaLayout` (V-JEPA
+    2's area attention, :mod:`harness.models.areas`) and the attention output is multiplied by
+    ``area_residual_scale`` before the output projection; the parameters are the same either way.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_sdpa: bool = True, use_rope: bool = False,
+                 area_attention: bool = False, area_residual_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
@@ -128,14 +141,24 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rope_axis_dim = 2 * ((dim // num_heads // 3) // 2) if use_rope else 0
+        self.area_attention, self.area_residual_scale = area_attention, area_residual_scale
 
-    def forward(self, x: torch.Tensor, rope: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: list | None = None, areas: AreaLayout | None = None) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rope(q, rope, self.rope_axis_dim), apply_rope(k, rope, self.rope_axis_dim)
-        out = attention(q, k, v, self.use_sdpa)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+        if not self.area_attention:
+            out = attention(q, k, v, self.use_sdpa)
+        elif areas is None:
+            raise ValueError("an area-attention block needs the token grid's AreaLayout")
+        else:
+            grouped = attention(*(to_areas(t, areas) for t in (q, k, v)), self.use_sdpa, areas.key_mask(batch))
+            out = from_areas(grouped, areas, batch)
+        out = out.transpose(1, 2).reshape(batch, tokens, dim)
+        if self.area_attention and self.area_residual_scale != 1.0:
+            out = out * self.area_residual_scale
+        return self.proj(out)
 
 
 class MLP(nn.Module):
@@ -202,17 +225,19 @@ class Block(nn.Module):
         use_silu: bool = False,
         wide_silu: bool = True,
         norm_eps: float = 1e-6,
+        area_attention: bool = False,
+        area_residual_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, use_sdpa, use_rope)
+        self.attn = Attention(dim, num_heads, qkv_bias, use_sdpa, use_rope, area_attention, area_residual_scale)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = SwiGLU(dim, hidden, wide_silu) if use_silu else MLP(dim, hidden)
 
-    def forward(self, x: torch.Tensor, rope: list | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope))
+    def forward(self, x: torch.Tensor, rope: list | None = None, areas: AreaLayout | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), rope, areas))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models import areas
 from harness.models.encoder import VideoEncoder
+from harness.models.flops import attention_flops
 from harness.models.layers import Block, RotaryTable, init_linear_and_norms, init_vit_block
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,12 @@ class VisionTransformer(VideoEncoder):
             is the final norm applied to the tokens after each of these blocks (0-based),
             concatenated along the token axis: ``[B, len(out_layers) * N, D]``.
         level_concat: ``tokens`` (that, the default) or ``channels`` (``[B, N, len(out_layers) * D]``).
+        use_area_attention, area_attention_layers, area_spatial_splits, area_temporal_splits,
+            area_residual_scale: V-JEPA 2's spatiotemporal area attention, with its names and
+            defaults (:mod:`harness.models.areas`): the blocks ``[start, end)`` of
+            ``area_attention_layers`` (default ``[0, int(0.75 depth)]``) attend within areas of
+            the token grid. RoPE only (V-JEPA 2 builds it in RoPE blocks alone); the ``area_*``
+            values are refused without it, as they would change nothing.
 
     It keeps the encoder contract of :mod:`harness.models.family` (``blocks``, ``layer_id``,
     ``forward_flops``, ``init_weights``).
@@ -138,16 +146,26 @@ class VisionTransformer(VideoEncoder):
         init_std: float = 0.02,
         out_layers: list[int] | tuple[int, ...] | None = None,
         level_concat: str | None = None,
+        use_area_attention: bool = False,
+        area_attention_layers: list[int] | tuple[int, ...] | None = None,
+        area_spatial_splits: int = areas.DEFAULT_SPLITS,
+        area_temporal_splits: int = areas.DEFAULT_SPLITS,
+        area_residual_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.out_layers = self.checked_out_layers(out_layers, depth)
         self.level_concat = self.checked_level_concat(level_concat)
+        self.area_splits = (area_spatial_splits, area_temporal_splits)
+        self.area_blocks = areas.checked_area_blocks(depth, use_rope, use_area_attention, area_attention_layers,
+                                                     self.area_splits, area_residual_scale)  # fmt: skip
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.use_rope, self.uniform_power, self.init_std = use_rope, uniform_power, init_std
         self.mlp_ratio, self.use_silu, self.wide_silu = mlp_ratio, use_silu, wide_silu
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
         self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        if self.area_blocks:  # the configured input, refused here rather than at the first forward
+            areas.checked_grouping(self.grid_size, *self.area_splits)
         if use_rope:
             self.rope = RotaryTable(embed_dim // num_heads)
         else:
@@ -155,9 +173,10 @@ class VisionTransformer(VideoEncoder):
             self.register_buffer("pos_embed", sincos_3d(embed_dim, self.grid_size, uniform_power)[None])
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, use_sdpa, use_rope, use_silu, wide_silu)
-            for rate in rates
-        )
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, use_sdpa, use_rope, use_silu, wide_silu,
+                  area_attention=index in self.area_blocks, area_residual_scale=float(area_residual_scale))
+            for index, rate in enumerate(rates)
+        )  # fmt: skip
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._logged_grids: set[tuple[int, int, int]] = set()
         self.init_weights()
@@ -193,6 +212,18 @@ class VisionTransformer(VideoEncoder):
             rope = self.rope(grid, x.device)
         else:
             tokens = tokens + self.position_table(grid).to(tokens.dtype)
-        return self.run_blocks(tokens, rope)
+        layout = areas.area_layout(grid, *self.area_splits, x.device) if self.area_blocks else None
+        return self.run_blocks(tokens, rope, layout)
 
     forward = forward_features
+
+    def forward_flops(self, frames: int, height: int, width: int) -> int:
+        """As :meth:`VideoEncoder.forward_flops`, each area block's scores and weighted sum counted
+        over the chunks it computes (:func:`harness.models.flops.attention_flops`)."""
+        flops = super().forward_flops(frames, height, width)
+        if not self.area_blocks:
+            return flops
+        side = int(math.sqrt(height * width)) // self.patch_size
+        grid = (frames // self.tubelet_size, side, side)
+        saved = attention_flops(grid, self.embed_dim) - attention_flops(grid, self.embed_dim, self.area_splits)
+        return flops - len(self.area_blocks) * saved

@@ -6,7 +6,9 @@ not change any parameter shape but does change the function, so load V-JEPA 2 Vi
 ``vit_giant_xformers(_rope)``. Every size also has a ``_rope`` variant (``use_rope=True``).
 
 Its options are V-JEPA 2's own ``model`` keys (``uniform_power``, ``use_rope``, ``use_silu``,
-``wide_silu``), read from the top level of the section because V-JEPA 2's files put them there.
+``wide_silu``, and the area attention keys ``use_area_attention``, ``area_attention_layers``,
+``area_spatial_splits``, ``area_temporal_splits``, ``area_residual_scale``), read from the top
+level of the section because V-JEPA 2's files put them there.
 Layouts read: V-JEPA 2 ``.pt`` files and harness files (:mod:`harness.models.checkpoint_io`),
 Hugging Face V-JEPA 2 directories (:mod:`harness.models.hf_vjepa2`).
 """
@@ -33,6 +35,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "vit_gigantic_xformers": {"embed_dim": 1664, "depth": 48, "num_heads": 26, "mlp_ratio": 64 / 13},
 }
 SIZES.update({f"{name}_rope": {**size, "use_rope": True} for name, size in list(SIZES.items())})
+#: V-JEPA 2's area attention keys (``model.<key>`` in its train files, ``pretrain_kwargs.encoder`` in its eval files)
+AREA_OPTIONS = ("use_area_attention", "area_attention_layers", "area_spatial_splits", "area_temporal_splits",
+                "area_residual_scale")  # fmt: skip
 
 
 @dataclass
@@ -43,6 +48,11 @@ class VitOptions:
     use_rope: bool = False  #: rotary positions (a ``*_rope`` name sets it)
     use_silu: bool = False  #: SwiGLU MLP
     wide_silu: bool = True  #: SwiGLU width rounding as V-JEPA 2
+    use_area_attention: bool = False  #: V-JEPA 2's spatiotemporal area attention (RoPE only)
+    area_attention_layers: list | None = None  #: blocks ``[start, end)`` with it (default ``[0, int(0.75 depth)]``)
+    area_spatial_splits: int = 2  #: bands of patch rows (columns are never split)
+    area_temporal_splits: int = 2  #: bands of time steps
+    area_residual_scale: float = 1.0  #: multiplies an area block's attention output before its projection
 
 
 def _hf_classifier_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +79,7 @@ VIT = register_family(
             model_name="vit_large_rope",
             to_transformers=hf_vjepa2.to_transformers,
         ),
-        top_level_options=("uniform_power", "use_rope", "use_silu", "wide_silu"),
+        top_level_options=("uniform_power", "use_rope", "use_silu", "wide_silu", *AREA_OPTIONS),
         layout_problem=refuse_vjepa21_state,
     )
 )
