@@ -10,7 +10,9 @@ What it checks and measures, in order, each a row of the table it prints (markdo
 1. SDPA's flash and memory-efficient attention kernels, forward and backward, against the math
    path computed in fp32 (bf16 inputs on the GPU; on the CPU the kernels the build has).
 2. bf16 autocast: the classifier's logits come out fp32 and close to an fp32 run's.
-3. The data pipeline's device normalisation of uint8 clips equals the CPU reference.
+3. The data pipeline's device normalisation of uint8 clips equals the CPU reference; encoders
+   Meta's own code built (V-JEPA 2.1 at every level and on the image path, area attention at
+   every block: tests/fixtures) give Meta's outputs on the device (fp32, fused attention).
 4. One training step (fwd + bwd + AdamW) of the model, median of 5 after warm-up, and its MFU
    against the device's bf16 peak, under ``single``, ``fsdp`` (1 rank), DeepSpeed ZeRO-2 and
    ZeRO-3 (1 rank), each without and with activation checkpointing, and (unless ``--quick``) with
@@ -117,6 +119,68 @@ def check_attention(device: torch.device, dry: bool) -> None:
         kind = str(dtype).removeprefix("torch.")
         row(f"sdpa {backend.name.lower()} fwd+bwd vs math", max(errors) <= tolerance,
             f"max abs diff {max(errors):.1e} ({kind}, tolerance {tolerance:g})")  # fmt: skip
+
+
+FIXTURES = REPO / "tests" / "fixtures"
+#: fp32 on the device against Meta's CPU outputs: fused attention kernels sum in another order
+FIXTURE_TOLERANCE = 1e-4
+
+
+def check_metas_fixtures(device: torch.device) -> None:
+    """Encoders Meta's own code built (tests/fixtures: V-JEPA 2.1, every hierarchical level on the
+    video and image paths; area attention, every block, grids its splits divide and do not) on the
+    device in fp32 with the fused attention kernels: the largest difference from Meta's outputs."""
+    from harness.models import create_encoder, load_encoder
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
+    try:
+        worst: dict[str, float] = {}
+        record = torch.load(FIXTURES / "vjepa21" / "outputs.pt")["encoders"]
+        for name, encoder_record in record.items():
+            settings = encoder_record["settings"]
+            for case_record in encoder_record["cases"].values():
+                options = {"interpolate_rope": settings["interpolate_rope"],
+                           "modality_embedding": settings["modality_embedding"],
+                           "image_patch_embed": settings["img_temporal_dim_size"] == 1,
+                           "use_silu": settings["use_silu"], **case_record["overrides"]}  # fmt: skip
+                sizes = {key: settings[key] for key in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size",
+                                                        "tubelet_size")}  # fmt: skip
+                encoder = create_encoder("vjepa2_1_vit_base_384", **sizes, **options)
+                load_encoder(encoder, FIXTURES / "vjepa21" / f"{name}.pt")
+                x = encoder_record["inputs"][case_record["input"]].float().div(64).to(device)
+                with torch.no_grad():
+                    levels = encoder.to(device).eval().forward_levels(x, tuple(encoder_record["hierarchical_layers"]))
+                error = max(
+                    (ours.cpu() - theirs).abs().max().item() for ours, theirs in zip(levels, case_record["levels"])
+                )
+                worst["vjepa2.1"] = max(worst.get("vjepa2.1", 0.0), error)
+        record = torch.load(FIXTURES / "area_attention" / "outputs.pt")
+        area_keys = ("use_area_attention", "area_attention_layers", "area_spatial_splits", "area_temporal_splits",
+                     "area_residual_scale")  # fmt: skip
+        size_keys = ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
+                     "mlp_ratio", "use_rope", "use_silu", "uniform_power")  # fmt: skip
+        for name, encoder_record in record["encoders"].items():
+            settings = encoder_record["settings"]
+            options = {key: settings[key] for key in area_keys} if settings["use_rope"] else {}
+            encoder = create_encoder("vit_tiny", **{k: settings[k] for k in size_keys if k in settings}, **options,
+                                     out_layers=tuple(range(settings["depth"])))  # fmt: skip
+            load_encoder(encoder, FIXTURES / "area_attention" / f"{name}.pt")
+            encoder = encoder.to(device).eval()
+            for case_record in encoder_record["cases"].values():
+                x = record["inputs"][case_record["input"]].float().div(64).to(device)
+                with torch.no_grad():
+                    blocks = encoder(x).cpu().chunk(settings["depth"], dim=1)
+                error = max((ours - theirs).abs().max().item() for ours, theirs in zip(blocks, case_record["levels"]))
+                worst["area attention"] = max(worst.get("area attention", 0.0), error)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    detail = ", ".join(f"{name} max |diff| {error:.1e}" for name, error in worst.items())
+    row(
+        "Meta's fixtures on the device",
+        all(e <= FIXTURE_TOLERANCE for e in worst.values()) and len(worst) == 2,
+        f"{detail} (fp32, fused attention; tolerance {FIXTURE_TOLERANCE:g})",
+    )
 
 
 def tiny_classifier(device: torch.device):
@@ -335,6 +399,7 @@ def main() -> int:
     guarded("sdpa kernels", check_attention, device, args.dry_run)
     guarded("bf16 autocast", check_autocast, device)
     guarded("uint8 normalisation", check_normalisation, device)
+    guarded("Meta's fixtures on the device", check_metas_fixtures, device)
     variants = [(c, False) for c in (False, True)]
     if not args.quick:
         variants += [(c, True) for c in (False, True)] if not args.dry_run else [(False, True)]
