@@ -314,8 +314,27 @@ def time_step(args, strategy_name: str, checkpointing: bool, compiled: bool) -> 
             f", x{seconds / plain:.2f} of fsdp{suffix}'s step" if plain else ""
         )
     row(f"step {variant}", ok, detail)
+    if variant in (args.profile or []):
+        profile_steps(step, synchronise, variant)
     if strategy.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+
+
+def profile_steps(step, synchronise, variant: str) -> None:
+    """Where a step's time goes (``--profile VARIANT``): torch.profiler over 2 steps, the top
+    operators by host time and by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(2):
+            step()
+        synchronise()
+    averages = profiler.key_averages()
+    print(f"\n#### profile of step {variant} (2 steps)\n")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+    if torch.cuda.is_available():
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
 def missing_package(strategy: str) -> str | None:
@@ -340,7 +359,8 @@ def check_steps(args, variants: list[tuple[bool, bool]]) -> None:
             # HSDP compiles the same blocks as fsdp; offload: one row
             if (compiled and strategy in HYBRID) or (checkpointing and strategy == "hsdp_offload"):
                 continue
-            guarded(f"step {strategy}", time_step, args, strategy, checkpointing, compiled)
+            label = f"step {strategy}" + (" +ckpt" if checkpointing else "") + (" +compile" if compiled else "")
+            guarded(label, time_step, args, strategy, checkpointing, compiled)
 
 
 def exit_status() -> int:
@@ -385,6 +405,8 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU (the test suite runs this)")
     parser.add_argument("--quick", action="store_true", help="skip the torch.compile step variants")
     parser.add_argument("--batch", type=int, default=4, help="clips per step for ViT-L (GPU)")
+    parser.add_argument("--profile", nargs="*", metavar="VARIANT",
+                        help="print where the step time goes for these variants (e.g. fsdp 'zero3 +ckpt')")  # fmt: skip
     args = parser.parse_args()
     args.device = "cpu" if args.dry_run else "cuda"
     if "RANK" not in os.environ:  # one process under torchrun: real process groups for fsdp / DeepSpeed

@@ -104,3 +104,44 @@ def test_deepspeed_fp16_on_a_device_without_it_is_one_clear_line(monkeypatch):
         deepspeed_strategy.DeepSpeedStrategy(cpu, Precision("float16", cpu), 0, 1, REPO / "ds_configs/zero2.json")
     monkeypatch.setattr(deepspeed_strategy, "fp16_supported", lambda: True)
     deepspeed_strategy.DeepSpeedStrategy(cpu, Precision("float16", cpu), 0, 1, REPO / "ds_configs/zero2.json")
+
+
+def test_deepspeed_bf16_computes_in_bf16_with_no_autocast_under_zero2_and_zero3(tmp_path, monkeypatch):
+    # On a GPU, DeepSpeed switches the CUDA autocast off inside its engine ("enabled outside
+    # DeepSpeed but disabled within"): ZeRO-2's bf16 weights then met the fp32 clips at the patch
+    # embedding, and ZeRO-3 built block by block (the meta-device start-up) kept every weight in fp32
+    # and computed in fp32 (bench/gpu_check.py on an H200). A CPU autocast is left on there, so the
+    # model is called here with no autocast at all, as on that GPU.
+    import torch
+    import torch.distributed as dist
+
+    from harness.config import load_config
+    from harness.parallel.build import build_strategy
+    from harness.parallel.registry import STRATEGY_SPECS
+    from harness.training.assemble import prepare_model
+    from harness.training.optim import build_optimizer
+
+    for name, value in {"DS_ACCELERATOR": "cpu", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for stage, dtype in (("zero2", "bfloat16"), ("zero3", "bfloat16"), ("zero3", "float32")):
+            config = load_config(None, [
+                "model.model_name=vit_tiny", "model.depth=2", "data.crop_size=32", "data.dataset_fpcs=[4]",
+                "data.batch_size=2", "meta.finetune_encoder=true", f"meta.dtype={dtype}",
+                "distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs'}/{stage}.json",
+            ])  # fmt: skip
+            dist_config = config.distributed
+            options = STRATEGY_SPECS["deepspeed"].options(dist_config, config.data, config.optimization)
+            strategy = build_strategy("deepspeed", "cpu", dtype, dist_config.backend, options)
+            optimization = config.optimization
+            model, _ = prepare_model(
+                config, strategy, 4, lambda m, o=optimization, s=strategy: build_optimizer(o, m, s.device)
+            )
+            expected = getattr(torch, dtype)
+            held = {getattr(p, "ds_tensor", p).dtype for p in model.module.parameters()}
+            assert held == {expected}, f"{stage} {dtype}: weights held in {held}"
+            logits = model(torch.randn(2, 1, 3, 4, 32, 32))
+            assert logits.dtype == torch.float32 and torch.isfinite(logits).all(), f"{stage} {dtype}"
+    finally:
+        dist.destroy_process_group()
