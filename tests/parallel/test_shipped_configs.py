@@ -2,7 +2,13 @@
 its header recommends (``torchrun``: ddp), under FSDP2 and under ZeRO-3, on 2 CPU ranks: it trains
 two steps (the weights change, the loss is finite), evaluates with its EMA weights where it keeps an
 average, saves, holds the same weights on both ranks and counts its parameters correctly. Exact
-resume and consolidation of the same options under every strategy are test_feature_matrix.py's."""
+resume and consolidation of the same options under every strategy are test_feature_matrix.py's.
+
+Under DDP each config keeps its own width (two blocks of ViT-g's 1408 channels, say). Under FSDP2
+and ZeRO-3 the configs of one family and kind differ only in that width (model name, batch size,
+drop path, paths), so there they run at the family's smallest registered width: the same recipe
+through the same sharding code at a fraction of the CI time (the full widths build and plan in
+tests/test_plan_suggest.py)."""
 
 from __future__ import annotations
 
@@ -21,11 +27,26 @@ from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
-def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs: int) -> list[str]:
+#: the smallest registered width of each family (sharded runs; see the module's docstring)
+NARROWEST = {"vit": "vit_tiny", "vjepa2.1": "vjepa2_1_vit_base_384", "videomae": "videomae_small"}
+
+
+def reduced(
+    config: Path, root: Path, folder: Path, strategy: list[str], epochs: int, narrow: bool = False
+) -> list[str]:
     """Overrides that shrink a shipped config to seconds on CPU (sizes and paths only): 2 encoder
-    blocks, at most 2 probe blocks (so the probe's self-attention path stays), 32 px, 4 frames."""
-    pooler_depth = min(2, yaml.safe_load(config.read_text()).get("model", {}).get("attn_pooler_depth", 1))
+    blocks (4 for V-JEPA 2.1, whose four levels need them), at most 2 probe blocks (so the probe's
+    self-attention path stays), 32 px, 4 frames; ``narrow``: the family's smallest width too."""
+    from harness.models import family_of
+
+    model = yaml.safe_load(config.read_text()).get("model", {})
+    pooler_depth = min(2, model.get("attn_pooler_depth", 1))
+    family = family_of(model.get("model_name", "vit_large")).name
+    sizes = [f"model.depth={4 if family == 'vjepa2.1' else 2}"]
+    if narrow:
+        sizes.append(f"model.model_name={NARROWEST[family]}")
     return [
+        *sizes,
         f"model.attn_pooler_depth={pooler_depth}",
         f"folder={folder}",
         f"data.datasets=[{root / 'train.csv'}]",
@@ -40,7 +61,6 @@ def reduced(config: Path, root: Path, folder: Path, strategy: list[str], epochs:
         "data.val_num_clips=1",
         "data.num_views=1",
         "data.num_workers=0",
-        "model.depth=2",
         "meta.num_classes=4",
         "meta.pretrain_checkpoint=null",
         "optimization.ipe=2",
@@ -62,11 +82,11 @@ def write(path: Path, overrides: list[str], source: Path) -> Path:
     return path
 
 
-def expected_parameters(config: Path) -> tuple[int, int]:
+def expected_parameters(config: Path, narrow: bool) -> tuple[int, int]:
     """Total and trained parameters of the reduced model, counted on one unsharded copy."""
     from harness.training.assemble import build_model
 
-    reduced_config = load_config(config, reduced(config, Path("/x"), Path("/x"), [], 1))
+    reduced_config = load_config(config, reduced(config, Path("/x"), Path("/x"), [], 1, narrow))
     model = build_model(reduced_config, 4)
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -75,11 +95,12 @@ def expected_parameters(config: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
 def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, tmp_path):
     entries = []
+    narrow = strategy != "ddp"
     for config in CONFIGS:
         name = config.stem
         folder = tmp_path / name
         options = STRATEGIES[strategy]
-        config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, demo_root, folder, options, 1), config)
+        config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, demo_root, folder, options, 1, narrow), config)
         entries.append(f"{name}:{config_a}:")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
@@ -92,7 +113,7 @@ def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, tmp
         assert ranks[0]["final"] != ranks[0]["initial"], f"{name}: the weights did not change"
         assert ranks[0]["final"] == ranks[1]["final"], f"{name}: ranks disagree"
         assert all(loss == loss for _, loss in ranks[0]["losses"]), f"{name}: non-finite loss"  # NaN != NaN
-        total, trained = expected_parameters(config)
+        total, trained = expected_parameters(config, narrow)
         assert ranks[0]["parameters"] == [total, trained], f"{name}: parameter count under {strategy}"
         if yaml.safe_load(config.read_text()).get("optimization", {}).get("ema_decay"):
             assert ranks[0]["ema_starts_as_weights"] and ranks[1]["ema_starts_as_weights"], name
