@@ -15,6 +15,12 @@ from __future__ import annotations
 from harness.models.layers import swiglu_hidden
 
 
+def clip_tokens(frames: int, side: int, patch_size: int, tubelet_size: int) -> int:
+    """Encoder tokens of one clip ``[C, frames, side, side]``: ``frames / tubelet`` time steps of
+    ``(side / patch)^2`` patches each; a 1-frame clip (an image, through an image path) is one step."""
+    return max(1, frames // tubelet_size) * (side // patch_size) ** 2
+
+
 def encoder_forward_flops(
     frames: int,
     img_size: int,
@@ -28,7 +34,7 @@ def encoder_forward_flops(
     in_chans: int = 3,
 ) -> int:
     """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
-    tokens = (frames // tubelet_size) * (img_size // patch_size) ** 2
+    tokens = clip_tokens(frames, img_size, patch_size, tubelet_size)
     dim = embed_dim
     hidden = int(dim * mlp_ratio)
     if use_silu:
