@@ -104,6 +104,15 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image dataset laid out as the demo's (4 classes, 3 train + 1 val image each, PNG,
+    JPEG, WebP and BMP in turn: tests/images.py)."""
+    from tests.images import make_image_dataset
+
+    return make_image_dataset(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
 def multilabel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The multi-label demo dataset, small: one or two squares per video, listed as ``path 0,3``."""
     from harness.data.synthetic import make_demo_dataset

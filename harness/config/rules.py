@@ -178,7 +178,12 @@ def _check_shapes(config: Config) -> None:
         raise ConfigError(f"data.crop_size={data.crop_size} is not a multiple of data.patch_size={data.patch_size}")
     for key in ("dataset_fpcs", "val_dataset_fpcs"):
         odd = [frames for frames in getattr(data, key) if frames % data.tubelet_size]
-        if odd:
+        if odd and odd[0] == 1:
+            problem = _image_path_problem(config)
+            if problem:
+                raise ConfigError(f"data.{key}: 1 frame per clip (images) needs an encoder with an image path; "
+                                  f"{problem}")  # fmt: skip
+        elif odd:
             raise ConfigError(
                 f"data.{key}: {odd[0]} frames per clip is not a multiple of data.tubelet_size={data.tubelet_size}"
             )
@@ -192,6 +197,34 @@ def _check_shapes(config: Config) -> None:
     folder = Path(config.folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"folder: {folder} exists and is not a folder; choose another run folder")
+
+
+def _image_path_problem(config: Config) -> str | None:
+    """Why this run's encoder cannot take 1-frame clips through an image path, with what to change;
+    None when it can (or when the model is unknown: :func:`_check_model_family` says so)."""
+    from harness.models.family import FAMILIES, FamilyError, family_of
+
+    model, tubelet = config.model, config.data.tubelet_size
+    try:
+        family = family_of(model.model_name)
+        options = family.option_values(model.options)
+    except FamilyError:
+        return None
+    option = family.image_path_option
+    if option is not None and options[option]:
+        return None
+    if option is not None:
+        why = f"model.model_name={model.model_name} is built without its image path (model.options.{option}=false)"
+    else:
+        why = f"model.model_name={model.model_name} ({family.name} family) has none"
+    examples = [f"{other.name} family, e.g. model.model_name={min(other.sizes)}" for other in FAMILIES.values()
+                if other.image_path_option is not None and other is not family]  # fmt: skip
+    instead = f"use a model with one ({'; '.join(examples)}), " if examples else ""
+    if option is not None:
+        instead = f"set model.options.{option}=true, "
+    return (f"{why}, so a clip's frames must fill tubelets of data.tubelet_size={tubelet}: {instead}or set "
+            f"data.tubelet_size=1, or give {tubelet} frames per clip (an image is then repeated into a clip, as "
+            "V-JEPA 2's image probes do)")  # fmt: skip
 
 
 def _check_model_family(config: Config) -> None:

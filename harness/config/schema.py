@@ -26,7 +26,8 @@ class DataConfig:
 
     datasets: list[str] = field(default_factory=list)  #: training listings (CSV/NPY)
     datasets_weights: list[float] | None = key(None, ge=0)  #: per-listing sampling weights (mixing)
-    dataset_fpcs: list[int] = key(factory=lambda: [16], ge=1)  #: frames per clip, per listing
+    #: frames per clip, per listing (1: images through a V-JEPA 2.1 image path)
+    dataset_fpcs: list[int] = key(factory=lambda: [16], ge=1)
     val_datasets: list[str] = field(default_factory=list)  #: validation listings
     val_dataset_fpcs: list[int] = key(factory=lambda: [16], ge=1)  #: frames per clip, per val listing
     #: videos per rank per micro-batch (global batch = batch_size x ranks x accumulation)
@@ -71,7 +72,7 @@ class DataConfig:
     #: harness: draw videos with weight (class count)^-p: 0 off, 1 balanced, 0.5
     class_balanced_sampling: float = key(0.0, ge=0, le=1)
     generate_demo_data: bool = False  #: harness: write the synthetic demo videos when the listings are missing
-    dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; only videos are supported
+    dataset_type: str = "VideoDataset"  #: accepted for V-JEPA 2 files; listings of videos and images are read
 
 
 @dataclass

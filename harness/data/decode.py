@@ -1,10 +1,14 @@
-"""Video decoders behind one small interface: decord, PyAV and torchcodec.
+"""Video decoders behind one small interface: decord, PyAV and torchcodec; and still images.
 
 ``open_video(source, backend)`` returns a reader with ``num_frames``, ``fps`` and
 ``get_frames(indices) -> uint8 [N, H, W, 3]``. ``source`` is a path or the bytes of a file (a
 tar member), decoded in memory without temporary files. All backends return identical RGB
 frames for constant-frame-rate files (tested). Readers must be opened inside the DataLoader
 worker that uses them: decord deadlocks when a reader created in the parent crosses a fork.
+
+A still image (:data:`IMAGE_EXTENSIONS`, told by the file's extension) opens as a 1-frame video
+with no frame rate (:class:`_ImageReader`, Pillow), so listings and shards of images go through
+the same clip sampling, transforms and bad-sample policy as videos.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 import torch
 
 BACKENDS = ("torchcodec", "decord", "pyav")
+#: file extensions read as still images (lower case, no dot): one RGB frame each
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 #: tries to open a video before it counts as bad: a transient error gets one retry (torchcodec once
 #: failed on a good 720p file with "the JSON object must be str, bytes or bytearray, not tuple": its
 #: metadata op handed back a malformed result; the same file opened at the next try)
@@ -27,7 +33,12 @@ log = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
-    """A video that cannot be opened or decoded (missing, empty, truncated, not a video)."""
+    """A video or image that cannot be opened or decoded (missing, empty, truncated, not a video)."""
+
+
+def is_image(name: str) -> bool:
+    """Whether a path (or tar member name) is a still image, by its extension (case ignored)."""
+    return name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS if "." in name else False
 
 
 class VideoReader(Protocol):
@@ -186,6 +197,51 @@ class _PyAVReader:
         self._container.close()
 
 
+class _ImageReader:
+    """A still image as a 1-frame video (``fps`` 0: it has no frame rate), decoded by Pillow.
+
+    Why Pillow and not ``torchvision.io.decode_image``: it reads all of jpg/png/webp/bmp (torchvision
+    has no BMP), its JPEG decoding is libjpeg-turbo's (the same pixels), it is already a requirement,
+    and torchvision 0.29 deprecates its image codecs with a warning at every call. The file's own
+    bytes decide the format (a PNG named ``.jpg`` reads). The first frame of an animated file is
+    taken; EXIF orientation is not applied (as V-JEPA 2's and torchvision's image folders read).
+    """
+
+    num_frames = 1
+    fps = 0.0
+
+    def __init__(self, source: str | bytes, size: Callable[[int, int], tuple[int, int] | None] | None) -> None:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            wanted = size(image.height, image.width) if size is not None else None
+            if wanted is not None and image.format == "JPEG":
+                # JPEG decodes at 1/2, 1/4 or 1/8 scale for free (DCT scaling), never below ``wanted``
+                image.draft("RGB", (wanted[1], wanted[0]))
+            self._frame = torch.from_numpy(np.array(image.convert("RGB")))  # [H, W, 3] uint8
+
+    def get_frames(self, indices: np.ndarray) -> torch.Tensor:
+        return self._frame.expand(len(indices), *self._frame.shape)  # every index is the one frame
+
+    def close(self) -> None:
+        self._frame = None
+
+
+def open_image(source: str | bytes, scale: Callable[[int, int], tuple[int, int] | None] | None = None) -> _ImageReader:
+    """Open a still image (path or file bytes) as a 1-frame reader; ``scale`` as :func:`open_video`
+    (JPEG only: other formats decode at full size).
+
+    Raises:
+        DecodeError: missing, empty, truncated or not an image of a format Pillow reads.
+    """
+    if isinstance(source, (bytes, bytearray)) and len(source) == 0:
+        raise DecodeError("empty image bytes")
+    try:
+        return _ImageReader(bytes(source) if isinstance(source, bytearray) else source, scale)
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for missing or broken files
+        raise DecodeError(f"cannot decode image: {error}") from error
+
+
 _READERS = {"torchcodec": _TorchcodecReader, "decord": _DecordReader, "pyav": _PyAVReader}
 
 
@@ -221,14 +277,19 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 def open_video(source: str | bytes, backend: str = "auto", threads: int = 1,
-               scale: Callable[[int, int], tuple[int, int] | None] | None = None) -> VideoReader:  # fmt: skip
+               scale: Callable[[int, int], tuple[int, int] | None] | None = None,
+               image: bool | None = None) -> VideoReader:  # fmt: skip
     """Open a video file path or in-memory file bytes. ``scale(height, width)`` gives the size to
     decode frames at (None: as they are); the decoder then scales while converting to RGB, so
     full-size RGB frames are never made (where the decoder cannot, frames stay full size).
+    ``image``: the source is a still image, opened as a 1-frame video (:func:`open_image`); None:
+    a path with an image extension (:func:`is_image`) is one, bytes are a video.
 
     Raises:
         DecodeError: the source is missing, empty, not a video, or has no frames.
     """
+    if image or (image is None and isinstance(source, str) and is_image(source)):
+        return open_image(source, scale)
     if isinstance(source, (bytes, bytearray)) and len(source) == 0:
         raise DecodeError("empty video bytes")
     name = resolve_backend(backend)

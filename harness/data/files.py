@@ -1,4 +1,5 @@
-"""Map-style dataset over video listings: sample clip indices, decode, transform.
+"""Map-style dataset over video listings: sample clip indices, decode, transform. A listed still
+image (``.jpg``, ``.png``...) is a 1-frame video (:func:`harness.data.decode.open_video`).
 
 Robustness contract: a video that cannot be opened or decoded never crashes training. The
 item is replaced by another video of the same source (bounded retries), the failure is logged
@@ -24,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from harness.core.errors import UserError
-from harness.data.decode import DecodeError, open_video, read_clip_frames, resolve_backend
+from harness.data.decode import DecodeError, is_image, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import Listing, VideoRecord, format_label, label_ids
 from harness.data.loader import ClipItem, build_loader
 from harness.data.sampling import ClipSpec, sample_clip_indices
@@ -66,12 +67,15 @@ def load_clips(
     min_frames: int = 0,
     frame_range: tuple[int, int] | None = None,
     decode_max_short_side: int | str = 0,
+    image: bool | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Decode and transform the clips of one video (file path or in-memory bytes); with
     ``frame_range = (start, end)``, of that window of it (clips are sampled as if it were the
     whole video; indices stay the video's). ``decode_max_short_side`` (:class:`DecodeScale`):
     decode smaller frames where the transform allows (``"auto"``), at most that short side, or
-    at full size (0).
+    at full size (0). ``image``: the source is a still image, a 1-frame video whose clips repeat
+    its frame (None: a path's extension tells, bytes are a video; see
+    :func:`harness.data.decode.open_video`); ``min_frames`` does not apply to it.
 
     Returns:
         ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
@@ -81,9 +85,11 @@ def load_clips(
         DecodeError: unreadable video. SkippedVideo: fewer than ``min_frames`` frames.
     """
     scale = DecodeScale(transform, decode_max_short_side) if decode_max_short_side != 0 else None
-    reader = open_video(source, decoder, scale=scale)
+    if image is None:
+        image = isinstance(source, str) and is_image(source)
+    reader = open_video(source, decoder, scale=scale, image=image)
     try:
-        if reader.num_frames < min_frames:
+        if reader.num_frames < min_frames and not image:
             raise SkippedVideo(TOO_SHORT, f"{reader.num_frames} frames < min_frames={min_frames}")
         start, end = frame_range if frame_range is not None else (0, reader.num_frames)
         end = min(end, reader.num_frames)

@@ -14,6 +14,7 @@ Semantics (documented in docs/data.md):
   starts at its segment's start and stays inside the segment.
 * Indices that would fall past the available frames repeat the last available frame (padding),
   so a video shorter than a clip still yields ``frames_per_clip`` frames.
+* A 1-frame source (a still image) is its frame in every position of every clip.
 
 ``rule="vjepa2"`` instead reproduces V-JEPA 2's ``VideoDataset`` index arithmetic exactly (the
 seed app and V-JEPA 2's evaluation read videos through it), see :func:`vjepa2_clip_indices`.
@@ -164,8 +165,14 @@ def sample_clip_indices(
 
     Returns:
         ``int64`` array ``[num_clips, frames_per_clip]``; every index lies in ``[0, num_frames)``
-        and indices are non-decreasing within a clip (repeats mean padding).
+        and indices are non-decreasing within a clip (repeats mean padding). A 1-frame source (a
+        still image) gives its one frame everywhere, whatever the step rule (it has no frame rate
+        for ``fps`` / ``duration`` to divide): ``frames_per_clip`` copies of it per clip, as V-JEPA 2
+        repeats an image into a clip (``img_as_video_nframes``).
     """
+    if num_frames == 1:
+        _check_request(num_frames, num_clips, random, rng)
+        return np.zeros((num_clips, spec.frames_per_clip), dtype=np.int64)
     step = spec.step_for(video_fps)
     if spec.rule == "vjepa2":
         return vjepa2_clip_indices(num_frames, step, spec.frames_per_clip, num_clips, random=random,

@@ -1,7 +1,8 @@
 """Reading WebDataset tar shards: sources (manifests, brace patterns, ``pipe:``), samples, decoding.
 
 A shard is a tar file of samples ``key.mp4`` + ``key.cls`` (+ ``key.json``): the members of a
-sample share the key (the name up to the first dot). :mod:`harness.data.shards` streams them.
+sample share the key (the name up to the first dot). A sample may hold a still image instead of a
+video (``key.jpg``, ``.png``, ``.webp``...: a 1-frame video). :mod:`harness.data.shards` streams them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from harness.core.errors import UserError
 from harness.core.fileio import read_json
-from harness.data.decode import DecodeError
+from harness.data.decode import IMAGE_EXTENSIONS, DecodeError
 from harness.data.files import ClipItem, load_clips
 from harness.data.open_files import (
     TOO_MANY_OPEN_FILES,
@@ -296,12 +297,14 @@ def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, n
                   random: bool, rng: np.random.Generator, decoder: str,
                   num_classes: int | None = None, multi_label: bool = False,
                   decode_max_short_side: int | str = 0) -> ClipItem:  # fmt: skip
-    """A :class:`ClipItem` from the members of one tar sample (raises DecodeError when unusable,
-    including a label outside ``[0, num_classes)``). ``.cls`` holds a class id, or several joined by
-    commas (``3,17,42``) for a multi-label sample, which ``multi_label`` must allow."""
+    """A :class:`ClipItem` from the members of one tar sample, its video or else its image (raises
+    DecodeError when unusable, including a label outside ``[0, num_classes)``). ``.cls`` holds a
+    class id, or several joined by commas (``3,17,42``) for a multi-label sample, which
+    ``multi_label`` must allow."""
     video = next((parts[e] for e in VIDEO_EXTENSIONS if e in parts), None)
-    if video is None:
-        raise DecodeError(f"no video member ({'/'.join(VIDEO_EXTENSIONS)})")
+    image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None) if video is None else None
+    if video is None and image is None:
+        raise DecodeError(f"no video or image member ({'/'.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
     if "cls" not in parts:
         raise DecodeError("no .cls member")
     try:
@@ -315,6 +318,7 @@ def decode_sample(url: str, key: str, parts: dict[str, bytes], spec: ClipSpec, n
     if num_classes is not None and max(ids) >= num_classes:
         raise DecodeError(f"label {max(ids)} is outside the {num_classes} classes (ids 0..{num_classes - 1})")
     label = ids if multi_label else ids[0]
-    clips, indices = load_clips(video, spec, num_clips, transform, random=random, allow_clip_overlap=False,
-                                rng=rng, decoder=decoder, decode_max_short_side=decode_max_short_side)  # fmt: skip
+    clips, indices = load_clips(video if image is None else image, spec, num_clips, transform, random=random,
+                                allow_clip_overlap=False, rng=rng, decoder=decoder,
+                                decode_max_short_side=decode_max_short_side, image=image is not None)  # fmt: skip
     return ClipItem(clips, label, indices, f"{url}#{key}")

@@ -1,7 +1,8 @@
 """Stream WebDataset tar shards into every rank, with exact mid-epoch resume.
 
 A shard is a tar file of samples ``key.mp4`` + ``key.cls`` (+ ``key.json``), as written by
-``harness.prepare`` (any WebDataset video shard works). Sources are manifests (``manifest.json``,
+``harness.prepare`` (any WebDataset video shard works; image samples, ``key.jpg`` + ``key.cls``,
+read as 1-frame videos). Sources are manifests (``manifest.json``,
 which also give the epoch length), brace patterns (``data/shard-{000000..000099}.tar``) or
 ``pipe:`` commands (``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``).
 

@@ -17,7 +17,8 @@ same methods on every model):
   and one block; ``init_weights()`` calls them through :func:`init_all_units`, each unit from its
   own seed, so an encoder built on the meta device can be materialised a block at a time (one
   shard per rank) and still get exactly the weights of a direct build;
-* ``forward(x [B, C, T, H, W]) -> tokens [B, N, D]``.
+* ``forward(x [B, C, T, H, W]) -> tokens [B, N, D]`` (``T = 1`` through an image path, where the
+  family has one: :attr:`ModelFamily.image_path_option`).
 
 Nothing here knows the config tree: the training code hands a family plain values (see
 :class:`EncoderSettings`) and a dict of the family's options, which the family validates.
@@ -94,6 +95,10 @@ class ModelFamily:
     #: reads (another version of it, a variant the encoder was not built as) must not be loaded
     #: into this encoder, said in one line; checked before any tensor is copied
     layout_problem: Callable[[dict, nn.Module], str | None] | None = None
+    #: the boolean option (of :attr:`options`) that builds an image path: a patch embedding that
+    #: takes 1-frame clips (still images) whatever ``tubelet_size`` (V-JEPA 2.1's
+    #: ``patch_embed_img``); None: the family has none, so a clip's frames must fill its tubelets
+    image_path_option: str | None = None
 
     def option_values(self, values: Mapping[str, Any], where: str = "model.options") -> dict[str, Any]:
         """The family's options with ``values`` applied; an unknown key or a wrong type is a

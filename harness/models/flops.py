@@ -29,6 +29,12 @@ def attention_flops(grid: tuple[int, int, int], embed_dim: int, area_splits: tup
     return 4 * pairs * embed_dim
 
 
+def clip_tokens(frames: int, side: int, patch_size: int, tubelet_size: int) -> int:
+    """Encoder tokens of one clip ``[C, frames, side, side]``: ``frames / tubelet`` time steps of
+    ``(side / patch)^2`` patches each; a 1-frame clip (an image, through an image path) is one step."""
+    return max(1, frames // tubelet_size) * (side // patch_size) ** 2
+
+
 def encoder_forward_flops(
     frames: int,
     img_size: int,
@@ -42,8 +48,8 @@ def encoder_forward_flops(
     in_chans: int = 3,
 ) -> int:
     """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
-    grid = (frames // tubelet_size, img_size // patch_size, img_size // patch_size)
-    tokens = grid[0] * grid[1] * grid[2]
+    grid = (max(1, frames // tubelet_size), img_size // patch_size, img_size // patch_size)
+    tokens = grid[0] * grid[1] * grid[2]  # (clip_tokens: a 1-frame clip through an image path is one step)
     dim = embed_dim
     hidden = int(dim * mlp_ratio)
     if use_silu:

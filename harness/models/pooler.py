@@ -268,7 +268,7 @@ class VideoClassifier(nn.Module):
         """``[B * clips * views, N, D]`` -> ``[B * views, clips * N, D]``: each view's clips joined
         along time (``N`` is viewed as ``(T, N / T)`` so the temporal table lines up as in V-JEPA 2)."""
         _, count, dim = tokens.shape
-        steps = frames // self.tubelet_size
+        steps = max(1, frames // self.tubelet_size)  # a 1-frame clip (image path): one step
         grid = tokens.view(batch, num_clips, num_views, steps, count // steps, dim).transpose(1, 2)
         if self.temporal_pos_embed is not None:
             if clip_indices is None:

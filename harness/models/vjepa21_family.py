@@ -96,5 +96,6 @@ VJEPA21 = register_family(
         classifier_states=classifier_state,
         top_level_options=("use_silu", "wide_silu"),
         layout_problem=layout_problem,
+        image_path_option="image_patch_embed",
     )
 )

@@ -154,8 +154,10 @@ def model_state_bytes(
 
 def activation_bytes(config: Config, counts: ModelCounts) -> float:
     """Encoder activations kept for backward per GPU for one micro-batch (see module docs)."""
+    from harness.models.flops import clip_tokens  # here: `harness.plan --help` imports this module, not torch
+
     data = config.data
-    tokens = (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
+    tokens = clip_tokens(max(data.dataset_fpcs), data.crop_size, data.patch_size, data.tubelet_size)
     clips = data.batch_size * data.num_clips
     values = tokens * counts.width * clips  # one [tokens, width] tensor per clip
     size = value_bytes(config.meta.dtype)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from harness.core.errors import UserError
 from harness.core.progress import progress as progress_bar
-from harness.data.decode import DecodeError, open_video
+from harness.data.decode import IMAGE_EXTENSIONS, DecodeError, open_video
 from harness.data.files import ClipItem, load_clips
 from harness.data.listing import read_listing
 from harness.data.loader import collate_clips
@@ -30,6 +30,7 @@ from harness.export.model_io import Preprocessing, load_classifier
 
 log = logging.getLogger("harness.predict")
 LISTING_SUFFIXES = (".csv", ".txt", ".npy")
+MEDIA = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  #: what a folder given as input is searched for
 
 
 @dataclass
@@ -58,17 +59,15 @@ class Row:
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
-    """Video paths (files, folders searched recursively, listings) and shards (manifests), in order."""
+    """Video and image paths (files, folders searched recursively, listings) and shards (manifests), in order."""
     videos: list[str] = []
     shards: list[Shard] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
-            )
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in MEDIA)
             if not found:
-                raise UserError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in it or below it")
+                raise UserError(f"{path}: no video or image files ({', '.join(MEDIA)}) in it or below it")
             videos += [str(p) for p in found]
         elif path.suffix == ".json":
             shards += list_shards(str(path))

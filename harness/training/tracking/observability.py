@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harness.config import Config
+from harness.models.flops import clip_tokens
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def flops_per_clip(encoder: nn.Module, config: Config, finetune: bool) -> int:
 def tokens_per_clip(config: Config) -> int:
     """Encoder tokens of one clip."""
     data = config.data
-    return (max(data.dataset_fpcs) // data.tubelet_size) * (data.crop_size // data.patch_size) ** 2
+    return clip_tokens(max(data.dataset_fpcs), data.crop_size, data.patch_size, data.tubelet_size)
 
 
 def memory_gb(device: torch.device) -> float:
