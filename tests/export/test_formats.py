@@ -98,3 +98,35 @@ def test_models_transformers_cannot_hold_are_refused_with_the_reason(demo_root, 
     with pytest.raises(UserError, match="sin-cos position tables; Hugging Face's V-JEPA 2 has RoPE only"):
         export(tmp_path / "run", tmp_path / "out", "hf")
     assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_a_vjepa21_model_exports_every_format_but_hugging_faces(demo_root, tmp_path, monkeypatch):
+    # V-JEPA 2.1 (two hierarchical levels joined along channels) through safetensors, torch.export
+    # and ONNX Runtime; transformers has no 2.1 model, so the hf format is refused in one line
+    import onnxruntime
+
+    from harness.config import load_config
+    from harness.training import Trainer
+    from tests.images import tiny_vjepa21_sizes
+
+    monkeypatch.setitem(*tiny_vjepa21_sizes())
+    run = tmp_path / "run"
+    overrides = tiny_overrides(demo_root, run, "model.model_name=vjepa2_1_vit_tiny_test", "model.depth=4",
+                               "model.out_layers=[1,3]", "optimization.epochs=1", "optimization.ipe=2")  # fmt: skip
+    Trainer(load_config(None, overrides)).fit()
+    model, _ = load_classifier(run)
+    clips = torch.randn(2, 1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(clips)
+    export(run, tmp_path / "safetensors", "safetensors")
+    loaded, _ = harness.load_classifier(tmp_path / "safetensors")
+    export(run, tmp_path / "pt2", "pt2")
+    program = torch.export.load(str(tmp_path / "pt2" / "model.pt2")).module()
+    export(run, tmp_path / "onnx", "onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clips), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(program(clips), expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(session.run(None, {"clips": clips.numpy()})[0], expected.numpy(), rtol=0, atol=1e-4)
+    with pytest.raises(UserError, match="no exporter for the vjepa2.1 model family"):
+        export(run, tmp_path / "hf", "hf")
