@@ -146,12 +146,17 @@ def test_inference_file_runs_unchanged_on_small_data(tmp_path, demo_root, val_on
 
 
 @pytest.mark.slow
-def test_twenty_head_eval_file_trains_every_head(tmp_path, demo_root):
+@pytest.mark.parametrize("name", ["eval_vitl_k400.yaml", "eval_vitl_k400-area-attn.yaml"])
+def test_twenty_head_eval_file_trains_every_head(tmp_path, demo_root, name):
+    # (the area-attention file runs unchanged too: its encoder computes area attention in blocks
+    # [0, 18), with no parameter of its own, so a plain V-JEPA 2 encoder file loads into it)
     torch.manual_seed(0)
     encoder = their_vit_tiny(img_size=32, num_frames=4, patch_size=16, tubelet_size=2, use_rope=True)
     torch.save({"target_encoder": encoder.state_dict()}, tmp_path / "vitt.pt")
     overrides = [*small_eval_overrides(tmp_path, demo_root, probe_blocks=1), "experiment.data.num_segments=2"]
-    assert main(["--config", str(FIXTURES / "eval_vitl_k400.yaml"), *overrides]) == 0
+    assert main(["--config", str(FIXTURES / name), *overrides]) == 0
     with open(tmp_path / "run" / "epochs.csv") as handle:
         header, row = handle.read().splitlines()[:2]
     assert "val_top1_h19" in header and "best_head" in header and row
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
+    assert written.get("use_area_attention", False) == ("area-attn" in name)
