@@ -25,5 +25,5 @@ def test_gpu_check_dry_run_passes_every_check():
     for expected in ("sdpa flash_attention fwd+bwd vs math", "bf16 autocast, fp32 head", "step single +compile",
                      "uint8 normalisation on the device", "step fsdp +ckpt", "step zero2", "step zero3 +ckpt",
                      "frozen probe held", "frozen probe grouped", "frozen probe all", "demo end to end",
-                     "step hsdp", "step hsdp +ckpt", "step hsdp_offload"):  # fmt: skip
+                     "step hsdp", "step hsdp +ckpt", "step hsdp_offload", "Meta's fixtures on the device"):  # fmt: skip
         assert expected in checks, f"{expected!r} missing from the table"
