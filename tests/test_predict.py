@@ -118,3 +118,18 @@ def test_bfloat16_predictions_stay_close_to_float32(trained_run, demo_root, tmp_
     for a, b in zip(read_csv(tmp_path / "fp32.csv"), read_csv(tmp_path / "bf16.csv"), strict=True):
         probabilities = {a[f"name{i}"]: float(a[f"prob{i}"]) for i in range(1, 5)}
         assert abs(probabilities[b["name1"]] - float(b["prob1"])) < 0.03, "bf16 autocast, fp32 softmax"
+
+
+def test_a_folder_of_images_and_videos_is_predicted(trained_run, demo_root, tmp_path):
+    # images in a folder are inputs too: each is a clip of its one frame repeated (the run's 4 frames)
+    from tests.images import encode_image, smooth_frame
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(demo_root / "val" / "left_000.mp4", folder / "b.mp4")
+    (folder / "a.png").write_bytes(encode_image(smooth_frame(40, 48), "png"))
+    (folder / "c.JPG").write_bytes(encode_image(smooth_frame(40, 48, seed=1), "jpg"))
+    assert main([str(trained_run), str(folder), "--output", str(tmp_path / "p.jsonl"), "--workers", "0"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [Path(r["video"]).name for r in rows] == ["a.png", "b.mp4", "c.JPG"]
+    assert all(r["error"] is None and len(r["top"]) == 4 for r in rows), rows

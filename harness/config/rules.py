@@ -178,15 +178,20 @@ def _check_shapes(config: Config) -> None:
         raise ConfigError(f"data.crop_size={data.crop_size} is not a multiple of data.patch_size={data.patch_size}")
     for key in ("dataset_fpcs", "val_dataset_fpcs"):
         odd = [frames for frames in getattr(data, key) if frames % data.tubelet_size]
-        if odd and odd[0] == 1:
+        if 1 in odd:
             problem = _image_path_problem(config)
             if problem:
                 raise ConfigError(f"data.{key}: 1 frame per clip (images) needs an encoder with an image path; "
                                   f"{problem}")  # fmt: skip
-        elif odd:
+        odd = [frames for frames in odd if frames != 1]  # 1 frame: the image path, checked above
+        if odd:
             raise ConfigError(
                 f"data.{key}: {odd[0]} frames per clip is not a multiple of data.tubelet_size={data.tubelet_size}"
             )
+    model = config.model
+    if model.level_concat != "auto" and not model.out_layers:
+        raise ConfigError(f"model.level_concat={model.level_concat} joins the levels of model.out_layers, "
+                          "which is not set: set both, or neither")  # fmt: skip
     scale = config.data_aug.random_resize_scale
     ratio = config.data_aug.random_resize_aspect_ratio
     for key, pair in (("random_resize_scale", scale), ("random_resize_aspect_ratio", ratio)):

@@ -27,8 +27,9 @@ def field_docs(cls: type) -> dict[str, str]:
         above = None
         for line in source.splitlines():
             match = re.match(r"\s+(\w+): .*?#: (.*)$", line) or re.match(r"\s+(\w+): ", line)
-            if re.match(r"\s+#: (.*)$", line):
-                above = line.split("#:", 1)[1].strip()
+            if re.match(r"\s+#: (.*)$", line):  # a comment over several lines is one text
+                text = line.split("#:", 1)[1].strip()
+                above = f"{above} {text}" if above else text
             elif match:
                 doc = match.group(2).strip() if match.lastindex == 2 else above
                 if doc is not None:

@@ -29,10 +29,17 @@ def attention_flops(grid: tuple[int, int, int], embed_dim: int, area_splits: tup
     return 4 * pairs * embed_dim
 
 
+def clip_grid(frames: int, side: int, patch_size: int, tubelet_size: int) -> tuple[int, int, int]:
+    """The ``(t, h, w)`` token grid of one clip ``[C, frames, side, side]``: ``frames / tubelet``
+    time steps of ``(side / patch)^2`` patches; a 1-frame clip (an image, through an image path)
+    is one step."""
+    return max(1, frames // tubelet_size), side // patch_size, side // patch_size
+
+
 def clip_tokens(frames: int, side: int, patch_size: int, tubelet_size: int) -> int:
-    """Encoder tokens of one clip ``[C, frames, side, side]``: ``frames / tubelet`` time steps of
-    ``(side / patch)^2`` patches each; a 1-frame clip (an image, through an image path) is one step."""
-    return max(1, frames // tubelet_size) * (side // patch_size) ** 2
+    """Encoder tokens of one clip (:func:`clip_grid`'s cells)."""
+    steps, rows, columns = clip_grid(frames, side, patch_size, tubelet_size)
+    return steps * rows * columns
 
 
 def encoder_forward_flops(
@@ -48,8 +55,8 @@ def encoder_forward_flops(
     in_chans: int = 3,
 ) -> int:
     """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
-    grid = (max(1, frames // tubelet_size), img_size // patch_size, img_size // patch_size)
-    tokens = grid[0] * grid[1] * grid[2]  # (clip_tokens: a 1-frame clip through an image path is one step)
+    grid = clip_grid(frames, img_size, patch_size, tubelet_size)
+    tokens = grid[0] * grid[1] * grid[2]
     dim = embed_dim
     hidden = int(dim * mlp_ratio)
     if use_silu:

@@ -16,7 +16,7 @@ from torch import nn
 
 from harness.models import areas
 from harness.models.encoder import VideoEncoder
-from harness.models.flops import attention_flops
+from harness.models.flops import attention_flops, clip_grid
 from harness.models.layers import Block, RotaryTable, init_linear_and_norms, init_vit_block
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,6 @@ class VisionTransformer(VideoEncoder):
         flops = super().forward_flops(frames, height, width)
         if not self.area_blocks:
             return flops
-        side = int(math.sqrt(height * width)) // self.patch_size
-        grid = (frames // self.tubelet_size, side, side)
+        grid = clip_grid(frames, int(math.sqrt(height * width)), self.patch_size, self.tubelet_for(frames))
         saved = attention_flops(grid, self.embed_dim) - attention_flops(grid, self.embed_dim, self.area_splits)
         return flops - len(self.area_blocks) * saved

@@ -113,7 +113,7 @@ def cast_floating_inputs(module: nn.Module, args: tuple, kwargs: dict, dtype: to
 
 def cast_parameters(module: nn.Module, dtype: torch.dtype | None) -> None:
     """The floating-point parameters of ``module`` not partitioned yet in ``dtype`` (buffers stay:
-    DeepSpeed's own cast leaves them too); nothing for None."""
+    DeepSpeed 0.19.8's own cast, ``_cast_module_mixed_precision``, leaves them too); nothing for None."""
     if dtype is None:
         return
     for parameter in module.parameters():

@@ -26,7 +26,7 @@ class ModelEMA:
     part of each that this rank holds: ``local`` maps a parameter to that part (the whole tensor
     by default; FSDP2's local shard; ZeRO-3's ``ds_tensor`` slice, see
     ``Strategy.local_tensor``), so the average is sharded exactly as the weights are and costs
-    ``4 bytes x local parameters`` per rank. Under DeepSpeed bf16 (ZeRO 1/2) the module holds bf16
+    ``4 bytes x local parameters`` per rank. Under DeepSpeed bf16 (ZeRO 1/2/3) the module holds bf16
     copies of the fp32 master weights: the average follows those.
     """
 
