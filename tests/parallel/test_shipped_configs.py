@@ -5,10 +5,11 @@ average, saves, holds the same weights on both ranks and counts its parameters c
 resume and consolidation of the same options under every strategy are test_feature_matrix.py's.
 
 The configs of one family and kind differ only in width (model name, batch size, drop path,
-paths). So the widest of each kind (the ViT-g probe and fine-tune, V-JEPA 2.1's ViT-g probe) runs at
-its own width under DDP, the launch the headers recommend (two blocks of 1408 channels); every other
-run uses the family's smallest registered width: the same recipe through the same code at a
-fraction of the CI time (every config's full width builds and plans in tests/test_plan_suggest.py).
+paths). So the widest config that trains its encoder (the ViT-g fine-tune) runs at its own width
+under DDP, the launch the headers recommend (two blocks of 1408 channels, their gradients and AdamW
+states); every other run uses the family's smallest registered width: the same recipe through the
+same code at a fraction of the CI time (every config's full width builds and plans in
+tests/test_plan_suggest.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ NARROWEST = {"vit": "vit_tiny", "vjepa2.1": "vjepa2_1_vit_base_384", "videomae":
 
 def narrowed(config: Path, strategy: str) -> bool:
     """Whether ``config`` runs at its family's smallest width under ``strategy`` (module docstring)."""
-    return not (strategy == "ddp" and "vitg" in config.stem)
+    return not (strategy == "ddp" and config.stem == "vitg16_finetune")
 
 
 def reduced(
