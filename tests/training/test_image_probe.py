@@ -54,8 +54,8 @@ def test_one_frame_clips_for_an_encoder_without_an_image_path_stop_at_once(demo_
     [
         (["model.options.image_patch_embed=false"], "built without its image path (model.options.image_patch_embed"),
         (["data.val_dataset_fpcs=[3]"], "data.val_dataset_fpcs: 3 frames per clip is not a multiple"),
-        # images beside a listing whose clips do not fill tubelets: the second one is named too
-        (["data.dataset_fpcs=[1,3]"], "data.dataset_fpcs: 3 frames per clip is not a multiple"),
+        # images beside a listing of 3-frame clips: refused at start-up, never at the first forward
+        (["data.dataset_fpcs=[1,3]"], "data.dataset_fpcs: [1, 3] differ; the clips of one batch are stacked"),
         (["model.level_concat=channels"], "model.level_concat=channels joins the levels of model.out_layers"),
     ],
 )
