@@ -131,6 +131,7 @@ def check_metas_fixtures(device: torch.device) -> None:
     video and image paths; area attention, every block, grids its splits divide and do not) on the
     device in fp32 with the fused attention kernels: the largest difference from Meta's outputs."""
     from harness.models import create_encoder, load_encoder
+    from harness.models.vit_family import AREA_OPTIONS
 
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
@@ -156,13 +157,11 @@ def check_metas_fixtures(device: torch.device) -> None:
                 )
                 worst["vjepa2.1"] = max(worst.get("vjepa2.1", 0.0), error)
         record = torch.load(FIXTURES / "area_attention" / "outputs.pt")
-        area_keys = ("use_area_attention", "area_attention_layers", "area_spatial_splits", "area_temporal_splits",
-                     "area_residual_scale")  # fmt: skip
         size_keys = ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                      "mlp_ratio", "use_rope", "use_silu", "uniform_power")  # fmt: skip
         for name, encoder_record in record["encoders"].items():
             settings = encoder_record["settings"]
-            options = {key: settings[key] for key in area_keys} if settings["use_rope"] else {}
+            options = {key: settings[key] for key in AREA_OPTIONS} if settings["use_rope"] else {}
             encoder = create_encoder("vit_tiny", **{k: settings[k] for k in size_keys if k in settings}, **options,
                                      out_layers=tuple(range(settings["depth"])))  # fmt: skip
             load_encoder(encoder, FIXTURES / "area_attention" / f"{name}.pt")

@@ -16,6 +16,7 @@ from harness.models.areas import area_blocks, area_layout, area_sizes
 from harness.models.flops import attention_flops, encoder_forward_flops
 from harness.models.hf_vjepa2 import incompatibility
 from harness.models.pooler import AttentiveClassifier
+from harness.models.vit_family import AREA_OPTIONS
 from harness.parallel.activation_checkpoint import apply_activation_checkpointing
 from harness.training import Trainer
 from harness.training.model_parts import build_encoder
@@ -25,8 +26,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORD = torch.load(FIXTURES / "area_attention" / "outputs.pt")
 ENCODERS = RECORD["encoders"]
 CASES = [(name, case) for name, record in ENCODERS.items() for case in record["cases"]]
-AREA_KEYS = ("use_area_attention", "area_attention_layers", "area_spatial_splits", "area_temporal_splits",
-             "area_residual_scale")  # fmt: skip
 
 
 def fixture_encoder(name, area=True, **overrides):
@@ -35,7 +34,7 @@ def fixture_encoder(name, area=True, **overrides):
     settings = ENCODERS[name]["settings"]
     sizes = ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
              "use_rope", "use_silu", "uniform_power")  # fmt: skip
-    options = {key: settings[key] for key in AREA_KEYS} if area and settings["use_rope"] else {}
+    options = {key: settings[key] for key in AREA_OPTIONS} if area and settings["use_rope"] else {}
     return create_encoder("vit_tiny", **{key: settings[key] for key in sizes if key in settings}, **options,
                           **overrides)  # fmt: skip
 

@@ -116,9 +116,7 @@ def test_deepspeed_bf16_computes_in_bf16_with_no_autocast_under_zero2_and_zero3(
     import torch.distributed as dist
 
     from harness.config import load_config
-    from harness.parallel.build import build_strategy
-    from harness.parallel.registry import STRATEGY_SPECS
-    from harness.training.assemble import prepare_model
+    from harness.training.assemble import build_strategy_from_config, prepare_model
     from harness.training.optim import build_optimizer
 
     for name, value in {"DS_ACCELERATOR": "cpu", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}.items():
@@ -128,12 +126,10 @@ def test_deepspeed_bf16_computes_in_bf16_with_no_autocast_under_zero2_and_zero3(
         for stage, dtype in (("zero2", "bfloat16"), ("zero3", "bfloat16"), ("zero3", "float32")):
             config = load_config(None, [
                 "model.model_name=vit_tiny", "model.depth=2", "data.crop_size=32", "data.dataset_fpcs=[4]",
-                "data.batch_size=2", "meta.finetune_encoder=true", f"meta.dtype={dtype}",
+                "data.batch_size=2", "meta.finetune_encoder=true", f"meta.dtype={dtype}", "meta.device=cpu",
                 "distributed.strategy=deepspeed", f"distributed.deepspeed.config={REPO / 'ds_configs'}/{stage}.json",
             ])  # fmt: skip
-            dist_config = config.distributed
-            options = STRATEGY_SPECS["deepspeed"].options(dist_config, config.data, config.optimization)
-            strategy = build_strategy("deepspeed", "cpu", dtype, dist_config.backend, options)
+            strategy = build_strategy_from_config(config)
             optimization = config.optimization
             model, _ = prepare_model(
                 config, strategy, 4, lambda m, o=optimization, s=strategy: build_optimizer(o, m, s.device)
