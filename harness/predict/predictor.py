@@ -8,39 +8,31 @@ import csv
 import json
 import logging
 import math
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from harness.core.errors import UserError
 from harness.core.progress import progress as progress_bar
-from harness.data.decode import IMAGE_EXTENSIONS, DecodeError, open_video
-from harness.data.files import ClipItem, load_clips
-from harness.data.listing import read_listing
-from harness.data.loader import collate_clips
-from harness.data.shard_io import VIDEO_EXTENSIONS, Shard, decode_sample, list_shards, read_samples
+from harness.data import units as units_module
+from harness.data.decode import DecodeError
 from harness.data.transforms import normalize_clips
+from harness.data.units import (  # noqa: F401  (LISTING_SUFFIXES, MEDIA: re-exported, their old home)
+    LISTING_SUFFIXES,
+    MEDIA,
+    ShardUnits,
+    Unit,
+    VideoUnits,
+    collate_units,
+    collect_inputs,
+)
 from harness.data.workers import die_with_parent
 from harness.export.model_io import Preprocessing, load_classifier
 
 log = logging.getLogger("harness.predict")
-LISTING_SUFFIXES = (".csv", ".txt", ".npy")
-MEDIA = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  #: what a folder given as input is searched for
-
-
-@dataclass
-class Unit:
-    """One thing to predict: a video, or a window ``[start, end)`` (frames) of one."""
-
-    order: tuple
-    video: str
-    frames: tuple[int, int] | None = None
-    seconds: tuple[float, float] | None = None
 
 
 @dataclass
@@ -58,101 +50,12 @@ class Row:
     labels: list[int] | None = None  #: multi-label models: the classes scoring at least the threshold
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
-    """Video and image paths (files, folders searched recursively, listings) and shards (manifests), in order."""
-    videos: list[str] = []
-    shards: list[Shard] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in MEDIA)
-            if not found:
-                raise UserError(f"{path}: no video or image files ({', '.join(MEDIA)}) in it or below it")
-            videos += [str(p) for p in found]
-        elif path.suffix == ".json":
-            shards += list_shards(str(path))
-        elif path.suffix.lower() in LISTING_SUFFIXES:
-            videos += list(read_listing(path).paths())
-        elif path.is_file():
-            videos.append(str(path))
-        else:
-            raise UserError(f"input not found: {path}")
-    return videos, shards
-
-
 def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit] | Row:
-    """Windows of ``window_s`` seconds every ``stride_s`` seconds covering the video (the last one
-    ends at the video's end), or an error row when the video cannot be opened."""
+    """:func:`harness.data.units.window_units`, or an error row when the video cannot be opened."""
     try:
-        reader = open_video(video)
-        frames, fps = reader.num_frames, reader.fps or 30.0
-        reader.close()
+        return units_module.window_units(index, video, window_s, stride_s)
     except (DecodeError, OSError) as error:
         return Row((index,), video, "all", error=str(error))
-    length, stride = max(1, round(window_s * fps)), max(1, round(stride_s * fps))
-    starts = list(range(0, max(1, frames - length + 1), stride))
-    if starts[-1] + length < frames:
-        starts.append(frames - length)
-    units = []
-    for number, start in enumerate(starts):
-        end = min(frames, start + length)  # times to the millisecond
-        units.append(Unit((index, number), video, (start, end), (round(start / fps, 3), round(end / fps, 3))))
-    return units
-
-
-class VideoUnits(Dataset):
-    """``(unit, clips or error message)`` of each unit: a video that cannot be used is reported."""
-
-    def __init__(self, units: list[Unit], preprocessing: Preprocessing, decoder: str) -> None:
-        self.units, self.spec, self.decoder = units, preprocessing.clip_spec(), decoder
-        self.transform, self.num_clips = preprocessing.transform(), preprocessing.num_clips
-
-    def __len__(self) -> int:
-        return len(self.units)
-
-    def __getitem__(self, index: int) -> tuple[Unit, ClipItem | str]:
-        unit = self.units[index]
-        try:
-            clips, indices = load_clips(unit.video, self.spec, self.num_clips, self.transform, random=False,
-                                        allow_clip_overlap=False, rng=np.random.default_rng(0), decoder=self.decoder,
-                                        frame_range=unit.frames)  # fmt: skip
-        except (DecodeError, OSError) as error:
-            return unit, str(error)
-        return unit, ClipItem(clips, 0, indices, unit.video)
-
-
-class ShardUnits(IterableDataset):
-    """``(unit, clips or error message)`` of every sample of the shards (a worker reads whole shards)."""
-
-    def __init__(self, shards: list[tuple[tuple, Shard]], preprocessing: Preprocessing, decoder: str) -> None:
-        self.shards, self.preprocessing, self.decoder = shards, preprocessing, decoder
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        p = self.preprocessing
-        spec, transform = p.clip_spec(), p.transform()
-        for order, shard in self.shards[worker::workers]:
-            number = 0
-            try:
-                for number, (key, parts) in enumerate(read_samples(shard.url, sha256=shard.sha256)):
-                    unit = Unit((*order, number), f"{shard.url}#{key}")
-                    try:
-                        item = decode_sample(shard.url, key, parts, spec, p.num_clips, transform, False,
-                                             np.random.default_rng(0), self.decoder)  # fmt: skip
-                    except (DecodeError, OSError) as error:
-                        yield unit, str(error)
-                    else:
-                        yield unit, ClipItem(item.clips, 0, item.clip_indices, unit.video)
-            except (tarfile.TarError, OSError, EOFError) as error:  # the shard's remaining samples are lost
-                yield Unit((*order, number + 1), shard.url), f"unreadable shard: {error}"
-
-
-def collate_units(items: list[tuple[Unit, ClipItem | str]]) -> tuple[list[Unit], Any, list[tuple[Unit, str]]]:
-    """A batch: the decoded units, their clips (:class:`ClipBatch` or None) and the failures."""
-    decoded = [(unit, item) for unit, item in items if isinstance(item, ClipItem)]
-    failed = [(unit, item) for unit, item in items if isinstance(item, str)]
-    return [unit for unit, _ in decoded], collate_clips([item for _, item in decoded]) if decoded else None, failed
 
 
 @torch.no_grad()
@@ -248,13 +151,8 @@ def _round(value: float | None) -> str:
 
 def build_units(videos: list[str], args: argparse.Namespace) -> tuple[list[Unit], list[Row]]:
     """Units of this job (whole videos, or windows) and the rows of videos that failed already."""
-    if not args.window_seconds:
-        return [Unit((index,), video) for index, video in enumerate(videos)], []
-    units, failed = [], []
-    for index, video in enumerate(progress_bar(videos, desc="probe", unit="video", enabled=args.progress)):
-        found = window_units(index, video, args.window_seconds, args.stride_seconds or args.window_seconds)
-        (failed.append(found) if isinstance(found, Row) else units.extend(found))
-    return units, failed
+    units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress)
+    return units, [Row(unit.order, unit.video, "all", error=error) for unit, error in failed]
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:

@@ -1,0 +1,163 @@
+"""New videos as units of work for the commands that read a trained model (``harness.predict``,
+``harness.embed``): inputs of any kind to paths and shards, videos to whole-video or window units,
+and the datasets that decode them into evaluation clips, reporting the videos that cannot be used
+instead of failing.
+
+A unit's ``order`` sorts the outputs in input order: ``(video,)``, ``(video, window)`` or, for a
+sample of a shard, ``(shard position, sample)``.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from harness.core.errors import UserError
+from harness.core.progress import progress as progress_bar
+from harness.data.decode import IMAGE_EXTENSIONS, DecodeError, open_video
+from harness.data.files import ClipItem, load_clips
+from harness.data.listing import read_listing
+from harness.data.loader import collate_clips
+from harness.data.sampling import ClipSpec
+from harness.data.shard_io import VIDEO_EXTENSIONS, Shard, decode_sample, list_shards, read_samples
+
+LISTING_SUFFIXES = (".csv", ".txt", ".npy")
+MEDIA = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  #: what a folder given as input is searched for
+
+
+class ClipSettings(Protocol):
+    """How a video becomes clips: what the datasets below read of a model's preprocessing
+    (:class:`harness.export.model_io.Preprocessing` is one)."""
+
+    num_clips: int
+
+    def clip_spec(self) -> ClipSpec: ...
+
+    def transform(self) -> Callable: ...
+
+
+@dataclass
+class Unit:
+    """One thing to predict or embed: a video, or a window ``[start, end)`` (frames) of one."""
+
+    order: tuple
+    video: str
+    frames: tuple[int, int] | None = None
+    seconds: tuple[float, float] | None = None
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
+    """Video and image paths (files, folders searched recursively, listings) and shards (manifests), in order."""
+    videos: list[str] = []
+    shards: list[Shard] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in MEDIA)
+            if not found:
+                raise UserError(f"{path}: no video or image files ({', '.join(MEDIA)}) in it or below it")
+            videos += [str(p) for p in found]
+        elif path.suffix == ".json":
+            shards += list_shards(str(path))
+        elif path.suffix.lower() in LISTING_SUFFIXES:
+            videos += list(read_listing(path).paths())
+        elif path.is_file():
+            videos.append(str(path))
+        else:
+            raise UserError(f"input not found: {path}")
+    return videos, shards
+
+
+def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit]:
+    """Windows of ``window_s`` seconds every ``stride_s`` seconds covering the video (the last one
+    ends at the video's end); :class:`DecodeError` or ``OSError`` when the video cannot be opened."""
+    reader = open_video(video)
+    frames, fps = reader.num_frames, reader.fps or 30.0
+    reader.close()
+    length, stride = max(1, round(window_s * fps)), max(1, round(stride_s * fps))
+    starts = list(range(0, max(1, frames - length + 1), stride))
+    if starts[-1] + length < frames:
+        starts.append(frames - length)
+    units = []
+    for number, start in enumerate(starts):
+        end = min(frames, start + length)  # times to the millisecond
+        units.append(Unit((index, number), video, (start, end), (round(start / fps, 3), round(end / fps, 3))))
+    return units
+
+
+def build_units(videos: list[str], window_seconds: float | None, stride_seconds: float | None,
+                progress: bool = True) -> tuple[list[Unit], list[tuple[Unit, str]]]:  # fmt: skip
+    """The units of ``videos`` (whole videos, or with ``window_seconds`` their windows every
+    ``stride_seconds``, default the window) and, for each video whose windows cannot be found
+    because it cannot be opened, its whole-video unit and the error message."""
+    if not window_seconds:
+        return [Unit((index,), video) for index, video in enumerate(videos)], []
+    units: list[Unit] = []
+    failed: list[tuple[Unit, str]] = []
+    for index, video in enumerate(progress_bar(videos, desc="probe", unit="video", enabled=progress)):
+        try:
+            units += window_units(index, video, window_seconds, stride_seconds or window_seconds)
+        except (DecodeError, OSError) as error:
+            failed.append((Unit((index,), video), str(error)))
+    return units, failed
+
+
+class VideoUnits(Dataset):
+    """``(unit, clips or error message)`` of each unit: a video that cannot be used is reported."""
+
+    def __init__(self, units: list[Unit], preprocessing: ClipSettings, decoder: str) -> None:
+        self.units, self.spec, self.decoder = units, preprocessing.clip_spec(), decoder
+        self.transform, self.num_clips = preprocessing.transform(), preprocessing.num_clips
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, index: int) -> tuple[Unit, ClipItem | str]:
+        unit = self.units[index]
+        try:
+            clips, indices = load_clips(unit.video, self.spec, self.num_clips, self.transform, random=False,
+                                        allow_clip_overlap=False, rng=np.random.default_rng(0), decoder=self.decoder,
+                                        frame_range=unit.frames)  # fmt: skip
+        except (DecodeError, OSError) as error:
+            return unit, str(error)
+        return unit, ClipItem(clips, 0, indices, unit.video)
+
+
+class ShardUnits(IterableDataset):
+    """``(unit, clips or error message)`` of every sample of the shards (a worker reads whole shards)."""
+
+    def __init__(self, shards: list[tuple[tuple, Shard]], preprocessing: ClipSettings, decoder: str) -> None:
+        self.shards, self.preprocessing, self.decoder = shards, preprocessing, decoder
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        p = self.preprocessing
+        spec, transform = p.clip_spec(), p.transform()
+        for order, shard in self.shards[worker::workers]:
+            number = 0
+            try:
+                for number, (key, parts) in enumerate(read_samples(shard.url, sha256=shard.sha256)):
+                    unit = Unit((*order, number), f"{shard.url}#{key}")
+                    try:
+                        item = decode_sample(shard.url, key, parts, spec, p.num_clips, transform, False,
+                                             np.random.default_rng(0), self.decoder)  # fmt: skip
+                    except (DecodeError, OSError) as error:
+                        yield unit, str(error)
+                    else:
+                        yield unit, ClipItem(item.clips, 0, item.clip_indices, unit.video)
+            except (tarfile.TarError, OSError, EOFError) as error:  # the shard's remaining samples are lost
+                yield Unit((*order, number + 1), shard.url), f"unreadable shard: {error}"
+
+
+def collate_units(items: list[tuple[Unit, ClipItem | str]]) -> tuple[list[Unit], Any, list[tuple[Unit, str]]]:
+    """A batch: the decoded units, their clips (:class:`ClipBatch` or None) and the failures."""
+    decoded = [(unit, item) for unit, item in items if isinstance(item, ClipItem)]
+    failed = [(unit, item) for unit, item in items if isinstance(item, str)]
+    return [unit for unit, _ in decoded], collate_clips([item for _, item in decoded]) if decoded else None, failed
