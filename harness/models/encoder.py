@@ -67,6 +67,13 @@ class VideoEncoder(nn.Module):
         (tokens) or ``[B, N, L * D]`` (channels)."""
         return torch.cat(levels, dim=1 if self.level_concat == "tokens" else 2)
 
+    def level_norm(self, index: int) -> nn.Module:
+        """The norm that makes the tokens after block ``index`` a level (as ``out_layers`` levels
+        are made): the final ``norm``, which every block shares here."""
+        if not 0 <= index < self.depth:
+            raise ValueError(f"level {index}: a {self.depth}-block encoder has levels 0 to {self.depth - 1}")
+        return self.norm
+
     @property
     def num_layers(self) -> int:
         """Depth indices for layer decay: embeddings, each block, what follows the blocks."""
@@ -85,6 +92,10 @@ class VideoEncoder(nn.Module):
         """Frames per temporal patch for a clip of ``frames`` frames (a family with an image path
         answers 1 for images)."""
         return self.tubelet_size
+
+    def token_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(t, h, w)`` grid of the tokens of one clip ``[C, frames, height, width]``."""
+        return frames // self.tubelet_for(frames), height // self.patch_size, width // self.patch_size
 
     def forward_flops(self, frames: int, height: int, width: int) -> int:
         """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`;

@@ -17,6 +17,8 @@ same methods on every model):
   and one block; ``init_weights()`` calls them through :func:`init_all_units`, each unit from its
   own seed, so an encoder built on the meta device can be materialised a block at a time (one
   shard per rank) and still get exactly the weights of a direct build;
+* ``level_norm(index) -> nn.Module``: the norm that makes block ``index``'s output tokens a
+  feature level (``out_layers``, ``harness.embed --levels``);
 * ``forward(x [B, C, T, H, W]) -> tokens [B, N, D]`` (``T = 1`` through an image path, where the
   family has one: :attr:`ModelFamily.image_path_option`).
 

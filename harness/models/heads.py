@@ -36,9 +36,11 @@ class LinearClassifier(nn.Module):
         with torch.no_grad():
             self.head.weight.mul_(init_scale)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, D]`` -> the pooled vector ``[B, D]`` that the Linear reads (before dropout)."""
         if self.fc_norm is not None:
-            pooled = self.fc_norm(tokens.mean(dim=1))
-        else:
-            pooled = tokens[:, 0]
-        return self.head(self.dropout(pooled)).float()
+            return self.fc_norm(tokens.mean(dim=1))
+        return tokens[:, 0]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(tokens))).float()

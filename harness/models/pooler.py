@@ -101,9 +101,13 @@ class AttentiveClassifier(nn.Module):
         self.pooler = AttentivePooler(1, embed_dim, num_heads, depth=depth, **pooler_kwargs)
         self.linear = nn.Linear(embed_dim, num_classes)
 
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, D]`` -> the pooled vector ``[B, D]`` that the linear layer reads."""
+        return self.pooler(tokens).squeeze(1)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, N, D]`` -> logits ``float32 [B, num_classes]``."""
-        pooled = self.pooler(tokens).squeeze(1)
+        pooled = self.pool(tokens)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
             # Upcast the weights too: under FSDP mixed precision or DeepSpeed bf16 they are bf16.
             bias = self.linear.bias.float() if self.linear.bias is not None else None

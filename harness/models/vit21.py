@@ -146,6 +146,13 @@ class VisionTransformer21(VideoEncoder):
             return self.hierarchical_layers[int(name.split(".")[1])] + 2
         return super().layer_id(name)
 
+    def level_norm(self, index: int) -> nn.Module:
+        """The norm of the hierarchical level after block ``index`` (only those blocks have one)."""
+        if index not in self.hierarchical_layers:
+            raise ValueError(f"level {index}: a V-JEPA 2.1 encoder of depth {self.depth} has normalised outputs "
+                             f"at blocks {list(self.hierarchical_layers)} only")  # fmt: skip
+        return self.norms_block[self.hierarchical_layers.index(index)]
+
     def tubelet_for(self, frames: int) -> int:
         """1 for a 1-frame clip when it takes the image path (FLOPs count its tokens), else the tubelet."""
         return 1 if frames == 1 and self.patch_embed_img is not None else self.tubelet_size
@@ -174,7 +181,7 @@ class VisionTransformer21(VideoEncoder):
         for index, block in enumerate(self.blocks):
             tokens = block(tokens, rope)
             if index in levels:
-                outputs.append(self.norms_block[self.hierarchical_layers.index(index)](tokens))
+                outputs.append(self.level_norm(index)(tokens))
         return outputs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,5 @@
+import sys
+
+from harness.embed.cli import main
+
+sys.exit(main())

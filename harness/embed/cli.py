@@ -1,0 +1,128 @@
+"""Features of videos for retrieval, deduplication, clustering, temporal localisation:
+``python -m harness.embed MODEL INPUT... --output DIR``.
+
+``MODEL`` is anything ``harness.predict`` reads (a run folder, a checkpoint, an exported or Hugging
+Face classifier directory) or an encoder alone: a V-JEPA 2 pretraining checkpoint (``encoder`` /
+``target_encoder``), a VideoMAE checkpoint (both need ``--model-name``, e.g. vit_large_rope), a
+Hugging Face ``VJEPA2Model`` / ``VideoMAEModel`` directory. ``INPUT``s are as predict's: video and
+image files, folders, listings, shard manifests.
+
+Features (``--features``, several with commas): ``pooled`` (the mean of the encoder's output
+tokens), ``probe`` (the classifier's pooled vector before its linear layer), ``levels`` (the mean of
+the normalised tokens after each ``--levels`` block), ``tokens`` (every token, on its grid). A
+video's clips and views are averaged (tokens keep every clip); ``--window-seconds`` embeds each
+window. Output in ``DIR``: shard files of ``--rows-per-shard`` rows (``.safetensors`` or ``.npy``),
+``index.csv`` (video, window, start_s, end_s, shard, row, error) and ``embeddings.json``. A stopped
+run continues where it stopped when the same command is run again; under ``torchrun`` the ranks
+share the shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness.core.errors import UserError, entry_point
+from harness.core.fileio import check_output_folder
+from harness.core.options import add_weights_option
+
+FEATURES = ("pooled", "probe", "levels", "tokens")  # (harness.embed.features.FEATURES, without importing torch)
+
+
+def _list(kind: type, what: str):
+    def parse(text: str) -> list:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: expected a comma-separated list, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{what}: empty")
+        return values
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="harness-embed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("model", help="run folder, checkpoint, exported or Hugging Face directory, or encoder file")
+    parser.add_argument("inputs", nargs="+", help="video files, folders, listings or shard manifests")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the shards, index.csv, embeddings.json")
+    parser.add_argument("--features", type=_list(str, "--features"), default=["pooled"],
+                        help=f"comma-separated, of {', '.join(FEATURES)} (default pooled)")  # fmt: skip
+    parser.add_argument("--levels", type=_list(int, "--levels"), default=None,
+                        help="blocks (0-based) the levels feature reads, e.g. 5,11,17,23")  # fmt: skip
+    parser.add_argument("--normalize", choices=("l2",), default=None, help="scale every vector to unit length")
+    parser.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="shard files")
+    parser.add_argument("--rows-per-shard", type=int, default=4096, help="rows per shard file (default 4096)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the embeddings of another command in DIR")
+    parser.add_argument("--window-seconds", type=float, default=None, help="embed each window of this length")
+    parser.add_argument("--stride-seconds", type=float, default=None, help="window start every S s (default: W)")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos (windows) per forward pass")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="compute precision (features are saved as float32)")  # fmt: skip
+    parser.add_argument("--decoder", default="auto", choices=("auto", "torchcodec", "decord", "pyav"))
+    add_weights_option(parser)
+    parser.add_argument("--num-clips", type=int, default=None, help="clips per video (default: the model's, or 1)")
+    parser.add_argument("--num-views", type=int, default=None, help="spatial views per clip (default: model's, or 1)")
+    parser.add_argument("--frame-step", type=int, default=None, help="take every k-th frame (default: model's, or 4)")
+    parser.add_argument("--fps", type=float, default=None, help="sample clips at this rate instead")
+    parser.add_argument("--duration", type=float, default=None, help="clips spanning this many seconds instead")
+    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's, or 16)")
+    parser.add_argument("--crop-size", type=int, default=None, help="clip side in pixels (default: the model's)")
+    encoder = parser.add_argument_group("an encoder alone (a file or Hugging Face encoder directory)")
+    encoder.add_argument("--model-name", default=None, help="its registered name, e.g. vit_large_rope, videomae_base")
+    encoder.add_argument("--patch-size", type=int, default=None, help="spatial patch (default: the directory's, or 16)")
+    encoder.add_argument("--tubelet-size", type=int, default=None, help="frames per temporal patch (default 2)")
+    encoder.add_argument("--checkpoint-key", default=None, help="its key in the file (default: target_encoder)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    args = parser.parse_args(argv)
+    check(args)
+    return args
+
+
+def check(args: argparse.Namespace) -> None:
+    """The arguments' values, before any model or video is read."""
+    sizes = ("batch_size", "rows_per_shard", "num_clips", "num_views", "frame_step", "frames", "crop_size",
+             "patch_size", "tubelet_size")  # fmt: skip
+    for key in sizes:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    for key in ("window_seconds", "stride_seconds", "fps", "duration"):
+        if getattr(args, key) is not None and not getattr(args, key) > 0:
+            raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
+    if args.stride_seconds is not None and args.window_seconds is None:
+        raise UserError("--stride-seconds needs --window-seconds (the windows it steps between); give both")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    unknown = [name for name in args.features if name not in FEATURES]
+    if unknown:
+        raise UserError(f"--features {','.join(unknown)}: not a feature; choose from {', '.join(FEATURES)}")
+    args.features = list(dict.fromkeys(args.features))
+    if ("levels" in args.features) != (args.levels is not None):
+        raise UserError("--levels goes with --features levels (the blocks it reads): give both, e.g. "
+                        "--features pooled,levels --levels 5,11,17,23")  # fmt: skip
+    check_output_folder(args.output, UserError, "--output")
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from harness.embed.run import run
+
+    counts = run(args)
+    if counts is None:  # another rank: rank 0 reports
+        return 0
+    print(f"embedded {counts['embedded']} {'windows' if args.window_seconds else 'videos'}, {counts['failed']} "
+          f"unreadable, in {counts['shards']} shards; wrote {args.output}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

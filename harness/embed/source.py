@@ -1,0 +1,151 @@
+"""The model ``harness.embed`` reads: a trained classifier from any source ``harness.predict``
+reads (:func:`harness.export.model_io.read_source`), or an encoder alone, built the way a run
+builds its pretrained encoder (``meta.pretrain_checkpoint``: :func:`harness.training.model_parts.
+build_encoder`).
+
+Encoders alone: a V-JEPA 2 (or 2.1) pretraining checkpoint (``encoder`` / ``target_encoder``), a
+VideoMAE checkpoint, or a Hugging Face ``VJEPA2Model`` / ``VideoMAEModel`` directory. A file does
+not say its size, so it needs the model's name (``vit_large_rope``...); a directory's
+``config.json`` gives its size and clip shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from harness.config import load_config
+from harness.core.errors import UserError
+from harness.export.folder import MODEL_FILE
+from harness.export.model_io import Preprocessing, read_source
+from harness.models.checkpoint_io import hf_family
+from harness.models.family import FamilyError, ModelFamily, family_of
+from harness.models.hf_directory import is_hf_directory
+
+CLIP_KEYS = ("num_clips", "num_views", "frame_step", "fps", "duration")  #: clip settings any source takes
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOptions:
+    """What an encoder alone needs besides its weights (None: the file's or the family's default)."""
+
+    model_name: str | None = None  #: a registered name (``vit_large_rope``); a directory's default: its family's
+    patch_size: int | None = None  #: spatial patch (default 16; a directory's own)
+    tubelet_size: int | None = None  #: frames per temporal patch (default 2; a directory's own)
+    checkpoint_key: str | None = None  #: where the encoder is in the file (default: target_encoder, encoder)
+
+    def given(self) -> list[str]:
+        """The options set, as their command-line flags."""
+        return [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclasses.dataclass
+class EmbeddingModel:
+    """A model to embed with: ``model`` (a ``VideoClassifier``, or an encoder alone) in fp32 on
+    the CPU in eval mode, the clips it takes, and where it came from (for ``embeddings.json``)."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    description: dict[str, Any]
+
+    @property
+    def has_probe(self) -> bool:
+        """Whether there is a classifier whose pooled vector is the ``probe`` feature."""
+        return self.description["kind"] == "classifier"
+
+
+def is_encoder_source(path: Path) -> bool:
+    """A file that is not a checkpoint pointer, or a Hugging Face directory of a model without a
+    classification head."""
+    if path.is_file():
+        return not (path.parent.name == "checkpoints" and path.suffix == "")
+    if is_hf_directory(path) and not (path / MODEL_FILE).is_file():
+        try:
+            architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures")
+        except (OSError, ValueError, AttributeError):
+            return False  # read_source then says what is wrong with it
+        return not any(str(name).endswith("ForVideoClassification") for name in architectures or [])
+    return False
+
+
+def load_embedding_model(source: str | Path, weights: str = "ema", encoder: EncoderOptions | None = None,
+                         **clip_overrides: Any) -> EmbeddingModel:  # fmt: skip
+    """The model of ``source`` (see the module docs); ``clip_overrides`` (:data:`CLIP_KEYS`, and
+    ``frames_per_clip`` / ``crop_size``) change how clips are taken."""
+    path, encoder = Path(source), encoder or EncoderOptions()
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    if is_encoder_source(path):
+        loaded = load_encoder_only(path, encoder, clip_overrides.get("frames_per_clip"),
+                                   clip_overrides.get("crop_size"))  # fmt: skip
+    elif encoder.given():
+        raise UserError(f"{', '.join(encoder.given())}: for an encoder alone; {path} is a trained classifier, "
+                        "whose model is saved with it")  # fmt: skip
+    else:
+        model, preprocessing, description = read_source(path, weights)
+        keep = ("source", "source_format", "strategy", "step", "weights")
+        description = {"kind": "classifier", **{k: v for k, v in description.items() if k in keep}}
+        loaded = EmbeddingModel(model, preprocessing, description)
+    try:
+        loaded.preprocessing = loaded.preprocessing.with_sampling(**clip_overrides)
+    except ValueError as error:
+        raise UserError(f"clip settings: {error}") from None
+    return loaded
+
+
+def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None = None,
+                      crop_size: int | None = None) -> EmbeddingModel:  # fmt: skip
+    """An encoder file or Hugging Face encoder directory, with the preprocessing of clips of
+    ``frames`` frames of ``crop_size`` pixels (default: the directory's, else the family's; every
+    4th frame, ImageNet mean and std)."""
+    from harness.training.model_parts import build_encoder
+
+    size: dict[str, Any] = {}
+    if path.is_dir():
+        family, hf_config = hf_family(path)
+        name = settings.model_name or family.hf.model_name
+        shape = family.hf.clip_shape(hf_config)
+        size = {"patch_size": hf_config.get("patch_size"), "tubelet_size": hf_config.get("tubelet_size")}
+    elif settings.model_name is None:
+        raise UserError(f"{path} is an encoder file, which does not say its size: give --model-name (e.g. "
+                        "vit_large_rope for V-JEPA 2's ViT-L, videomae_base for VideoMAE's ViT-B)")  # fmt: skip
+    else:
+        name = settings.model_name
+        shape = default_clip_shape(_family(name))
+    family = _family(name)
+    frames, crop = frames or shape[0], crop_size or shape[1]
+    patch = settings.patch_size or size.get("patch_size") or 16
+    tubelet = settings.tubelet_size or size.get("tubelet_size") or 2
+    overrides = [f"model.model_name={name}", f"meta.pretrain_checkpoint={path}", f"data.crop_size={crop}",
+                 f"data.dataset_fpcs=[{frames}]", f"data.val_dataset_fpcs=[{frames}]", f"data.patch_size={patch}",
+                 f"data.tubelet_size={tubelet}", "model.compile_model=false"]  # fmt: skip
+    if settings.checkpoint_key:
+        overrides.append(f"meta.checkpoint_key={settings.checkpoint_key}")
+    config = load_config(None, overrides)
+    encoder = build_encoder(config).eval()
+    preprocessing = Preprocessing(frames, crop, [], sampling_rule="harness")
+    named = settings.model_name or not path.is_dir()  # (a directory's sizes are its config.json's, not a name's)
+    description = {"kind": "encoder", "source": str(path.resolve()), "family": family.name,
+                   "model_name": name if named else None, "patch_size": patch, "tubelet_size": tubelet}  # fmt: skip
+    return EmbeddingModel(encoder, preprocessing, description)
+
+
+def _family(name: str) -> ModelFamily:
+    try:
+        return family_of(name)
+    except FamilyError as error:
+        raise UserError(f"--model-name: {error}") from None
+
+
+def default_clip_shape(family: ModelFamily) -> tuple[int, int]:
+    """``(frames, side)`` of an encoder file of ``family``: the family's Hugging Face defaults
+    (V-JEPA 2: 16 frames of 256 px; VideoMAE: 16 of 224), else its encoder's constructor defaults."""
+    if family.hf is not None:
+        return family.hf.clip_shape({})
+    defaults = inspect.signature(family.build).parameters
+    return defaults["num_frames"].default, defaults["img_size"].default

@@ -1,0 +1,226 @@
+"""An embedding folder: shard files, the index and ``embeddings.json``, written so that a run can
+be stopped at any point and continued.
+
+Layout of ``DIR``::
+
+    embeddings.json        the request (source, features, clips, inputs' fingerprint), then counts
+    shard-000000.safetensors (or shard-000000.<feature>.npy)   features of up to N rows
+    parts/000000.json      job 0 done: its files (and sizes) and its index rows
+    index.csv              video,window,start_s,end_s,shard,row,error: every unit, in input order
+
+A job is a fixed run of units (``rows_per_shard`` of them, or the samples of one input shard):
+jobs are numbered in input order from the inputs alone, so a rerun finds the same jobs. A job's
+part is written last, after its shard files, so a part whose files are all there at their sizes
+marks a finished job, which a rerun skips; anything else of a job is written again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.core.errors import UserError
+from harness.core.fileio import write_atomic
+from harness.data.units import Unit
+from harness.embed.shard_files import ShardFile
+
+EMBEDDINGS_FILE = "embeddings.json"
+INDEX_FILE = "index.csv"
+PARTS = "parts"
+SPOOL = ".spool"
+INDEX_COLUMNS = ("video", "window", "start_s", "end_s", "shard", "row", "error")
+
+
+def shard_name(job: int, piece: int = 0) -> str:
+    """``shard-000012`` (and ``shard-000012-1``... for a job of more than ``rows_per_shard`` rows)."""
+    return f"shard-{job:06d}" + (f"-{piece}" if piece else "")
+
+
+def differences(saved: dict[str, Any], request: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two requests."""
+    return sorted(key for key in set(saved) | set(request) if saved.get(key) != request.get(key))
+
+
+class EmbeddingFolder:
+    """``DIR`` (see the module docs) for features written as ``form`` (``safetensors`` or ``npy``)."""
+
+    def __init__(self, folder: str | Path, form: str) -> None:
+        self.folder, self.form = Path(folder), form
+        self.parts = self.folder / PARTS
+
+    def saved_request(self) -> dict[str, Any] | None:
+        """The request of an earlier run into this folder (None: none, or unreadable)."""
+        try:
+            return json.loads((self.folder / EMBEDDINGS_FILE).read_text(encoding="utf-8"))["request"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def problem(self, request: dict[str, Any], overwrite: bool) -> str | None:
+        """Why this run may not write here (read only): a folder holding something else, unless
+        ``overwrite``. The same request continues an earlier run."""
+        if self.folder.exists() and not self.folder.is_dir():
+            return f"--output {self.folder} is a file; give a folder"
+        if overwrite or not self.folder.is_dir() or not any(self.folder.iterdir()):
+            return None
+        saved = self.saved_request()
+        if saved is None:
+            return (f"--output {self.folder} is not empty and holds no embeddings of harness.embed; give an empty or "
+                    "new folder, or --overwrite to replace its embeddings")  # fmt: skip
+        if saved != request:
+            changed = ", ".join(differences(saved, request))
+            return (f"--output {self.folder} holds embeddings of another command (it differs in {changed}); give "
+                    "--overwrite to replace them, or another folder")  # fmt: skip
+        return None
+
+    def prepare(self, request: dict[str, Any], overwrite: bool, inputs: list[str]) -> None:
+        """Before any job (one process): with ``overwrite`` remove the embeddings there; remove
+        what a stopped run left half written; record the request (the run is not complete)."""
+        if overwrite:
+            self.remove_embeddings()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.parts.mkdir(exist_ok=True)
+        shutil.rmtree(self.folder / SPOOL, ignore_errors=True)
+        for folder in (self.folder, self.parts):
+            for left in folder.glob(".tmp-*"):  # write_atomic's temporary files of a stopped run
+                left.unlink(missing_ok=True)
+        (self.folder / INDEX_FILE).unlink(missing_ok=True)  # written again at the end
+        self.write_description({"complete": False, "request": request, "inputs": inputs})
+
+    def remove_embeddings(self) -> None:
+        """Remove this folder's embeddings (only the files harness.embed writes)."""
+        for path in [*self.folder.glob("shard-*.safetensors"), *self.folder.glob("shard-*.npy")]:
+            path.unlink()
+        for name in (PARTS, SPOOL):
+            shutil.rmtree(self.folder / name, ignore_errors=True)
+        for name in (INDEX_FILE, EMBEDDINGS_FILE):
+            (self.folder / name).unlink(missing_ok=True)
+
+    def write_description(self, values: dict[str, Any]) -> None:
+        text = json.dumps(values, indent=2).encode()
+        write_atomic(self.folder / EMBEDDINGS_FILE, lambda handle: handle.write(text))
+
+    def part_path(self, job: int) -> Path:
+        return self.parts / f"{job:06d}.json"
+
+    def read_part(self, job: int) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.part_path(job).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def is_done(self, job: int) -> bool:
+        """Whether job ``job`` finished: its part is there and so is each of its files, at its size."""
+        part = self.read_part(job)
+        if part is None:
+            return False
+        try:
+            return all((self.folder / name).stat().st_size == size for name, size in part["files"].items())
+        except (OSError, KeyError, AttributeError):
+            return False
+
+    def spool(self, rank: int) -> Path:
+        return self.folder / SPOOL / f"r{rank}"
+
+    def start_job(self, job: int) -> None:
+        """Remove what an unfinished earlier try of ``job`` left (its part, its shard files)."""
+        self.part_path(job).unlink(missing_ok=True)
+        for path in self.folder.glob(f"{shard_name(job)}[.-]*"):
+            path.unlink(missing_ok=True)
+
+    def finish_job(self, job: int, files: dict[str, int], rows: list[list], shapes: dict[str, list[int]]) -> None:
+        """Mark ``job`` done: its part (files and sizes, index rows, feature shapes), written last."""
+        text = json.dumps({"files": files, "rows": rows, "shapes": shapes}).encode()
+        write_atomic(self.part_path(job), lambda handle: handle.write(text))
+
+    def merge(self, jobs: int, description: dict[str, Any]) -> dict[str, int]:
+        """Write ``index.csv`` from the parts of ``jobs`` jobs (in job order, streamed) and the
+        complete ``embeddings.json`` (``description`` plus features and counts); returns the counts."""
+        counts = {"rows": 0, "embedded": 0, "failed": 0, "shards": 0}
+        shapes: dict[str, list[int]] = {}
+
+        def write(handle) -> None:
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            writer = csv.writer(text)
+            writer.writerow(INDEX_COLUMNS)
+            for job in range(jobs):
+                part = self.read_part(job)
+                if part is None:
+                    raise RuntimeError(f"{self.part_path(job)} is missing after every rank finished")
+                shapes.update(part["shapes"])
+                counts["shards"] += len({row[4] for row in part["rows"] if row[4]})
+                for row in part["rows"]:
+                    counts["embedded" if row[4] else "failed"] += 1
+                    writer.writerow(row)
+                counts["rows"] += len(part["rows"])
+            text.flush()
+            text.detach()
+
+        write_atomic(self.folder / INDEX_FILE, write)
+        shutil.rmtree(self.folder / SPOOL, ignore_errors=True)
+        dtype = "float32"
+        features = {name: {"shape": shape, "dtype": dtype} for name, shape in shapes.items()}
+        self.write_description({**description, "complete": True, "features": features, "counts": counts})
+        return counts
+
+
+class JobWriter:
+    """What one job writes: its rows' features into shard files of at most ``rows_per_shard``
+    rows, and its index rows; :meth:`finish` writes the part that marks it done."""
+
+    def __init__(self, folder: EmbeddingFolder, job: int, rows_per_shard: int, rank: int) -> None:
+        folder.start_job(job)
+        self.folder, self.job, self.rows_per_shard, self.rank = folder, job, rows_per_shard, rank
+        self.rows: list[tuple[tuple, list]] = []  # (unit order, index row)
+        self.files: dict[str, int] = {}
+        self.shapes: dict[str, list[int]] = {}
+        self.pieces = 0
+        self.shard: ShardFile | None = None
+
+    def fail(self, unit: Unit, error: str) -> None:
+        """An index row for a unit that could not be embedded."""
+        self.rows.append((unit.order, index_row(unit, "", "", error)))
+
+    def add(self, unit: Unit, values: dict[str, np.ndarray]) -> None:
+        """One unit's features (``values[name]``: ``[1, *shape]``)."""
+        if self.shard is not None and self.shard.rows >= self.rows_per_shard:
+            self._close_shard()
+        if self.shard is None:
+            self.shard = ShardFile(self.folder.folder, shard_name(self.job, self.pieces), self.folder.form,
+                                   self.folder.spool(self.rank))  # fmt: skip
+            self.pieces += 1
+        self.rows.append((unit.order, index_row(unit, self.shard.shard, self.shard.rows, "")))
+        self.shard.append(values)
+        self.shapes = {name: list(value.shape[1:]) for name, value in values.items()}
+
+    def _close_shard(self) -> None:
+        self.files.update(self.shard.finish())
+        self.shard = None
+
+    def finish(self) -> None:
+        """Write the last shard file, then the part (rows in unit order)."""
+        if self.shard is not None:
+            self._close_shard()
+        rows = [row for _, row in sorted(self.rows, key=lambda item: item[0])]
+        self.folder.finish_job(self.job, self.files, rows, self.shapes)
+
+
+def index_row(unit: Unit, shard: str, row: int | str, error: str) -> list:
+    """``video, window, start_s, end_s, shard, row, error`` of a unit."""
+    window = str(unit.order[1]) if unit.frames is not None else ""
+    start, end = unit.seconds if unit.seconds is not None else ("", "")
+    return [unit.video, window, start, end, shard, row, error]
+
+
+def read_index(folder: str | Path) -> list[dict[str, str]]:
+    """The rows of an embedding folder's ``index.csv`` (a complete run's), as dicts of strings."""
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found: is {folder} a finished harness.embed output (rerun the command)?")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
