@@ -66,6 +66,7 @@ setup(
             "harness-report=harness.report.cli:main",
             "harness-plan=harness.plan.cli:main",
             "harness-predict=harness.predict.cli:main",
+            "harness-embed=harness.embed.cli:main",
             "harness-export=harness.export.cli:main",
         ],
     },

@@ -113,14 +113,17 @@ def test_listings_manifests_unreadable_videos_npy_and_l2(trained_run, demo_root,
 def test_windows_of_a_long_video_and_a_video_that_cannot_be_opened(trained_run, video_dir, tmp_path):
     out = tmp_path / "out"
     code = main([str(trained_run), str(video_dir / "long_30fps.mp4"), str(video_dir / "zero.mp4"), "--output",
-                 str(out), "--window-seconds", "1.5", "--stride-seconds", "1", "--workers", "0",
-                 "--no-progress"])  # fmt: skip
+                 str(out), "--window-seconds", "1.5", "--stride-seconds", "1", "--rows-per-shard", "3", "--workers",
+                 "0", "--no-progress"])  # fmt: skip
     assert code == 0
     rows = read_index(out)
     assert [r["window"] for r in rows] == ["0", "1", "2", "3", ""]
     assert [(r["start_s"], r["end_s"]) for r in rows[:4]] == [("0.0", "1.5"), ("1.0", "2.5"), ("2.0", "3.5"),
                                                                 ("2.5", "4.0")]  # fmt: skip
     assert rows[4]["video"].endswith("zero.mp4") and rows[4]["error"] and not rows[4]["shard"]
+    where = [(r["shard"], r["row"]) for r in rows]  # a video's windows may span shards
+    assert where == [("shard-000000", "0"), ("shard-000000", "1"), ("shard-000000", "2"), ("shard-000001", "0"),
+                     ("", "")]  # fmt: skip
     model, preprocessing = load_classifier(trained_run)
     dataset = VideoUnits([Unit((0, 2), str(video_dir / "long_30fps.mp4"), (60, 105))], preprocessing, "auto")
     _, batch, _ = collate_units([dataset[0]])
@@ -237,24 +240,37 @@ def test_a_vjepa2_pretraining_checkpoint_alone(demo_root, tmp_path, capsys):
     assert "the probe feature needs a trained probe" in capsys.readouterr().err
 
 
-def test_a_hugging_face_vjepa2_encoder_directory(demo_root, tmp_path):
-    import transformers  # test extra: V-JEPA 2 as Hugging Face ships it
+@pytest.mark.parametrize("family", ["vit", "videomae"])
+def test_a_hugging_face_encoder_directory(demo_root, tmp_path, family):
+    """``VJEPA2Model`` / ``VideoMAEModel`` directories made by ``transformers`` itself: ``pooled`` is
+    the mean of their ``last_hidden_state`` on the same clips."""
+    import transformers  # test extra: V-JEPA 2 and VideoMAE as Hugging Face ships them
 
     torch.manual_seed(1)
-    config = transformers.VJEPA2Config(hidden_size=96, num_hidden_layers=3, num_attention_heads=4, crop_size=32,
-                                       frames_per_clip=4, patch_size=16, tubelet_size=2, pred_hidden_size=48,
-                                       pred_num_hidden_layers=1, pred_num_attention_heads=4)  # fmt: skip
-    theirs = transformers.VJEPA2Model(config).eval()
+    sizes = dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=4, patch_size=16, tubelet_size=2)
+    if family == "vit":
+        config = transformers.VJEPA2Config(**sizes, crop_size=32, frames_per_clip=4, pred_hidden_size=48,
+                                           pred_num_hidden_layers=1, pred_num_attention_heads=4)  # fmt: skip
+        theirs = transformers.VJEPA2Model(config).eval()
+    else:
+        config = transformers.VideoMAEConfig(**sizes, image_size=32, num_frames=4, intermediate_size=192)
+        theirs = transformers.VideoMAEModel(config).eval()
     theirs.save_pretrained(tmp_path / "hf")
     videos = sorted(str(p) for p in (demo_root / "val").glob("*.mp4"))[:3]
     out = tmp_path / "out"
     assert main([str(tmp_path / "hf"), *videos, "--output", str(out), "--workers", "0", "--no-progress"]) == 0
     _, values = features_of(out)
     request = json.loads((out / "embeddings.json").read_text())["request"]
-    assert request["source"]["kind"] == "encoder" and request["source"]["family"] == "vit"
-    clips, _ = clips_of(videos, Preprocessing.from_dict(request["preprocessing"]))
+    assert request["source"]["kind"] == "encoder" and request["source"]["family"] == family
+    preprocessing = Preprocessing.from_dict(request["preprocessing"])
+    assert (preprocessing.frames_per_clip, preprocessing.crop_size) == (4, 32), "the directory's clips"
+    clips, _ = clips_of(videos, preprocessing)
+    video = clips[:, 0].transpose(1, 2)  # transformers' layout [B, T, C, H, W]
     with torch.no_grad():
-        hidden = theirs(pixel_values_videos=clips[:, 0].transpose(1, 2), skip_predictor=True).last_hidden_state
+        if family == "vit":
+            hidden = theirs(pixel_values_videos=video, skip_predictor=True).last_hidden_state
+        else:
+            hidden = theirs(pixel_values=video).last_hidden_state
     assert_close(values["pooled"], hidden.mean(dim=1), atol=1e-4)  # (the tolerance of tests/models' HF checks)
 
 

@@ -42,9 +42,10 @@ class ClipSettings(Protocol):
     def transform(self) -> Callable: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Unit:
-    """One thing to predict or embed: a video, or a window ``[start, end)`` (frames) of one."""
+    """One thing to predict or embed: a video, or a window ``[start, end)`` (frames) of one
+    (slots: a long video's windows can be millions of units)."""
 
     order: tuple
     video: str
@@ -74,12 +75,18 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
     return videos, shards
 
 
-def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit]:
-    """Windows of ``window_s`` seconds every ``stride_s`` seconds covering the video (the last one
-    ends at the video's end); :class:`DecodeError` or ``OSError`` when the video cannot be opened."""
+def video_length(video: str) -> tuple[int, float]:
+    """``(frames, fps)`` of a video (30 fps when it does not say); :class:`DecodeError` or
+    ``OSError`` when it cannot be opened."""
     reader = open_video(video)
     frames, fps = reader.num_frames, reader.fps or 30.0
     reader.close()
+    return frames, fps
+
+
+def windows(index: int, video: str, frames: int, fps: float, window_s: float, stride_s: float) -> list[Unit]:
+    """Windows of ``window_s`` seconds every ``stride_s`` seconds covering a video of ``frames``
+    frames at ``fps`` (the last one ends at the video's end), as units ``(index, window)``."""
     length, stride = max(1, round(window_s * fps)), max(1, round(stride_s * fps))
     starts = list(range(0, max(1, frames - length + 1), stride))
     if starts[-1] + length < frames:
@@ -89,6 +96,12 @@ def window_units(index: int, video: str, window_s: float, stride_s: float) -> li
         end = min(frames, start + length)  # times to the millisecond
         units.append(Unit((index, number), video, (start, end), (round(start / fps, 3), round(end / fps, 3))))
     return units
+
+
+def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit]:
+    """:func:`windows` of the video at ``video``; :class:`DecodeError` or ``OSError`` when it
+    cannot be opened."""
+    return windows(index, video, *video_length(video), window_s, stride_s)
 
 
 def build_units(videos: list[str], window_seconds: float | None, stride_seconds: float | None,

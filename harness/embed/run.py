@@ -4,11 +4,10 @@ ranks, batches of clips to features, features to shard files (:mod:`harness.embe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,45 +16,19 @@ from torch.utils.data import DataLoader
 
 from harness.core.errors import RunFailed, UserError
 from harness.core.progress import progress as progress_bar
-from harness.data.shard_io import Shard
 from harness.data.transforms import normalize_clips
-from harness.data.units import ShardUnits, Unit, VideoUnits, build_units, collate_units, collect_inputs
+from harness.data.units import ShardUnits, Unit, VideoUnits, collate_units, collect_inputs
 from harness.data.workers import die_with_parent
 from harness.embed.features import check_request, embed_clips
+from harness.embed.plan import Entry, Plan, plan_jobs
 from harness.embed.source import CLIP_KEYS, EmbeddingModel, EncoderOptions, load_embedding_model
 from harness.embed.store import EmbeddingFolder, JobWriter
 
 log = logging.getLogger("harness.embed")
 
 
-@dataclass
-class Job:
-    """A fixed run of units whose features go to the same shard file(s): videos (or windows) and
-    the videos already known unreadable, in input order, or all samples of one input shard."""
-
-    number: int
-    entries: list[tuple[Unit, str | None]] = field(default_factory=list)  #: (unit, error or None)
-    shard: Shard | None = None
-
-
-def plan_jobs(units: list[Unit], failed: list[tuple[Unit, str]], shards: list[Shard], rows_per_shard: int) -> list[Job]:
-    """Jobs of ``rows_per_shard`` units (and failures) in input order, then one job per shard."""
-    entries: list[tuple[Unit, str | None]] = sorted([*((unit, None) for unit in units), *failed],
-                                                    key=lambda entry: entry[0].order)  # fmt: skip
-    jobs = [Job(number, entries[start : start + rows_per_shard])
-            for number, start in enumerate(range(0, len(entries), rows_per_shard))]  # fmt: skip
-    return jobs + [Job(len(jobs) + number, shard=shard) for number, shard in enumerate(shards)]
-
-
-def plan_fingerprint(jobs: list[Job]) -> str:
-    """SHA-256 of what the jobs read (videos, windows, shards): a rerun on other inputs differs."""
-    digest = hashlib.sha256()
-    for job in jobs:
-        for unit, _ in job.entries:
-            digest.update(f"{unit.video}\0{unit.frames}\n".encode())
-        if job.shard is not None:
-            digest.update(f"{job.shard.url}\0{job.shard.sha256}\n".encode())
-    return digest.hexdigest()
+#: video units per loader: the units of a rank's video jobs are made this many at a time
+LOADER_UNITS = 16384
 
 
 @dataclass
@@ -97,9 +70,9 @@ class OrderedJobs:
     """The writers of video jobs whose units arrive in input order: a job is finished as soon as a
     unit of a later job arrives (its known failures are written when it starts)."""
 
-    def __init__(self, jobs: list[Job], open_writer: Callable[[int], JobWriter]) -> None:
+    def __init__(self, jobs: list[tuple[int, list[Entry]]], open_writer: Callable[[int], JobWriter]) -> None:
         self.jobs, self.open_writer = jobs, open_writer
-        self.starts = [job.entries[0][0].order for job in jobs]
+        self.starts = [entries[0][0].order for _, entries in jobs]
         self.index, self.writer = -1, None
 
     def writer_for(self, unit: Unit) -> JobWriter:
@@ -112,9 +85,9 @@ class OrderedJobs:
         if self.writer is not None:
             self.writer.finish()
         self.index += 1
-        job = self.jobs[self.index]
-        self.writer = self.open_writer(job.number)
-        for unit, error in job.entries:
+        number, entries = self.jobs[self.index]
+        self.writer = self.open_writer(number)
+        for unit, error in entries:
             if error is not None:
                 self.writer.fail(unit, error)
 
@@ -126,36 +99,39 @@ class OrderedJobs:
             self.writer = None
 
 
-def embed_jobs(jobs: list[Job], embedder: Embedder, open_writer: Callable[[int], JobWriter], args: argparse.Namespace,
-               progress: bool) -> None:  # fmt: skip
-    """Embed ``jobs`` (this rank's share): the video jobs through one loader, the shard jobs one
-    per decoding process at a time (each shard job is finished when its loader ends)."""
-    videos = [job for job in jobs if job.shard is None]
-    tars = [job for job in jobs if job.shard is not None]
+def embed_jobs(plan: Plan, jobs: list[int], embedder: Embedder, open_writer: Callable[[int], JobWriter],
+               args: argparse.Namespace, progress: bool) -> None:  # fmt: skip
+    """Embed ``jobs`` (this rank's share of ``plan``'s): the video jobs through loaders of about
+    :data:`LOADER_UNITS` units, the shard jobs one per decoding process at a time (a shard job is
+    finished when its loader ends)."""
+    videos = [job for job in jobs if plan.shard(job) is None]
+    tars = [job for job in jobs if plan.shard(job) is not None]
     preprocessing = embedder.loaded.preprocessing
     options = {"batch_size": args.batch_size, "num_workers": args.workers, "collate_fn": collate_units,
                "worker_init_fn": die_with_parent if args.workers else None}  # fmt: skip
-    units = [unit for job in videos for unit, error in job.entries if error is None]
-    samples = sum(job.shard.samples or 0 for job in tars) if all(job.shard.samples for job in tars) else None
-    total = len(units) + samples if samples is not None else None
+    samples = [plan.shard(job).samples for job in tars]
+    count = sum(min(plan.rows_per_shard, plan.units - job * plan.rows_per_shard) for job in videos)
+    total = count + sum(samples) if all(samples) else None
     bar = progress_bar(total=total, desc="embed", unit="video", enabled=progress)
-    if videos:
-        ordered = OrderedJobs(videos, open_writer)
+    group = max(1, LOADER_UNITS // plan.rows_per_shard)
+    for start in range(0, len(videos), group):
+        chunk = [(job, plan.entries(job)) for job in videos[start : start + group]]
+        units = [unit for _, entries in chunk for unit, error in entries if error is None]
+        ordered = OrderedJobs(chunk, open_writer)
         write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder), **options), embedder,
                       ordered.writer_for, bar)  # fmt: skip
         ordered.close()
     group = max(1, args.workers)
     for start in range(0, len(tars), group):
-        writers = {job.number: open_writer(job.number) for job in tars[start : start + group]}
-        dataset = ShardUnits([((job.number,), job.shard) for job in tars[start : start + group]], preprocessing,
-                             args.decoder)  # fmt: skip
+        writers = {job: open_writer(job) for job in tars[start : start + group]}
+        dataset = ShardUnits([((job,), plan.shard(job)) for job in writers], preprocessing, args.decoder)
         write_batches(DataLoader(dataset, **options), embedder, lambda unit, open=writers: open[unit.order[0]], bar)
         for writer in writers.values():
             writer.finish()
     bar.close()
 
 
-def build_request(loaded: EmbeddingModel, args: argparse.Namespace, jobs: list[Job], units: int) -> dict[str, Any]:
+def build_request(loaded: EmbeddingModel, args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     """What defines the output (``embeddings.json``'s ``request``): a rerun with another is refused."""
     return {
         "source": loaded.description,
@@ -168,7 +144,7 @@ def build_request(loaded: EmbeddingModel, args: argparse.Namespace, jobs: list[J
         "preprocessing": loaded.preprocessing.as_dict(),
         "window_seconds": args.window_seconds,
         "stride_seconds": args.stride_seconds or args.window_seconds,
-        "inputs": {"sha256": plan_fingerprint(jobs), "units": units, "jobs": len(jobs)},
+        "inputs": {"sha256": plan.fingerprint(), "units": plan.units, "jobs": plan.jobs},
     }
 
 
@@ -196,30 +172,29 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
     embedder = Embedder(loaded, strategy.device, getattr(torch, args.dtype), list(args.features),
                         list(args.levels or []), args.normalize)  # fmt: skip
     videos, shards = collect_inputs(args.inputs)
-    units, failed = build_units(videos, args.window_seconds, args.stride_seconds, args.progress and strategy.is_main)
-    jobs = plan_jobs(units, failed, shards, args.rows_per_shard)
-    request = build_request(loaded, args, jobs, len(units) + len(failed))
+    plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds,
+                     args.progress and strategy.is_main)  # fmt: skip
+    request = build_request(loaded, args, plan)
+    inputs = [str(Path(item).resolve()) for item in args.inputs]
     folder = EmbeddingFolder(args.output, args.format)
     problem, pending = None, []
     if strategy.is_main:  # one process looks and prepares; the others take its answer
         problem = folder.problem(request, args.overwrite)
         if problem is None:
-            folder.prepare(request, args.overwrite, [str(Path(item).resolve()) for item in args.inputs])
-            pending = [job.number for job in jobs if not folder.is_done(job.number)]
+            folder.prepare(request, args.overwrite, inputs)
+            pending = [job for job in range(plan.jobs) if not folder.is_done(job)]
     problem, pending = strategy.gather_objects((problem, pending))[0]
     if problem is not None:
         strategy.close()
         raise UserError(problem)
-    log.info("%d of %d jobs to do (%d units); the others were finished by an earlier run", len(pending), len(jobs),
-             len(units) + len(failed))  # fmt: skip
-    mine = [jobs[number] for number in pending[strategy.rank :: strategy.world_size]]
-    open_writer = lambda number: JobWriter(folder, number, args.rows_per_shard, strategy.rank)  # noqa: E731
-    embed_jobs(mine, embedder, open_writer, args, args.progress and strategy.is_main)
+    if len(pending) < plan.jobs:
+        log.info("%d of %d shards were finished by an earlier run; embedding the other %d", plan.jobs - len(pending),
+                 plan.jobs, len(pending))  # fmt: skip
+    open_writer = lambda job: JobWriter(folder, job, args.rows_per_shard, strategy.rank)  # noqa: E731
+    embed_jobs(plan, pending[strategy.rank :: strategy.world_size], embedder, open_writer, args,
+               args.progress and strategy.is_main)  # fmt: skip
     strategy.barrier()
-    counts = None
-    if strategy.is_main:
-        description = {"request": request, "inputs": [str(Path(item).resolve()) for item in args.inputs]}
-        counts = folder.merge(len(jobs), description)
+    counts = folder.merge(plan.jobs, {"request": request, "inputs": inputs}) if strategy.is_main else None
     strategy.close()
     if counts is not None and counts["embedded"] == 0:
         raise RunFailed(f"nothing could be embedded: every input was unreadable (see {folder.folder / 'index.csv'})")

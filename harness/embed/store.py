@@ -5,7 +5,8 @@ Layout of ``DIR``::
 
     embeddings.json        the request (source, features, clips, inputs' fingerprint), then counts
     shard-000000.safetensors (or shard-000000.<feature>.npy)   features of up to N rows
-    parts/000000.json      job 0 done: its files (and sizes) and its index rows
+    parts/000000.csv       job 0's index rows
+    parts/000000.json      job 0 done: its files and their sizes, its counts (written last)
     index.csv              video,window,start_s,end_s,shard,row,error: every unit, in input order
 
 A job is a fixed run of units (``rows_per_shard`` of them, or the samples of one input shard):
@@ -105,8 +106,10 @@ class EmbeddingFolder:
         text = json.dumps(values, indent=2).encode()
         write_atomic(self.folder / EMBEDDINGS_FILE, lambda handle: handle.write(text))
 
-    def part_path(self, job: int) -> Path:
-        return self.parts / f"{job:06d}.json"
+    def part_path(self, job: int, suffix: str = ".json") -> Path:
+        """``parts/000012.json`` (the job's files, sizes, shapes, counts: written last) or
+        ``parts/000012.csv`` (its index rows)."""
+        return self.parts / f"{job:06d}{suffix}"
 
     def read_part(self, job: int) -> dict[str, Any] | None:
         try:
@@ -119,10 +122,14 @@ class EmbeddingFolder:
         part = self.read_part(job)
         if part is None:
             return False
+        files = {**part.get("files", {}), self.part_path(job, ".csv").name: part.get("index_bytes")}
         try:
-            return all((self.folder / name).stat().st_size == size for name, size in part["files"].items())
-        except (OSError, KeyError, AttributeError):
+            return all(self.folder_of(name).stat().st_size == size for name, size in files.items())
+        except (OSError, AttributeError):
             return False
+
+    def folder_of(self, name: str) -> Path:
+        return self.parts / name if name.endswith(".csv") else self.folder / name
 
     def spool(self, rank: int) -> Path:
         return self.folder / SPOOL / f"r{rank}"
@@ -130,42 +137,47 @@ class EmbeddingFolder:
     def start_job(self, job: int) -> None:
         """Remove what an unfinished earlier try of ``job`` left (its part, its shard files)."""
         self.part_path(job).unlink(missing_ok=True)
+        self.part_path(job, ".csv").unlink(missing_ok=True)
         for path in self.folder.glob(f"{shard_name(job)}[.-]*"):
             path.unlink(missing_ok=True)
 
     def finish_job(self, job: int, files: dict[str, int], rows: list[list], shapes: dict[str, list[int]]) -> None:
-        """Mark ``job`` done: its part (files and sizes, index rows, feature shapes), written last."""
-        text = json.dumps({"files": files, "rows": rows, "shapes": shapes}).encode()
+        """Mark ``job`` done: its index rows, then its part (files and sizes, feature shapes, counts)."""
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows(rows)
+        data = text.getvalue().encode()
+        write_atomic(self.part_path(job, ".csv"), lambda handle: handle.write(data))
+        shards = [row[4] for row in rows if row[4]]
+        part = {"files": files, "shapes": shapes, "index_bytes": len(data), "rows": len(rows),
+                "embedded": len(shards), "shards": len(set(shards))}  # fmt: skip
+        text = json.dumps(part).encode()
         write_atomic(self.part_path(job), lambda handle: handle.write(text))
 
     def merge(self, jobs: int, description: dict[str, Any]) -> dict[str, int]:
         """Write ``index.csv`` from the parts of ``jobs`` jobs (in job order, streamed) and the
-        complete ``embeddings.json`` (``description`` plus features and counts); returns the counts."""
+        complete ``embeddings.json`` (``description`` plus features, files and counts); returns the counts."""
         counts = {"rows": 0, "embedded": 0, "failed": 0, "shards": 0}
         shapes: dict[str, list[int]] = {}
 
         def write(handle) -> None:
-            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-            writer = csv.writer(text)
-            writer.writerow(INDEX_COLUMNS)
+            handle.write((",".join(INDEX_COLUMNS) + "\r\n").encode())  # (csv's line ends, as the rows')
             for job in range(jobs):
                 part = self.read_part(job)
                 if part is None:
                     raise RuntimeError(f"{self.part_path(job)} is missing after every rank finished")
                 shapes.update(part["shapes"])
-                counts["shards"] += len({row[4] for row in part["rows"] if row[4]})
-                for row in part["rows"]:
-                    counts["embedded" if row[4] else "failed"] += 1
-                    writer.writerow(row)
-                counts["rows"] += len(part["rows"])
-            text.flush()
-            text.detach()
+                for key in ("rows", "embedded", "shards"):
+                    counts[key] += part[key]
+                with open(self.part_path(job, ".csv"), "rb") as rows:
+                    shutil.copyfileobj(rows, handle)
+            counts["failed"] = counts["rows"] - counts["embedded"]
 
         write_atomic(self.folder / INDEX_FILE, write)
         shutil.rmtree(self.folder / SPOOL, ignore_errors=True)
-        dtype = "float32"
-        features = {name: {"shape": shape, "dtype": dtype} for name, shape in shapes.items()}
-        self.write_description({**description, "complete": True, "features": features, "counts": counts})
+        features = {name: {"shape": shape, "dtype": "float32"} for name, shape in shapes.items()}
+        files = "{shard}.safetensors" if self.form == "safetensors" else "{shard}.{feature}.npy"
+        self.write_description({**description, "complete": True, "features": features, "files": files,
+                                "index": INDEX_FILE, "counts": counts})  # fmt: skip
         return counts
 
 
