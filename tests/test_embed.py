@@ -186,6 +186,7 @@ def test_a_stopped_run_continues_and_a_changed_command_is_refused(trained_run, d
         (["RUN", "VIDEO", "--model-name", "vit_large"], "--model-name: for an encoder alone"),
         (["RUN", "VIDEO", "--features", "levels", "--levels", "7"], "level 7: a 2-block encoder has levels 0 to 1"),
         (["RUN", "missing.mp4"], "input not found: missing.mp4"),
+        (["RUN", "VIDEO", "--crop-size", "30"], "--frames 4 --crop-size 30: clips must fill the encoder's patches"),
     ],
 )
 def test_bad_flags_and_sources_are_one_line(trained_run, video_dir, tmp_path, capsys, arguments, message):

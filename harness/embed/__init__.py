@@ -1,7 +1,8 @@
 """``python -m harness.embed``: features of videos (clip and window embeddings) into shard files;
 :mod:`.cli` is the command, :mod:`.features` the library (:func:`embed_clips`), :mod:`.source`
-the models it reads, :mod:`.store` and :mod:`.shard_files` the output folder (:func:`read_index`,
-:func:`read_shard`), :mod:`.run` the work."""
+the models it reads (:func:`load_embedding_model`), :mod:`.plan` which units go to which shard,
+:mod:`.store` and :mod:`.shard_files` the output folder (:func:`read_index`, :func:`read_shard`),
+:mod:`.run` the work."""
 
 _HOMES = {"embed_clips": "features", "load_embedding_model": "source", "read_index": "store",
           "read_shard": "shard_files"}  # fmt: skip

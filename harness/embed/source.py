@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from harness.config import load_config
+from harness.config import ConfigError, load_config
 from harness.core.errors import UserError
 from harness.export.folder import MODEL_FILE
 from harness.export.model_io import Preprocessing, read_source
@@ -28,6 +28,10 @@ from harness.models.family import FamilyError, ModelFamily, family_of
 from harness.models.hf_directory import is_hf_directory
 
 CLIP_KEYS = ("num_clips", "num_views", "frame_step", "fps", "duration")  #: clip settings any source takes
+#: the config keys an encoder alone is built from, by the flag (or argument) that sets them
+FLAGS = {"data.dataset_fpcs": "--frames", "data.val_dataset_fpcs": "--frames", "data.crop_size": "--crop-size",
+         "data.patch_size": "--patch-size", "data.tubelet_size": "--tubelet-size", "model.model_name": "--model-name",
+         "meta.checkpoint_key": "--checkpoint-key", "meta.pretrain_checkpoint": "MODEL"}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,18 @@ def load_embedding_model(source: str | Path, weights: str = "ema", encoder: Enco
         loaded.preprocessing = loaded.preprocessing.with_sampling(**clip_overrides)
     except ValueError as error:
         raise UserError(f"clip settings: {error}") from None
+    check_clip_shape(loaded)
     return loaded
+
+
+def check_clip_shape(loaded: EmbeddingModel) -> None:
+    """Clips that fill the encoder's patches (a user error naming the flags, not a failed forward)."""
+    encoder = getattr(loaded.model, "encoder", loaded.model)
+    frames, side = loaded.preprocessing.frames_per_clip, loaded.preprocessing.crop_size
+    tubelet, patch = encoder.tubelet_for(frames), encoder.patch_size
+    if frames % tubelet or side % patch:
+        raise UserError(f"--frames {frames} --crop-size {side}: clips must fill the encoder's patches of {tubelet} "
+                        f"frames and {patch} pixels (give multiples of them)")  # fmt: skip
 
 
 def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None = None,
@@ -126,8 +141,13 @@ def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None =
                  f"data.tubelet_size={tubelet}", "model.compile_model=false"]  # fmt: skip
     if settings.checkpoint_key:
         overrides.append(f"meta.checkpoint_key={settings.checkpoint_key}")
-    config = load_config(None, overrides)
-    encoder = build_encoder(config).eval()
+    try:
+        encoder = build_encoder(load_config(None, overrides)).eval()
+    except ConfigError as error:  # said with the flags that set the keys
+        text = str(error)
+        for key, flag in FLAGS.items():
+            text = text.replace(key, flag)
+        raise UserError(text) from None
     preprocessing = Preprocessing(frames, crop, [], sampling_rule="harness")
     named = settings.model_name or not path.is_dir()  # (a directory's sizes are its config.json's, not a name's)
     description = {"kind": "encoder", "source": str(path.resolve()), "family": family.name,
