@@ -18,6 +18,7 @@ from harness.data.transforms import normalize_clips
 from harness.data.units import Unit, VideoUnits, collate_units
 from harness.embed import read_index, read_shard
 from harness.embed.cli import main
+from harness.embed.store import EmbeddingFolder
 from harness.export.model_io import Preprocessing, load_classifier
 from tests.deadline import time_left
 
@@ -172,6 +173,12 @@ def test_a_stopped_run_continues_and_a_changed_command_is_refused(trained_run, d
     (foreign / "notes.txt").write_text("mine")
     assert main([*command[:4], str(foreign), *command[5:]]) == 2
     assert "is not empty and holds no embeddings" in capsys.readouterr().err
+    assert main([*command[:4], str(foreign / "notes.txt"), *command[5:]]) == 2
+    assert "--output: " in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "mine"
+    held = EmbeddingFolder(out, "safetensors").lock()  # another run writing there
+    assert main(changed) == 2
+    assert "is being written by another harness.embed (PID" in capsys.readouterr().err
+    EmbeddingFolder(out, "safetensors").unlock(held)
 
 
 @pytest.mark.parametrize(

@@ -177,9 +177,13 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
     request = build_request(loaded, args, plan)
     inputs = [str(Path(item).resolve()) for item in args.inputs]
     folder = EmbeddingFolder(args.output, args.format)
-    problem, pending = None, []
+    problem, pending, lock = None, [], None
     if strategy.is_main:  # one process looks and prepares; the others take its answer
-        problem = folder.problem(request, args.overwrite)
+        try:
+            problem = folder.problem(request, args.overwrite)
+            lock = folder.lock() if problem is None else None
+        except UserError as error:
+            problem = str(error)
         if problem is None:
             folder.prepare(request, args.overwrite, inputs)
             pending = [job for job in range(plan.jobs) if not folder.is_done(job)]
@@ -195,6 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
                args.progress and strategy.is_main)  # fmt: skip
     strategy.barrier()
     counts = folder.merge(plan.jobs, {"request": request, "inputs": inputs}) if strategy.is_main else None
+    folder.unlock(lock)
     strategy.close()
     if counts is not None and counts["embedded"] == 0:
         raise RunFailed(f"nothing could be embedded: every input was unreadable (see {folder.folder / 'index.csv'})")

@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.core.errors import UserError
 from harness.core.fileio import write_atomic
+from harness.core.locking import give_back, take_flock
 from harness.data.units import Unit
 from harness.embed.shard_files import ShardFile
 
@@ -35,6 +36,7 @@ EMBEDDINGS_FILE = "embeddings.json"
 INDEX_FILE = "index.csv"
 PARTS = "parts"
 SPOOL = ".spool"
+LOCK = ".lock"  #: held by the run writing the folder (its rank 0)
 INDEX_COLUMNS = ("video", "window", "start_s", "end_s", "shard", "row", "error")
 
 
@@ -67,7 +69,7 @@ class EmbeddingFolder:
         ``overwrite``. The same request continues an earlier run."""
         if self.folder.exists() and not self.folder.is_dir():
             return f"--output {self.folder} is a file; give a folder"
-        if overwrite or not self.folder.is_dir() or not any(self.folder.iterdir()):
+        if overwrite or not self.folder.is_dir() or all(path.name == LOCK for path in self.folder.iterdir()):
             return None
         saved = self.saved_request()
         if saved is None:
@@ -78,6 +80,18 @@ class EmbeddingFolder:
             return (f"--output {self.folder} holds embeddings of another command (it differs in {changed}); give "
                     "--overwrite to replace them, or another folder")  # fmt: skip
         return None
+
+    def lock(self) -> int | None:
+        """Take the folder (created) for this run, so that no second run writes into it at the same
+        time; the descriptor to :meth:`unlock` (None where the filesystem has no flock)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        in_use = lambda holder: UserError(f"--output {self.folder} is being written by another harness.embed "  # noqa: E731
+                                          f"({holder}); wait for it to finish, or give another folder")  # fmt: skip
+        return take_flock(self.folder / LOCK, in_use, lambda holder: None)
+
+    def unlock(self, descriptor: int | None) -> None:
+        if descriptor is not None:
+            give_back(descriptor)
 
     def prepare(self, request: dict[str, Any], overwrite: bool, inputs: list[str]) -> None:
         """Before any job (one process): with ``overwrite`` remove the embeddings there; remove
