@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError, entry_point
 from harness.core.fileio import check_output_folder
-from harness.core.options import add_weights_option
+from harness.core.options import add_video_options, check_video_options
 
 FEATURES = ("pooled", "probe", "levels", "tokens")  # (harness.embed.features.FEATURES, without importing torch)
 
@@ -58,20 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="shard files")
     parser.add_argument("--rows-per-shard", type=int, default=4096, help="rows per shard file (default 4096)")
     parser.add_argument("--overwrite", action="store_true", help="replace the embeddings of another command in DIR")
-    parser.add_argument("--window-seconds", type=float, default=None, help="embed each window of this length")
-    parser.add_argument("--stride-seconds", type=float, default=None, help="window start every S s (default: W)")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos (windows) per forward pass")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="compute precision (features are saved as float32)")  # fmt: skip
-    parser.add_argument("--decoder", default="auto", choices=("auto", "torchcodec", "decord", "pyav"))
-    add_weights_option(parser)
-    parser.add_argument("--num-clips", type=int, default=None, help="clips per video (default: the model's, or 1)")
-    parser.add_argument("--num-views", type=int, default=None, help="spatial views per clip (default: model's, or 1)")
-    parser.add_argument("--frame-step", type=int, default=None, help="take every k-th frame (default: model's, or 4)")
-    parser.add_argument("--fps", type=float, default=None, help="sample clips at this rate instead")
-    parser.add_argument("--duration", type=float, default=None, help="clips spanning this many seconds instead")
+    add_video_options(parser, "embed")
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's, or 16)")
     parser.add_argument("--crop-size", type=int, default=None, help="clip side in pixels (default: the model's)")
     encoder = parser.add_argument_group("an encoder alone (a file or Hugging Face encoder directory)")
@@ -87,18 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check(args: argparse.Namespace) -> None:
     """The arguments' values, before any model or video is read."""
-    sizes = ("batch_size", "rows_per_shard", "num_clips", "num_views", "frame_step", "frames", "crop_size",
-             "patch_size", "tubelet_size")  # fmt: skip
-    for key in sizes:
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    for key in ("window_seconds", "stride_seconds", "fps", "duration"):
-        if getattr(args, key) is not None and not getattr(args, key) > 0:
-            raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
-    if args.stride_seconds is not None and args.window_seconds is None:
-        raise UserError("--stride-seconds needs --window-seconds (the windows it steps between); give both")
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    check_video_options(args, ("rows_per_shard", "frames", "crop_size", "patch_size", "tubelet_size"))
     unknown = [name for name in args.features if name not in FEATURES]
     if unknown:
         raise UserError(f"--features {','.join(unknown)}: not a feature; choose from {', '.join(FEATURES)}")
