@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.core.errors import RunFailed, UserError, entry_point
 from harness.core.fileio import check_output_file
-from harness.core.options import add_weights_option
+from harness.core.options import add_video_options, check_video_options
 
 # The library names that lived here (``from harness.predict.cli import VideoUnits``): forwarded to
 # :mod:`harness.predict.predictor` on first use, so that ``--help`` imports neither torch nor decoders.
@@ -48,19 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", help="video files, folders, listings or shard manifests")
     parser.add_argument("--output", type=Path, default=None, help="predictions file: .csv or .jsonl")
     parser.add_argument("--top-k", type=int, default=5, help="classes per row (default 5)")
-    parser.add_argument("--window-seconds", type=float, default=None, help="predict each window of this length")
-    parser.add_argument("--stride-seconds", type=float, default=None, help="window start every S s (default: W)")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos (windows) per forward pass")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--decoder", default="auto", choices=("auto", "torchcodec", "decord", "pyav"))
-    add_weights_option(parser)
-    parser.add_argument("--num-clips", type=int, default=None, help="clips per video (default: the model's)")
-    parser.add_argument("--num-views", type=int, default=None, help="spatial views per clip (default: the model's)")
-    parser.add_argument("--frame-step", type=int, default=None, help="take every k-th frame (default: the model's)")
-    parser.add_argument("--fps", type=float, default=None, help="sample clips at this rate instead")
-    parser.add_argument("--duration", type=float, default=None, help="clips spanning this many seconds instead")
+    add_video_options(parser, "predict")
     parser.add_argument(
         "--threshold",
         type=float,
@@ -69,18 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
-    for key in ("top_k", "batch_size", "num_clips", "num_views", "frame_step"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    for key in ("window_seconds", "stride_seconds", "fps", "duration"):
-        if getattr(args, key) is not None and not getattr(args, key) > 0:
-            raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
-    if args.stride_seconds is not None and args.window_seconds is None:
-        raise UserError("--stride-seconds needs --window-seconds (the windows it steps between); give both")
+    check_video_options(args, ("top_k",))
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.output is not None and args.output.suffix not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output {args.output}: use a .csv or .jsonl file")
     if args.output is not None:  # before any prediction is computed
