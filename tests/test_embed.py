@@ -133,6 +133,38 @@ def test_windows_of_a_long_video_and_a_video_that_cannot_be_opened(trained_run, 
     assert_close(read_shard(out, "shard-000000")["pooled"][2:3], tokens.mean(dim=1))
 
 
+def test_the_probe_of_a_classifier_joining_its_clips_is_what_its_head_reads():
+    """``concat_tokens`` (V-JEPA 2's multi-clip evaluation, temporal table on): the probe pools
+    each view over all its clips, so with one view the head's Linear of the probe vector is the
+    model's logits; and the command offers the library's features."""
+    from harness.embed import cli, features
+    from harness.models import AttentiveClassifier, VideoClassifier, create_encoder
+
+    torch.manual_seed(0)
+    encoder = create_encoder("vit_tiny_rope", img_size=32, num_frames=4, depth=2)
+    model = VideoClassifier(encoder, AttentiveClassifier(192, 5, num_heads=3), clip_aggregation="concat_tokens",
+                            temporal_pos_embed=True, max_frames=32).eval()  # fmt: skip
+    clips = torch.randn(2, 3, 3, 4, 32, 32)  # 2 videos of 3 clips, 1 view
+    indices = torch.arange(12).view(1, 3, 4).repeat(2, 1, 1)
+    values = features.embed_clips(model, clips, indices, 1, ["probe", "pooled"])
+    with torch.no_grad():
+        logits = model(clips, indices, 1)
+    torch.testing.assert_close(model.classifier.linear(values["probe"]), logits, atol=1e-5, rtol=0)
+    assert values["pooled"].shape == (2, 192)
+    assert cli.FEATURES == features.FEATURES
+
+
+def test_bfloat16_features_stay_close_to_float32(trained_run, demo_root, tmp_path):
+    videos = sorted(str(p) for p in (demo_root / "val").glob("*.mp4"))[:2]
+    common = [str(trained_run), *videos, *ALL, "--workers", "0", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "fp32")]) == 0
+    assert main([*common, "--output", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    (_, full), (_, half) = features_of(tmp_path / "fp32"), features_of(tmp_path / "bf16")
+    for name, value in full.items():
+        assert half[name].dtype == np.float32, "computed under bf16 autocast, saved as float32"
+        assert np.abs(half[name] - value).max() <= 0.05 * np.abs(value).max(), name
+
+
 def stat(path: Path) -> tuple[int, int]:
     info = path.stat()
     return info.st_ino, info.st_mtime_ns
