@@ -114,6 +114,7 @@ RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
     (r"python -m harness\.evaluate --config \S+ --checkpoint",
      [("tests/training/test_trainer.py", '"--checkpoint"')]),
     (r"python -m harness\.predict \S+ \S+ --output", [("tests/test_predict.py", '"--output"')]),
+    (r"python -m harness\.predict \S+ \S+ --explain", [("tests/test_explain.py", '"--explain"')]),
     (r"python -m harness\.export \S+ \S+ --format",
      [("tests/test_file_errors.py", '"--format"'), ("tests/test_demo.py", "export(")]),
     (r"python -m harness\.prepare --input \S+ --output \S+ --segment-seconds",
