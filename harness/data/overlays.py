@@ -80,8 +80,9 @@ def write_strip(path: str | Path, overlaid: np.ndarray) -> None:
 
 
 def write_animation(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> None:
-    """Frames ``uint8 [N, H, W, 3]`` as an animated GIF (Pillow, looping) or an H.264 MP4 (PyAV;
-    an odd height or width is padded by one black row or column), by ``path``'s suffix."""
+    """Frames ``uint8 [N, H, W, 3]`` as an animated GIF (Pillow, looping; a frame equal to the one
+    before is stored once, shown for longer) or an H.264 MP4 (PyAV; an odd height or width is padded
+    by one black row or column), by ``path``'s suffix."""
     suffix = Path(path).suffix.lower()
     if suffix == ".gif":
         images = [Image.fromarray(frame) for frame in frames]
