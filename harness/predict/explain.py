@@ -18,6 +18,7 @@ import torch
 
 from harness.core.errors import UserError
 from harness.data.overlays import animation_frames, overlay_clips, write_animation, write_strip
+from harness.data.transforms import denormalize_clips
 from harness.models.attention_maps import AttentionMaps, probe_attention
 
 #: the rate of the GIF and MP4 files (frames per second): the sampled frames, slowed down to be seen
@@ -69,16 +70,16 @@ class Explainer:
     def explain(self, rows: list, clips: torch.Tensor, clip_indices: torch.Tensor, maps: AttentionMaps,
                 num_views: int) -> None:  # fmt: skip
         """For each row (a unit's prediction) and its video in the batch: the curve onto the row,
-        the pictures into the folder. ``clips``: the batch as decoded, ``uint8 [B, clips x views,
-        C, T, H, W]`` before normalisation."""
+        the pictures into the folder. ``clips``: the batch as decoded, ``[B, clips x views, C, T,
+        H, W]`` (``uint8``, or normalised)."""
         curves, spans = maps.over_time().numpy(), maps.frame_spans(clip_indices).numpy()
         batch, count = clips.shape[:2]
-        seen = clips.reshape(batch, count // num_views, num_views, *clips.shape[2:]).permute(0, 1, 2, 4, 5, 6, 3)
+        seen = denormalize_clips(clips).reshape(batch, count // num_views, num_views, *clips.shape[2:])
+        seen = seen.permute(0, 1, 2, 4, 5, 6, 3)  # [B, clips, views, T, H, W, 3]
         for index, row in enumerate(rows):
             row.attention = [round(float(value), 6) for value in curves[index]]
             row.attention_frames = [(int(first), int(last)) for first, last in spans[index]]
-            frames = np.ascontiguousarray(seen[index].to(torch.uint8).numpy())  # [clips, views, T, H, W, 3]
-            overlaid = overlay_clips(frames, maps.weights[index].numpy())
+            overlaid = overlay_clips(np.ascontiguousarray(seen[index].numpy()), maps.weights[index].numpy())
             stem = self.folder / self.name(row.order, row.video, row.window)
             if "png" in self.formats:
                 write_strip(stem.with_name(stem.name + ".png"), overlaid)
