@@ -119,6 +119,7 @@ RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
      [("tests/test_embed.py", '"--window-seconds"')]),
     (r"python -m harness\.embed \S+ \S+ --output", [("tests/test_embed.py", '"--output"')]),
     (r"torchrun --nproc-per-node \d+ -m harness\.embed", [("tests/test_embed.py", '"-m", "harness.embed"')]),
+    (r"python -m harness\.predict \S+ \S+ --explain", [("tests/test_explain.py", '"--explain"')]),
     (r"python -m harness\.export \S+ \S+ --format",
      [("tests/test_file_errors.py", '"--format"'), ("tests/test_demo.py", "export(")]),
     (r"python -m harness\.prepare --input \S+ --output \S+ --segment-seconds",

@@ -225,6 +225,8 @@ class LoggingConfig:
     level: str = key("info", choices=("debug", "info", "warning"))  #: console log level: debug, info, warning
     stall_threshold: float = key(0.3, ge=0, le=1)  #: warn when more than this share of step time waits for data
     tensorboard: bool = False  #: TensorBoard event files in <folder>/tensorboard (scalars, confusion images, hparams)
+    #: validation videos drawn with the attention probe's attention per evaluation, to TensorBoard and W&B (0: off)
+    explain_videos: int = key(0, ge=0)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -8,8 +8,10 @@ or two squares moving in different directions; its labels are the directions pre
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,6 +68,14 @@ def moving_squares_frames(
     directions: list[int], num_frames: int, height: int, width: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Frames ``uint8 [T, H, W, 3]`` of one square per entry of ``directions``, each moving that way."""
+    return moving_squares(directions, num_frames, height, width, rng)[0]
+
+
+def moving_squares(
+    directions: list[int], num_frames: int, height: int, width: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`moving_squares_frames` (the same draws from ``rng``), and where the squares are:
+    frames ``uint8 [T, H, W, 3]`` and ``bool [T, H, W]``, True on the squares' pixels."""
     paths = [_path(direction, num_frames, height, width, rng) for direction in directions[:1]]
     background = rng.integers(0, 80, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
     background = np.kron(background, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
@@ -74,11 +84,13 @@ def moving_squares_frames(
         paths.append(_path(direction, num_frames, height, width, rng))
         colours.append(rng.integers(150, 256, size=3, dtype=np.uint8))
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    masks = np.zeros((num_frames, height, width), dtype=bool)
     for t in range(num_frames):
         frames[t] = background
         for (side, xs, ys), colour in zip(paths, colours):
             frames[t, ys[t] : ys[t] + side, xs[t] : xs[t] + side] = colour
-    return frames
+            masks[t, ys[t] : ys[t] + side, xs[t] : xs[t] + side] = True
+    return frames, masks
 
 
 def write_class_names(root: str | Path, num_classes: int) -> Path:
@@ -86,6 +98,41 @@ def write_class_names(root: str | Path, num_classes: int) -> Path:
     path = Path(root) / "classes.txt"
     path.write_text("".join(f"{name}\n" for name in DIRECTIONS[:num_classes]), encoding="utf-8")
     return path
+
+
+class DemoVideo(NamedTuple):
+    """One video of the demo dataset: where it goes, its classes, its frames ``uint8 [T, H, W, 3]``
+    and the squares' pixels ``bool [T, H, W]`` (what :func:`demo_videos` yields)."""
+
+    split: str
+    relative: str
+    directions: list[int]
+    frames: np.ndarray
+    masks: np.ndarray
+
+
+def demo_videos(
+    num_classes: int = 4,
+    train_per_class: int = 24,
+    val_per_class: int = 8,
+    num_frames: int = 32,
+    size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    multi_label: bool = False,
+) -> Iterator[DemoVideo]:
+    """The videos :func:`make_demo_dataset` writes with the same arguments, in its order and from
+    the same draws, without writing them: a test can ask where each square was in every frame."""
+    if not 2 <= num_classes <= len(DIRECTIONS):
+        raise ValueError(f"num_classes must be in [2, {len(DIRECTIONS)}], got {num_classes}")
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for label in range(num_classes):
+            for i in range(per_class):
+                directions = [label]
+                if multi_label and rng.random() < 0.5:
+                    directions.append(int(rng.choice([c for c in range(num_classes) if c != label])))
+                frames, masks = moving_squares(directions, num_frames, size[0], size[1], rng)
+                yield DemoVideo(split, f"{split}/{DIRECTIONS[label]}_{i:03d}.mp4", directions, frames, masks)
 
 
 def make_demo_dataset(
@@ -107,30 +154,21 @@ def make_demo_dataset(
     Returns:
         Paths of the train and validation listings (V-JEPA 2 format, relative paths).
     """
-    if not 2 <= num_classes <= len(DIRECTIONS):
-        raise ValueError(f"num_classes must be in [2, {len(DIRECTIONS)}], got {num_classes}")
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    listings = {}
-    jobs = [("train", train_per_class), ("val", val_per_class)]
+    records: dict[str, list[VideoRecord]] = {"train": [], "val": []}
     total = num_classes * (train_per_class + val_per_class)
     from harness.core.progress import progress as progress_bar
 
+    videos = demo_videos(num_classes, train_per_class, val_per_class, num_frames, size, seed, multi_label)
     with progress_bar(total=total, desc="demo videos", enabled=progress, unit="video") as bar:
-        for split, per_class in jobs:
-            (root / split).mkdir(parents=True, exist_ok=True)
-            records = []
-            for label in range(num_classes):
-                for i in range(per_class):
-                    relative = f"{split}/{DIRECTIONS[label]}_{i:03d}.mp4"
-                    directions = [label]
-                    if multi_label and rng.random() < 0.5:
-                        directions.append(int(rng.choice([c for c in range(num_classes) if c != label])))
-                    frames = moving_squares_frames(directions, num_frames, size[0], size[1], rng)
-                    write_video(root / relative, frames, fps=fps)
-                    records.append(VideoRecord(relative, tuple(sorted(directions)) if multi_label else label))
-                    bar.update()
-            listings[split] = root / f"{split}.csv"
-            write_listing(records, listings[split])
+        for video in videos:
+            (root / video.split).mkdir(parents=True, exist_ok=True)
+            write_video(root / video.relative, video.frames, fps=fps)
+            label = tuple(sorted(video.directions)) if multi_label else video.directions[0]
+            records[video.split].append(VideoRecord(video.relative, label))
+            bar.update()
+    for split, listed in records.items():
+        (root / split).mkdir(parents=True, exist_ok=True)  # (an empty split still gets its folder)
+        write_listing(listed, root / f"{split}.csv")
     write_class_names(root, num_classes)
-    return listings["train"], listings["val"]
+    return root / "train.csv", root / "val.csv"

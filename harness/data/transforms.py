@@ -46,6 +46,18 @@ def normalize_clips(
     return out.to(dtype).contiguous()
 
 
+def denormalize_clips(
+    clips: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """The inverse of :func:`normalize_clips`: ``uint8 [..., C, T, H, W]`` (``uint8`` clips are
+    returned as they are), to draw what the model saw."""
+    if clips.dtype == torch.uint8:
+        return clips
+    scale = torch.tensor(std, dtype=torch.float32, device=clips.device).view(-1, 1, 1, 1) * 255.0
+    offset = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(-1, 1, 1, 1) * 255.0
+    return (clips.float() * scale + offset).round().clamp(0, 255).to(torch.uint8)
+
+
 @functools.lru_cache(maxsize=16)
 def _channel_constants(
     device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]

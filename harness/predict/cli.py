@@ -14,6 +14,11 @@ probabilities. Output: top-k classes with names and probabilities, as CSV or JSO
 (``--output``, by suffix), rows in input order; a video that cannot be read gets a row with its
 error. The exit status is 2 only when nothing could be predicted. Under ``torchrun`` the ranks
 split the inputs and rank 0 writes the merged file.
+
+``--explain DIR`` shows where an attentive probe's query looked: per video (window, shard sample)
+a PNG strip of the frames it saw with the attention drawn over them (``--explain-format
+png,gif,mp4`` adds animations), and in the predictions the attention mass per time step
+(``attention_over_time``) and the frames each step covers (``attention_frames``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from harness.core.options import add_video_options, check_video_options
 
 # The library names that lived here (``from harness.predict.cli import VideoUnits``): forwarded to
 # :mod:`harness.predict.predictor` on first use, so that ``--help`` imports neither torch nor decoders.
+EXPLAIN_FORMATS = ("png", "gif", "mp4")  #: ``--explain-format``: a strip of frames, animations
 FORWARDED = ("Row", "ShardUnits", "Unit", "VideoUnits", "build_units", "collate_units", "collect_inputs",
              "predict_units", "run", "video_aggregates", "window_units", "write_rows")  # fmt: skip
 
@@ -39,6 +45,14 @@ def __getattr__(name: str):
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'harness.predict.cli' has no attribute {name!r}")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``--explain-format png,gif`` -> ``("png", "gif")``; an unknown name or none is a :class:`UserError`."""
+    formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    if not formats or any(name not in EXPLAIN_FORMATS for name in formats):
+        raise UserError(f"--explain-format {text!r}: give a comma-separated list of {', '.join(EXPLAIN_FORMATS)}")
+    return formats
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.5,
         help="multi-label models: list the classes whose probability reaches this (default 0.5)",
     )
+    explain = "draw where the attention probe looked into DIR; add its curve over time to the rows"
+    parser.add_argument("--explain", type=Path, default=None, metavar="DIR", help=explain)
+    formats = "--explain's files: comma-separated of png (a strip of frames), gif, mp4 (default png)"
+    parser.add_argument("--explain-format", default=None, metavar="FORMATS", help=formats)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
     check_video_options(args, ("top_k",))
@@ -62,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.output is not None and args.output.suffix not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output {args.output}: use a .csv or .jsonl file")
+    if args.explain_format is not None and args.explain is None:
+        raise UserError("--explain-format needs --explain DIR (the folder its files go to); give both")
+    args.explain_format = parse_formats(args.explain_format or "png")
+    if args.explain is not None:
+        if args.explain.exists() and not args.explain.is_dir():
+            raise UserError(f"--explain {args.explain}: a file is there; give a folder (made if missing)")
     if args.output is not None:  # before any prediction is computed
         check_output_file(args.output, UserError, "--output")
     return args

@@ -31,6 +31,8 @@ from harness.data.units import (  # noqa: F401  (LISTING_SUFFIXES, MEDIA: re-exp
 )
 from harness.data.workers import die_with_parent
 from harness.export.model_io import Preprocessing, load_classifier
+from harness.models.attention_maps import forward_with_attention
+from harness.predict.explain import Explainer, check_explainable
 
 log = logging.getLogger("harness.predict")
 
@@ -48,6 +50,8 @@ class Row:
     error: str = ""
     probs: np.ndarray | None = None
     labels: list[int] | None = None  #: multi-label models: the classes scoring at least the threshold
+    attention: list[float] | None = None  #: ``--explain``: the probe's attention mass per time step
+    attention_frames: list[tuple[int, int]] | None = None  #: ``--explain``: first and last frame of each step
 
 
 def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit] | Row:
@@ -61,9 +65,9 @@ def window_units(index: int, video: str, window_s: float, stride_s: float) -> li
 @torch.no_grad()
 def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Preprocessing, device: torch.device,
                   dtype: torch.dtype, top_k: int, progress: bool, total: int | None = None,
-                  threshold: float = 0.5) -> list[Row]:  # fmt: skip
+                  threshold: float = 0.5, explainer: Explainer | None = None) -> list[Row]:  # fmt: skip
     """Rows for every unit the loader yields (a multi-label model's rows list the classes whose
-    sigmoid reaches ``threshold``)."""
+    sigmoid reaches ``threshold``); with an ``explainer``, their attention (curve and pictures)."""
     rows: list[Row] = []
     k = min(top_k, len(preprocessing.class_names))
     bar = progress_bar(total=total, desc="predict", unit="video", enabled=progress)
@@ -74,14 +78,21 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
         if batch is not None:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 clips = normalize_clips(batch.clips.to(device), preprocessing.mean, preprocessing.std)
-                logits = model(clips, batch.clip_indices.to(device), preprocessing.num_views)
+                if explainer is None:
+                    logits = model(clips, batch.clip_indices.to(device), preprocessing.num_views)
+                else:
+                    logits, maps = forward_with_attention(model, clips, batch.clip_indices.to(device),
+                                                          preprocessing.num_views)  # fmt: skip
             probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
             probs = probs.cpu()
             values, classes = probs.topk(k, dim=-1)
+            first = len(rows)
             for unit, p, v, c in zip(units, probs.numpy(), values.tolist(), classes.tolist()):
                 row = Row(unit.order, unit.video, _window_name(unit), *_seconds(unit), list(zip(c, v)), probs=p)
                 row.labels = above(p, threshold) if preprocessing.multi_label else None
                 rows.append(row)
+            if explainer is not None:
+                explainer.explain(rows[first:], batch.clips, batch.clip_indices, maps, preprocessing.num_views)
         bar.update(len(units) + len(failed))
     bar.close()
     return rows
@@ -117,10 +128,13 @@ def video_aggregates(rows: list[Row], top_k: int, threshold: float | None = None
 
 
 def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, windows: bool) -> None:
-    """CSV (``video[,window,start_s,end_s],pred1,name1,prob1,...[,labels],error``) or JSON Lines by
-    suffix; ``labels`` (names joined by ``;``) for a multi-label model's rows."""
+    """CSV (``video[,window,start_s,end_s],pred1,name1,prob1,...[,labels][,attention_over_time,
+    attention_frames],error``) or JSON Lines by suffix; ``labels`` (names joined by ``;``) for a
+    multi-label model's rows; with ``--explain`` the attention mass per time step (joined by ``;``)
+    and the first and last frame of each step (``0-3;6-9``; in JSON Lines, lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     multi = any(row.labels is not None for row in rows)
+    explained = any(row.attention is not None for row in rows)
     if path.suffix in (".jsonl", ".json"):
         with open(path, "w", encoding="utf-8") as handle:
             for row in rows:
@@ -130,6 +144,9 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
                 record["top"] = [{"class": c, "name": names[c], "prob": round(p, 6)} for c, p in row.top]
                 if multi:
                     record["labels"] = [names[c] for c in row.labels or []]
+                if explained:
+                    record["attention_over_time"] = row.attention
+                    record["attention_frames"] = [list(span) for span in row.attention_frames or []] or None
                 record["error"] = row.error or None
                 handle.write(json.dumps(record) + "\n")
         return
@@ -137,12 +154,15 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
         writer = csv.writer(handle)
         head = ["video", *(["window", "start_s", "end_s"] if windows else [])]
         top = [f"{c}{i + 1}" for i in range(top_k) for c in ("pred", "name", "prob")]
-        writer.writerow([*head, *top, *(["labels"] if multi else []), "error"])
+        curve = ["attention_over_time", "attention_frames"] if explained else []
+        writer.writerow([*head, *top, *(["labels"] if multi else []), *curve, "error"])
         for row in rows:
             where = [row.window, _round(row.start_s), _round(row.end_s)] if windows else []
             cells = [v for c, p in row.top for v in (c, names[c], f"{p:.6f}")]
             labels = [";".join(names[c] for c in row.labels or [])] if multi else []
-            writer.writerow([row.video, *where, *cells, *[""] * (3 * top_k - len(cells)), *labels, row.error])
+            curve = [";".join(f"{v:.6f}" for v in row.attention or []),
+                     ";".join(f"{a}-{b}" for a, b in row.attention_frames or [])] if explained else []  # fmt: skip
+            writer.writerow([row.video, *where, *cells, *[""] * (3 * top_k - len(cells)), *labels, *curve, row.error])
 
 
 def _round(value: float | None) -> str:
@@ -162,6 +182,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     strategy = build_strategy("auto", args.device, "float32", "auto")
     device, dtype = strategy.device, getattr(torch, args.dtype)
     model, preprocessing = load_classifier(args.model, args.weights)
+    explain = getattr(args, "explain", None)
+    if explain is not None:  # before any video is read
+        check_explainable(model, args.model)
     overrides = {key: getattr(args, key) for key in ("num_clips", "num_views", "frame_step", "fps", "duration")}
     preprocessing = preprocessing.with_sampling(**overrides)
     names = preprocessing.class_names
@@ -174,13 +197,15 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     mine = units[rank::world]
     loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder), **options)
     progress = args.progress and strategy.is_main
-    rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine), args.threshold)
+    explainer = Explainer(explain, args.explain_format, videos) if explain is not None else None
+    rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine), args.threshold,
+                          explainer)  # fmt: skip
     if shards:
         ordered = [((len(videos) + number,), shard) for number, shard in enumerate(shards)][rank::world]
         loader = DataLoader(ShardUnits(ordered, preprocessing, args.decoder), **options)
         samples = sum(s.samples or 0 for _, s in ordered) or None
         rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, samples,
-                              args.threshold)  # fmt: skip
+                              args.threshold, explainer)  # fmt: skip
     rows += video_aggregates(rows, args.top_k, args.threshold if preprocessing.multi_label else None)
     for row in rows:
         row.probs = None  # only the aggregates needed them; keep the gather small

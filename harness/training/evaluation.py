@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from harness.core.progress import progress as progress_bar
-from harness.data.loader import ClipLoader
+from harness.data.loader import ClipBatch, ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
 from harness.training.confusion import write_confusion, write_per_class, write_predictions
@@ -33,9 +33,11 @@ def evaluate(
     description: str = "eval",
     num_views: int = 1,
     objective: Objective | None = None,
+    observe: Callable[[ClipBatch, torch.Tensor], None] | None = None,
 ) -> tuple[EvalResult, EvalAccumulator]:
     """Every validation video once over all ranks: ``val_num_clips x num_views`` views per video,
-    combined by the model's clip aggregation, scored by ``objective`` (default: single-label).
+    combined by the model's clip aggregation, scored by ``objective`` (default: single-label);
+    ``observe(batch, logits)`` is called after each of this rank's forward passes.
     Returns the metrics and this rank's accumulator (its prediction rows)."""
     was_training = model.training
     model.eval()
@@ -53,6 +55,8 @@ def evaluate(
         with strategy.precision.autocast():
             indices = batch.clip_indices.to(strategy.device)
             logits = model(to_model_input(batch.clips, strategy.device), indices, num_views)
+        if observe is not None:
+            observe(batch, logits)
         per_head = logits.unbind(1) if logits.dim() == 3 else [logits]  # [B, heads, C]: one per head
         labels = batch.labels.to(strategy.device)
         for accumulator, head_logits in zip(accumulators, per_head):

@@ -6,6 +6,7 @@ Strategy`, so single-process and distributed runs share every line here.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -35,6 +36,7 @@ from harness.training.state.resume import save as save_run
 from harness.training.state.run_lock import take_run_folder
 from harness.training.state.run_state import RunContext, TrainState
 from harness.training.state.signals import StopRequest
+from harness.training.tracking.explained import ExplainedSampler
 from harness.training.tracking.logger import RunLogger, WandbSink
 from harness.training.tracking.observability import (
     StallDetector,
@@ -358,11 +360,12 @@ class Trainer:
             return None
         model = self.strategy.unwrap(self.model)
         progress = self.is_main and self.config.logging.progress_bar
+        explained = ExplainedSampler.build(model, self.config, self.class_names, self.is_main and bool(self.dashboards))
         if self.ema is not None:
             with self.ema.applied(model, self.strategy.writing_local):
-                result, accumulator = self._evaluate(progress)
+                result, accumulator = self._evaluate(progress, explained)
         else:
-            result, accumulator = self._evaluate(progress)
+            result, accumulator = self._evaluate(progress, explained)
         epoch_means = self.epoch_sums.means(self.strategy.all_reduce_sum)
         train = {f"train_{key}": epoch_means[key] for key in ("loss", "acc1", "acc5")}
         self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
@@ -390,15 +393,20 @@ class Trainer:
             _, rows = write_eval_artefacts(result, accumulator, self.strategy, self.folder, prefix, self.class_names)
         metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
         metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
+        pictures = explained.pictures(result.best_head) if explained else []
         for sink in self.dashboards:
             sink.log_evaluation(self.state.step, metrics, result.confusion, rows,
                                 self.config.logging.wandb.thumbnails, self.class_names)  # fmt: skip
+            if pictures:
+                sink.log_explained(self.state.step, pictures)
         return result
 
-    def _evaluate(self, progress: bool):
+    def _evaluate(self, progress: bool, explained: ExplainedSampler | None = None):
         self.val_budget.start_epoch(self.state.epoch)
-        outcome = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
-                           num_views=self.config.data.num_views, objective=self.objective)  # fmt: skip
+        with explained.recording() if explained else contextlib.nullcontext():
+            outcome = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
+                               num_views=self.config.data.num_views, objective=self.objective,
+                               observe=explained.observe if explained else None)  # fmt: skip
         self.val_budget.check(final=True)  # every validation video tried once over all ranks
         return outcome
 

@@ -221,6 +221,12 @@ class WandbSink:
             values["val/predictions"] = wandb.Table(columns=["video", "label", "pred", "score", "frame"], data=rows)
         self.run.log(values, step=step)
 
+    def log_explained(self, step: int, pictures: list) -> None:
+        """Validation videos drawn with the probe's attention (``ExplainedVideo``, :mod:`.explained`),
+        as ``val/explained``: a list of captioned images at ``step``."""
+        images = [self.wandb.Image(picture.image, caption=picture.caption) for picture in pictures]
+        self.run.log({"val/explained": images}, step=step)
+
     def _confusion_charts(self, confusion, names: list[str]) -> dict[str, Any]:
         wandb = self.wandb
         counts = np.asarray(confusion.tolist(), dtype=np.int64)

@@ -70,6 +70,15 @@ class TensorBoardSink:
         self.writer.add_image("val/confusion", image, step, dataformats="HWC")
         self.writer.flush()
 
+    def log_explained(self, step: int, pictures: list) -> None:
+        """Validation videos drawn with the probe's attention (``ExplainedVideo``, :mod:`.explained`):
+        one image each, ``val_explained/<n>_<video>``, the caption as its text."""
+        for number, picture in enumerate(pictures):
+            tag = f"val_explained/{number}_{picture.tag}"
+            self.writer.add_image(tag, picture.image, step, dataformats="HWC")
+            self.writer.add_text(tag, picture.caption, step)
+        self.writer.flush()
+
     def finish(self) -> None:
         """Hyperparameters with the best validation metrics, then close the event files."""
         metrics = {f"hparams/best_{k.removeprefix('val/')}": v for k, v in self.best.items()} or {"hparams/none": 0.0}
