@@ -74,7 +74,8 @@ def test_the_key_is_checked_when_the_config_loads():
 def compare(left: dict, right: dict, what: str, atol: float = 1e-6) -> None:
     assert set(left) == set(right), what
     for key, value in left.items():
-        torch.testing.assert_close(value.float(), right[key].float(), rtol=0, atol=atol, msg=f"{what}: {key}")
+        torch.testing.assert_close(value.float(), right[key].float(), rtol=0, atol=atol,
+                                   msg=lambda found, key=key: f"{what}: {key}: {found}")  # fmt: skip
 
 
 def run_config(tmp_path: Path, demo_root: Path, name: str, run: str, epochs: int, *settings: str) -> str:
@@ -95,9 +96,14 @@ def drive(tmp_path: Path, *entries: str, nan_step: int | None = None) -> dict[st
             for entry in entries}  # fmt: skip
 
 
-def assert_trains_as(ours: dict, theirs: dict, what: str, steps: int = 12, weights_atol: float = 1e-6) -> None:
+def assert_trains_as(ours: dict, theirs: dict, what: str, steps: int = 12, weights_atol: float = 1e-5) -> None:
     """Every rank's losses and gradient norms (``steps`` logged), the final weights, the EMA and
-    the export (within ``weights_atol``) of two runs of the same global batch agree to fp32 rounding."""
+    the export (within ``weights_atol``) of two runs of the same global batch agree to fp32 rounding.
+
+    Weights get 1e-5 (1% of one step at lr 1e-3), not 1e-6: AdamW divides each gradient by its own
+    running RMS, so an element whose gradient is near zero turns a rounding difference in the
+    reduction order (HSDP reduces in two stages) into a visible step. Seen on an AVX-512 Xeon: one
+    element in 295k 2e-6 apart after 12 steps; on an AMD EPYC without AVX-512, none above 1e-6."""
     assert ours["parameters"] == theirs["parameters"], f"{what}: whole parameters counted once"
     for rank, (mine, other) in enumerate(zip(ours["logs"], theirs["logs"], strict=True)):
         assert len(mine["loss"]) == steps, f"{what}: rank {rank}'s steps logged"
