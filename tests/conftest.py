@@ -170,6 +170,29 @@ def multilabel_shards(multilabel_root: Path, tmp_path_factory: pytest.TempPathFa
     return out
 
 
+#: the demo data :func:`square_run` trains on: half the demo's videos, enough for its probe to look
+#: at the moving square (tests/test_explain.py)
+SQUARES = {"num_classes": 4, "train_per_class": 12, "val_per_class": 4}
+
+
+@pytest.fixture(scope="session")
+def square_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(data root, run folder)``: configs/demo.yaml as shipped (15 epochs, 64-pixel crops) on
+    :data:`SQUARES`; a probe that attends to the square and whose vectors group by class."""
+    from harness.config import load_config
+    from harness.data.synthetic import make_demo_dataset
+    from harness.training import Trainer
+
+    root = tmp_path_factory.mktemp("squares")
+    make_demo_dataset(root, **SQUARES, progress=False)
+    folder = root / "run"
+    overrides = [f"folder={folder}", f"data.datasets=[{root / 'train.csv'}]", f"data.val_datasets=[{root / 'val.csv'}]",
+                 f"data.class_names={root / 'classes.txt'}", "data.generate_demo_data=false", "data.num_workers=0",
+                 "logging.progress_bar=false", "logging.level=warning"]  # fmt: skip
+    Trainer(load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides)).fit()
+    return root, folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 1-epoch run of a RoPE ViT (V-JEPA 2's architecture) on the named demo classes."""

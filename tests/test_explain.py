@@ -3,7 +3,6 @@ the token grids, drawn, written with the predictions, and on the demo's squares 
 
 import csv
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import av
@@ -13,13 +12,14 @@ import torch
 from PIL import Image
 
 from harness.data.files import load_clips
-from harness.data.synthetic import demo_videos, make_demo_dataset
+from harness.data.synthetic import demo_videos
 from harness.data.transforms import EvalTransform, normalize_clips
 from harness.export.model_io import load_classifier
 from harness.models import AttentiveClassifier, LinearClassifier, MultiHeadClassifier, VideoClassifier
 from harness.models.attention_maps import fold_attention, forward_with_attention, recording_attention
 from harness.models.vit import VisionTransformer
 from harness.predict.cli import main
+from tests.conftest import SQUARES
 
 NAMES = ["right", "left", "down", "up"]
 
@@ -194,24 +194,6 @@ def test_windows_and_shard_samples_are_explained_by_name(trained_run, video_dir,
 # look: half the videos (12 per class), the same 15 epochs: 4.0, 2.6, 3.5 with meta.seed 0, 1, 2
 # (94%, 81%, 94% accuracy). Fewer epochs or a finer grid look less: 10 epochs 2.3 (44%); 32-pixel
 # crops of 8-pixel patches 1.3 though at 94% accuracy (accuracy alone does not make the probe look).
-SQUARES = {"num_classes": 4, "train_per_class": 12, "val_per_class": 4}
-
-
-@pytest.fixture(scope="module")
-def square_run(tmp_path_factory):
-    from harness.config import load_config
-    from harness.training import Trainer
-
-    root = tmp_path_factory.mktemp("squares")
-    make_demo_dataset(root, **SQUARES, progress=False)
-    folder = root / "run"
-    overrides = [f"folder={folder}", f"data.datasets=[{root / 'train.csv'}]", f"data.val_datasets=[{root / 'val.csv'}]",
-                 f"data.class_names={root / 'classes.txt'}", "data.generate_demo_data=false", "data.num_workers=0",
-                 "logging.progress_bar=false", "logging.level=warning"]  # fmt: skip
-    Trainer(load_config(Path("configs/demo.yaml").resolve(), overrides)).fit()
-    return root, folder
-
-
 def square_cells(mask: np.ndarray, frames: torch.Tensor, crop: EvalTransform, grid: tuple[int, int, int]) -> np.ndarray:
     """``bool [T', H', W']``: the patches the square overlaps in a frame of each step, as the model
     saw the clip (the same frames, the same resize and crop)."""

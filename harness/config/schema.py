@@ -227,6 +227,9 @@ class LoggingConfig:
     tensorboard: bool = False  #: TensorBoard event files in <folder>/tensorboard (scalars, confusion images, hparams)
     #: validation videos drawn with the attention probe's attention per evaluation, to TensorBoard and W&B (0: off)
     explain_videos: int = key(0, ge=0)
+    #: validation videos whose probe vectors go to TensorBoard's projector and a W&B embedding table, per
+    #: evaluation (0: off)
+    embedding_projector: int = key(0, ge=0)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -46,6 +46,7 @@ from harness.training.tracking.observability import (
     peak_flops,
     tokens_per_clip,
 )
+from harness.training.tracking.projector import ProjectorSampler
 from harness.training.tracking.summary import describe_start, failure, write_final_summary
 from harness.training.tracking.tensorboard import TensorBoardSink
 
@@ -360,12 +361,15 @@ class Trainer:
             return None
         model = self.strategy.unwrap(self.model)
         progress = self.is_main and self.config.logging.progress_bar
-        explained = ExplainedSampler.build(model, self.config, self.class_names, self.is_main and bool(self.dashboards))
+        shown = self.is_main and bool(self.dashboards)
+        explained = ExplainedSampler.build(model, self.config, self.class_names, shown)
+        projector = ProjectorSampler.build(model, self.config, self.class_names, shown)
+        samplers = [sampler for sampler in (explained, projector) if sampler is not None]
         if self.ema is not None:
             with self.ema.applied(model, self.strategy.writing_local):
-                result, accumulator = self._evaluate(progress, explained)
+                result, accumulator = self._evaluate(progress, samplers)
         else:
-            result, accumulator = self._evaluate(progress, explained)
+            result, accumulator = self._evaluate(progress, samplers)
         epoch_means = self.epoch_sums.means(self.strategy.all_reduce_sum)
         train = {f"train_{key}": epoch_means[key] for key in ("loss", "acc1", "acc5")}
         self.logger.log_eval({"epoch": epoch, "step": self.state.step, **train, **result.as_dict()})
@@ -394,19 +398,30 @@ class Trainer:
         metrics = {f"val/{k.removeprefix('val_')}": v for k, v in result.as_dict().items()}
         metrics |= {f"epoch/{k}": v for k, v in train.items()} | {"epoch": epoch}
         pictures = explained.pictures(result.best_head) if explained else []
+        projected = projector.projected(result.best_head) if projector else None
         for sink in self.dashboards:
             sink.log_evaluation(self.state.step, metrics, result.confusion, rows,
                                 self.config.logging.wandb.thumbnails, self.class_names)  # fmt: skip
             if pictures:
                 sink.log_explained(self.state.step, pictures)
+            if projected is not None:
+                sink.log_embeddings(self.state.step, projected)
         return result
 
-    def _evaluate(self, progress: bool, explained: ExplainedSampler | None = None):
+    def _evaluate(self, progress: bool, samplers: list = ()):
+        """Evaluate, with ``samplers`` (explained videos, the projector) recording the forwards."""
         self.val_budget.start_epoch(self.state.epoch)
-        with explained.recording() if explained else contextlib.nullcontext():
+
+        def observe(batch, logits) -> None:
+            for sampler in samplers:
+                sampler.observe(batch, logits)
+
+        with contextlib.ExitStack() as stack:
+            for sampler in samplers:
+                stack.enter_context(sampler.recording())
             outcome = evaluate(self.model, self.val_loader, self.strategy, self.num_classes, progress,
                                num_views=self.config.data.num_views, objective=self.objective,
-                               observe=explained.observe if explained else None)  # fmt: skip
+                               observe=observe if samplers else None)  # fmt: skip
         self.val_budget.check(final=True)  # every validation video tried once over all ranks
         return outcome
 

@@ -227,6 +227,15 @@ class WandbSink:
         images = [self.wandb.Image(picture.image, caption=picture.caption) for picture in pictures]
         self.run.log({"val/explained": images}, step=step)
 
+    def log_embeddings(self, step: int, projected) -> None:
+        """Validation videos' probe vectors (``ProjectedVideos``, :mod:`.projector`) as the table
+        ``val/embeddings`` (video, label, predicted, embedding): W&B projects its embedding column
+        in 2D (PCA, t-SNE, UMAP) with the other columns to colour by."""
+        rows = [[video, label, predicted, vector.tolist()] for video, label, predicted, vector
+                in zip(projected.videos, projected.labels, projected.predicted, projected.vectors)]  # fmt: skip
+        table = self.wandb.Table(columns=["video", "label", "predicted", "embedding"], data=rows)
+        self.run.log({"val/embeddings": table}, step=step)
+
     def _confusion_charts(self, confusion, names: list[str]) -> dict[str, Any]:
         wandb = self.wandb
         counts = np.asarray(confusion.tolist(), dtype=np.int64)

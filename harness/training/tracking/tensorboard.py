@@ -3,8 +3,9 @@
 The same scalars as the CSV files and W&B (``train/*`` every ``log_every`` steps, ``val/*`` and
 ``epoch/*`` per evaluation), the validation confusion matrix as an image per evaluation (with
 class names), the resolved config as text, and at the end the flattened hyperparameters with the
-best validation top-1/top-5 (TensorBoard's HPARAMS tab). Works offline: ``tensorboard --logdir
-runs/``. Same interface as :class:`harness.training.tracking.logger.WandbSink`.
+best validation top-1/top-5 (TensorBoard's HPARAMS tab); with ``logging.explain_videos`` and
+``logging.embedding_projector``, explained videos and the probe's vectors (PROJECTOR tab). Works
+offline: ``tensorboard --logdir runs/``. Same interface as :class:`harness.training.tracking.logger.WandbSink`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ class TensorBoardSink:
             tag = f"val_explained/{number}_{picture.tag}"
             self.writer.add_image(tag, picture.image, step, dataformats="HWC")
             self.writer.add_text(tag, picture.caption, step)
+        self.writer.flush()
+
+    def log_embeddings(self, step: int, projected) -> None:
+        """Validation videos' probe vectors (``ProjectedVideos``, :mod:`.projector`) for the
+        PROJECTOR tab, tag ``val_probe``, with each video's path, label and predicted class."""
+        import torch
+
+        metadata = [[video, label, predicted] for video, label, predicted
+                    in zip(projected.videos, projected.labels, projected.predicted)]  # fmt: skip
+        self.writer.add_embedding(torch.from_numpy(projected.vectors), metadata=metadata, global_step=step,
+                                  tag="val_probe", metadata_header=["video", "label", "predicted"])  # fmt: skip
         self.writer.flush()
 
     def finish(self) -> None:
