@@ -344,3 +344,43 @@ def test_memory_does_not_grow_with_the_units(tmp_path):
     assert small["code"] == large["code"] == 0
     assert large["feature_bytes"] == 4 * small["feature_bytes"] > 2 * large["grown_bytes"]
     assert large["grown_bytes"] < 1.3 * small["grown_bytes"], (small, large)
+
+
+@pytest.mark.slow
+def test_a_killed_run_continues_where_it_stopped(trained_run, demo_root, tmp_path):
+    """A real SIGKILL in the middle of the work: the shards finished before it are not written
+    again, the rest are, and the folder equals an uninterrupted run's."""
+    import time
+
+    videos = sorted(str(p) for p in (demo_root / "train").glob("*.mp4"))
+    listing = tmp_path / "many.csv"
+    listing.write_text("".join(f"{videos[i % len(videos)]} 0\n" for i in range(480)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "harness.embed", str(trained_run), str(listing), "--output", str(out),
+                "--rows-per-shard", "8", "--workers", "0", "--no-progress", "--features", "pooled,probe"]  # fmt: skip
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + time_left() / 3
+    while not (out / "parts" / "000001.json").exists():  # two shards finished
+        assert process.poll() is None, f"it ended before it could be killed: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    assert not (out / "index.csv").exists(), "killed before the end"
+    finished = sorted(p.stem for p in (out / "parts").glob("*.json"))
+    assert 2 <= len(finished) < 60
+    before = {job: stat(out / f"shard-{job}.safetensors") for job in finished}
+    again = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True, timeout=time_left())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "embedded 480 videos, 0 unreadable, in 60 shards" in again.stdout
+    assert {job: stat(out / f"shard-{job}.safetensors") for job in finished} == before, "finished shards kept"
+    whole = subprocess.run(command(tmp_path / "whole"), cwd=REPO, env=env, capture_output=True, timeout=time_left())
+    assert whole.returncode == 0  # (as a process of its own: the same threads, the same sums, bit for bit)
+    killed, whole = features_of(out), features_of(tmp_path / "whole")
+    assert killed[0] == whole[0]
+    for name in ("pooled", "probe"):
+        assert np.array_equal(killed[1][name], whole[1][name])
