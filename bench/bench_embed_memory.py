@@ -32,7 +32,7 @@ def status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def child(units: int, folder: Path, rows_per_shard: int) -> None:
+def child(units: int, folder: Path, rows_per_shard: int, loader_units: int = 0) -> None:
     """Embed ``units`` random units into ``folder``/out; print the growth of the peak RSS as JSON."""
     sys.path.insert(0, str(REPO))
     import numpy as np
@@ -70,6 +70,8 @@ def child(units: int, folder: Path, rows_per_shard: int) -> None:
     preprocessing = Preprocessing(FRAMES, SIDE, [], frame_step=1)
     run.load = lambda args: EmbeddingModel(PixelEncoder(), preprocessing, {"kind": "encoder", "source": "stand-in"})
     run.VideoUnits = RandomClips
+    if loader_units:  # smaller loaders than the command's, so that a run goes through several
+        run.LOADER_UNITS = loader_units
     listing = folder / "units.csv"
     listing.write_text("".join(f"/stand-in/video_{i:07d}.mp4 0\n" for i in range(units)))
     Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from the current RSS
@@ -84,11 +86,11 @@ def child(units: int, folder: Path, rows_per_shard: int) -> None:
                       "feature_bytes": written, "seconds": round(seconds, 2)}))  # fmt: skip
 
 
-def measure(units: int, folder: Path, rows_per_shard: int = 1024, timeout: float = 600) -> dict:
+def measure(units: int, folder: Path, rows_per_shard: int = 1024, timeout: float = 600, loader_units: int = 0) -> dict:
     """Run :func:`child` for ``units`` units in a new process; its JSON record."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model").mkdir(exist_ok=True)  # (the stand-in model is not read from it)
-    command = [sys.executable, __file__, "--child", str(units), str(folder), str(rows_per_shard)]
+    command = [sys.executable, __file__, "--child", str(units), str(folder), str(rows_per_shard), str(loader_units)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-4000:])
@@ -99,10 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, nargs="+", default=[2000, 8000, 32000])
     parser.add_argument("--rows-per-shard", type=int, default=1024)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), Path(args.child[1]), int(args.child[2]))
+        child(int(args.child[0]), Path(args.child[1]), int(args.child[2]), int(args.child[3]))
         return
     print(f"{'units':>8} {'features written':>17} {'peak RSS growth':>16} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -205,6 +205,12 @@ def test_a_stopped_run_continues_and_a_changed_command_is_refused(trained_run, d
     (foreign / "notes.txt").write_text("mine")
     assert main([*command[:4], str(foreign), *command[5:]]) == 2
     assert "is not empty and holds no embeddings" in capsys.readouterr().err
+    (foreign / "parts").mkdir()
+    (foreign / "parts" / "mine.txt").write_text("mine too")
+    (foreign / "index.csv").write_text("my own index\n")
+    assert main([*command[:4], str(foreign), *command[5:], "--overwrite"]) == 2, "--overwrite replaces embeddings only"
+    assert "is not empty and holds no embeddings" in capsys.readouterr().err
+    assert (foreign / "parts" / "mine.txt").is_file() and (foreign / "index.csv").read_text() == "my own index\n"
     assert main([*command[:4], str(foreign / "notes.txt"), *command[5:]]) == 2
     assert "--output: " in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "mine"
     held = EmbeddingFolder(out, "safetensors").lock()  # another run writing there
@@ -340,7 +346,8 @@ def test_memory_does_not_grow_with_the_units(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     from bench_embed_memory import measure
 
-    small, large = (measure(units, tmp_path / str(units), timeout=time_left()) for units in (1000, 4000))
+    # loaders of 512 units (the command's: 16384), so that the larger run goes through 8 of them
+    small, large = (measure(units, tmp_path / str(units), 1024, time_left(), loader_units=512) for units in (1000, 4000))
     assert small["code"] == large["code"] == 0
     assert large["feature_bytes"] == 4 * small["feature_bytes"] > 2 * large["grown_bytes"]
     assert large["grown_bytes"] < 1.3 * small["grown_bytes"], (small, large)

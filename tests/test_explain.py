@@ -208,6 +208,22 @@ def test_the_demo_probe_attends_to_the_moving_square(square_run):
     root, run = square_run
     model, preprocessing = load_classifier(run)
     assert (preprocessing.crop_size, model.encoder.patch_size, preprocessing.num_clips) == (64, 16, 1)
+    ratios, correct = square_ratios(model, preprocessing, root)
+    print(f"attention on the square / its area: mean {np.mean(ratios):.2f}, min {np.min(ratios):.2f} over "
+          f"{len(ratios)} videos; accuracy {correct}/{len(ratios)}")  # fmt: skip
+    assert np.mean(ratios) >= 2.0, "the probe looks at the square at least twice as much as at an even spread"
+    # the same measure of a new probe on the trained encoder: an even spread (the measure is fair)
+    pooler = model.classifier.pooler
+    torch.manual_seed(0)
+    model.classifier = AttentiveClassifier(pooler.query_tokens.shape[-1], 4,
+                                           pooler.cross_attention_block.xattn.num_heads, norm_eps=1e-6)  # fmt: skip
+    untrained, _ = square_ratios(model.eval(), preprocessing, root)
+    assert abs(np.mean(untrained) - 1.0) < 0.1, f"an untrained probe: {np.mean(untrained):.3f}"
+
+
+def square_ratios(model, preprocessing, root) -> tuple[list[float], int]:
+    """Per validation video: the attention mass on the patches the square overlaps / their share
+    of the grid (1: an even spread); and how many videos the model classified right."""
     crop = EvalTransform(preprocessing.crop_size, normalize=False)
     ratios, correct = [], 0
     for video in (v for v in demo_videos(**SQUARES) if v.split == "val"):
@@ -221,6 +237,4 @@ def test_the_demo_probe_attends_to_the_moving_square(square_run):
         cells = square_cells(video.masks, indices[0], crop, weights.shape)
         if cells.any():  # (a square outside the centre crop in every frame is not counted)
             ratios.append(weights[cells].sum() / cells.mean())
-    print(f"attention on the square / its area: mean {np.mean(ratios):.2f}, min {np.min(ratios):.2f} over "
-          f"{len(ratios)} videos; accuracy {correct}/{len(ratios)}")  # fmt: skip
-    assert np.mean(ratios) >= 2.0, "the probe looks at the square at least twice as much as at an even spread"
+    return ratios, correct

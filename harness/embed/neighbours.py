@@ -8,7 +8,7 @@ video). For each query the ``k`` most similar other rows are printed with their 
 
 Memory stays bounded whatever the folder's size: the index is read as a stream (three passes:
 find the queries, score every shard against them keeping the best ``k`` per query, name the
-winners) and each shard's vectors are memory-mapped and scored in blocks. NumPy only: no torch.
+winners) and each shard's vectors are memory-mapped and scored in blocks of rows and of queries. NumPy only: no torch.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from harness.core.errors import UserError, entry_point
 
 BLOCK = 65536  #: rows of a shard scored at once
+QUERIES = 256  #: queries scored at once (a long video's windows can be thousands of queries)
 
 
 @dataclass
@@ -49,6 +50,7 @@ def index_rows(folder: Path) -> Iterator[dict[str, str]]:
 
 
 def matches(video: str, query: str) -> bool:
+    """Whether the index's ``video`` is the one ``query`` names (the path, or its end)."""
     return video == query or video.endswith("/" + query.lstrip("/")) or video.endswith("#" + query)
 
 
@@ -66,6 +68,7 @@ def read_vectors(folder: Path, shard: str, feature: str) -> np.ndarray:
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` scaled to unit length along the last axis (float32)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
@@ -96,12 +99,16 @@ def search(folder: str | Path, queries: list[str], k: int = 5, feature: str | No
     for shard in shards:  # pass 2: score every row, keep the best k (+1: the query itself) per query
         vectors = read_vectors(folder, shard, feature)
         for start in range(0, len(vectors), BLOCK):
-            scores = unit(vectors[start : start + BLOCK]) @ matrix.T  # [block, queries]
-            for column, query in enumerate(found):
-                top = np.argsort(-scores[:, column], kind="stable")[: k + 1]
-                candidates = [(float(scores[i, column]), shard, start + int(i)) for i in top]
-                merged = query.best + [c for c in candidates if (c[1], c[2]) != (query.shard, query.row)]
-                query.best = sorted(merged, key=lambda c: -c[0])[:k]
+            block = unit(vectors[start : start + BLOCK])
+            keep = min(k + 1, len(block))
+            for first in range(0, len(found), QUERIES):  # scores [block, QUERIES] at most: bounded
+                chunk = found[first : first + QUERIES]
+                scores = block @ matrix[first : first + QUERIES].T
+                top = np.argpartition(-scores, keep - 1, axis=0)[:keep]  # the best `keep` rows, unordered
+                for column, query in enumerate(chunk):
+                    candidates = [(float(scores[i, column]), shard, start + int(i)) for i in top[:, column]]
+                    merged = query.best + [c for c in candidates if (c[1], c[2]) != (query.shard, query.row)]
+                    query.best = sorted(merged, key=lambda c: (-c[0], c[1], c[2]))[:k]
     return found
 
 

@@ -141,6 +141,7 @@ def build_request(loaded: EmbeddingModel, args: argparse.Namespace, plan: Plan) 
         "format": args.format,
         "rows_per_shard": args.rows_per_shard,
         "dtype": args.dtype,
+        "decoder": args.decoder,  # another decoder's frames may differ by rounding: not mixed in one folder
         "preprocessing": loaded.preprocessing.as_dict(),
         "window_seconds": args.window_seconds,
         "stride_seconds": args.stride_seconds or args.window_seconds,

@@ -69,13 +69,13 @@ class EmbeddingFolder:
         ``overwrite``. The same request continues an earlier run."""
         if self.folder.exists() and not self.folder.is_dir():
             return f"--output {self.folder} is a file; give a folder"
-        if overwrite or not self.folder.is_dir() or all(path.name == LOCK for path in self.folder.iterdir()):
+        if not self.folder.is_dir() or all(path.name == LOCK for path in self.folder.iterdir()):
             return None
         saved = self.saved_request()
-        if saved is None:
+        if saved is None:  # --overwrite included: it replaces embeddings, never a folder of other files
             return (f"--output {self.folder} is not empty and holds no embeddings of harness.embed; give an empty or "
-                    "new folder, or --overwrite to replace its embeddings")  # fmt: skip
-        if saved != request:
+                    "new folder")  # fmt: skip
+        if saved != request and not overwrite:
             changed = ", ".join(differences(saved, request))
             return (f"--output {self.folder} holds embeddings of another command (it differs in {changed}); give "
                     "--overwrite to replace them, or another folder")  # fmt: skip

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from harness.core.errors import RunFailed, UserError, entry_point
-from harness.core.fileio import check_output_file
+from harness.core.fileio import check_output_file, check_output_folder
 from harness.core.options import add_video_options, check_video_options
 
 # The library names that lived here (``from harness.predict.cli import VideoUnits``): forwarded to
@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.explain is not None:
         if args.explain.exists() and not args.explain.is_dir():
             raise UserError(f"--explain {args.explain}: a file is there; give a folder (made if missing)")
+        check_output_folder(args.explain, UserError, "--explain")  # makeable and writable, before any work
     if args.output is not None:  # before any prediction is computed
         check_output_file(args.output, UserError, "--output")
     return args

@@ -1,11 +1,14 @@
 """Run by ``torchrun`` from test_strategies.py: train, resume, compare ranks, check a frozen encoder.
 
     torchrun --nproc-per-node 2 tests/parallel/driver.py OUT CONFIG_A CONFIG_B [--frozen CFG PRETRAINED]
-        [--extra NAME CFG ...]
+        [--extra NAME CFG ...] [--nan CFG BAD_STEP]
 
 CONFIG_A trains epoch 1; CONFIG_B is the same run with 2 epochs in the same folder, so it resumes
 from A's checkpoint. Every rank writes ``OUT/result_r{rank}.json``; rank 0 also ``OUT/final.pt``
-(the whole model after B, gathered from however it is sharded).
+(the whole model after B, gathered from however it is sharded). ``--nan`` trains CFG with rank 1's
+loss NaN at step BAD_STEP (0-based) only: its result, ``nan``, has the skipped-step count and
+digests of the whole model (and of its EMA) right before and after that step and at the end.
+One launch for all of them: each ``torchrun`` start costs seconds of imports on every rank.
 """
 
 from __future__ import annotations
@@ -32,6 +35,35 @@ def digest(state: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()
 
 
+def nan_run(config, bad: int) -> dict:
+    """Train ``config`` with rank 1's loss NaN at step ``bad`` only (see the module docs)."""
+    trainer = Trainer(config)
+    rank, result = trainer.strategy.rank, {}
+    clean_loss, clean_step = trainer.objective.loss, trainer.train_step
+
+    def loss(logits, labels, targets=None):
+        value = clean_loss(logits, labels, targets)
+        return value * float("nan") if rank == 1 and trainer.state.step == bad else value
+
+    def whole() -> tuple[str, str]:
+        return (digest(trainer.strategy.full_model_state(trainer.model)),
+                digest(trainer.ema.full_state(trainer.strategy, trainer.model)))  # fmt: skip
+
+    def train_step(micro_batches):
+        if trainer.state.step == bad:
+            result["before"], result["ema_before"] = whole()
+        outcome = clean_step(micro_batches)
+        if trainer.state.step == bad:
+            result["after"], result["ema_after"] = whole()
+        return outcome
+
+    trainer.objective.loss, trainer.train_step = loss, train_step
+    trainer.fit()
+    result["skipped_steps"], result["steps"] = trainer.state.skipped_steps, trainer.state.step
+    result["final"] = digest(trainer.strategy.full_model_state(trainer.model))
+    return result
+
+
 def main(argv: list[str]) -> None:
     out, config_a, config_b, *rest = argv
     out = Path(out)
@@ -54,6 +86,9 @@ def main(argv: list[str]) -> None:
             encoder = torch.load(pretrained, weights_only=True)["encoder"]
             state = probe.strategy.full_model_state(probe.model)
             result["frozen_unchanged"] = all(torch.equal(state[f"encoder.{k}"], v) for k, v in encoder.items())
+        elif flag == "--nan":
+            config, bad = rest.pop(0), int(rest.pop(0))
+            result["nan"] = nan_run(load_config(config), bad)
         elif flag == "--extra":
             name, config = rest.pop(0), rest.pop(0)
             Trainer(load_config(config)).fit()

@@ -92,10 +92,10 @@ class ExplainedSampler:
         frames = denormalize_clips(batch.clips.cpu())
         logits = logits.float().cpu().view(len(batch.videos), self.heads, -1)
         for index, video in enumerate(batch.videos[: self.count - len(self.kept)]):
-            heat = [m.weights[index] for m in maps]
+            heat = [m.weights[index].clone() for m in maps]
             label = batch.labels[index].tolist()  # a multi-label batch pads with -1
             label = tuple(c for c in label if c >= 0) if isinstance(label, list) else label
-            self.kept.append((video, label, frames[index], heat, logits[index]))
+            self.kept.append((video, label, frames[index].clone(), heat, logits[index].clone()))  # not the batch
         if len(self.kept) >= self.count:
             self._stack.close()  # the hooks come off: the rest of the evaluation pays nothing
             self._stack = None

@@ -108,7 +108,7 @@ class ProjectorSampler:
         for index, video in enumerate(batch.videos[: self.count - len(self.kept)]):
             label = batch.labels[index].tolist()  # a multi-label batch pads with -1
             label = tuple(c for c in label if c >= 0) if isinstance(label, list) else label
-            self.kept.append((video, label, vectors[index], logits[index]))
+            self.kept.append((video, label, vectors[index].clone(), logits[index].clone()))  # not the batch
         if len(self.kept) >= self.count:
             self._stack.close()  # the hooks come off: the rest of the evaluation pays nothing
             self._stack = None
