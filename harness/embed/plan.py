@@ -86,21 +86,41 @@ class Plan:
         return digest.hexdigest()
 
 
+Probed = tuple[np.ndarray, dict[int, str]]  #: ``(frames, fps)`` per video (-1 where unreadable), errors by index
+
+
+def probe_lengths(videos: list[str], indices: range, progress: bool = True) -> Probed:
+    """``(frames, fps)`` of ``videos[i]`` for ``i`` in ``indices`` (each opened once; other rows -1)
+    and the errors of those that cannot be opened: one rank's share of the probing."""
+    lengths, errors = np.full((len(videos), 2), -1.0), {}
+    for index in progress_bar(indices, desc="probe", unit="video", enabled=progress):
+        try:
+            lengths[index] = video_length(videos[index])
+        except (DecodeError, OSError) as error:
+            errors[index] = str(error)
+    return lengths, errors
+
+
+def merge_probes(shares: list[Probed]) -> Probed:
+    """Every rank's :func:`probe_lengths` share as one (the ranks probed disjoint videos)."""
+    lengths = np.max(np.stack([share[0] for share in shares]), axis=0)
+    return lengths, {index: error for _, errors in shares for index, error in errors.items()}
+
+
 def plan_jobs(videos: list[str], shards: list[Shard], rows_per_shard: int, window_s: float | None = None,
-              stride_s: float | None = None, progress: bool = True) -> Plan:  # fmt: skip
+              stride_s: float | None = None, progress: bool = True, probed: Probed | None = None) -> Plan:  # fmt: skip
     """The plan of ``videos`` (whole, or windows of ``window_s`` seconds every ``stride_s``,
-    default the window: each video is opened once to count them) and ``shards``."""
+    default the window) and ``shards``. Windows need each video's length: ``probed`` (every rank's
+    share of :func:`probe_lengths`, merged, so that all ranks plan from the same lengths and each
+    video is opened once in all), or, when None, every video opened here."""
     plan = Plan(videos, shards, rows_per_shard)
     if not window_s:
         return plan
     stride_s = stride_s or window_s
-    lengths, errors, counts = np.full((len(videos), 2), -1.0), {}, np.ones(len(videos), dtype=np.int64)
-    for index, video in enumerate(progress_bar(videos, desc="probe", unit="video", enabled=progress)):
-        try:
-            lengths[index] = video_length(video)
-        except (DecodeError, OSError) as error:
-            errors[index] = str(error)
-            continue
-        counts[index] = len(windows(index, video, int(lengths[index, 0]), lengths[index, 1], window_s, stride_s))
+    lengths, errors = probed if probed is not None else probe_lengths(videos, range(len(videos)), progress)
+    counts = np.ones(len(videos), dtype=np.int64)
+    for index, video in enumerate(videos):
+        if index not in errors:
+            counts[index] = len(windows(index, video, int(lengths[index, 0]), lengths[index, 1], window_s, stride_s))
     starts = np.concatenate([[0], np.cumsum(counts)])
     return Plan(videos, shards, rows_per_shard, window_s, stride_s, lengths, errors, starts)

@@ -20,7 +20,7 @@ from harness.data.transforms import normalize_clips
 from harness.data.units import ShardUnits, Unit, VideoUnits, collate_units, collect_inputs
 from harness.data.workers import die_with_parent
 from harness.embed.features import check_request, embed_clips
-from harness.embed.plan import Entry, Plan, plan_jobs
+from harness.embed.plan import Entry, Plan, merge_probes, plan_jobs, probe_lengths
 from harness.embed.source import CLIP_KEYS, EmbeddingModel, EncoderOptions, load_embedding_model
 from harness.embed.store import EmbeddingFolder, JobWriter
 
@@ -173,8 +173,11 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
     embedder = Embedder(loaded, strategy.device, getattr(torch, args.dtype), list(args.features),
                         list(args.levels or []), args.normalize)  # fmt: skip
     videos, shards = collect_inputs(args.inputs)
-    plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds,
-                     args.progress and strategy.is_main)  # fmt: skip
+    probed = None
+    if args.window_seconds:  # each rank opens its share of the videos; all plan from the same lengths
+        share = range(strategy.rank, len(videos), strategy.world_size)
+        probed = merge_probes(strategy.gather_objects(probe_lengths(videos, share, args.progress and strategy.is_main)))
+    plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds, probed=probed)
     request = build_request(loaded, args, plan)
     inputs = [str(Path(item).resolve()) for item in args.inputs]
     folder = EmbeddingFolder(args.output, args.format)
