@@ -16,7 +16,7 @@ recipe (a pairwise cover, within what combines at all):
 Each recipe trains one epoch, resumes for a second, and is compared with the same two epochs run
 without interruption (losses equal to the last bit), trains (weights change), keeps the ranks in
 agreement, and consolidates to its EMA weights. NaN-step skipping is exercised per strategy by
-``test_strategies.py::test_a_nan_loss_on_one_rank_skips_that_step_on_every_rank``.
+``test_strategies.py::test_strategy_matches_single_process_and_resumes`` (driver.py ``--nan``).
 """
 
 from __future__ import annotations
