@@ -90,3 +90,37 @@ def test_a_bad_count_is_refused_when_the_config_loads(bad):
 
     with pytest.raises(ConfigError, match="logging.embedding_projector"):
         load_config(None, [f"logging.embedding_projector={bad}"])
+
+
+def test_a_grid_of_probe_heads_logs_the_best_heads_vectors(demo_root, tmp_path, monkeypatch):
+    """Three heads; the evaluation names head 2 the best (forced: a seconds-long run ties them all,
+    and a tie goes to head 0, which would not tell the heads apart); the trainer logs head 2's
+    vectors, those harness.embed reads from the run (its best head)."""
+    from harness.training import trainer
+    from tests.training.test_multihead import HEADS
+
+    def evaluate_naming_head_2(*args, **kwargs):
+        result, accumulator = real_evaluate(*args, **kwargs)
+        result.best_head = 2
+        return result, accumulator
+
+    real_evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", evaluate_naming_head_2)
+
+    folder = tmp_path / "run"
+    extra = ("logging.embedding_projector=2", "logging.tensorboard=true", "optimization.epochs=1",
+             "meta.finetune_encoder=false", "model.model_name=vit_tiny_rope", HEADS)  # fmt: skip
+    Trainer(load_config(None, tiny_overrides(demo_root, folder, *extra))).fit()
+    from harness.training.state.checkpoint import read_checkpoint_meta, resolve_checkpoint
+
+    best = read_checkpoint_meta(resolve_checkpoint(folder))["best_head"]
+    (step,) = (folder / "tensorboard").glob("*/val_probe")
+    vectors = np.loadtxt(step / "tensors.tsv", delimiter="\t", ndmin=2)
+    with open(step / "metadata.tsv", newline="") as handle:
+        videos = [row[0] for row in list(csv.reader(handle, delimiter="\t"))[1:]]
+    out = tmp_path / "emb"
+    assert embed_main([str(folder), *videos, "--output", str(out), "--features", "probe", "--workers", "0",
+                       "--no-progress"]) == 0  # fmt: skip
+    embedded = read_shard(out, read_index(out)[0]["shard"])["probe"]
+    assert best == 2 and vectors.shape == embedded.shape == (2, 192)
+    np.testing.assert_allclose(vectors, embedded, rtol=0, atol=1e-4)

@@ -41,6 +41,12 @@ class ExplainedVideo:
         return Path(self.video.split("#")[-1]).stem or "video"
 
 
+def label_of(batch: ClipBatch, index: int) -> int | tuple[int, ...]:
+    """The label of video ``index`` of a batch: a class id, or a multi-label batch's ids (its -1 padding dropped)."""
+    label = batch.labels[index].tolist()
+    return tuple(c for c in label if c >= 0) if isinstance(label, list) else label
+
+
 class ExplainedSampler:
     """Records the probe's attention on the main rank's first ``count`` validation videos.
 
@@ -93,8 +99,7 @@ class ExplainedSampler:
         logits = logits.float().cpu().view(len(batch.videos), self.heads, -1)
         for index, video in enumerate(batch.videos[: self.count - len(self.kept)]):
             heat = [m.weights[index].clone() for m in maps]
-            label = batch.labels[index].tolist()  # a multi-label batch pads with -1
-            label = tuple(c for c in label if c >= 0) if isinstance(label, list) else label
+            label = label_of(batch, index)
             self.kept.append((video, label, frames[index].clone(), heat, logits[index].clone()))  # not the batch
         if len(self.kept) >= self.count:
             self._stack.close()  # the hooks come off: the rest of the evaluation pays nothing

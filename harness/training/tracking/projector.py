@@ -23,6 +23,7 @@ from torch import nn
 from harness.config import Config
 from harness.data.listing import names_of_label
 from harness.data.loader import ClipBatch
+from harness.training.tracking.explained import label_of
 
 
 @dataclass
@@ -106,8 +107,7 @@ class ProjectorSampler:
             captured.clear()
         logits = logits.detach().float().cpu().view(videos, len(self.modules), -1)
         for index, video in enumerate(batch.videos[: self.count - len(self.kept)]):
-            label = batch.labels[index].tolist()  # a multi-label batch pads with -1
-            label = tuple(c for c in label if c >= 0) if isinstance(label, list) else label
+            label = label_of(batch, index)
             self.kept.append((video, label, vectors[index].clone(), logits[index].clone()))  # not the batch
         if len(self.kept) >= self.count:
             self._stack.close()  # the hooks come off: the rest of the evaluation pays nothing
