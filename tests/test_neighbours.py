@@ -57,7 +57,7 @@ def test_the_command_prints_neighbours_and_refuses_what_it_cannot_find(embedded,
     for argv, message in (([str(out), "sideways_000.mp4"], "no embedded video matches sideways_000.mp4"),
                           ([str(out), "up_000.mp4", "-k", "0"], "-k must be >= 1"),
                           ([str(out), "up_000.mp4", "--feature", "levels"], "has no feature 'levels'"),
-                          ([str(tmp_path), "up_000.mp4"], "is not a finished harness.embed folder")):  # fmt: skip
+                          ([str(tmp_path), "up_000.mp4"], "a finished harness.embed output")):  # fmt: skip
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err

@@ -45,6 +45,7 @@ def _list(kind: type, what: str):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (a bad flag is a :class:`UserError`: one line, exit 2)."""
     parser = argparse.ArgumentParser(prog="harness-embed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("model", help="run folder, checkpoint, exported or Hugging Face directory, or encoder file")

@@ -14,15 +14,14 @@ winners) and each shard's vectors are memory-mapped and scored in blocks of rows
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness.core.errors import UserError, entry_point
+from harness.embed.shard_files import iter_index, read_shard
 
 BLOCK = 65536  #: rows of a shard scored at once
 QUERIES = 256  #: queries scored at once (a long video's windows can be thousands of queries)
@@ -40,15 +39,6 @@ class Query:
     best: list[tuple[float, str, int]] = field(default_factory=list)
 
 
-def index_rows(folder: Path) -> Iterator[dict[str, str]]:
-    """The index's rows as dicts, streamed."""
-    path = folder / "index.csv"
-    if not path.is_file():
-        raise UserError(f"{path} not found: {folder} is not a finished harness.embed folder")
-    with open(path, newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
-
-
 def matches(video: str, query: str) -> bool:
     """Whether the index's ``video`` is the one ``query`` names (the path, or its end)."""
     return video == query or video.endswith("/" + query.lstrip("/")) or video.endswith("#" + query)
@@ -56,8 +46,6 @@ def matches(video: str, query: str) -> bool:
 
 def read_vectors(folder: Path, shard: str, feature: str) -> np.ndarray:
     """``[rows, D]`` vectors of ``feature`` in one shard (memory-mapped where the format allows)."""
-    from harness.embed.shard_files import read_shard
-
     vectors = read_shard(folder, shard, [feature]).get(feature)
     if vectors is None:
         raise UserError(f"{folder}: shard {shard} has no feature {feature!r} (embed it with --features {feature})")
@@ -75,7 +63,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 def find_queries(folder: Path, queries: list[str]) -> list[Query]:
     """The index rows each query names (pass 1), with their unit vectors."""
-    named = (row for row in index_rows(folder) if row["shard"] and any(matches(row["video"], q) for q in queries))
+    named = (row for row in iter_index(folder) if row["shard"] and any(matches(row["video"], q) for q in queries))
     found = [Query(row["video"], row["window"], row["shard"], int(row["row"])) for row in named]
     missing = [q for q in queries if not any(matches(f.video, q) for f in found)]
     if missing:
@@ -88,7 +76,7 @@ def search(folder: str | Path, queries: list[str], k: int = 5, feature: str | No
     folder = Path(folder)
     found = find_queries(folder, queries)
     feature = feature or default_feature(folder)
-    shards = sorted({row["shard"] for row in index_rows(folder) if row["shard"]})
+    shards = sorted({row["shard"] for row in iter_index(folder) if row["shard"]})
     for shard in shards:  # the queries' own vectors
         mine = [q for q in found if q.shard == shard]
         if mine:
@@ -131,7 +119,7 @@ def names_of(folder: Path, queries: list[Query]) -> dict[tuple[str, int], str]:
     """``(shard, row) -> video[@window]`` of every winner (pass 3)."""
     wanted = {(shard, row) for q in queries for _, shard, row in q.best}
     named = {}
-    for row in index_rows(folder):
+    for row in iter_index(folder):
         key = (row["shard"], int(row["row"]) if row["row"] else -1)
         if key in wanted:
             named[key] = row["video"] + (f"@{row['window']}" if row["window"] else "")
@@ -139,6 +127,7 @@ def names_of(folder: Path, queries: list[Query]) -> dict[tuple[str, int], str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (a bad flag is a :class:`UserError`: one line, exit 2)."""
     parser = argparse.ArgumentParser(prog="harness-embed-neighbours", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("folder", type=Path, help="a harness.embed output folder")

@@ -42,10 +42,12 @@ class Plan:
 
     @property
     def video_jobs(self) -> int:
+        """Jobs of the videos: ``rows_per_shard`` units each, the last one shorter."""
         return -(-self.units // self.rows_per_shard)
 
     @property
     def jobs(self) -> int:
+        """Every job: the videos' and one per input shard."""
         return self.video_jobs + len(self.shards)
 
     def shard(self, job: int) -> Shard | None:

@@ -76,6 +76,7 @@ class OrderedJobs:
         self.index, self.writer = -1, None
 
     def writer_for(self, unit: Unit) -> JobWriter:
+        """The writer of ``unit``'s job (the jobs before it are finished on the way)."""
         target = bisect_right(self.starts, unit.order) - 1
         while self.index < target:
             self._next()
@@ -92,6 +93,7 @@ class OrderedJobs:
                 self.writer.fail(unit, error)
 
     def close(self) -> None:
+        """Finish every job left, those with no unit to embed included."""
         while self.index < len(self.jobs) - 1:
             self._next()
         if self.writer is not None:

@@ -6,13 +6,16 @@ rename). A file that exists is complete.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from harness.core.errors import UserError
 from harness.core.fileio import write_atomic
 
 FORMATS = ("safetensors", "npy")  #: the feature file formats
@@ -136,3 +139,13 @@ def read_shard(folder: str | Path, shard: str, features: list[str] | None = None
         return out
     names = {file.name[len(shard) + 1 : -len(".npy")]: file for file in sorted(folder.glob(f"{shard}.*.npy"))}
     return {name: np.load(file, mmap_mode="r") for name, file in names.items() if features is None or name in features}
+
+
+def iter_index(folder: str | Path) -> Iterator[dict[str, str]]:
+    """The rows of an embedding folder's ``index.csv`` (a complete run's) as dicts of strings,
+    streamed (a folder of millions of rows is read a row at a time)."""
+    path = Path(folder) / "index.csv"
+    if not path.is_file():
+        raise UserError(f"{path} not found: is {folder} a finished harness.embed output (rerun the command)?")
+    with open(path, newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)

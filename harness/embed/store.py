@@ -30,7 +30,7 @@ from harness.core.errors import UserError
 from harness.core.fileio import write_atomic
 from harness.core.locking import give_back, take_flock
 from harness.data.units import Unit
-from harness.embed.shard_files import ShardFile
+from harness.embed.shard_files import ShardFile, iter_index
 
 EMBEDDINGS_FILE = "embeddings.json"
 INDEX_FILE = "index.csv"
@@ -90,6 +90,7 @@ class EmbeddingFolder:
         return take_flock(self.folder / LOCK, in_use, lambda holder: None)
 
     def unlock(self, descriptor: int | None) -> None:
+        """Give back the lock :meth:`lock` took."""
         if descriptor is not None:
             give_back(descriptor)
 
@@ -117,6 +118,7 @@ class EmbeddingFolder:
             (self.folder / name).unlink(missing_ok=True)
 
     def write_description(self, values: dict[str, Any]) -> None:
+        """``embeddings.json``, written atomically."""
         text = json.dumps(values, indent=2).encode()
         write_atomic(self.folder / EMBEDDINGS_FILE, lambda handle: handle.write(text))
 
@@ -126,6 +128,7 @@ class EmbeddingFolder:
         return self.parts / f"{job:06d}{suffix}"
 
     def read_part(self, job: int) -> dict[str, Any] | None:
+        """The record of a finished job (None: not finished, or unreadable)."""
         try:
             return json.loads(self.part_path(job).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -143,9 +146,11 @@ class EmbeddingFolder:
             return False
 
     def folder_of(self, name: str) -> Path:
+        """Where a file a part names lives: index rows under ``parts/``, features beside the index."""
         return self.parts / name if name.endswith(".csv") else self.folder / name
 
     def spool(self, rank: int) -> Path:
+        """This rank's folder of spool files (rows appended before a shard file is written)."""
         return self.folder / SPOOL / f"r{rank}"
 
     def start_job(self, job: int) -> None:
@@ -245,8 +250,4 @@ def index_row(unit: Unit, shard: str, row: int | str, error: str) -> list:
 
 def read_index(folder: str | Path) -> list[dict[str, str]]:
     """The rows of an embedding folder's ``index.csv`` (a complete run's), as dicts of strings."""
-    path = Path(folder) / INDEX_FILE
-    if not path.is_file():
-        raise UserError(f"{path} not found: is {folder} a finished harness.embed output (rerun the command)?")
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return list(iter_index(folder))

@@ -42,6 +42,7 @@ def file_stems(videos: list[str]) -> list[str]:
 
 
 def safe_name(text: str) -> str:
+    """``text`` as a file name: runs of other characters than letters, digits, ``.`` and ``-`` become ``_``."""
     return re.sub(r"[^\w.-]+", "_", text).strip("._") or "video"
 
 
