@@ -9,10 +9,13 @@ A heat map ``[T', H', W']`` on a token grid is upsampled bilinearly to the frame
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from harness.core.fileio import write_atomic
 
 #: the colour map's anchors (dark purple -> red -> yellow, inferno-like), evenly spaced over [0, 1]
 COLOUR_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
@@ -76,7 +79,8 @@ def animation_frames(overlaid: np.ndarray) -> np.ndarray:
 
 def write_strip(path: str | Path, overlaid: np.ndarray) -> None:
     """:func:`strip_image` of ``[clips, views, T, H, W, 3]`` as a PNG."""
-    Image.fromarray(strip_image(overlaid)).save(path, format="PNG")
+    image = Image.fromarray(strip_image(overlaid))
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"))  # whole or not at all
 
 
 def write_animation(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> None:
@@ -86,12 +90,17 @@ def write_animation(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> N
     suffix = Path(path).suffix.lower()
     if suffix == ".gif":
         images = [Image.fromarray(frame) for frame in frames]
-        images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
-                       loop=0)  # fmt: skip
+        write_atomic(path, lambda handle: images[0].save(handle, format="GIF", save_all=True, append_images=images[1:],
+                                                         duration=round(1000 / fps), loop=0))  # fmt: skip
     elif suffix == ".mp4":
         from harness.data.synthetic import write_video
 
         pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
-        write_video(path, np.pad(frames, pad), fps=fps)
+        temporary = Path(path).with_name(f".tmp-{os.getpid()}-{Path(path).name}")  # the muxer wants a path
+        try:
+            write_video(temporary, np.pad(frames, pad), fps=fps)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     else:
         raise ValueError(f"{path}: an animation is a {' or '.join(ANIMATION_SUFFIXES)} file")
