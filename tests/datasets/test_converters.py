@@ -1,0 +1,174 @@
+"""``python -m harness.datasets``: each converter on a miniature replica of its dataset's official
+annotation files (a few entries, empty placeholder videos, one annotated video missing on disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.datasets.cli import main
+
+
+def touch(root: Path, *names: str) -> None:
+    """Empty placeholder videos ``root/name`` (the converters only look for the files)."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def convert(capsys, name: str, annotations: Path | None, videos: Path, output: Path, *extra: str) -> list[str]:
+    """Run the command; its printed lines (the exit status must be 0)."""
+    where = ["--annotations", str(annotations)] if annotations is not None else []
+    assert main([name, *where, "--videos", str(videos), "--output", str(output), *extra]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def listing(path: Path) -> list[tuple[str, int]]:
+    """``(file name, label)`` per line of a written listing; its paths are absolute."""
+    rows = [line.rsplit(" ", 1) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert all(Path(row[0]).is_absolute() and Path(row[0]).is_file() for row in rows)
+    return [(Path(row[0]).name, int(row[1])) for row in rows]
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    """The one line a bad input prints (exit status 2)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ------------------------------------------------------------------------------ ssv2
+SSV2_LABELS = {"Holding something next to something": "0", "Pushing something from left to right": "1",
+               "Tearing something into two pieces": "2"}  # fmt: skip
+
+
+def ssv2_entry(video: str, template: str) -> dict:
+    return {"id": video, "label": template.replace("[something]", "a cup"), "template": template,
+            "placeholders": ["a cup"]}  # fmt: skip
+
+
+def make_ssv2(root: Path) -> tuple[Path, Path]:
+    annotations, videos = root / "annotations", root / "videos"
+    annotations.mkdir(parents=True)
+    (annotations / "labels.json").write_text(json.dumps(SSV2_LABELS, indent=1), encoding="utf-8")
+    train = [ssv2_entry("78687", "Holding [something] next to [something]"),
+             ssv2_entry("42326", "Pushing [something] from left to right"),
+             ssv2_entry("100904", "Holding [something] next to [something]"),
+             ssv2_entry("555", "Tearing [something] into two pieces")]  # fmt: skip
+    val = [ssv2_entry("74225", "Pushing [something] from left to right")]
+    (annotations / "train.json").write_text(json.dumps(train, indent=1), encoding="utf-8")
+    (annotations / "validation.json").write_text(json.dumps(val, indent=1), encoding="utf-8")
+    touch(videos, "78687.webm", "42326.webm", "100904.webm", "74225.webm")  # 555 is missing
+    return annotations, videos
+
+
+def test_ssv2(tmp_path, capsys):
+    annotations, videos = make_ssv2(tmp_path)
+    out = convert(capsys, "ssv2", annotations, videos, tmp_path / "out")
+    assert out == ["train: 3 videos listed, 2 classes, 1 missing on disk",
+                   "val: 1 videos listed, 1 classes, 0 missing on disk",
+                   f"total: 4 videos listed, 3 classes, 1 missing on disk (see {tmp_path / 'out' / 'missing.txt'}); "
+                   f"wrote {tmp_path / 'out'}"]  # fmt: skip
+    assert listing(tmp_path / "out" / "train.csv") == [("78687.webm", 0), ("42326.webm", 1), ("100904.webm", 0)]
+    assert listing(tmp_path / "out" / "val.csv") == [("74225.webm", 1)]
+    assert lines_of(tmp_path / "out" / "classes.txt") == list(SSV2_LABELS)
+    assert lines_of(tmp_path / "out" / "missing.txt") == ["train 555"]
+
+
+def test_ssv2_bad_annotations(tmp_path, capsys):
+    annotations, videos = make_ssv2(tmp_path)
+    argv = ["ssv2", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
+    text = (annotations / "validation.json").read_text(encoding="utf-8")
+    (annotations / "validation.json").write_text(text.replace('"id":', '"id"', 1), encoding="utf-8")
+    line = error_line(capsys, argv)
+    assert f"{annotations / 'validation.json'}:3: not valid JSON" in line, line
+    (annotations / "validation.json").write_text(json.dumps([{"label": "x"}]), encoding="utf-8")
+    assert "validation.json: entry 1 has no 'id' field" in error_line(capsys, argv)
+    (annotations / "labels.json").unlink()
+    assert f"{annotations / 'labels.json'}: not found" in error_line(capsys, argv)
+    argv[2] = str(tmp_path / "nowhere")
+    assert f"--annotations {tmp_path / 'nowhere'}: no such folder" in error_line(capsys, argv)
+
+
+def test_nothing_on_disk_is_exit_2(tmp_path, capsys):
+    annotations, _ = make_ssv2(tmp_path)
+    (tmp_path / "empty").mkdir()
+    argv = ["ssv2", "--annotations", str(annotations), "--videos", str(tmp_path / "empty"), "--output",
+            str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "total: 0 videos listed, 3 classes, 5 missing on disk" in captured.out
+    assert "no annotated video was found below --videos" in captured.err
+    assert len(lines_of(tmp_path / "out" / "missing.txt")) == 5
+
+
+# ------------------------------------------------------------------------------ kinetics
+KINETICS_TRAIN = """label,youtube_id,time_start,time_end,split,is_cc
+zumba,abc-_123XYZ,14,24,train,0
+"air drumming",--07WQ2iBlw,1,11,train,0
+abseiling,0347ZoDXyP0,102,112,train,0
+zumba,missingclip,0,10,train,0
+"""
+KINETICS_VALIDATE = """label,youtube_id,time_start,time_end,split
+abseiling,3E7Jib8Yq5M,0,10,val
+"""
+KINETICS_TEST = """label,youtube_id,time_start,time_end,split
+"air drumming",--33Lscn6sk,4,14,test
+"""
+
+
+def make_kinetics(root: Path) -> tuple[Path, Path]:
+    annotations, videos = root / "annotations", root / "videos"
+    annotations.mkdir(parents=True)
+    (annotations / "train.csv").write_text(KINETICS_TRAIN, encoding="utf-8")
+    (annotations / "validate.csv").write_text(KINETICS_VALIDATE, encoding="utf-8")
+    (annotations / "test.csv").write_text(KINETICS_TEST, encoding="utf-8")
+    # the three layouts in use: flat, per split, per split and class
+    touch(videos, "train/zumba/abc-_123XYZ_000014_000024.mp4", "train/air drumming/--07WQ2iBlw_000001_000011.mp4",
+          "0347ZoDXyP0_000102_000112.mp4", "val/3E7Jib8Yq5M_000000_000010.mp4",
+          "test/air drumming/--33Lscn6sk_000004_000014.mp4")  # fmt: skip
+    return annotations, videos
+
+
+def test_kinetics(tmp_path, capsys):
+    annotations, videos = make_kinetics(tmp_path)
+    output = tmp_path / "out"
+    out = convert(capsys, "kinetics", annotations, videos, output)
+    assert out[:3] == ["train: 3 videos listed, 3 classes, 1 missing on disk",
+                       "val: 1 videos listed, 1 classes, 0 missing on disk",
+                       "test: 1 videos listed, 1 classes, 0 missing on disk"]  # fmt: skip
+    assert out[3].startswith("total: 5 videos listed, 3 classes, 1 missing on disk")
+    assert lines_of(output / "classes.txt") == ["abseiling", "air drumming", "zumba"]
+    assert listing(output / "train.csv") == [("abc-_123XYZ_000014_000024.mp4", 2),
+                                             ("--07WQ2iBlw_000001_000011.mp4", 1),
+                                             ("0347ZoDXyP0_000102_000112.mp4", 0)]  # fmt: skip
+    assert listing(output / "val.csv") == [("3E7Jib8Yq5M_000000_000010.mp4", 0)]
+    assert listing(output / "test.csv") == [("--33Lscn6sk_000004_000014.mp4", 1)]
+    assert lines_of(output / "missing.txt") == ["train missingclip_000000_000010"]
+    # a path with a space reads back through the harness's own listing reader
+    from harness.data.listing import read_listing
+
+    assert len(read_listing(output / "train.csv")) == 3
+
+
+def test_kinetics_unlabelled_test_split_is_left_out(tmp_path, capsys):
+    annotations, videos = make_kinetics(tmp_path)
+    (annotations / "test.csv").write_text("youtube_id,time_start,time_end,split\n--33Lscn6sk,4,14,test\n")
+    out = convert(capsys, "kinetics", annotations, videos, tmp_path / "out")
+    assert [line.split(":")[0] for line in out] == ["train", "val", "total"]
+    assert not (tmp_path / "out" / "test.csv").exists()
+
+
+def test_kinetics_bad_line(tmp_path, capsys):
+    annotations, videos = make_kinetics(tmp_path)
+    (annotations / "validate.csv").write_text(KINETICS_VALIDATE + "abseiling,xyz\n", encoding="utf-8")
+    argv = ["kinetics", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
+    line = error_line(capsys, argv)
+    assert f"{annotations / 'validate.csv'}:3: expected the fields" in line, line
+    (annotations / "validate.csv").write_text(KINETICS_VALIDATE + "abseiling,xyz,a,b,val\n", encoding="utf-8")
+    assert f"{annotations / 'validate.csv'}:3: time_start and time_end" in error_line(capsys, argv)
