@@ -19,7 +19,8 @@ from pathlib import Path
 from harness.core.errors import RunFailed, UserError, entry_point
 
 #: name -> the module of harness.datasets that reads it
-CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics"}
+CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics", "ucf101": "ucf101", "hmdb51": "hmdb51"}
+WITH_SPLITS = ("ucf101", "hmdb51")  #: datasets with three official train/test splits (``--split``)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--annotations", type=Path, default=None, help="the folder of the official annotation files")
     parser.add_argument("--videos", type=Path, required=True, help="the folder the videos are in (searched below)")
     parser.add_argument("--output", type=Path, required=True, help="the folder the listings are written to")
+    parser.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="ucf101, hmdb51: the official "
+                        "split (default 1)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.annotations is None:
         raise UserError(f"{args.name} needs --annotations: the folder of its official annotation files")
@@ -48,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from harness.datasets.common import write_converted
 
     module = importlib.import_module(f"harness.datasets.{CONVERTERS[args.name]}")
-    lines, listed = write_converted(module.convert(args.annotations), args.videos, args.output)
+    if args.name in WITH_SPLITS:
+        converted = module.convert(args.annotations, args.split)
+    else:
+        converted = module.convert(args.annotations)
+    lines, listed = write_converted(converted, args.videos, args.output)
     for line in lines:
         print(line)
     if listed == 0:

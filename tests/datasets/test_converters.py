@@ -172,3 +172,93 @@ def test_kinetics_bad_line(tmp_path, capsys):
     assert f"{annotations / 'validate.csv'}:3: expected the fields" in line, line
     (annotations / "validate.csv").write_text(KINETICS_VALIDATE + "abseiling,xyz,a,b,val\n", encoding="utf-8")
     assert f"{annotations / 'validate.csv'}:3: time_start and time_end" in error_line(capsys, argv)
+
+
+# ------------------------------------------------------------------------------ ucf101, hmdb51
+UCF_CLASSES = "1 ApplyEyeMakeup\n2 ApplyLipstick\n3 HandstandPushups\n"
+UCF_TRAIN = """ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1
+ApplyLipstick/v_ApplyLipstick_g08_c01.avi 2
+HandstandPushups/v_HandStandPushups_g08_c01.avi 3
+ApplyLipstick/v_ApplyLipstick_g09_c01.avi 2
+"""
+UCF_TEST = "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\nHandStandPushups/v_HandStandPushups_g01_c01.avi\n"
+
+
+def make_ucf101(root: Path) -> tuple[Path, Path]:
+    annotations, videos = root / "ucfTrainTestlist", root / "UCF-101"
+    annotations.mkdir(parents=True)
+    (annotations / "classInd.txt").write_text(UCF_CLASSES, encoding="utf-8")
+    (annotations / "trainlist02.txt").write_text(UCF_TRAIN, encoding="utf-8")
+    (annotations / "testlist02.txt").write_text(UCF_TEST, encoding="utf-8")
+    touch(videos, "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyLipstick/v_ApplyLipstick_g08_c01.avi",
+          "HandstandPushups/v_HandStandPushups_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+          "HandstandPushups/v_HandStandPushups_g01_c01.avi")  # fmt: skip
+    return annotations, videos
+
+
+def test_ucf101(tmp_path, capsys):
+    annotations, videos = make_ucf101(tmp_path)
+    output = tmp_path / "out"
+    out = convert(capsys, "ucf101", annotations, videos, output, "--split", "2")
+    assert out[:2] == ["train: 3 videos listed, 3 classes, 1 missing on disk",
+                       "val: 2 videos listed, 2 classes, 0 missing on disk"]  # fmt: skip
+    assert out[2].startswith("total: 5 videos listed, 3 classes, 1 missing on disk")
+    assert lines_of(output / "classes.txt") == ["ApplyEyeMakeup", "ApplyLipstick", "HandstandPushups"]
+    assert listing(output / "train.csv") == [("v_ApplyEyeMakeup_g08_c01.avi", 0), ("v_ApplyLipstick_g08_c01.avi", 1),
+                                             ("v_HandStandPushups_g08_c01.avi", 2)]  # fmt: skip
+    assert listing(output / "val.csv") == [("v_ApplyEyeMakeup_g01_c01.avi", 0), ("v_HandStandPushups_g01_c01.avi", 2)]
+    assert lines_of(output / "missing.txt") == ["train ApplyLipstick/v_ApplyLipstick_g09_c01.avi"]
+
+
+def test_ucf101_bad_line(tmp_path, capsys):
+    annotations, videos = make_ucf101(tmp_path)
+    (annotations / "trainlist02.txt").write_text(UCF_TRAIN + "ApplyLipstick/v_x.avi 9\n", encoding="utf-8")
+    argv = ["ucf101", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o"),
+            "--split", "2"]  # fmt: skip
+    assert f"{annotations / 'trainlist02.txt'}:5: expected" in error_line(capsys, argv)
+    argv[-1] = "1"
+    assert f"{annotations / 'trainlist01.txt'}: not found" in error_line(capsys, argv)
+
+
+HMDB_SPLITS = {"brush_hair": "April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
+               "American_brush_hair_f_nm_np1_le_goo_1.avi 2 \nAussie_brush_hair_f_nm_np1_fr_med_2.avi 0 \n",
+               "cartwheel": "Acrobacias_de_un_fenomeno_cartwheel_f_cm_np1_ba_bad_8.avi 2 \n"
+               "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi 1 \nFlic_cartwheel_f_cm_np1_ri_med_1.avi 1 \n"}  # fmt: skip
+
+
+def make_hmdb51(root: Path) -> tuple[Path, Path]:
+    annotations, videos = root / "testTrainMulti_7030_splits", root / "hmdb51"
+    annotations.mkdir(parents=True)
+    for name, text in HMDB_SPLITS.items():
+        (annotations / f"{name}_test_split1.txt").write_text(text, encoding="utf-8")
+        (annotations / f"{name}_test_split3.txt").write_text("", encoding="utf-8")
+    touch(videos, "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi",
+          "brush_hair/American_brush_hair_f_nm_np1_le_goo_1.avi",
+          "cartwheel/Acrobacias_de_un_fenomeno_cartwheel_f_cm_np1_ba_bad_8.avi",
+          "cartwheel/Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi")  # fmt: skip
+    return annotations, videos
+
+
+def test_hmdb51(tmp_path, capsys):
+    annotations, videos = make_hmdb51(tmp_path)
+    output = tmp_path / "out"
+    out = convert(capsys, "hmdb51", annotations, videos, output)
+    assert out[:2] == ["train: 2 videos listed, 2 classes, 1 missing on disk",
+                       "val: 2 videos listed, 2 classes, 0 missing on disk"]  # fmt: skip
+    assert lines_of(output / "classes.txt") == ["brush_hair", "cartwheel"]
+    assert listing(output / "train.csv") == [("April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 0),
+                                             ("Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi", 1)]  # fmt: skip
+    assert listing(output / "val.csv") == [
+        ("American_brush_hair_f_nm_np1_le_goo_1.avi", 0),
+        ("Acrobacias_de_un_fenomeno_cartwheel_f_cm_np1_ba_bad_8.avi", 1),
+    ]
+    assert lines_of(output / "missing.txt") == ["train cartwheel/Flic_cartwheel_f_cm_np1_ri_med_1.avi"]
+
+
+def test_hmdb51_bad_line(tmp_path, capsys):
+    annotations, videos = make_hmdb51(tmp_path)
+    (annotations / "cartwheel_test_split1.txt").write_text("Flic_cartwheel.avi 1\nFlic_2.avi three\n")
+    argv = ["hmdb51", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
+    assert f"{annotations / 'cartwheel_test_split1.txt'}:2: expected" in error_line(capsys, argv)
+    assert "no <class>_test_split2.txt files" in error_line(capsys, [*argv, "--split", "2"])
+    assert main([*argv, "--split", "3"]) == 2  # annotated but empty: nothing found
