@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.core.errors import RunFailed, UserError, entry_point
 
 #: name -> the module of harness.datasets that reads it
-CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics", "ucf101": "ucf101", "hmdb51": "hmdb51"}
+CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics", "ucf101": "ucf101", "hmdb51": "hmdb51", "diving48": "diving48"}
 WITH_SPLITS = ("ucf101", "hmdb51")  #: datasets with three official train/test splits (``--split``)
 
 

@@ -262,3 +262,48 @@ def test_hmdb51_bad_line(tmp_path, capsys):
     assert f"{annotations / 'cartwheel_test_split1.txt'}:2: expected" in error_line(capsys, argv)
     assert "no <class>_test_split2.txt files" in error_line(capsys, [*argv, "--split", "2"])
     assert main([*argv, "--split", "3"]) == 2  # annotated but empty: nothing found
+
+
+# ------------------------------------------------------------------------------ diving48
+DIVING_VOCAB = [
+    ["Back", "15som", "05Twis", "FREE"],
+    ["Back", "15som", "15Twis", "FREE"],
+    ["Forward", "2som", "NoTwis", "PIKE"],
+]
+
+
+def diving_entry(video: str, label: int) -> dict:
+    return {"vid_name": video, "label": label, "start_frame": 0, "end_frame": 59}
+
+
+def make_diving48(root: Path) -> tuple[Path, Path]:
+    annotations, videos = root / "annotations", root / "rgb"
+    annotations.mkdir(parents=True)
+    (annotations / "Diving48_vocab.json").write_text(json.dumps(DIVING_VOCAB), encoding="utf-8")
+    train = [diving_entry("-mmq0PT-u8k_00155", 2), diving_entry("-mmq0PT-u8k_00156", 0), diving_entry("gone", 1)]
+    (annotations / "Diving48_V2_train.json").write_text(json.dumps(train), encoding="utf-8")
+    (annotations / "Diving48_V2_test.json").write_text(json.dumps([diving_entry("0GAGg2Zl8DE_00010", 1)]))
+    touch(videos, "-mmq0PT-u8k_00155.mp4", "-mmq0PT-u8k_00156.mp4", "0GAGg2Zl8DE_00010.mp4")
+    return annotations, videos
+
+
+def test_diving48(tmp_path, capsys):
+    annotations, videos = make_diving48(tmp_path)
+    output = tmp_path / "out"
+    out = convert(capsys, "diving48", annotations, videos, output)
+    assert out[:2] == ["train: 2 videos listed, 2 classes, 1 missing on disk",
+                       "val: 1 videos listed, 1 classes, 0 missing on disk"]  # fmt: skip
+    assert out[2].startswith("total: 3 videos listed, 3 classes, 1 missing on disk")
+    assert lines_of(output / "classes.txt") == ["Back / 15som / 05Twis / FREE", "Back / 15som / 15Twis / FREE",
+                                                "Forward / 2som / NoTwis / PIKE"]  # fmt: skip
+    assert listing(output / "train.csv") == [("-mmq0PT-u8k_00155.mp4", 2), ("-mmq0PT-u8k_00156.mp4", 0)]
+    assert listing(output / "val.csv") == [("0GAGg2Zl8DE_00010.mp4", 1)]
+    assert lines_of(output / "missing.txt") == ["train gone"]
+
+
+def test_diving48_bad_label(tmp_path, capsys):
+    annotations, videos = make_diving48(tmp_path)
+    (annotations / "Diving48_V2_test.json").write_text(json.dumps([diving_entry("0GAGg2Zl8DE_00010", 3)]))
+    argv = ["diving48", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
+    line = error_line(capsys, argv)
+    assert f"{annotations / 'Diving48_V2_test.json'}: entry 1 (0GAGg2Zl8DE_00010): label 3" in line, line
