@@ -128,6 +128,8 @@ RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
      [("tests/data/test_prepare.py", '"--segment-seconds"')]),
     (r"python -m harness\.datasets \S+ --annotations \S+ --videos",
      [("tests/datasets/test_converters.py", '"--annotations"')]),
+    (r"python -m harness\.datasets folders --videos \S+ --output \S+ --val-fraction",
+     [("tests/datasets/test_converters.py", '"--val-fraction"')]),
     (r"python -m harness\.report \S+", [("tests/test_observability.py", "report_main(")]),
     (r"pip install -e ", [("tests/test_install.py", '"pip", "install"')]),
     (r'python -c "import torch; print\(torch\.__version__\)"', [("tests/test_install.py", "torch.__version__")]),

@@ -19,7 +19,8 @@ from pathlib import Path
 from harness.core.errors import RunFailed, UserError, entry_point
 
 #: name -> the module of harness.datasets that reads it
-CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics", "ucf101": "ucf101", "hmdb51": "hmdb51", "diving48": "diving48"}
+CONVERTERS = {"ssv2": "ssv2", "kinetics": "kinetics", "ucf101": "ucf101", "hmdb51": "hmdb51", "diving48": "diving48",
+              "folders": "folders"}  # fmt: skip
 WITH_SPLITS = ("ucf101", "hmdb51")  #: datasets with three official train/test splits (``--split``)
 
 
@@ -32,10 +33,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="the folder the listings are written to")
     parser.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="ucf101, hmdb51: the official "
                         "split (default 1)")  # fmt: skip
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="folders without train/ and val/: the "
+                        "share of each class's videos listed in val.csv (default 0)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="folders: the draw of --val-fraction (default 0)")
     args = parser.parse_args(argv)
-    if args.annotations is None:
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.annotations is None and args.name != "folders":
         raise UserError(f"{args.name} needs --annotations: the folder of its official annotation files")
-    if not args.annotations.is_dir():
+    if args.annotations is not None and not args.annotations.is_dir():
         raise UserError(f"--annotations {args.annotations}: no such folder; give the folder of the annotation files")
     if not args.videos.is_dir():
         raise UserError(f"--videos {args.videos}: no such folder; give the folder the videos are in")
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.datasets.common import write_converted
 
     module = importlib.import_module(f"harness.datasets.{CONVERTERS[args.name]}")
-    if args.name in WITH_SPLITS:
+    if args.name == "folders":
+        converted = module.convert(args.videos, args.val_fraction, args.seed)
+    elif args.name in WITH_SPLITS:
         converted = module.convert(args.annotations, args.split)
     else:
         converted = module.convert(args.annotations)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.datasets.cli import main
 
 
@@ -307,3 +309,60 @@ def test_diving48_bad_label(tmp_path, capsys):
     argv = ["diving48", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
     line = error_line(capsys, argv)
     assert f"{annotations / 'Diving48_V2_test.json'}: entry 1 (0GAGg2Zl8DE_00010): label 3" in line, line
+
+
+# ------------------------------------------------------------------------------ folders
+def test_folders_split_on_disk(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    touch(videos, "train/walk/a.mp4", "train/walk/b.avi", "train/run/day1/c.mp4", "train/run/notes.txt",
+          "val/walk/d.mp4", "val/jump/e.mkv")  # fmt: skip
+    out = convert(capsys, "folders", None, videos, tmp_path / "out")
+    assert out[:2] == ["train: 3 videos listed, 2 classes, 0 missing on disk",
+                       "val: 2 videos listed, 2 classes, 0 missing on disk"]  # fmt: skip
+    assert out[2].startswith("total: 5 videos listed, 3 classes, 0 missing on disk; wrote")
+    assert lines_of(tmp_path / "out" / "classes.txt") == ["jump", "run", "walk"]
+    assert listing(tmp_path / "out" / "train.csv") == [("c.mp4", 1), ("a.mp4", 2), ("b.avi", 2)]
+    assert listing(tmp_path / "out" / "val.csv") == [("e.mkv", 0), ("d.mp4", 2)]
+    assert lines_of(tmp_path / "out" / "missing.txt") == []
+
+
+def test_folders_val_fraction(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    touch(videos, *(f"{name}/{i}.mp4" for name in ("walk", "run") for i in range(10)))
+    argv = ("--val-fraction", "0.3", "--seed", "4")
+    out = convert(capsys, "folders", None, videos, tmp_path / "a", *argv)
+    assert out[:2] == ["train: 14 videos listed, 2 classes, 0 missing on disk",
+                       "val: 6 videos listed, 2 classes, 0 missing on disk"]  # fmt: skip
+    convert(capsys, "folders", None, videos, tmp_path / "b", *argv)
+    assert lines_of(tmp_path / "a" / "val.csv") == lines_of(tmp_path / "b" / "val.csv")  # the same draw
+    train, val = listing(tmp_path / "a" / "train.csv"), listing(tmp_path / "a" / "val.csv")
+    assert not set(train) & set(val) and len(set(train) | set(val)) == 20
+    bad = ["folders", "--videos", str(videos), "--output", str(tmp_path / "c"), "--val-fraction", "1"]
+    assert "--val-fraction must be in [0, 1)" in error_line(capsys, bad)
+    assert "ssv2 needs --annotations" in error_line(capsys, ["ssv2", "--videos", str(videos), "--output", "o"])
+
+
+# ------------------------------------------------------------------------------ the listings train
+@pytest.mark.slow
+def test_converted_kinetics_trains(tmp_path, capsys):
+    """Kinetics listings (a class name with a space, videos in three layouts) train for an epoch."""
+    import numpy as np
+
+    from harness.config import load_config
+    from harness.data.synthetic import moving_square_frames, write_video
+    from harness.training import Trainer
+    from tests.conftest import tiny_overrides
+
+    annotations, videos = make_kinetics(tmp_path)
+    rng = np.random.default_rng(0)
+    for path in sorted(videos.rglob("*.mp4")):
+        frames = moving_square_frames(int(rng.integers(4)), 12, 32, 32, rng)
+        write_video(path, frames, fps=15)
+    output = tmp_path / "listings"
+    convert(capsys, "kinetics", annotations, videos, output)
+    extra = ("optimization.epochs=1", "data.batch_size=2", "logging.level=warning")
+    Trainer(load_config(None, tiny_overrides(output, tmp_path / "run", *extra))).fit()
+    epochs = lines_of(tmp_path / "run" / "epochs.csv")
+    assert len(epochs) == 2 and epochs[1].startswith("0,")  # one epoch trained and evaluated on val.csv
+    per_class = lines_of(tmp_path / "run" / "best_per_class.csv")
+    assert [line.split(",")[0] for line in per_class[1:]] == ["abseiling", "air drumming", "zumba"]
