@@ -62,7 +62,14 @@ def entry_field(entry: object, key: str, path: Path, index: int) -> object:
 def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """``(line number, row)`` of a CSV file with a header holding ``columns``; a short row or a
     missing column is a :class:`UserError` naming the file (and line)."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    try:
+        return _csv_rows(path, columns)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; use the official file") from None
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # (-sig: a spreadsheet's byte-order mark)
         reader = csv.DictReader(handle)
         absent = [name for name in columns if name not in (reader.fieldnames or [])]
         if absent:
@@ -76,9 +83,18 @@ def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[
     return rows
 
 
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 def text_lines(path: Path) -> list[tuple[int, list[str]]]:
     """``(line number, words)`` of each non-blank line of a text file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; use the official file") from None
     return [(number, line.split()) for number, line in enumerate(lines, 1) if line.strip()]
 
 

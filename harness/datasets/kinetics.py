@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.datasets.common import Converted, annotation_file, read_csv_rows
+from harness.datasets.common import Converted, annotation_file, csv_header, read_csv_rows
 
 FILES = "train.csv and validate.csv (and test.csv)"
 COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -34,7 +34,7 @@ def convert(annotations: Path) -> Converted:
         if split == "test" and not path.is_file():
             continue
         path = annotation_file(annotations, name, FILES)
-        if split == "test" and "label" not in path.read_text(encoding="utf-8").split("\n", 1)[0].split(","):
+        if split == "test" and "label" not in csv_header(path):
             continue  # a test split without labels (Kinetics-700-2020) is not a listing
         found = read_csv_rows(path, COLUMNS)
         rows[split] = [(row["label"], clip_stem(row, f"{path}:{line}")) for line, row in found]

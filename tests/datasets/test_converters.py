@@ -161,6 +161,7 @@ def test_kinetics(tmp_path, capsys):
 def test_kinetics_unlabelled_test_split_is_left_out(tmp_path, capsys):
     annotations, videos = make_kinetics(tmp_path)
     (annotations / "test.csv").write_text("youtube_id,time_start,time_end,split\n--33Lscn6sk,4,14,test\n")
+    (annotations / "train.csv").write_text("\ufeff" + KINETICS_TRAIN, encoding="utf-8")  # a byte-order mark
     out = convert(capsys, "kinetics", annotations, videos, tmp_path / "out")
     assert [line.split(":")[0] for line in out] == ["train", "val", "total"]
     assert not (tmp_path / "out" / "test.csv").exists()
@@ -174,6 +175,8 @@ def test_kinetics_bad_line(tmp_path, capsys):
     assert f"{annotations / 'validate.csv'}:3: expected the fields" in line, line
     (annotations / "validate.csv").write_text(KINETICS_VALIDATE + "abseiling,xyz,a,b,val\n", encoding="utf-8")
     assert f"{annotations / 'validate.csv'}:3: time_start and time_end" in error_line(capsys, argv)
+    (annotations / "validate.csv").write_bytes(b"label,youtube_id\n\xff\n")
+    assert f"{annotations / 'validate.csv'}: not UTF-8 text" in error_line(capsys, argv)
 
 
 # ------------------------------------------------------------------------------ ucf101, hmdb51
