@@ -137,7 +137,7 @@ def write_converted(converted: Converted, videos: Path, output: Path) -> tuple[l
             if path is None:
                 missing.append(f"{split} {key}")
             else:
-                records.append(VideoRecord(str(path.resolve()), label))
+                records.append(VideoRecord(os.path.abspath(path), label))  # (links kept as given)
         write_listing(records, output / f"{split}.csv")
         classes = len({record.label for record in records})
         absent = len(entries) - len(records)
