@@ -68,6 +68,7 @@ setup(
             "harness-predict=harness.predict.cli:main",
             "harness-embed=harness.embed.cli:main",
             "harness-export=harness.export.cli:main",
+            "harness-datasets=harness.datasets.cli:main",
         ],
     },
 )

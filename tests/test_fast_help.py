@@ -8,7 +8,8 @@ import sys
 import pytest
 
 COMMANDS = ["harness.train", "harness.evaluate", "harness.consolidate", "harness.prepare", "harness.report",
-            "harness.plan", "harness.predict", "harness.embed", "harness.export", "harness.config"]  # fmt: skip
+            "harness.plan", "harness.predict", "harness.embed", "harness.export", "harness.config",
+            "harness.datasets"]  # fmt: skip
 HEAVY = ("torch", "torchvision", "av", "decord", "torchcodec", "deepspeed", "wandb", "matplotlib", "transformers")
 PROBE = """
 import runpy, sys

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "harness"
-COMMANDS = ("evaluate", "predict", "embed", "plan", "report", "consolidate", "export", "prepare", "config")
+COMMANDS = ("evaluate", "predict", "embed", "plan", "report", "consolidate", "export", "prepare", "config", "datasets")
 #: what ``models/`` and ``data/`` may not import: they take plain arguments
 ABOVE_MODELS_AND_DATA = ("harness.parallel", "harness.training", *(f"harness.{c}" for c in COMMANDS))
 
