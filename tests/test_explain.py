@@ -218,6 +218,7 @@ def test_the_demo_probe_attends_to_the_moving_square(square_run):
     model.classifier = AttentiveClassifier(pooler.query_tokens.shape[-1], 4,
                                            pooler.cross_attention_block.xattn.num_heads, norm_eps=1e-6)  # fmt: skip
     untrained, _ = square_ratios(model.eval(), preprocessing, root)
+    print(f"a new probe: mean {np.mean(untrained):.3f}")
     assert abs(np.mean(untrained) - 1.0) < 0.1, f"an untrained probe: {np.mean(untrained):.3f}"
 
 
