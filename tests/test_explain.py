@@ -170,9 +170,10 @@ def test_pictures_and_curves_of_each_video(trained_run, demo_root, tmp_path):
 def test_windows_and_shard_samples_are_explained_by_name(trained_run, video_dir, demo_shards, tmp_path):
     out = tmp_path / "explained"
     video = video_dir / "long_30fps.mp4"  # 4 s: windows 0-3 of 1.5 s every second
-    code = main([str(trained_run), str(video), str(demo_shards / "val" / "manifest.json"), "--window-seconds", "1.5",
-                 "--stride-seconds", "1", "--workers", "0", "--explain", str(out),
-                 "--output", str(tmp_path / "w.csv")])  # fmt: skip
+    # two manifests whose shards share names (train/shard-000000.tar, val/shard-000000.tar)
+    code = main([str(trained_run), str(video), str(demo_shards / "val" / "manifest.json"),
+                 str(demo_shards / "train" / "manifest.json"), "--window-seconds", "1.5", "--stride-seconds", "1",
+                 "--workers", "0", "--explain", str(out), "--output", str(tmp_path / "w.csv")])  # fmt: skip
     assert code == 0
     rows = read_csv(tmp_path / "w.csv")
     windows = [r for r in rows if r["video"] == str(video)]
@@ -183,7 +184,8 @@ def test_windows_and_shard_samples_are_explained_by_name(trained_run, video_dir,
     assert {f"long_30fps_w{n}.png" for n in range(4)} <= names
     samples = [r for r in rows if "#" in r["video"]]
     assert samples and all(r["attention_over_time"] for r in samples)
-    assert len(names) == 4 + len(samples) and all(name.endswith(".png") for name in names)
+    assert len(names) == 4 + len(samples) and all(name.endswith(".png") for name in names), "one file per sample"
+    assert {name.split("_")[0] for name in names if "shard" in name} == {"train", "val"}
 
 
 # The demo's moving squares: does the trained probe look at the square? Measured against where the

@@ -62,11 +62,12 @@ class Explainer:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def name(self, order: tuple, video: str, window: str) -> str:
-        """``stem`` (a video), ``stem_w3`` (its window 3), ``shard_key`` (a shard sample)."""
+        """``stem`` (a video), ``stem_w3`` (its window 3), ``folder_shard_key`` (a shard sample)."""
         if order[0] < len(self.stems):
             return self.stems[order[0]] + (f"_w{window}" if window else "")
-        url, _, key = video.partition("#")
-        return f"{safe_name(Path(url).name.split('.')[0])}_{safe_name(key)}"
+        url, _, key = video.partition("#")  # the shard's folder too: train/ and val/ both hold shard-000000.tar
+        shard = Path(url)
+        return f"{safe_name(shard.parent.name)}_{safe_name(shard.name.split('.')[0])}_{safe_name(key)}"
 
     def explain(self, rows: list, clips: torch.Tensor, clip_indices: torch.Tensor, maps: AttentionMaps,
                 num_views: int) -> None:  # fmt: skip
