@@ -104,20 +104,45 @@ def window_units(index: int, video: str, window_s: float, stride_s: float) -> li
     return windows(index, video, *video_length(video), window_s, stride_s)
 
 
-def build_units(videos: list[str], window_seconds: float | None, stride_seconds: float | None,
-                progress: bool = True) -> tuple[list[Unit], list[tuple[Unit, str]]]:  # fmt: skip
+Probed = tuple[np.ndarray, dict[int, str]]  #: ``(frames, fps)`` per video (-1 where unreadable), errors by index
+
+
+def probe_lengths(videos: list[str], indices: range, progress: bool = True) -> Probed:
+    """``(frames, fps)`` of ``videos[i]`` for ``i`` in ``indices`` (each opened once; other rows -1)
+    and the errors of those that cannot be opened: one rank's share of the probing."""
+    lengths, errors = np.full((len(videos), 2), -1.0), {}
+    for index in progress_bar(indices, desc="probe", unit="video", enabled=progress):
+        try:
+            lengths[index] = video_length(videos[index])
+        except (DecodeError, OSError) as error:
+            errors[index] = str(error)
+    return lengths, errors
+
+
+def merge_probes(shares: list[Probed]) -> Probed:
+    """Every rank's :func:`probe_lengths` share as one (the ranks probed disjoint videos)."""
+    lengths = np.max(np.stack([share[0] for share in shares]), axis=0)
+    return lengths, {index: error for _, errors in shares for index, error in errors.items()}
+
+
+def build_units(videos: list[str], window_seconds: float | None, stride_seconds: float | None, progress: bool = True,
+                probed: Probed | None = None) -> tuple[list[Unit], list[tuple[Unit, str]]]:  # fmt: skip
     """The units of ``videos`` (whole videos, or with ``window_seconds`` their windows every
     ``stride_seconds``, default the window) and, for each video whose windows cannot be found
-    because it cannot be opened, its whole-video unit and the error message."""
+    because it cannot be opened, its whole-video unit and the error message. Windows need each
+    video's length: ``probed`` (every rank's share of :func:`probe_lengths`, merged), or, when None,
+    every video opened here."""
     if not window_seconds:
         return [Unit((index,), video) for index, video in enumerate(videos)], []
+    lengths, errors = probed if probed is not None else probe_lengths(videos, range(len(videos)), progress)
     units: list[Unit] = []
     failed: list[tuple[Unit, str]] = []
-    for index, video in enumerate(progress_bar(videos, desc="probe", unit="video", enabled=progress)):
-        try:
-            units += window_units(index, video, window_seconds, stride_seconds or window_seconds)
-        except (DecodeError, OSError) as error:
-            failed.append((Unit((index,), video), str(error)))
+    for index, video in enumerate(videos):
+        if index in errors:
+            failed.append((Unit((index,), video), errors[index]))
+        else:
+            units += windows(index, video, int(lengths[index, 0]), lengths[index, 1], window_seconds,
+                             stride_seconds or window_seconds)  # fmt: skip
     return units, failed
 
 

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.core.progress import progress as progress_bar
-from harness.data.decode import DecodeError
 from harness.data.shard_io import Shard
-from harness.data.units import Unit, video_length, windows
+from harness.data.units import Probed, Unit, probe_lengths, windows
 
 Entry = tuple[Unit, "str | None"]  #: a unit and, when it is known unreadable already, its error
 
@@ -86,27 +84,6 @@ class Plan:
         for shard in self.shards:
             digest.update(f"{shard.url}\0{shard.sha256}\n".encode())
         return digest.hexdigest()
-
-
-Probed = tuple[np.ndarray, dict[int, str]]  #: ``(frames, fps)`` per video (-1 where unreadable), errors by index
-
-
-def probe_lengths(videos: list[str], indices: range, progress: bool = True) -> Probed:
-    """``(frames, fps)`` of ``videos[i]`` for ``i`` in ``indices`` (each opened once; other rows -1)
-    and the errors of those that cannot be opened: one rank's share of the probing."""
-    lengths, errors = np.full((len(videos), 2), -1.0), {}
-    for index in progress_bar(indices, desc="probe", unit="video", enabled=progress):
-        try:
-            lengths[index] = video_length(videos[index])
-        except (DecodeError, OSError) as error:
-            errors[index] = str(error)
-    return lengths, errors
-
-
-def merge_probes(shares: list[Probed]) -> Probed:
-    """Every rank's :func:`probe_lengths` share as one (the ranks probed disjoint videos)."""
-    lengths = np.max(np.stack([share[0] for share in shares]), axis=0)
-    return lengths, {index: error for _, errors in shares for index, error in errors.items()}
 
 
 def plan_jobs(videos: list[str], shards: list[Shard], rows_per_shard: int, window_s: float | None = None,

@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from harness.core.errors import RunFailed, UserError
 from harness.core.progress import progress as progress_bar
 from harness.data.transforms import normalize_clips
-from harness.data.units import ShardUnits, Unit, VideoUnits, collate_units, collect_inputs
+from harness.data.units import ShardUnits, Unit, VideoUnits, collate_units, collect_inputs, merge_probes, probe_lengths
 from harness.data.workers import die_with_parent
 from harness.embed.features import check_request, embed_clips
-from harness.embed.plan import Entry, Plan, merge_probes, plan_jobs, probe_lengths
+from harness.embed.plan import Entry, Plan, plan_jobs
 from harness.embed.source import CLIP_KEYS, EmbeddingModel, EncoderOptions, load_embedding_model
 from harness.embed.store import EmbeddingFolder, JobWriter
 
