@@ -111,6 +111,27 @@ def test_two_ranks_split_the_inputs_and_rank_0_merges_them(trained_run, demo_roo
         assert a["name1"] == b["name1"] and float(a["prob1"]) == pytest.approx(float(b["prob1"]), abs=1e-5)
 
 
+@pytest.mark.slow
+def test_two_ranks_predict_the_windows_of_long_videos_as_one_process(trained_run, video_dir, tmp_path):
+    """Windows under torchrun: each video's windows stay on one rank, so its ``window=all`` row
+    averages all of them (once), and an unreadable video gets one error row, not one per rank."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    videos = [str(video_dir / name) for name in ("long_30fps.mp4", "not_video.mp4", "medium_25fps.mp4")]
+    common = [str(trained_run), *videos, "--workers", "0", "--no-progress", "--window-seconds", "1",
+              "--stride-seconds", "0.5"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "harness.predict"]
+    done = subprocess.run([*torchrun, *common, "--output", str(tmp_path / "two.csv")], env=env, timeout=time_left(),
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*common, "--output", str(tmp_path / "one.csv")]) == 0
+    one, two = read_csv(tmp_path / "one.csv"), read_csv(tmp_path / "two.csv")
+    key = [(r["video"], r["window"]) for r in one]
+    assert [(r["video"], r["window"]) for r in two] == key and len(key) == len(set(key))
+    assert sum(r["window"] == "all" for r in one) == 3 and sum(bool(r["error"]) for r in one) == 1
+    for a, b in zip(one, two):
+        assert a["name1"] == b["name1"] and float(a["prob1"] or 0) == pytest.approx(float(b["prob1"] or 0), abs=1e-5)
+
+
 def test_bfloat16_predictions_stay_close_to_float32(trained_run, demo_root, tmp_path):
     args = [str(trained_run), str(demo_root / "val"), "--workers", "0", "--no-progress"]
     assert main([*args, "--output", str(tmp_path / "fp32.csv")]) == 0

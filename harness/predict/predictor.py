@@ -169,9 +169,11 @@ def _round(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def build_units(videos: list[str], args: argparse.Namespace) -> tuple[list[Unit], list[Row]]:
-    """Units of this job (whole videos, or windows) and the rows of videos that failed already."""
-    units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress)
+def build_units(videos: list[str], args: argparse.Namespace, probed: units_module.Probed | None = None,
+                ) -> tuple[list[Unit], list[Row]]:  # fmt: skip
+    """Units of this job (whole videos, or windows; ``probed``: the videos' lengths, see
+    :func:`harness.data.units.build_units`) and the rows of videos that failed already."""
+    units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress, probed)
     return units, [Row(unit.order, unit.video, "all", error=error) for unit, error in failed]
 
 
@@ -190,11 +192,19 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     names = preprocessing.class_names
     model = model.to(device).eval()
     videos, shards = collect_inputs(args.inputs)
-    units, rows = build_units(videos, args)
     rank, world = strategy.rank, strategy.world_size
+    probed = None
+    if args.window_seconds:  # each rank opens its share of the videos to count their windows
+        share = range(rank, len(videos), world)
+        probed = units_module.merge_probes(strategy.gather_objects(
+            units_module.probe_lengths(videos, share, args.progress and strategy.is_main)))  # fmt: skip
+    units, failed = build_units(videos, args, probed)
+    # A video's units stay on one rank (its windows too: its window=all row averages them all), and
+    # so does its error row.
+    mine = [unit for unit in units if unit.order[0] % world == rank]
+    rows = [row for row in failed if row.order[0] % world == rank]
     options = {"batch_size": args.batch_size, "num_workers": args.workers, "collate_fn": collate_units,
                "worker_init_fn": die_with_parent if args.workers else None}  # fmt: skip
-    mine = units[rank::world]
     loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder), **options)
     progress = args.progress and strategy.is_main
     explainer = Explainer(explain, args.explain_format, videos) if explain is not None else None
