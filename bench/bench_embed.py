@@ -29,15 +29,15 @@ from torch.utils.data import DataLoader, Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from harness.config import load_config  # noqa: E402
-from harness.data.listing import read_listing  # noqa: E402
-from harness.data.synthetic import make_demo_dataset  # noqa: E402
+from bench_predict import demo_videos_and_model  # noqa: E402
+
 from harness.data.transforms import normalize_clips  # noqa: E402
 from harness.data.units import Unit, VideoUnits, collate_units  # noqa: E402
 from harness.embed import cli, run  # noqa: E402
 from harness.embed.source import EmbeddingModel  # noqa: E402
-from harness.export.model_io import Preprocessing, build_plain_model  # noqa: E402
+from harness.export.model_io import Preprocessing  # noqa: E402
 
 
 class DecodedUnits(Dataset):
@@ -91,16 +91,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_demo_dataset(root, 4, args.videos // 4, 1, num_frames=48, size=(180, 320), progress=False)
-        records = read_listing(root / "train.csv")
-        config = load_config(None, [f"model.model_name={args.model}", f"data.crop_size={args.size}",
-                                    f"data.dataset_fpcs=[{args.frames}]", f"data.val_dataset_fpcs=[{args.frames}]",
-                                    "data.frame_step=2"])  # fmt: skip
-        model = build_plain_model(config, 4).eval()
-        preprocessing = Preprocessing.from_config(config, ["right", "left", "down", "up"])
+        records, model, preprocessing = demo_videos_and_model(root, args)
         paths = [str(root / record.path) for record in records]
         units = [Unit((i,), path) for i, path in enumerate(paths)]
         source = VideoUnits(units, preprocessing, "auto")

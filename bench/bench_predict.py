@@ -56,6 +56,17 @@ def predict_seconds(model, records, preprocessing: Preprocessing, batch: int, wo
     return time.perf_counter() - started
 
 
+def demo_videos_and_model(root: Path, args: argparse.Namespace) -> tuple[list, torch.nn.Module, Preprocessing]:
+    """``args.videos`` demo mp4 files of 320x180 (48 frames) in ``root``, and a 4-class classifier
+    ``args.model`` taking ``args.frames`` x ``args.size`` clips (every 2nd frame), with its preprocessing."""
+    make_demo_dataset(root, 4, args.videos // 4, 1, num_frames=48, size=(180, 320), progress=False)
+    config = load_config(None, [f"model.model_name={args.model}", f"data.crop_size={args.size}",
+                                f"data.dataset_fpcs=[{args.frames}]", f"data.val_dataset_fpcs=[{args.frames}]",
+                                "data.frame_step=2"])  # fmt: skip
+    model = build_plain_model(config, 4).eval()
+    return read_listing(root / "train.csv"), model, Preprocessing.from_config(config, ["right", "left", "down", "up"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_small")
@@ -69,13 +80,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_demo_dataset(root, 4, args.videos // 4, 1, num_frames=48, size=(180, 320), progress=False)
-        records = read_listing(root / "train.csv")
-        config = load_config(None, [f"model.model_name={args.model}", f"data.crop_size={args.size}",
-                                    f"data.dataset_fpcs=[{args.frames}]", f"data.val_dataset_fpcs=[{args.frames}]",
-                                    "data.frame_step=2"])  # fmt: skip
-        model = build_plain_model(config, 4).eval()
-        preprocessing = Preprocessing.from_config(config, ["right", "left", "down", "up"])
+        records, model, preprocessing = demo_videos_and_model(root, args)
         clips = len(records) * preprocessing.num_clips * preprocessing.num_views
         evaluation_seconds(model, records[:8], preprocessing, args.batch, args.workers)  # warm-up: first
         predict_seconds(model, records[:8], preprocessing, args.batch, args.workers)  # forwards, page cache
