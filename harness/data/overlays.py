@@ -62,6 +62,14 @@ def overlay_clips(clips: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return out
 
 
+def overlay_video(frames: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """:func:`overlay_clips` of one video's clips as a batch holds them: ``uint8 [clips x views, 3,
+    T, H, W]`` (clip-major, channels first) and the heat ``[clips, views, T', H', W']``."""
+    clips, views = heat.shape[:2]
+    grid = frames.reshape(clips, views, *frames.shape[1:]).transpose(0, 1, 3, 4, 5, 2)
+    return overlay_clips(np.ascontiguousarray(grid), heat)
+
+
 def strip_image(overlaid: np.ndarray) -> np.ndarray:
     """``[clips, views, T, H, W, 3]`` -> one image ``uint8 [clips x views x H, T x W, 3]``: a row of
     frames per clip and view (clip-major)."""

@@ -13,11 +13,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from harness.core.errors import UserError
-from harness.data.overlays import animation_frames, overlay_clips, write_animation, write_strip
+from harness.data.overlays import animation_frames, overlay_video, write_animation, write_strip
 from harness.data.transforms import denormalize_clips
 from harness.models.attention_maps import AttentionMaps, probe_attention
 
@@ -69,19 +68,16 @@ class Explainer:
         shard = Path(url)
         return f"{safe_name(shard.parent.name)}_{safe_name(shard.name.split('.')[0])}_{safe_name(key)}"
 
-    def explain(self, rows: list, clips: torch.Tensor, clip_indices: torch.Tensor, maps: AttentionMaps,
-                num_views: int) -> None:  # fmt: skip
+    def explain(self, rows: list, clips: torch.Tensor, clip_indices: torch.Tensor, maps: AttentionMaps) -> None:
         """For each row (a unit's prediction) and its video in the batch: the curve onto the row,
         the pictures into the folder. ``clips``: the batch as decoded, ``[B, clips x views, C, T,
         H, W]`` (``uint8``, or normalised)."""
         curves, spans = maps.over_time().numpy(), maps.frame_spans(clip_indices).numpy()
-        batch, count = clips.shape[:2]
-        seen = denormalize_clips(clips).reshape(batch, count // num_views, num_views, *clips.shape[2:])
-        seen = seen.permute(0, 1, 2, 4, 5, 6, 3)  # [B, clips, views, T, H, W, 3]
+        seen = denormalize_clips(clips)  # [B, clips x views, 3, T, H, W]
         for index, row in enumerate(rows):
             row.attention = [round(float(value), 6) for value in curves[index]]
             row.attention_frames = [(int(first), int(last)) for first, last in spans[index]]
-            overlaid = overlay_clips(np.ascontiguousarray(seen[index].numpy()), maps.weights[index].numpy())
+            overlaid = overlay_video(seen[index].numpy(), maps.weights[index].numpy())
             stem = self.folder / self.name(row.order, row.video, row.window)
             if "png" in self.formats:
                 write_strip(stem.with_name(stem.name + ".png"), overlaid)

@@ -92,7 +92,9 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
                 row.labels = above(p, threshold) if preprocessing.multi_label else None
                 rows.append(row)
             if explainer is not None:
-                explainer.explain(rows[first:], batch.clips, batch.clip_indices, maps, preprocessing.num_views)
+                explainer.explain(
+                    rows[first:], batch.clips, batch.clip_indices, maps
+                )  # (the views: in the maps' shape)
         bar.update(len(units) + len(failed))
     bar.close()
     return rows

@@ -22,7 +22,7 @@ from torch import nn
 from harness.config import Config
 from harness.data.listing import names_of_label
 from harness.data.loader import ClipBatch
-from harness.data.overlays import overlay_clips, strip_image
+from harness.data.overlays import overlay_video, strip_image
 from harness.data.transforms import denormalize_clips
 from harness.models.attention_maps import fold_attention, probe_attention, recording_attention
 
@@ -111,8 +111,7 @@ class ExplainedSampler:
         pictures = []
         for video, label, frames, heat, logits in self.kept:
             weights = heat[head or 0]  # [clips, views, T', H', W']
-            clips = frames.reshape(*weights.shape[:2], *frames.shape[1:]).permute(0, 1, 3, 4, 5, 2).contiguous()
-            image = strip_image(overlay_clips(clips.numpy(), weights.numpy()))
+            image = strip_image(overlay_video(frames.numpy(), weights.numpy()))
             scores = logits[head or 0]
             probabilities = scores.sigmoid() if self.multi_label else scores.softmax(-1)
             predicted = int(probabilities.argmax())
