@@ -84,13 +84,19 @@ def video_length(video: str) -> tuple[int, float]:
     return frames, fps
 
 
-def windows(index: int, video: str, frames: int, fps: float, window_s: float, stride_s: float) -> list[Unit]:
-    """Windows of ``window_s`` seconds every ``stride_s`` seconds covering a video of ``frames``
-    frames at ``fps`` (the last one ends at the video's end), as units ``(index, window)``."""
+def window_starts(frames: int, fps: float, window_s: float, stride_s: float) -> tuple[list[int], int]:
+    """First frames of the windows of ``window_s`` seconds every ``stride_s`` seconds covering a
+    video of ``frames`` frames at ``fps`` (the last one ends at the video's end), and their length."""
     length, stride = max(1, round(window_s * fps)), max(1, round(stride_s * fps))
     starts = list(range(0, max(1, frames - length + 1), stride))
     if starts[-1] + length < frames:
         starts.append(frames - length)
+    return starts, length
+
+
+def windows(index: int, video: str, frames: int, fps: float, window_s: float, stride_s: float) -> list[Unit]:
+    """The :func:`window_starts` windows of a video as units ``(index, window)``."""
+    starts, length = window_starts(frames, fps, window_s, stride_s)
     units = []
     for number, start in enumerate(starts):
         end = min(frames, start + length)  # times to the millisecond

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.shard_io import Shard
-from harness.data.units import Probed, Unit, probe_lengths, windows
+from harness.data.units import Probed, Unit, probe_lengths, window_starts, windows
 
 Entry = tuple[Unit, "str | None"]  #: a unit and, when it is known unreadable already, its error
 
@@ -98,8 +98,8 @@ def plan_jobs(videos: list[str], shards: list[Shard], rows_per_shard: int, windo
     stride_s = stride_s or window_s
     lengths, errors = probed if probed is not None else probe_lengths(videos, range(len(videos)), progress)
     counts = np.ones(len(videos), dtype=np.int64)
-    for index, video in enumerate(videos):
+    for index in range(len(videos)):
         if index not in errors:
-            counts[index] = len(windows(index, video, int(lengths[index, 0]), lengths[index, 1], window_s, stride_s))
+            counts[index] = len(window_starts(int(lengths[index, 0]), lengths[index, 1], window_s, stride_s)[0])
     starts = np.concatenate([[0], np.cumsum(counts)])
     return Plan(videos, shards, rows_per_shard, window_s, stride_s, lengths, errors, starts)
