@@ -61,22 +61,25 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
-def find_queries(folder: Path, queries: list[str]) -> list[Query]:
-    """The index rows each query names (pass 1), with their unit vectors."""
-    named = (row for row in iter_index(folder) if row["shard"] and any(matches(row["video"], q) for q in queries))
-    found = [Query(row["video"], row["window"], row["shard"], int(row["row"])) for row in named]
+def find_queries(folder: Path, queries: list[str]) -> tuple[list[Query], list[str]]:
+    """The index rows each query names and the folder's shards, in order (pass 1)."""
+    found, shards = [], {}
+    for row in iter_index(folder):
+        if row["shard"]:
+            shards[row["shard"]] = None
+            if any(matches(row["video"], q) for q in queries):
+                found.append(Query(row["video"], row["window"], row["shard"], int(row["row"])))
     missing = [q for q in queries if not any(matches(f.video, q) for f in found)]
     if missing:
         raise UserError(f"{folder / 'index.csv'}: no embedded video matches {', '.join(missing)}")
-    return found
+    return found, sorted(shards)
 
 
 def search(folder: str | Path, queries: list[str], k: int = 5, feature: str | None = None) -> list[Query]:
     """Each query row of ``queries`` with its ``k`` nearest other rows by cosine (``Query.best``)."""
     folder = Path(folder)
-    found = find_queries(folder, queries)
+    found, shards = find_queries(folder, queries)
     feature = feature or default_feature(folder)
-    shards = sorted({row["shard"] for row in iter_index(folder) if row["shard"]})
     for shard in shards:  # the queries' own vectors
         mine = [q for q in found if q.shard == shard]
         if mine:
