@@ -4,6 +4,7 @@ frame rate and short side; with PyAV (bundled FFmpeg) or the ``ffmpeg`` command.
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import subprocess
 import tempfile
@@ -84,8 +85,11 @@ def _cut_copy(path: str, settings: Settings) -> list[tuple[bytes, float, float, 
     return segments
 
 
-def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:
-    """Decode, resample to ``fps``, resize the short side, encode H.264 segments."""
+def _cut_encode(path: str, settings: Settings, window: tuple[float, float] | None = None,
+                ) -> list[tuple[bytes, float, float, int]]:  # fmt: skip
+    """Decode, resample to ``fps``, resize the short side, encode H.264 segments; of the frames
+    whose time lies in ``window`` (seconds, ``[start, end)``) only, when given: the decoder seeks
+    to the key frame before its start."""
     import av  # (PyAV: imported where used, so that --help stays fast)
 
     segments: list[tuple[bytes, float, float, int]] = []
@@ -94,7 +98,10 @@ def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float
         in_fps = float(stream.average_rate or 30)
         fps = settings.fps or in_fps
         per_segment = max(1, int(round(settings.segment_seconds * fps)))
-        state = {"output": None, "frames": 0, "next_index": 0, "start": 0.0}
+        first, last = window if window is not None else (0.0, float("inf"))
+        state = {"output": None, "frames": 0, "next_index": math.ceil(first * fps - 1e-6), "start": 0.0}
+        if first > 0:
+            source.seek(int(first / stream.time_base) + (stream.start_time or 0), stream=stream, backward=True)
 
         def close() -> None:
             if state["output"] is not None:
@@ -107,8 +114,10 @@ def _cut_encode(path: str, settings: Settings) -> list[tuple[bytes, float, float
 
         for frame in source.decode(stream):
             time = float(frame.time or 0.0)
+            if time >= last - 1e-6:
+                break
             if time * fps + 1e-6 < state["next_index"]:
-                continue  # drop frames to reach the target rate
+                continue  # drop frames to reach the target rate (and those before the window)
             state["next_index"] += 1
             width, height = frame.width, frame.height
             if settings.short_side:
@@ -182,6 +191,13 @@ def pick_cutter(settings: Settings) -> str:
     if settings.cutter == "ffmpeg" and shutil.which("ffmpeg") is None:
         raise UserError("--cutter ffmpeg needs the ffmpeg command on the PATH (or use --cutter pyav)")
     return "pyav" if settings.cutter == "auto" else settings.cutter
+
+
+def cut_window(path: str, start: float, end: float, settings: Settings) -> list[tuple[bytes, float, float, int]]:
+    """:func:`cut_segments` of the part ``[start, end)`` (seconds) of a video: a listing line's
+    segment. Always re-encoded (at ``settings.fps`` or the video's rate), so that the clips begin
+    and end where the segment does, not at the nearest key frames."""
+    return _cut_encode(path, settings, (start, end))
 
 
 def cut_segments(path: str, settings: Settings) -> list[tuple[bytes, float, float, int]]:

@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from harness.data.errors import DecodeError
+
 BACKENDS = ("torchcodec", "decord", "pyav")
 #: file extensions read as still images (lower case, no dot): one RGB frame each
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -30,10 +32,6 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 #: metadata op handed back a malformed result; the same file opened at the next try)
 OPEN_ATTEMPTS = 2
 log = logging.getLogger(__name__)
-
-
-class DecodeError(RuntimeError):
-    """A video or image that cannot be opened or decoded (missing, empty, truncated, not a video)."""
 
 
 def is_image(name: str) -> bool:
@@ -149,6 +147,7 @@ class _PyAVReader:
         self.fps = float(rate) if rate else 0.0
         self._start = self._stream.start_time or 0
         self.num_frames = int(self._stream.frames) or self._count_frames()
+        self.decoded = 0  #: frames decoded so far (a segment late in a long video must not cost them all)
 
     def _count_frames(self) -> int:
         count = sum(1 for packet in self._container.demux(self._stream) if packet.size)
@@ -163,6 +162,7 @@ class _PyAVReader:
         self._container.seek(timestamp, stream=self._stream, backward=True, any_frame=False)
         found: dict[int, np.ndarray] = {}
         for position, frame in enumerate(self._container.decode(self._stream)):
+            self.decoded += 1
             number = self._frame_number(frame) if frame.pts is not None else position
             if position == 0 and number > first:
                 return {}  # the seek overshot: caller decodes from the start

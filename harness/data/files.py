@@ -29,6 +29,7 @@ from harness.data.decode import DecodeError, is_image, open_video, read_clip_fra
 from harness.data.listing import Listing, VideoRecord, format_label, label_ids
 from harness.data.loader import ClipItem, build_loader
 from harness.data.sampling import ClipSpec, sample_clip_indices
+from harness.data.segments import segment_frames, segment_name
 from harness.data.source import LoaderSettings
 from harness.data.transforms import DecodeScale
 
@@ -68,6 +69,8 @@ def load_clips(
     frame_range: tuple[int, int] | None = None,
     decode_max_short_side: int | str = 0,
     image: bool | None = None,
+    segment: tuple[float, float] | None = None,
+    segment_unit: str = "seconds",
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Decode and transform the clips of one video (file path or in-memory bytes); with
     ``frame_range = (start, end)``, of that window of it (clips are sampled as if it were the
@@ -75,7 +78,10 @@ def load_clips(
     decode smaller frames where the transform allows (``"auto"``), at most that short side, or
     at full size (0). ``image``: the source is a still image, a 1-frame video whose clips repeat
     its frame (None: a path's extension tells, bytes are a video; see
-    :func:`harness.data.decode.open_video`); ``min_frames`` does not apply to it.
+    :func:`harness.data.decode.open_video`); ``min_frames`` does not apply to it. ``segment``: a
+    listing line's ``(start, end)`` in ``segment_unit`` (seconds or frames), the window clips are
+    drawn from (:func:`segment_frames`); the reader seeks there, it never decodes from the start.
+    With both, ``frame_range`` counts from the segment's first frame.
 
     Returns:
         ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
@@ -89,10 +95,16 @@ def load_clips(
         image = isinstance(source, str) and is_image(source)
     reader = open_video(source, decoder, scale=scale, image=image)
     try:
-        if reader.num_frames < min_frames and not image:
-            raise SkippedVideo(TOO_SHORT, f"{reader.num_frames} frames < min_frames={min_frames}")
+        if segment is not None and not image:
+            first, last = segment_frames(segment, segment_unit, reader.fps, reader.num_frames)
+            # a window of the segment (predict / embed --window-seconds) counts from the segment's start
+            frame_range = (first, last) if frame_range is None else (
+                first + frame_range[0], min(last, first + frame_range[1]))  # fmt: skip
         start, end = frame_range if frame_range is not None else (0, reader.num_frames)
         end = min(end, reader.num_frames)
+        if end - start < min_frames and not image:
+            what = "segment of " if segment is not None else ""
+            raise SkippedVideo(TOO_SHORT, f"{what}{max(0, end - start)} frames < min_frames={min_frames}")
         if end <= start:
             raise DecodeError(f"window [{start}, {end}) holds no frame of the video's {reader.num_frames}")
         indices = start + sample_clip_indices(
@@ -328,7 +340,8 @@ class VideoClipDataset(Dataset):
         row[1] += failed
 
     def _load(self, index: int, rng: np.random.Generator) -> ClipItem:
-        path = self.path(index)
+        listing, row = self._locate(index)
+        path, segment = listing.path(row), listing.segment(row)
         if self.max_file_bytes is not None and os.path.getsize(path) > self.max_file_bytes:
             raise SkippedVideo(TOO_LARGE, f"file larger than {self.max_file_bytes} bytes")
         clips, clip_indices = load_clips(
@@ -342,8 +355,10 @@ class VideoClipDataset(Dataset):
             decoder=self.decoder,
             min_frames=self.min_frames,
             decode_max_short_side=self.decode_max_short_side,
+            segment=segment,
+            segment_unit=listing.segment_unit,
         )
-        return ClipItem(clips, self.label(index), clip_indices, path)
+        return ClipItem(clips, listing.label(row), clip_indices, segment_name(path, segment, listing.segment_unit))
 
     def __getitem__(self, index: int) -> ClipItem | None:
         # ``index`` may be a repeated-augmentation draw: the RNG follows it, the video wraps.

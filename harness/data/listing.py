@@ -13,6 +13,7 @@ A listing is read into a :class:`Listing`: columns in numpy arrays, no Python ob
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from harness.data.listing_columns import Listing, VideoRecord, label_ids
 from harness.data.listing_parse import HEADER_WORDS, ListingError, parse_label, parse_text
+from harness.data.listing_table import parse_table, table_of
 
 __all__ = ["HEADER_WORDS", "Listing", "ListingError", "VideoRecord", "format_label", "label_ids", "name_labels",
            "names_of_label", "read_listing", "read_npy_listing", "read_text_listing", "write_listing"]  # fmt: skip
@@ -53,6 +55,9 @@ def read_text_listing(listing: str | Path) -> Listing:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise ListingError(f"{listing}:{line}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    is_table, columns = table_of(raw)
+    if is_table:
+        return parse_table(raw.decode("utf-8").removeprefix("\ufeff"), str(listing), columns)
     return parse_text(raw, str(listing))
 
 
@@ -129,8 +134,27 @@ def read_listing(listing: str | Path) -> Listing:
     return columns
 
 
-def write_listing(records: Sequence[VideoRecord] | Listing, listing: str | Path) -> None:
-    """Write records in the V-JEPA 2 format (``path label`` per line, space separated)."""
-    with open(listing, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(f"{record.path} {format_label(record.label)}\n")
+def write_listing(records: Sequence[VideoRecord] | Listing, listing: str | Path,
+                  label_sets: list[str] | None = None) -> None:  # fmt: skip
+    """Write records in the V-JEPA 2 format (``path label`` per line, space separated); records
+    with segments or frame rates, or ``label_sets`` (each record's label one id per set), as a
+    CSV table with a header (:mod:`harness.data.listing_table`)."""
+    if isinstance(records, Listing):
+        label_sets = label_sets or records.label_sets
+    records = list(records)
+    segmented = any(r.segment is not None for r in records)
+    rated = any(r.fps is not None for r in records)
+    with open(listing, "w", encoding="utf-8", newline="") as handle:
+        if not (segmented or rated or label_sets):
+            for record in records:
+                handle.write(f"{record.path} {format_label(record.label)}\n")
+            return
+        frames = segmented and any(r.segment_unit == "frames" for r in records if r.segment is not None)
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", *(label_sets or ["label"]), *(("start_frame", "end_frame") if frames else
+                         ("start", "end") if segmented else ()), *(("fps",) if rated else ())])  # fmt: skip
+        for r in records:
+            labels = [str(i) for i in label_ids(r.label)] if label_sets else [format_label(r.label)]
+            segment = [] if not segmented else ["", ""] if r.segment is None else [
+                f"{int(v)}" if frames else repr(float(v)) for v in r.segment]  # fmt: skip
+            writer.writerow([r.path, *labels, *segment, *([repr(float(r.fps)) if r.fps else ""] if rated else [])])

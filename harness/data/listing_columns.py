@@ -13,6 +13,7 @@ call per line.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +32,19 @@ class VideoRecord:
         where: ``listing:line`` it came from (for messages; not part of equality).
         name: the class name when the listing names classes instead of numbering them (a
             tuple of names for several labels).
+        segment: ``(start, end)`` of the part of the video meant (``end`` exclusive), in
+            :attr:`segment_unit`; None: the whole video.
+        segment_unit: ``seconds`` or ``frames``.
+        fps: the frame rate given on the line (a frame folder's); None: the video's own.
     """
 
     path: str
     label: int | tuple[int, ...]
     where: str = field(default="", compare=False)
     name: str | tuple[str, ...] | None = None
+    segment: tuple[float, float] | None = None
+    segment_unit: str = "seconds"
+    fps: float | None = None
 
 
 def label_ids(label: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -72,6 +80,13 @@ class Listing:
         multi_offsets, multi_labels: CSR arrays of every line's labels when some line has
             several (``int64 [N + 1]`` and ``int32 [M]``), else None.
         row_word: ``""`` for text listings (``file:12``), ``"row "`` for NPY (``file:row 12``).
+        segments: ``float64 [N, 2]`` start and end of each line's segment in :attr:`segment_unit`
+            (NaN: the whole video), or None when no line has one.
+        segment_unit: ``seconds`` or ``frames`` (``start_frame`` / ``end_frame`` columns).
+        rates: ``float32 [N]`` frame rate given on each line (``fps`` column), or None.
+        label_sets: names of the label sets (columns of a listing such as ``path,verb,noun,...``),
+            or None; then :attr:`labels` holds the first set's ids.
+        set_labels: ``int32 [N, S]`` every line's class id in each label set, or None.
     """
 
     source: str
@@ -85,6 +100,11 @@ class Listing:
     multi_offsets: np.ndarray | None = None
     multi_labels: np.ndarray | None = None
     row_word: str = ""
+    segments: np.ndarray | None = None
+    segment_unit: str = "seconds"
+    rates: np.ndarray | None = None
+    label_sets: list[str] | None = None
+    set_labels: np.ndarray | None = None
 
     # ------------------------------------------------------------------------ one element
     def __len__(self) -> int:
@@ -111,7 +131,10 @@ class Listing:
 
     def label(self, index: int) -> int | tuple[int, ...]:
         """Line ``index``'s class id, or a tuple of them for a line with several (-1 while the
-        listing names classes: see :func:`harness.data.listing.name_labels`)."""
+        listing names classes: see :func:`harness.data.listing.name_labels`); with label sets,
+        the tuple of its id in each set."""
+        if self.set_labels is not None:
+            return tuple(self.set_labels[index].tolist())
         ids = self.label_of(index)
         if self.names is not None:
             ids = (-1,) * len(ids)
@@ -124,6 +147,17 @@ class Listing:
         names = tuple(self.names[i] for i in self.label_of(index))
         return names if len(names) > 1 else names[0]
 
+    def segment(self, index: int) -> tuple[float, float] | None:
+        """Line ``index``'s segment ``(start, end)`` in :attr:`segment_unit`, or None (whole video)."""
+        if self.segments is None or math.isnan(self.segments[index, 0]):
+            return None
+        start, end = self.segments[index].tolist()
+        return start, end
+
+    def frame_rate(self, index: int) -> float | None:
+        """The frame rate given on line ``index`` (``fps`` column), or None."""
+        return None if self.rates is None else float(self.rates[index]) or None  # 0: none given
+
     def where(self, index: int) -> str:
         """``listing:line`` of element ``index`` (for messages; the path for records made in code)."""
         if not self.source:
@@ -132,7 +166,8 @@ class Listing:
 
     def record(self, index: int) -> VideoRecord:
         """Element ``index`` as a :class:`VideoRecord` (built on demand)."""
-        return VideoRecord(self.path(index), self.label(index), self.where(index), self.name(index))
+        return VideoRecord(self.path(index), self.label(index), self.where(index), self.name(index),
+                           self.segment(index), self.segment_unit, self.frame_rate(index))  # fmt: skip
 
     def __getitem__(self, index: int) -> VideoRecord:
         if not -len(self) <= index < len(self):
@@ -174,16 +209,20 @@ class Listing:
         multi = None if self.multi_labels is None else mapping[self.multi_labels].astype(np.int32)
         return Listing(self.source, self.base, self.text, self.starts, self.lengths,
                        mapping[self.labels].astype(np.int32), self.lines, None, self.multi_offsets, multi,
-                       self.row_word)  # fmt: skip
+                       self.row_word, self.segments, self.segment_unit, self.rates, self.label_sets,
+                       self.set_labels)  # fmt: skip
 
     def nbytes(self) -> int:
         """Bytes held by the arrays (what a listing costs a process)."""
-        arrays = (self.text, self.starts, self.lengths, self.labels, self.lines, self.multi_offsets, self.multi_labels)
+        arrays = (self.text, self.starts, self.lengths, self.labels, self.lines, self.multi_offsets, self.multi_labels,
+                  self.segments, self.rates, self.set_labels)  # fmt: skip
         return sum(a.nbytes for a in arrays if a is not None)
 
     @classmethod
-    def from_records(cls, records: Sequence[VideoRecord], source: str = "") -> Listing:
-        """A listing of records made in code (tests, tools); their paths are taken as they are."""
+    def from_records(cls, records: Sequence[VideoRecord], source: str = "", label_sets: list[str] | None = None
+                     ) -> Listing:  # fmt: skip
+        """A listing of records made in code (tests, tools); their paths are taken as they are.
+        ``label_sets``: the names of the sets each record's label tuple gives one id of."""
         text, starts, lengths = pack([r.path.encode("utf-8") for r in records])
         named = any(r.name is not None for r in records)
         names: list[str] = []
@@ -196,8 +235,21 @@ class Listing:
         lines = np.array([_line_of(r.where, i) for i, r in enumerate(records)], dtype=np.int32)
         listing = cls(source, "", text, starts, lengths, np.array([p[0] for p in per_line], np.int32),
                       lines, names if named else None)  # fmt: skip
-        if any(len(p) != 1 for p in per_line):
+        if label_sets is not None:
+            if any(len(p) != len(label_sets) for p in per_line):
+                raise ValueError(f"every record needs one label in each of the label sets {label_sets}")
+            listing.label_sets = list(label_sets)
+            listing.set_labels = np.array(per_line, dtype=np.int32).reshape(len(records), len(label_sets))
+        elif any(len(p) != 1 for p in per_line):
             listing.multi_offsets, listing.multi_labels = csr(per_line)
+        if any(r.segment is not None for r in records):
+            units = {r.segment_unit for r in records if r.segment is not None}
+            if len(units) > 1:
+                raise ValueError("records mix segments in seconds and in frames")
+            listing.segment_unit = units.pop()
+            listing.segments = np.array([r.segment or (math.nan, math.nan) for r in records], dtype=np.float64)
+        if any(r.fps is not None for r in records):
+            listing.rates = np.array([r.fps or 0.0 for r in records], dtype=np.float32)
         return listing
 
 

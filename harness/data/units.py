@@ -25,6 +25,7 @@ from harness.data.files import ClipItem, load_clips
 from harness.data.listing import read_listing
 from harness.data.loader import collate_clips
 from harness.data.sampling import ClipSpec
+from harness.data.segments import segment_frames, segment_name, split_segment_name
 from harness.data.shard_io import VIDEO_EXTENSIONS, Shard, decode_sample, list_shards, read_samples
 
 LISTING_SUFFIXES = (".csv", ".txt", ".npy")
@@ -67,7 +68,9 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
         elif path.suffix == ".json":
             shards += list_shards(str(path))
         elif path.suffix.lower() in LISTING_SUFFIXES:
-            videos += list(read_listing(path).paths())
+            listing = read_listing(path)  # a line with a segment is that segment: path#t=start,end
+            unit = listing.segment_unit
+            videos += [segment_name(listing.path(i), listing.segment(i), unit) for i in range(len(listing))]
         elif path.is_file():
             videos.append(str(path))
         else:
@@ -76,10 +79,15 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
 
 
 def video_length(video: str) -> tuple[int, float]:
-    """``(frames, fps)`` of a video (30 fps when it does not say); :class:`DecodeError` or
-    ``OSError`` when it cannot be opened."""
-    reader = open_video(video)
+    """``(frames, fps)`` of a video (30 fps when it does not say), or of a segment of one
+    (:func:`~harness.data.files.segment_name`); :class:`DecodeError` or ``OSError`` when it cannot
+    be opened."""
+    path, segment, unit = split_segment_name(video)
+    reader = open_video(path)
     frames, fps = reader.num_frames, reader.fps or 30.0
+    if segment is not None:
+        first, end = segment_frames(segment, unit, reader.fps, reader.num_frames)
+        frames = end - first
     reader.close()
     return frames, fps
 
@@ -164,10 +172,12 @@ class VideoUnits(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Unit, ClipItem | str]:
         unit = self.units[index]
+        path, segment, segment_unit = split_segment_name(unit.video)
         try:
-            clips, indices = load_clips(unit.video, self.spec, self.num_clips, self.transform, random=False,
+            clips, indices = load_clips(path, self.spec, self.num_clips, self.transform, random=False,
                                         allow_clip_overlap=False, rng=np.random.default_rng(0), decoder=self.decoder,
-                                        frame_range=unit.frames)  # fmt: skip
+                                        frame_range=unit.frames, segment=segment,
+                                        segment_unit=segment_unit)  # fmt: skip
         except (DecodeError, OSError) as error:
             return unit, str(error)
         return unit, ClipItem(clips, 0, indices, unit.video)

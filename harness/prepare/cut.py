@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.data.cutting import Settings, cut_segments, probe
+from harness.data.cutting import Settings, cut_segments, cut_window, probe
+from harness.data.segments import split_segment_name
 from harness.data.workers import die_with_parent
 from harness.prepare.sources import Source
 
@@ -34,13 +35,37 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
             return [{**clip, "resumed": True} for clip in record["clips"]]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    duration, fps, frames, size = probe(source.path)
-    if chunked:
+    path, segment, unit = split_segment_name(source.path)
+    duration, fps, frames, size = probe(path)
+    if segment is not None:
+        clips = _stage_window(source, path, segment, unit, settings, folder, (duration, fps, size))
+    elif chunked:
         clip = _clip(source, 0, source.path, (0.0, duration, frames), settings.fps or fps, size)
         clips = [{**clip, "bytes": Path(source.path).stat().st_size, "staged": False}]
     else:
         clips = _stage_segments(source, settings, folder, duration, frames, fps, size)
     done.write_text(json.dumps({"source": source.path, "clips": clips}))
+    return clips
+
+
+def _stage_window(source: Source, path: str, segment: tuple[float, float], unit: str, settings: Settings,
+                  folder: Path, probed: tuple[float, float, tuple[int, int]]) -> list[dict]:  # fmt: skip
+    """Cut and write the clips of a listing line's segment of a video (re-encoded, exact bounds)."""
+    duration, fps, size = probed
+    start, end = segment if unit == "seconds" else (segment[0] / fps, segment[1] / fps)
+    if start >= duration:
+        raise ValueError(f"the segment starts at {start:g} s, after the video's end ({duration:.3f} s)")
+    end = min(end, duration)
+    if end - start < settings.min_seconds:
+        raise ValueError(f"segment shorter than --min-seconds ({end - start:.2f} s < {settings.min_seconds} s)")
+    clips = []
+    for number, (data, clip_start, clip_end, count) in enumerate(cut_window(path, start, end, settings)):
+        if clip_end - clip_start < settings.min_seconds and number:
+            continue  # a short remainder at the end
+        file = folder / f"{number:04d}.mp4"
+        file.write_bytes(data)
+        clips.append({**_clip(source, number, str(file), (clip_start, clip_end, count), settings.fps or fps, size),
+                      "bytes": len(data)})  # fmt: skip
     return clips
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from harness.core.errors import UserError
 from harness.data.listing import label_ids, name_labels, read_listing
+from harness.data.segments import segment_name
 from harness.prepare.parts import Part
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -53,7 +54,9 @@ def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
         listing = name_labels(listing, names, str(path))
     else:
         names = [str(i) for i in range(1 + int(listing.all_ids().max()))]
-    return [(listing.path(i), listing.label(i)) for i in range(len(listing))], names
+    # a line with a segment is that segment of its video (path#t=start,end): cut alone
+    return [(segment_name(listing.path(i), listing.segment(i), listing.segment_unit), listing.label(i))
+            for i in range(len(listing))], names  # fmt: skip
 
 
 def split_sources(pairs: list[tuple[str, Label]], val_fraction: float, seed: int) -> dict[str, list[Source]]:
