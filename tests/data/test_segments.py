@@ -196,8 +196,9 @@ def test_segments_train_evaluate_shard_and_predict(tmp_path, capsys):
     from harness.training import Trainer
 
     root = make_segment_dataset(tmp_path / "data")
-    overrides = tiny_overrides(root, tmp_path / "run", "optimization.epochs=12", "data.frame_step=3",
-                               "optimization.lr=0.003")
+    overrides = tiny_overrides(
+        root, tmp_path / "run", "optimization.epochs=12", "data.frame_step=3", "optimization.lr=0.003"
+    )
     Trainer(load_config(None, overrides)).fit()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["best_top1"] >= 0.5, f"segments hold one motion each: chance is 0.25 ({summary})"
@@ -212,8 +213,9 @@ def test_segments_train_evaluate_shard_and_predict(tmp_path, capsys):
     manifest = json.loads((tmp_path / "shards" / "train" / "manifest.json").read_text())
     assert manifest["total_clips"] == 24, report
     records = _clip_records(tmp_path / "shards" / "train")
-    assert len(records) == 24 and {record["frames"] for record in records} == {PART_FRAMES}, \
+    assert len(records) == 24 and {record["frames"] for record in records} == {PART_FRAMES}, (
         "each segment cut exactly (re-encoded), not at the nearest key frames"
+    )
     listed = {(row[0], float(row[2])) for row in list(csv.reader(open(root / "train.csv")))[1:]}
     assert {(str(Path(r["source"].split("#")[0]).relative_to(root)), r["start"]) for r in records} == listed
     shard_run = tiny_overrides(root, tmp_path / "shard_run", "optimization.epochs=1", "data.datasets=[]",
