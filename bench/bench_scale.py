@@ -35,18 +35,22 @@ sys.path.insert(0, str(REPO))
 CLASSES = [f"class_{i:03d}_{'x' * (i % 12)}" for i in range(400)]  # 10-22 characters, as Kinetics' names
 
 
-def write_listing(path: Path, lines: int) -> None:
-    """``lines`` generated lines, written a million at a time."""
+def write_listing(path: Path, lines: int, segments: bool = False) -> None:
+    """``lines`` generated lines, written a million at a time; with ``segments``, each line also
+    gives a segment ``start end`` in seconds (under a ``path label start end`` header)."""
     rng = np.random.default_rng(0)
     alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", np.uint8)
     with open(path, "w", encoding="utf-8") as handle:
+        handle.write("path label start end\n" if segments else "")
         for first in range(0, lines, 1_000_000):
             count = min(1_000_000, lines - first)
             ids = alphabet[rng.integers(len(alphabet), size=(count, 11))].view("S11").ravel()
             labels = rng.integers(len(CLASSES), size=count)
             starts = rng.integers(0, 300, size=count)
-            handle.write("".join(f"train/{CLASSES[label]}/{video.decode()}_{start:06d}_{start + 10:06d}.mp4 {label}\n"
-                                 for video, label, start in zip(ids, labels, starts)))  # fmt: skip
+            tails = [f" {start / 7:.3f} {start / 7 + 2.5:.3f}" if segments else "" for start in starts.tolist()]
+            handle.write("".join(f"train/{CLASSES[label]}/{video.decode()}_{start:06d}_{start + 10:06d}.mp4 {label}"
+                                 f"{tail}\n"
+                                 for video, label, start, tail in zip(ids, labels, starts, tails)))  # fmt: skip
 
 
 def settle() -> None:
@@ -97,6 +101,25 @@ def child_parse(listing: str, how: str) -> dict:
             "pandas" else len(held)}  # fmt: skip
 
 
+class RecordList:
+    """A listing held as one ``VideoRecord`` per line (what the harness did before), read the way
+    the dataset reads a :class:`~harness.data.listing.Listing`."""
+
+    segment_unit = "seconds"
+
+    def __init__(self, records: list) -> None:
+        self.records = records
+
+    def path(self, index: int) -> str:
+        return self.records[index].path
+
+    def label(self, index: int):
+        return self.records[index].label
+
+    def segment(self, index: int):
+        return self.records[index].segment
+
+
 def child_epoch(listing: str, world_size: int, objects: bool) -> dict:
     """One epoch of rank 0's share with 2 workers: workers' private memory after the first
     batch and at the end, and the rank process's memory for the listing."""
@@ -117,11 +140,8 @@ def child_epoch(listing: str, world_size: int, objects: bool) -> dict:
     columns = read_listing(listing)
     dataset = VideoClipDataset([(columns, ClipSpec(1, frame_step=1))], lambda clip: clip, decoder="pyav")
     if objects:
-        records = list(columns)  # a VideoRecord per line, as before
+        dataset.listings = [RecordList(list(columns))]  # a VideoRecord per line, as before
         del columns
-        dataset.path = lambda index: records[index].path
-        dataset.label = lambda index: records[index].label
-        dataset.listings = []
     settle()
     rank_bytes = memory()["Private_Dirty"] - before
     loader = dataset.make_loader(LoaderSettings(64, rank=0, world_size=world_size, num_workers=2), train=True)
@@ -188,6 +208,20 @@ def measure(lines: int, world_size: int, repeats: int, folder: Path) -> None:
     print(f"  parse: harness {ours_s:.2f} s, pandas + numpy {pandas_s:.2f} s: ratio {ours_s / pandas_s:.2f} "
           f"(aim <= 1.2)")  # fmt: skip
     print(f"  held after parsing: harness {held:.0f} B per line (aim <= 100), pandas {pandas_held:.0f} B per line")
+    segmented = folder / f"segments_{lines}.txt"
+    write_listing(segmented, lines, segments=True)
+    plain_again, table = [], []
+    for _ in range(repeats):
+        plain_again.append(run_child("parse", str(listing), "ours")["seconds"])
+        table.append(run_child("parse", str(segmented), "ours"))
+    table_s = statistics.median(r["seconds"] for r in table)
+    extra = (statistics.median(r["bytes"] for r in table) - segmented.stat().st_size) / lines
+    plain_extra = (statistics.median(r["bytes"] for r in ours) - listing.stat().st_size) / lines
+    ratio = table_s / statistics.median(plain_again)
+    print(f"  the same lines with a segment (path label start end): parse {ratio:.2f}x "
+          f"the plain listing's time; held beyond the file's bytes {extra:.0f} B per line (plain: "
+          f"{plain_extra:.0f})")  # fmt: skip
+    segmented.unlink()
     rows = [("columns", run_child("epoch", str(listing), str(world_size), "0"))]
     if lines <= 1_000_000:
         objects = run_child("parse", str(listing), "objects")

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.data.listing_columns import Listing, VideoRecord, label_ids
 from harness.data.listing_parse import HEADER_WORDS, ListingError, parse_label, parse_text
-from harness.data.listing_table import parse_table, table_of
+from harness.data.listing_table import read_table, table_of
 
 __all__ = ["HEADER_WORDS", "Listing", "ListingError", "VideoRecord", "format_label", "label_ids", "name_labels",
            "names_of_label", "read_listing", "read_npy_listing", "read_text_listing", "write_listing"]  # fmt: skip
@@ -57,7 +57,7 @@ def read_text_listing(listing: str | Path) -> Listing:
         raise ListingError(f"{listing}:{line}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     is_table, columns = table_of(raw)
     if is_table:
-        return parse_table(raw.decode("utf-8").removeprefix("\ufeff"), str(listing), columns)
+        return read_table(raw, str(listing), columns)
     return parse_text(raw, str(listing))
 
 
