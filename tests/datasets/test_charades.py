@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.datasets.test_converters import convert, error_line, lines_of, touch
+from tests.datasets.test_converters import convert, edited_error, error_line, lines_of, touch
 
 CLASSES = """c000 Holding some clothes
 c001 Putting clothes somewhere
@@ -96,13 +96,8 @@ def test_charades_segments(tmp_path, capsys):
     ],
 )  # fmt: skip
 def test_charades_bad_annotations(tmp_path, capsys, file, old, new, message):
-    annotations, videos = make_charades(tmp_path)
-    text = (annotations / file).read_text(encoding="utf-8")
-    assert old in text
-    (annotations / file).write_text(text.replace(old, new, 1), encoding="utf-8")
-    argv = ["charades", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
-    line = error_line(capsys, argv)
-    assert f"{annotations}/{message}" in line, line
+    line = edited_error(capsys, "charades", *make_charades(tmp_path), file, old, new)
+    assert f"/{message}" in line, line
 
 
 def test_segments_is_an_option_of_charades(tmp_path, capsys):

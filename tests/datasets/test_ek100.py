@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.datasets.ek100 import seconds
-from tests.datasets.test_converters import convert, error_line, lines_of, touch
+from tests.datasets.test_converters import convert, edited_error, error_line, lines_of, touch
 
 HEADER = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
           "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n")  # fmt: skip
@@ -143,13 +143,8 @@ def test_timestamps_are_exact_seconds():
     ],
 )  # fmt: skip
 def test_ek100_bad_annotations(tmp_path, capsys, file, old, new, message):
-    annotations, videos = make_ek100(tmp_path)
-    text = (annotations / file).read_text(encoding="utf-8")
-    assert old in text
-    (annotations / file).write_text(text.replace(old, new, 1), encoding="utf-8")
-    argv = ["ek100", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o")]
-    line = error_line(capsys, argv)
-    assert f"{annotations}/{message}" in line, line
+    line = edited_error(capsys, "ek100", *make_ek100(tmp_path), file, old, new)
+    assert f"/{message}" in line, line
 
 
 def test_ek100_options(tmp_path, capsys):
