@@ -130,6 +130,7 @@ RUN_BY: list[tuple[str, list[tuple[str, str]]]] = [
      [("tests/datasets/test_converters.py", '"--annotations"')]),
     (r"python -m harness\.datasets folders --videos \S+ --output \S+ --val-fraction",
      [("tests/datasets/test_converters.py", '"--val-fraction"')]),
+    (r"python -m harness\.datasets ek100 --annotations \S+ --frames", [("tests/datasets/test_ek100.py", '"--frames"')]),
     (r"python -m harness\.report \S+", [("tests/test_observability.py", "report_main(")]),
     (r"pip install -e ", [("tests/test_install.py", '"pip", "install"')]),
     (r'python -c "import torch; print\(torch\.__version__\)"', [("tests/test_install.py", "torch.__version__")]),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.data.listing import VideoRecord, write_listing
+from harness.data.listing import VideoRecord, label_ids, write_listing
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")  #: what counts as a video below ``--videos``
 
@@ -19,11 +19,14 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")  #: what counts as a 
 @dataclass
 class Converted:
     """A dataset as its annotations describe it: ``classes[i]`` is the name of class id ``i``; each
-    split (``train``, ``val``, ``test``) lists ``(key, class id)``, where a key is a file path
-    relative to ``--videos``, or a bare file name or stem found anywhere below it (see :class:`VideoIndex`)."""
+    split (``train``, ``val``, ``test``) lists ``(key, label)``, where a key is a file path
+    relative to ``--videos``, or a bare file name or stem found anywhere below it (see
+    :class:`VideoIndex`), and a label is a class id or, for multi-label data, a tuple of them.
+    ``notes[split]`` is added to that split's summary line (what the converter left out)."""
 
     classes: list[str]
-    splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    splits: dict[str, list[tuple[str, int | tuple[int, ...]]]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def annotation_file(folder: Path, name: str, what: str) -> Path:
@@ -59,21 +62,24 @@ def entry_field(entry: object, key: str, path: Path, index: int) -> object:
     return entry[key]
 
 
-def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """``(line number, row)`` of a CSV file with a header holding ``columns``; a short row or a
-    missing column is a :class:`UserError` naming the file (and line)."""
+def read_csv_rows(path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+                  ) -> list[tuple[int, dict[str, str]]]:  # fmt: skip
+    """``(line number, row)`` of a CSV file with a header holding ``columns`` (each non-empty on
+    every row) and ``optional`` (columns that may be empty); a short row or a missing column is a
+    :class:`UserError` naming the file (and line)."""
     try:
-        return _csv_rows(path, columns)
+        return _csv_rows(path, columns, optional)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; use the official file") from None
 
 
-def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _csv_rows(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     with open(path, encoding="utf-8-sig", newline="") as handle:  # (-sig: a spreadsheet's byte-order mark)
         reader = csv.DictReader(handle)
-        absent = [name for name in columns if name not in (reader.fieldnames or [])]
+        absent = [name for name in (*columns, *optional) if name not in (reader.fieldnames or [])]
         if absent:
-            raise UserError(f"{path}:1: the header lacks {', '.join(absent)} (expected {','.join(columns)})")
+            raise UserError(f"{path}:1: the header lacks {', '.join(absent)} (expected "
+                            f"{','.join((*columns, *optional))})")  # fmt: skip
         rows = []
         for row in reader:
             if None in row.values() or any(not row[name] for name in columns):
@@ -87,6 +93,11 @@ def csv_header(path: Path) -> list[str]:
     """The column names of a CSV file's first line."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         return next(csv.reader(handle), [])
+
+
+def write_names(path: Path, names: list[str]) -> None:
+    """``path`` with one name per line (a class-name file: line ``i`` names class id ``i``)."""
+    path.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
 
 
 def text_lines(path: Path) -> list[tuple[int, list[str]]]:
@@ -139,12 +150,13 @@ def write_converted(converted: Converted, videos: Path, output: Path) -> tuple[l
             else:
                 records.append(VideoRecord(os.path.abspath(path), label))  # (links kept as given)
         write_listing(records, output / f"{split}.csv")
-        classes = len({record.label for record in records})
+        classes = len({i for record in records for i in label_ids(record.label)})
         absent = len(entries) - len(records)
-        lines.append(f"{split}: {len(records)} videos listed, {classes} classes, {absent} missing on disk")
+        note = f", {converted.notes[split]}" if split in converted.notes else ""
+        lines.append(f"{split}: {len(records)} videos listed, {classes} classes, {absent} missing on disk{note}")
         listed += len(records)
-    (output / "classes.txt").write_text("".join(f"{name}\n" for name in converted.classes), encoding="utf-8")
-    (output / "missing.txt").write_text("".join(f"{line}\n" for line in missing), encoding="utf-8")
+    write_names(output / "classes.txt", converted.classes)
+    write_names(output / "missing.txt", missing)
     lines.append(f"total: {listed} videos listed, {len(converted.classes)} classes, {len(missing)} missing on disk"
                  + (f" (see {output / 'missing.txt'})" if missing else "") + f"; wrote {output}")  # fmt: skip
     return lines, listed

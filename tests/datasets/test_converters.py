@@ -44,6 +44,16 @@ def error_line(capsys, argv: list[str]) -> str:
     return err[0]
 
 
+def edited_error(capsys, name: str, annotations: Path, videos: Path, file: str, old: str, new: str) -> str:
+    """The one error line of converting ``name`` once ``old`` is replaced by ``new`` (first time)
+    in the annotation file ``file``, the file name shortened to ``/file``."""
+    text = (annotations / file).read_text(encoding="utf-8")
+    assert old in text
+    (annotations / file).write_text(text.replace(old, new, 1), encoding="utf-8")
+    argv = [name, "--annotations", str(annotations), "--videos", str(videos), "--output", str(videos.parent / "o")]
+    return error_line(capsys, argv).replace(str(annotations), "")
+
+
 # ------------------------------------------------------------------------------ ssv2
 SSV2_LABELS = {"Holding something next to something": "0", "Pushing something from left to right": "1",
                "Tearing something into two pieces": "2"}  # fmt: skip
