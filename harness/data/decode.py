@@ -23,20 +23,17 @@ import numpy as np
 import torch
 
 from harness.data.errors import DecodeError
+from harness.data.media import IMAGE_EXTENSIONS, is_image
+
+__all__ = ["BACKENDS", "IMAGE_EXTENSIONS", "DecodeError", "VideoReader", "is_image", "open_image", "open_video",
+           "read_clip_frames", "resolve_backend"]  # fmt: skip
 
 BACKENDS = ("torchcodec", "decord", "pyav")
-#: file extensions read as still images (lower case, no dot): one RGB frame each
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 #: tries to open a video before it counts as bad: a transient error gets one retry (torchcodec once
 #: failed on a good 720p file with "the JSON object must be str, bytes or bytearray, not tuple": its
 #: metadata op handed back a malformed result; the same file opened at the next try)
 OPEN_ATTEMPTS = 2
 log = logging.getLogger(__name__)
-
-
-def is_image(name: str) -> bool:
-    """Whether a path (or tar member name) is a still image, by its extension (case ignored)."""
-    return name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS if "." in name else False
 
 
 class VideoReader(Protocol):

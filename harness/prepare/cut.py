@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cutting import Settings, cut_segments, cut_window, probe
+from harness.data.media import is_image
 from harness.data.segments import split_segment_name
 from harness.data.workers import die_with_parent
 from harness.prepare.sources import Source
@@ -36,6 +37,10 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     path, segment, unit = split_segment_name(source.path)
+    if is_image(path):
+        clips = [_image_clip(source)]
+        done.write_text(json.dumps({"source": source.path, "clips": clips}))
+        return clips
     duration, fps, frames, size = probe(path)
     if segment is not None:
         clips = _stage_window(source, path, segment, unit, settings, folder, (duration, fps, size))
@@ -46,6 +51,19 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
         clips = _stage_segments(source, settings, folder, duration, frames, fps, size)
     done.write_text(json.dumps({"source": source.path, "clips": clips}))
     return clips
+
+
+def _image_clip(source: Source) -> dict:
+    """A still image packed as it is (``key.jpg``...: a 1-frame sample, see docs/data.md)."""
+    from PIL import Image, UnidentifiedImageError  # (imported where used, so that --help stays fast)
+
+    try:
+        with Image.open(source.path) as image:
+            size = image.size  # (width, height), from the header
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"cannot read image: {error}") from None
+    clip = _clip(source, 0, source.path, (0.0, 0.0, 1), 0.0, size)
+    return {**clip, "bytes": Path(source.path).stat().st_size, "staged": False}
 
 
 def _stage_window(source: Source, path: str, segment: tuple[float, float], unit: str, settings: Settings,

@@ -22,6 +22,7 @@ import numpy as np
 from harness.core.fileio import write_atomic
 from harness.core.progress import progress
 from harness.data.listing import format_label, names_of_label
+from harness.data.media import is_image
 from harness.prepare.cut import Workers, remove_staged
 from harness.prepare.parts import Part
 
@@ -50,7 +51,8 @@ def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
 
 
 def write_shard(path: Path, clips: list[dict], label_names: list[str]) -> str:
-    """Write one shard durably: per clip ``key.mp4`` + ``key.cls`` + ``key.json``; returns its sha256."""
+    """Write one shard durably: per clip ``key.mp4`` (an image: ``key.jpg``, ``key.png``...) +
+    ``key.cls`` + ``key.json``; returns its sha256."""
     hashing: list[_HashingWriter] = []
 
     def write(handle: IO[bytes]) -> None:
@@ -59,8 +61,9 @@ def write_shard(path: Path, clips: list[dict], label_names: list[str]) -> str:
             for clip in clips:
                 meta = {key: clip[key] for key in META_FIELDS}
                 meta["label_name"] = names_of_label(clip["label"], label_names)
+                media = Path(clip["file"]).suffix.lower().lstrip(".")  # an image keeps its own suffix
                 for suffix, data in (
-                    ("mp4", Path(clip["file"]).read_bytes()),
+                    (media if is_image(clip["file"]) else "mp4", Path(clip["file"]).read_bytes()),
                     ("cls", format_label(clip["label"]).encode()),  # "3" or "3,17,42"
                     ("json", json.dumps(meta, sort_keys=True).encode()),
                 ):

@@ -12,6 +12,7 @@ import numpy as np
 
 from harness.core.errors import UserError
 from harness.data.listing import label_ids, name_labels, read_listing
+from harness.data.media import is_image
 from harness.data.segments import segment_name
 from harness.prepare.parts import Part
 
@@ -39,7 +40,7 @@ def collect(input_path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
             (str(video), label)
             for label, name in enumerate(classes)
             for video in sorted((input_path / name).iterdir())
-            if video.suffix.lower() in VIDEO_SUFFIXES
+            if video.suffix.lower() in VIDEO_SUFFIXES or is_image(video.name)
         ]
         return pairs, classes
     return _listing_pairs(input_path)

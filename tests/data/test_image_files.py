@@ -2,7 +2,9 @@
 and NPY) and image shard samples load as 1-frame clips (or the frame repeated into longer clips, as
 V-JEPA 2's image probes feed a video encoder), and a broken image is a bad sample like a broken video."""
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +127,32 @@ def test_a_broken_image_is_a_bad_sample_named_in_the_warnings(image_listing, cap
         assert "cannot decode image" in record.getMessage()
     val = VideoClipDataset([(listing, ClipSpec(1, frame_step=1))], EvalTransform(32), train=False)
     assert [val[i] is None for i in range(len(val))] == [False] * 8 + [True] * 3, "evaluation drops them"
+
+
+@pytest.mark.slow
+def test_prepare_shards_images_as_they_are_and_they_train(image_root, tmp_path):
+    # harness.prepare packs a listed image as its own file (key.jpg, key.png...), never re-encoded
+    from harness.config import load_config
+    from harness.prepare import Settings, prepare
+    from harness.training import Trainer
+    from tests.conftest import tiny_overrides
+
+    report = prepare(image_root / "train.csv", tmp_path / "shards", Settings(shard_samples=4),
+                     val_input=image_root / "val.csv", workers=1)  # fmt: skip
+    listed = [line.split()[0] for line in (image_root / "train.csv").read_text().splitlines()]
+    members = {}
+    for shard in list_shards(str(tmp_path / "shards" / "train" / "manifest.json")):
+        for _, parts in read_samples(shard.url):
+            media = next(suffix for suffix in parts if suffix not in ("cls", "json"))
+            members[json.loads(parts["json"])["source"]] = (media, parts[media])
+    assert len(members) == len(listed) == report["splits"]["train"]["clips"], report
+    for path in listed:
+        source = path if Path(path).is_absolute() else str(image_root / path)
+        media, data = members[source]
+        assert media == Path(path).suffix.lstrip(".").lower() and data == Path(source).read_bytes()
+    overrides = tiny_overrides(image_root, tmp_path / "run", "data.datasets=[]", "data.dataset_fpcs=[1]",
+                               "data.val_dataset_fpcs=[1]", "model.model_name=vit_tiny", "data.tubelet_size=1",
+                               f"data.shards=[{tmp_path / 'shards' / 'train' / 'manifest.json'}]",
+                               "optimization.epochs=1")  # fmt: skip
+    Trainer(load_config(None, overrides)).fit()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
