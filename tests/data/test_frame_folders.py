@@ -29,6 +29,9 @@ def numbered_frames(count: int, height: int = 20, width: int = 30) -> np.ndarray
         (["p01_take2_0003.jpg", "p01_take2_0001.jpg"], ["p01_take2_0001.jpg", "p01_take2_0003.jpg"]),  # the last one
         (["cover.jpg", "notes.txt", "frame_1.txt", "frame_3.webp", "frame_2"], ["frame_3.webp"]),  # numbered images
         ([f"frame_{n}.jpg" for n in (5, 10**25, 7)], ["frame_5.jpg", "frame_7.jpg", f"frame_{10**25}.jpg"]),
+        # zero-padded names of one pattern (text order is number order), and two patterns of one width (it is not)
+        ([f"frame_{n:010d}.jpg" for n in (10, 2, 1)], [f"frame_{n:010d}.jpg" for n in (1, 2, 10)]),
+        (["a_001.jpg", "b_000.jpg", "a_002.jpg"], ["b_000.jpg", "a_001.jpg", "a_002.jpg"]),
     ],
 )
 def test_frames_are_ordered_by_the_last_number_in_their_name(names, expected):
