@@ -65,6 +65,17 @@ def test_the_demo_on_frame_folders_trains_evaluates_shards_and_predicts(tmp_path
     assert all(row["error"].endswith("give --frame-fps, or sample with --frame-step")
                for row in read_csv(tmp_path / "no_rate.csv"))  # fmt: skip
 
+    # embed: the windows of each folder, in seconds at its rate
+    from harness.embed import read_index
+    from harness.embed.cli import main as embed_main
+
+    assert embed_main([str(run), str(data / "val"), "--frame-folders", "--frame-fps", "15", "--window-seconds", "1",
+                       "--output", str(tmp_path / "embedded"), "--workers", "0", "--no-progress"]) == 0  # fmt: skip
+    index = read_index(tmp_path / "embedded")
+    windows = [(row["window"], float(row["start_s"]), float(row["end_s"])) for row in index[:2]]
+    assert windows == [("0", 0.0, 1.0), ("1", 0.6, 1.6)], "15 frames of 24 at 15 fps, the last ending at the end"
+    assert len(index) == 16 and not any(row["error"] for row in index), "2 windows of each of the 8 folders"
+
     # shards: each folder encoded to an mp4 clip at its rate, then a run streams them
     shards = tmp_path / "shards"
     prepare(data / "train.csv", shards, Settings(frame_fps=15, shard_samples=3), val_input=data / "val.csv", workers=1)
