@@ -92,7 +92,7 @@ def search_folder(folder: Path, frame_folders: bool) -> list[str]:
             names = [name for name in names if not is_image(name)]
         elif numbered > 1:
             hinted.append(top)
-        found += [os.path.join(top, name) for name in names if "." in name and name.rpartition(".")[2].lower() in MEDIA]
+        found += [os.path.join(top, name) for name in names if os.path.splitext(name)[1].lower().lstrip(".") in MEDIA]
     if hinted:  # a folder of photos named IMG_0001.jpg... looks the same: say how to read them as videos
         log.info("%d folder(s) of numbered images (e.g. %s): each image is one input; --frame-folders reads each "
                  "such folder as one video of its frames", len(hinted), hinted[0])  # fmt: skip
