@@ -75,6 +75,13 @@ def _check_sampling_and_counts(config: Config) -> None:
         raise ConfigError(
             f"data.datasets_weights has {len(data.datasets_weights)} entries for {len(data.datasets)} data.datasets"
         )
+    val_rates = "val_frame_folder_fps" if data.val_frame_folder_fps is not None else "frame_folder_fps"
+    for listing_key, rate_key in (("datasets", "frame_folder_fps"), ("val_datasets", val_rates)):
+        listings, rates = getattr(data, listing_key), getattr(data, rate_key)
+        if listings and len(rates) not in (0, 1, len(listings)):
+            fallback = listing_key == "val_datasets" and rate_key == "frame_folder_fps"
+            hint = "; set data.val_frame_folder_fps (one rate, or one per validation listing)" if fallback else ""
+            raise ConfigError(f"data.{rate_key} has {len(rates)} entries for {len(listings)} data.{listing_key}{hint}")
     for listing_key, fpc_key in (("datasets", "dataset_fpcs"), ("val_datasets", "val_dataset_fpcs")):
         listings, fpcs = getattr(data, listing_key), getattr(data, fpc_key)
         if listings and len(fpcs) not in (1, len(listings)):

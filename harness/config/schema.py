@@ -44,6 +44,10 @@ class DataConfig:
     val_frame_step: int | None = None  #: validation frame step (default: the training's sampling)
     val_fps: float | None = None  #: validation sampling rate (default: the training's sampling)
     val_duration: float | None = None  #: validation clip duration (default: the training's sampling)
+    #: harness: frame rate of the listings' frame folders, per listing or one for all ([] or 0: unknown)
+    frame_folder_fps: list[float] = key(factory=list, ge=0)
+    #: harness: the same for data.val_datasets (default: data.frame_folder_fps)
+    val_frame_folder_fps: list[float] | None = key(None, ge=0)
     #: harness: frame indices: harness or vjepa2 (exact); auto: vjepa2 for V-JEPA 2 files
     sampling_rule: str = key("auto", choices=("auto", "harness", "vjepa2"))
     num_clips: int = key(1, ge=1)  #: temporal clips per training video

@@ -42,6 +42,11 @@ def add_video_options(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument("--frame-step", type=int, default=None, help="take every k-th frame (default: the model's)")
     parser.add_argument("--fps", type=float, default=None, help="sample clips at this rate instead")
     parser.add_argument("--duration", type=float, default=None, help="clips spanning this many seconds instead")
+    parser.add_argument("--frame-folders", action="store_true",
+                        help="a folder input (or one below it) that holds numbered images is one video of those "
+                        "frames, not one input per image (a listing line that is a folder always is one)")  # fmt: skip
+    parser.add_argument("--frame-fps", type=float, default=None,
+                        help="frame rate of frame folders (for --fps, --duration, --window-seconds)")  # fmt: skip
 
 
 def check_video_options(args: argparse.Namespace, counts: tuple[str, ...] = ()) -> None:
@@ -50,7 +55,7 @@ def check_video_options(args: argparse.Namespace, counts: tuple[str, ...] = ()) 
     for key in ("batch_size", "num_clips", "num_views", "frame_step", *counts):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    for key in ("window_seconds", "stride_seconds", "fps", "duration"):
+    for key in ("window_seconds", "stride_seconds", "fps", "duration", "frame_fps"):
         if getattr(args, key) is not None and not getattr(args, key) > 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
     if args.stride_seconds is not None and args.window_seconds is None:

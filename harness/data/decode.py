@@ -8,7 +8,8 @@ worker that uses them: decord deadlocks when a reader created in the parent cros
 
 A still image (:data:`IMAGE_EXTENSIONS`, told by the file's extension) opens as a 1-frame video
 with no frame rate (:class:`_ImageReader`, Pillow), so listings and shards of images go through
-the same clip sampling, transforms and bad-sample policy as videos.
+the same clip sampling, transforms and bad-sample policy as videos. A directory opens as a folder
+of numbered frames (:class:`harness.data.frame_folders.FrameFolderReader`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from harness.data.errors import DecodeError
-from harness.data.media import IMAGE_EXTENSIONS, is_image
-
-__all__ = ["BACKENDS", "IMAGE_EXTENSIONS", "DecodeError", "VideoReader", "is_image", "open_image", "open_video",
-           "read_clip_frames", "resolve_backend"]  # fmt: skip
+from harness.data.frame_decode import (  # noqa: F401  (IMAGE_EXTENSIONS, DecodeError, is_image: re-exported)
+    IMAGE_EXTENSIONS,
+    DecodeError,
+    decode_image,
+    gather_frames,
+    is_image,
+)
+from harness.data.frame_folders import FrameFolderReader
 
 BACKENDS = ("torchcodec", "decord", "pyav")
 #: tries to open a video before it counts as bad: a transient error gets one retry (torchcodec once
@@ -45,14 +50,6 @@ class VideoReader(Protocol):
     def get_frames(self, indices: np.ndarray) -> torch.Tensor: ...
 
     def close(self) -> None: ...
-
-
-def _gather(unique_frames: torch.Tensor, unique: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-    """Expand frames decoded once per unique index back to the requested (repeating) order."""
-    if len(unique) == len(indices) and np.array_equal(unique, indices):
-        return unique_frames  # the common case: no padding, already sorted; avoid a 4 ms copy
-    positions = np.searchsorted(unique, indices)
-    return unique_frames[torch.from_numpy(positions)]
 
 
 def source_size(source: str | bytes) -> tuple[int, int]:
@@ -96,7 +93,7 @@ class _TorchcodecReader:
     def get_frames(self, indices: np.ndarray) -> torch.Tensor:
         unique = np.unique(indices)
         frames = self._decoder.get_frames_at(indices=unique.tolist()).data
-        return _gather(frames, unique, indices)
+        return gather_frames(frames, unique, indices)
 
     def close(self) -> None:
         self._decoder = None
@@ -118,7 +115,7 @@ class _DecordReader:
     def get_frames(self, indices: np.ndarray) -> torch.Tensor:
         unique = np.unique(indices)
         frames = torch.from_numpy(self._reader.get_batch(unique.tolist()).asnumpy())
-        return _gather(frames, unique, indices)
+        return gather_frames(frames, unique, indices)
 
     def close(self) -> None:
         self._reader = None
@@ -188,7 +185,7 @@ class _PyAVReader:
             if previous is None:
                 raise DecodeError(f"frame {number} could not be decoded")
             frames.append(previous)
-        return _gather(torch.from_numpy(np.stack(frames)), unique, indices)
+        return gather_frames(torch.from_numpy(np.stack(frames)), unique, indices)
 
     def close(self) -> None:
         self._container.close()
@@ -208,14 +205,7 @@ class _ImageReader:
     fps = 0.0
 
     def __init__(self, source: str | bytes, size: Callable[[int, int], tuple[int, int] | None] | None) -> None:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            wanted = size(image.height, image.width) if size is not None else None
-            if wanted is not None and image.format == "JPEG":
-                # JPEG decodes at 1/2, 1/4 or 1/8 scale for free (DCT scaling), never below ``wanted``
-                image.draft("RGB", (wanted[1], wanted[0]))
-            self._frame = torch.from_numpy(np.array(image.convert("RGB")))  # [H, W, 3] uint8
+        self._frame = torch.from_numpy(decode_image(source, size))  # [H, W, 3] uint8
 
     def get_frames(self, indices: np.ndarray) -> torch.Tensor:
         return self._frame.expand(len(indices), *self._frame.shape)  # every index is the one frame
@@ -275,18 +265,23 @@ def resolve_backend(backend: str = "auto") -> str:
 
 def open_video(source: str | bytes, backend: str = "auto", threads: int = 1,
                scale: Callable[[int, int], tuple[int, int] | None] | None = None,
-               image: bool | None = None) -> VideoReader:  # fmt: skip
+               image: bool | None = None, fps: float | None = None) -> VideoReader:  # fmt: skip
     """Open a video file path or in-memory file bytes. ``scale(height, width)`` gives the size to
     decode frames at (None: as they are); the decoder then scales while converting to RGB, so
     full-size RGB frames are never made (where the decoder cannot, frames stay full size).
     ``image``: the source is a still image, opened as a 1-frame video (:func:`open_image`); None:
-    a path with an image extension (:func:`is_image`) is one, bytes are a video.
+    a path with an image extension (:func:`is_image`) is one, bytes are a video. A path to a
+    directory is a folder of numbered frames (:class:`FrameFolderReader`, whatever ``backend``),
+    whose frame rate is ``fps`` (None or 0: unknown); ``fps`` is ignored for other sources, which
+    carry their own rate.
 
     Raises:
         DecodeError: the source is missing, empty, not a video, or has no frames.
     """
     if image or (image is None and isinstance(source, str) and is_image(source)):
         return open_image(source, scale)
+    if isinstance(source, str) and os.path.isdir(source):  # one stat, in the worker: never one per listing line
+        return FrameFolderReader(source, fps, scale)
     if isinstance(source, (bytes, bytearray)) and len(source) == 0:
         raise DecodeError("empty video bytes")
     name = resolve_backend(backend)

@@ -1,5 +1,6 @@
 """Map-style dataset over video listings: sample clip indices, decode, transform. A listed still
-image (``.jpg``, ``.png``...) is a 1-frame video (:func:`harness.data.decode.open_video`).
+image (``.jpg``, ``.png``...) is a 1-frame video, a listed folder a video of its numbered frames
+(:func:`harness.data.decode.open_video`).
 
 Robustness contract: a video that cannot be opened or decoded never crashes training. The
 item is replaced by another video of the same source (bounded retries), the failure is logged
@@ -28,7 +29,7 @@ from harness.core.errors import UserError
 from harness.data.decode import DecodeError, is_image, open_video, read_clip_frames, resolve_backend
 from harness.data.listing import Listing, VideoRecord, format_label, label_ids
 from harness.data.loader import ClipItem, build_loader
-from harness.data.sampling import ClipSpec, sample_clip_indices
+from harness.data.sampling import ClipSpec, ClipSpecError, sample_clip_indices
 from harness.data.segments import segment_frames, segment_name
 from harness.data.source import LoaderSettings
 from harness.data.transforms import DecodeScale
@@ -71,6 +72,7 @@ def load_clips(
     image: bool | None = None,
     segment: tuple[float, float] | None = None,
     segment_unit: str = "seconds",
+    fps: float | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Decode and transform the clips of one video (file path or in-memory bytes); with
     ``frame_range = (start, end)``, of that window of it (clips are sampled as if it were the
@@ -81,7 +83,8 @@ def load_clips(
     :func:`harness.data.decode.open_video`); ``min_frames`` does not apply to it. ``segment``: a
     listing line's ``(start, end)`` in ``segment_unit`` (seconds or frames), the window clips are
     drawn from (:func:`segment_frames`); the reader seeks there, it never decodes from the start.
-    With both, ``frame_range`` counts from the segment's first frame.
+    With both, ``frame_range`` counts from the segment's first frame. ``fps``: the
+    frame rate of a folder of numbered frames (None: unknown; ignored for files, which carry theirs).
 
     Returns:
         ``(clips, clip_indices)``: ``num_clips * views`` tensors ``[C, T, H, W]`` and the frame
@@ -93,7 +96,7 @@ def load_clips(
     scale = DecodeScale(transform, decode_max_short_side) if decode_max_short_side != 0 else None
     if image is None:
         image = isinstance(source, str) and is_image(source)
-    reader = open_video(source, decoder, scale=scale, image=image)
+    reader = open_video(source, decoder, scale=scale, image=image, fps=fps)
     try:
         if segment is not None and not image:
             first, last = segment_frames(segment, segment_unit, reader.fps, reader.num_frames)
@@ -161,6 +164,8 @@ class VideoClipDataset(Dataset):
         max_file_bytes: skip (and count) files larger than this many bytes.
         decode_max_short_side: decode at a smaller size where the transform allows (``"auto"``),
             at most this short side (an integer), or at full size (0); see :class:`DecodeScale`.
+        frame_fps: per source, the frame rate of its frame folders (None or 0: unknown); a
+            listing line's own rate (its ``fps`` column) wins. Files carry their own rate.
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class VideoClipDataset(Dataset):
         min_frames: int = 0,
         max_file_bytes: int | None = None,
         decode_max_short_side: int | str = 0,
+        frame_fps: Sequence[float | None] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("VideoClipDataset needs at least one source")
@@ -203,6 +209,9 @@ class VideoClipDataset(Dataset):
         self.min_frames = min_frames
         self.max_file_bytes = max_file_bytes
         self.decode_max_short_side = decode_max_short_side
+        self.frame_fps = list(frame_fps) if frame_fps is not None else [None] * len(sources)
+        if len(self.frame_fps) != len(sources):
+            raise ValueError(f"frame_fps has {len(self.frame_fps)} entries for {len(sources)} sources")
         # Shared memory: workers (fork or spawn) see the parent's epoch and each other's flags,
         # and count what they tried in their own row (no two processes write one counter).
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -225,6 +234,12 @@ class VideoClipDataset(Dataset):
         """Label of video ``index``."""
         listing, row = self._locate(index)
         return listing.label(row)
+
+    def frame_rate(self, index: int) -> float | None:
+        """The frame rate a frame folder at ``index`` is read at: its line's (an ``fps`` column),
+        else its source's ``frame_fps``; None when neither is known."""
+        listing, row = self._locate(index)
+        return listing.frame_rate(row) or self.frame_fps[self._source_of(index)] or None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random streams of ``epoch`` (visible to already running workers)."""
@@ -344,20 +359,26 @@ class VideoClipDataset(Dataset):
         path, segment = listing.path(row), listing.segment(row)
         if self.max_file_bytes is not None and os.path.getsize(path) > self.max_file_bytes:
             raise SkippedVideo(TOO_LARGE, f"file larger than {self.max_file_bytes} bytes")
-        clips, clip_indices = load_clips(
-            path,
-            self.specs[self._source_of(index)],
-            self.num_clips,
-            self.transform,
-            random=self.random,
-            allow_clip_overlap=self.allow_clip_overlap,
-            rng=rng,
-            decoder=self.decoder,
-            min_frames=self.min_frames,
-            decode_max_short_side=self.decode_max_short_side,
-            segment=segment,
-            segment_unit=listing.segment_unit,
-        )
+        try:
+            clips, clip_indices = load_clips(
+                path,
+                self.specs[self._source_of(index)],
+                self.num_clips,
+                self.transform,
+                random=self.random,
+                allow_clip_overlap=self.allow_clip_overlap,
+                rng=rng,
+                decoder=self.decoder,
+                min_frames=self.min_frames,
+                decode_max_short_side=self.decode_max_short_side,
+                fps=self.frame_rate(index),
+                segment=segment,
+                segment_unit=listing.segment_unit,
+            )
+        except ClipSpecError as error:  # fps / duration sampling of a source without a frame rate: fatal, named
+            hint = ("; a frame folder's rate is data.frame_folder_fps (per listing) or its line's fps column, or "
+                    "sample with data.frame_step") if os.path.isdir(path) else ""  # fmt: skip
+            raise ClipSpecError(f"{path}: {error}{hint}") from None
         return ClipItem(clips, listing.label(row), clip_indices, segment_name(path, segment, listing.segment_unit))
 
     def __getitem__(self, index: int) -> ClipItem | None:

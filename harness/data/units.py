@@ -9,6 +9,8 @@ sample of a shard, ``(shard position, sample)``.
 
 from __future__ import annotations
 
+import logging
+import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,16 +22,18 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from harness.core.errors import UserError
 from harness.core.progress import progress as progress_bar
-from harness.data.decode import IMAGE_EXTENSIONS, DecodeError, open_video
+from harness.data.decode import IMAGE_EXTENSIONS, DecodeError, is_image, open_video
 from harness.data.files import ClipItem, load_clips
+from harness.data.frame_folders import FrameFolderReader, frame_number
 from harness.data.listing import read_listing
 from harness.data.loader import collate_clips
-from harness.data.sampling import ClipSpec
+from harness.data.sampling import ClipSpec, ClipSpecError
 from harness.data.segments import segment_frames, segment_name, split_segment_name
 from harness.data.shard_io import VIDEO_EXTENSIONS, Shard, decode_sample, list_shards, read_samples
 
 LISTING_SUFFIXES = (".csv", ".txt", ".npy")
 MEDIA = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS  #: what a folder given as input is searched for
+log = logging.getLogger(__name__)
 
 
 class ClipSettings(Protocol):
@@ -54,17 +58,20 @@ class Unit:
     seconds: tuple[float, float] | None = None
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
-    """Video and image paths (files, folders searched recursively, listings) and shards (manifests), in order."""
+def collect_inputs(inputs: list[str], frame_folders: bool = False) -> tuple[list[str], list[Shard]]:
+    """Video and image paths (files, folders searched recursively, listings) and shards (manifests),
+    in order. ``frame_folders``: a searched folder that directly holds numbered images (the input
+    itself or one below it) is one video of those frames (:mod:`harness.data.frame_folders`), not
+    one image per file; a listing line that is a folder is one whatever this says."""
     videos: list[str] = []
     shards: list[Shard] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in MEDIA)
+            found = search_folder(path, frame_folders)
             if not found:
                 raise UserError(f"{path}: no video or image files ({', '.join(MEDIA)}) in it or below it")
-            videos += [str(p) for p in found]
+            videos += found
         elif path.suffix == ".json":
             shards += list_shards(str(path))
         elif path.suffix.lower() in LISTING_SUFFIXES:
@@ -78,17 +85,37 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Shard]]:
     return videos, shards
 
 
-def video_length(video: str) -> tuple[int, float]:
-    """``(frames, fps)`` of a video (30 fps when it does not say), or of a segment of one
-    (:func:`~harness.data.files.segment_name`); :class:`DecodeError` or ``OSError`` when it cannot
-    be opened."""
+def search_folder(folder: Path, frame_folders: bool) -> list[str]:
+    """The media below ``folder``, sorted (see :func:`collect_inputs`); each folder listed once, by name."""
+    found, hinted = [], []
+    for top, _, names in os.walk(folder, followlinks=True):  # (as Path.rglob: linked folders are searched)
+        numbered = sum(frame_number(name) is not None for name in names)
+        if numbered and frame_folders:
+            found.append(top)  # its images are its frames
+            names = [name for name in names if not is_image(name)]
+        elif numbered > 1:
+            hinted.append(top)
+        found += [os.path.join(top, name) for name in names if os.path.splitext(name)[1].lower().lstrip(".") in MEDIA]
+    if hinted:  # a folder of photos named IMG_0001.jpg... looks the same: say how to read them as videos
+        log.info("%d folder(s) of numbered images (e.g. %s): each image is one input; --frame-folders reads each "
+                 "such folder as one video of its frames", len(hinted), hinted[0])  # fmt: skip
+    return sorted(found, key=Path)  # (the order of Path.rglob's sorted results before)
+
+
+def video_length(video: str, frame_fps: float | None = None) -> tuple[int, float]:
+    """``(frames, fps)`` of a video (30 fps when it does not say; a frame folder's rate is
+    ``frame_fps``), or of a segment of one (:func:`~harness.data.segments.segment_name`);
+    :class:`DecodeError` or ``OSError`` when it cannot be opened, or when it is a frame folder
+    without a rate (windows in seconds need one)."""
     path, segment, unit = split_segment_name(video)
-    reader = open_video(path)
+    reader = open_video(path, fps=frame_fps)
     frames, fps = reader.num_frames, reader.fps or 30.0
     if segment is not None:
         first, end = segment_frames(segment, unit, reader.fps, reader.num_frames)
         frames = end - first
     reader.close()
+    if isinstance(reader, FrameFolderReader) and not reader.fps:
+        raise DecodeError(f"frame folder {path} has no frame rate for windows in seconds: give --frame-fps")
     return frames, fps
 
 
@@ -112,22 +139,25 @@ def windows(index: int, video: str, frames: int, fps: float, window_s: float, st
     return units
 
 
-def window_units(index: int, video: str, window_s: float, stride_s: float) -> list[Unit]:
-    """:func:`windows` of the video at ``video``; :class:`DecodeError` or ``OSError`` when it
-    cannot be opened."""
-    return windows(index, video, *video_length(video), window_s, stride_s)
+def window_units(
+    index: int, video: str, window_s: float, stride_s: float, frame_fps: float | None = None
+) -> list[Unit]:
+    """:func:`windows` of the video at ``video`` (a frame folder at ``frame_fps``); :class:`DecodeError`
+    or ``OSError`` when it cannot be opened."""
+    return windows(index, video, *video_length(video, frame_fps), window_s, stride_s)
 
 
 Probed = tuple[np.ndarray, dict[int, str]]  #: ``(frames, fps)`` per video (-1 where unreadable), errors by index
 
 
-def probe_lengths(videos: list[str], indices: range, progress: bool = True) -> Probed:
-    """``(frames, fps)`` of ``videos[i]`` for ``i`` in ``indices`` (each opened once; other rows -1)
-    and the errors of those that cannot be opened: one rank's share of the probing."""
+def probe_lengths(videos: list[str], indices: range, progress: bool = True, frame_fps: float | None = None) -> Probed:
+    """``(frames, fps)`` of ``videos[i]`` for ``i`` in ``indices`` (each opened once; other rows -1;
+    frame folders at ``frame_fps``) and the errors of those that cannot be opened: one rank's share
+    of the probing."""
     lengths, errors = np.full((len(videos), 2), -1.0), {}
     for index in progress_bar(indices, desc="probe", unit="video", enabled=progress):
         try:
-            lengths[index] = video_length(videos[index])
+            lengths[index] = video_length(videos[index], frame_fps)
         except (DecodeError, OSError) as error:
             errors[index] = str(error)
     return lengths, errors
@@ -140,7 +170,8 @@ def merge_probes(shares: list[Probed]) -> Probed:
 
 
 def build_units(videos: list[str], window_seconds: float | None, stride_seconds: float | None, progress: bool = True,
-                probed: Probed | None = None) -> tuple[list[Unit], list[tuple[Unit, str]]]:  # fmt: skip
+                probed: Probed | None = None, frame_fps: float | None = None,
+                ) -> tuple[list[Unit], list[tuple[Unit, str]]]:  # fmt: skip
     """The units of ``videos`` (whole videos, or with ``window_seconds`` their windows every
     ``stride_seconds``, default the window) and, for each video whose windows cannot be found
     because it cannot be opened, its whole-video unit and the error message. Windows need each
@@ -148,7 +179,7 @@ def build_units(videos: list[str], window_seconds: float | None, stride_seconds:
     every video opened here."""
     if not window_seconds:
         return [Unit((index,), video) for index, video in enumerate(videos)], []
-    lengths, errors = probed if probed is not None else probe_lengths(videos, range(len(videos)), progress)
+    lengths, errors = probed if probed is not None else probe_lengths(videos, range(len(videos)), progress, frame_fps)
     units: list[Unit] = []
     failed: list[tuple[Unit, str]] = []
     for index, video in enumerate(videos):
@@ -161,11 +192,15 @@ def build_units(videos: list[str], window_seconds: float | None, stride_seconds:
 
 
 class VideoUnits(Dataset):
-    """``(unit, clips or error message)`` of each unit: a video that cannot be used is reported."""
+    """``(unit, clips or error message)`` of each unit: a video that cannot be used is reported.
+    ``frame_fps``: the frame rate of frame folders (None: unknown, which ``fps`` / ``duration``
+    sampling reports as the folder's error)."""
 
-    def __init__(self, units: list[Unit], preprocessing: ClipSettings, decoder: str) -> None:
+    def __init__(self, units: list[Unit], preprocessing: ClipSettings, decoder: str,
+                 frame_fps: float | None = None) -> None:  # fmt: skip
         self.units, self.spec, self.decoder = units, preprocessing.clip_spec(), decoder
         self.transform, self.num_clips = preprocessing.transform(), preprocessing.num_clips
+        self.frame_fps = frame_fps
 
     def __len__(self) -> int:
         return len(self.units)
@@ -176,10 +211,13 @@ class VideoUnits(Dataset):
         try:
             clips, indices = load_clips(path, self.spec, self.num_clips, self.transform, random=False,
                                         allow_clip_overlap=False, rng=np.random.default_rng(0), decoder=self.decoder,
-                                        frame_range=unit.frames, segment=segment,
+                                        frame_range=unit.frames, fps=self.frame_fps, segment=segment,
                                         segment_unit=segment_unit)  # fmt: skip
         except (DecodeError, OSError) as error:
             return unit, str(error)
+        except ClipSpecError as error:  # fps / duration sampling of a video (a frame folder) without a rate
+            hint = ": give --frame-fps, or sample with --frame-step" if os.path.isdir(path) else ""
+            return unit, f"{error}{hint}"
         return unit, ClipItem(clips, 0, indices, unit.video)
 
 

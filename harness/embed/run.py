@@ -120,7 +120,7 @@ def embed_jobs(plan: Plan, jobs: list[int], embedder: Embedder, open_writer: Cal
         chunk = [(job, plan.entries(job)) for job in videos[start : start + group]]
         units = [unit for _, entries in chunk for unit, error in entries if error is None]
         ordered = OrderedJobs(chunk, open_writer)
-        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder), **options), embedder,
+        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder, args.frame_fps), **options), embedder,
                       ordered.writer_for, bar)  # fmt: skip
         ordered.close()
     group = max(1, args.workers)
@@ -145,6 +145,7 @@ def build_request(loaded: EmbeddingModel, args: argparse.Namespace, plan: Plan) 
         "dtype": args.dtype,
         "decoder": args.decoder,  # another decoder's frames may differ by rounding: not mixed in one folder
         "preprocessing": loaded.preprocessing.as_dict(),
+        **({"frame_fps": args.frame_fps} if args.frame_fps else {}),  # (absent when unset: older outputs resume)
         "window_seconds": args.window_seconds,
         "stride_seconds": args.stride_seconds or args.window_seconds,
         "inputs": {"sha256": plan.fingerprint(), "units": plan.units, "jobs": plan.jobs},
@@ -174,11 +175,12 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
     loaded.model = loaded.model.to(strategy.device).eval()
     embedder = Embedder(loaded, strategy.device, getattr(torch, args.dtype), list(args.features),
                         list(args.levels or []), args.normalize)  # fmt: skip
-    videos, shards = collect_inputs(args.inputs)
+    videos, shards = collect_inputs(args.inputs, args.frame_folders)
     probed = None
     if args.window_seconds:  # each rank opens its share of the videos; all plan from the same lengths
         share = range(strategy.rank, len(videos), strategy.world_size)
-        probed = merge_probes(strategy.gather_objects(probe_lengths(videos, share, args.progress and strategy.is_main)))
+        probed = merge_probes(strategy.gather_objects(probe_lengths(videos, share, args.progress and strategy.is_main,
+                                                                    args.frame_fps)))  # fmt: skip
     plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds, probed=probed)
     request = build_request(loaded, args, plan)
     inputs = [str(Path(item).resolve()) for item in args.inputs]

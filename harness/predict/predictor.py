@@ -175,7 +175,8 @@ def build_units(videos: list[str], args: argparse.Namespace, probed: units_modul
                 ) -> tuple[list[Unit], list[Row]]:  # fmt: skip
     """Units of this job (whole videos, or windows; ``probed``: the videos' lengths, see
     :func:`harness.data.units.build_units`) and the rows of videos that failed already."""
-    units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress, probed)
+    units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress, probed,
+                                             args.frame_fps)  # fmt: skip
     return units, [Row(unit.order, unit.video, "all", error=error) for unit, error in failed]
 
 
@@ -193,13 +194,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     preprocessing = preprocessing.with_sampling(**overrides)
     names = preprocessing.class_names
     model = model.to(device).eval()
-    videos, shards = collect_inputs(args.inputs)
+    videos, shards = collect_inputs(args.inputs, args.frame_folders)
     rank, world = strategy.rank, strategy.world_size
     probed = None
     if args.window_seconds:  # each rank opens its share of the videos to count their windows
         share = range(rank, len(videos), world)
         probed = units_module.merge_probes(strategy.gather_objects(
-            units_module.probe_lengths(videos, share, args.progress and strategy.is_main)))  # fmt: skip
+            units_module.probe_lengths(videos, share, args.progress and strategy.is_main, args.frame_fps)))  # fmt: skip
     units, failed = build_units(videos, args, probed)
     # A video's units stay on one rank (its windows too: its window=all row averages them all), and
     # so does its error row.
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     rows = [row for row in failed if row.order[0] % world == rank]
     options = {"batch_size": args.batch_size, "num_workers": args.workers, "collate_fn": collate_units,
                "worker_init_fn": die_with_parent if args.workers else None}  # fmt: skip
-    loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder), **options)
+    loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder, args.frame_fps), **options)
     progress = args.progress and strategy.is_main
     explainer = Explainer(explain, args.explain_format, videos) if explain is not None else None
     rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine), args.threshold,

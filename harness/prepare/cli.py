@@ -5,8 +5,10 @@
         [--workers 8] [--chunked] [--part I/N]
     python -m harness.prepare merge --output shards/
 
-``--input`` is a folder of class folders (``root/<class>/*.mp4|webm|mkv|avi``; labels from the
-sorted folder names) or a listing (CSV ``path label``). Videos are split by source into train and
+``--input`` is a folder of class folders (``root/<class>/*.mp4|webm|mkv|avi``, and sub-folders of
+numbered frames, ``root/<class>/<video>/frame_0001.jpg``; labels from the sorted folder names) or a
+listing (CSV ``path label``; a path may be a frame folder). Frame folders are encoded to H.264 at
+``--frame-fps`` (a folder does not say its frame rate). Videos are split by source into train and
 validation (no clip of one video in both), cut into ``--segment-seconds`` segments (stream copy,
 cut at key frames; or re-encoded to H.264 at ``--fps`` / ``--short-side`` when asked; with PyAV,
 or the ``ffmpeg`` command with ``--cutter ffmpeg``), and packed in parallel into
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip shorter videos, remainders (default 1, or --segment-seconds if less)")  # fmt: skip
     parser.add_argument("--fps", type=float, default=None, help="re-encode to this frame rate")
     parser.add_argument("--short-side", type=int, default=None, help="re-encode to this short side (px)")
+    parser.add_argument("--frame-fps", type=float, default=None,
+                        help="frame rate of the frame folders among the inputs (needed to cut them)")  # fmt: skip
     parser.add_argument("--shard-size", type=float, default=256.0, help="MB per shard")
     parser.add_argument("--shard-samples", type=int, default=None, help="at most this many clips per shard")
     parser.add_argument("--workers", type=int, default=4, help="processes cutting and packing")
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         shard_samples=args.shard_samples,
         cutter=args.cutter,
+        frame_fps=args.frame_fps,
     )
     if not part.whole:
         print(f"part {part}: then `python -m harness.prepare merge --output {args.output}` once every part is done")

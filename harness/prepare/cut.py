@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.data.cutting import Settings, cut_segments, cut_window, probe
+from harness.data.cutting import Settings, cut_segments, cut_window, probe, probe_frame_folder
 from harness.data.media import is_image
 from harness.data.segments import split_segment_name
 from harness.data.workers import die_with_parent
@@ -24,8 +26,10 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
     """Cut one video into staged clips ``staging/<index>/<segment>.mp4``; returns their metadata.
 
     A ready clip (``chunked``) is not copied: its entry points at the source file (``staged``
-    false, so it is never deleted). Raises on an unreadable video (the caller records it). The
-    done marker (which names the source, so that a changed input is cut again) makes it resumable.
+    false, so it is never deleted); a ready clip that is a folder of frames is encoded whole into
+    one. A frame folder is always encoded (at ``settings.frame_fps``). Raises on an unreadable
+    video (the caller records it). The done marker (which names the source, so that a changed
+    input is cut again) makes it resumable.
     """
     folder = staging / f"{source.index:08d}"
     done = folder / DONE
@@ -41,9 +45,13 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
         clips = [_image_clip(source)]
         done.write_text(json.dumps({"source": source.path, "clips": clips}))
         return clips
-    duration, fps, frames, size = probe(path)
+    frame_folder = os.path.isdir(path)
+    duration, fps, frames, size = probe_frame_folder(path, settings.frame_fps) if frame_folder else probe(path)
     if segment is not None:
         clips = _stage_window(source, path, segment, unit, settings, folder, (duration, fps, size))
+    elif chunked and frame_folder:  # one segment longer than the whole folder: one clip
+        whole = replace(settings, segment_seconds=duration + 1.0)
+        clips = _stage(source, folder, cut_segments(source.path, whole), settings.fps or fps, size, 0.0)
     elif chunked:
         clip = _clip(source, 0, source.path, (0.0, duration, frames), settings.fps or fps, size)
         clips = [{**clip, "bytes": Path(source.path).stat().st_size, "staged": False}]
@@ -68,7 +76,8 @@ def _image_clip(source: Source) -> dict:
 
 def _stage_window(source: Source, path: str, segment: tuple[float, float], unit: str, settings: Settings,
                   folder: Path, probed: tuple[float, float, tuple[int, int]]) -> list[dict]:  # fmt: skip
-    """Cut and write the clips of a listing line's segment of a video (re-encoded, exact bounds)."""
+    """Cut and write the clips of a listing line's segment of a video or frame folder (re-encoded,
+    exact bounds)."""
     duration, fps, size = probed
     start, end = segment if unit == "seconds" else (segment[0] / fps, segment[1] / fps)
     if start >= duration:
@@ -76,15 +85,8 @@ def _stage_window(source: Source, path: str, segment: tuple[float, float], unit:
     end = min(end, duration)
     if end - start < settings.min_seconds:
         raise ValueError(f"segment shorter than --min-seconds ({end - start:.2f} s < {settings.min_seconds} s)")
-    clips = []
-    for number, (data, clip_start, clip_end, count) in enumerate(cut_window(path, start, end, settings)):
-        if clip_end - clip_start < settings.min_seconds and number:
-            continue  # a short remainder at the end
-        file = folder / f"{number:04d}.mp4"
-        file.write_bytes(data)
-        clips.append({**_clip(source, number, str(file), (clip_start, clip_end, count), settings.fps or fps, size),
-                      "bytes": len(data)})  # fmt: skip
-    return clips
+    return _stage(source, folder, cut_window(path, start, end, settings), settings.fps or fps, size,
+                  settings.min_seconds)  # fmt: skip
 
 
 def _stage_segments(source: Source, settings: Settings, folder: Path, duration: float, frames: int, fps: float,
@@ -92,18 +94,23 @@ def _stage_segments(source: Source, settings: Settings, folder: Path, duration: 
     """Cut (or keep whole, when short and not re-encoded) and write the segments of one video."""
     if duration < settings.min_seconds:
         raise ValueError(f"shorter than --min-seconds ({duration:.2f} s < {settings.min_seconds} s)")
-    if not settings.reencode and duration <= settings.segment_seconds:
+    if not settings.reencode and duration <= settings.segment_seconds and not os.path.isdir(source.path):
         segments = [(Path(source.path).read_bytes(), 0.0, duration, frames)]  # kept whole
     else:
         segments = cut_segments(source.path, settings)
+    return _stage(source, folder, segments, settings.fps or fps, size, settings.min_seconds)
+
+
+def _stage(source: Source, folder: Path, segments: list[tuple[bytes, float, float, int]], fps: float,
+           size: tuple[int, int], min_seconds: float) -> list[dict]:  # fmt: skip
+    """Write the segments of one source into ``folder``; returns their clips' metadata."""
     clips = []
     for number, (data, start, end, count) in enumerate(segments):
-        if end - start < settings.min_seconds and len(segments) > 1:
+        if end - start < min_seconds and len(segments) > 1:
             continue  # a short remainder at the end
         path = folder / f"{number:04d}.mp4"
         path.write_bytes(data)
-        clips.append({**_clip(source, number, str(path), (start, end, count), settings.fps or fps, size),
-                      "bytes": len(data)})  # fmt: skip
+        clips.append({**_clip(source, number, str(path), (start, end, count), fps, size), "bytes": len(data)})
     return clips
 
 

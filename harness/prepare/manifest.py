@@ -73,7 +73,7 @@ def cut_settings(settings: dict, chunked: bool) -> dict:
     return {key: current.get(key) for key in CUT_SETTINGS}
 
 
-CUT_SETTINGS = ("segment_seconds", "min_seconds", "fps", "short_side", "cutter", "chunked")
+CUT_SETTINGS = ("segment_seconds", "min_seconds", "fps", "short_side", "cutter", "chunked", "frame_fps")
 
 
 def differences(previous: dict, current: dict, keys: tuple[str, ...] | None = None) -> str:

@@ -62,7 +62,10 @@ class Run:
     def digest(self) -> str:
         """Names this run: the input, the settings and the part (a finished split of the same run
         is not prepared again)."""
-        text = json.dumps([self.input_digest, asdict(self.settings), self.chunked, self.part.index, self.part.count])
+        settings = asdict(self.settings)
+        if settings["frame_fps"] is None:  # (a setting added later: runs without frame folders keep their digest)
+            del settings["frame_fps"]
+        text = json.dumps([self.input_digest, settings, self.chunked, self.part.index, self.part.count])
         return hashlib.sha1(text.encode()).hexdigest()
 
     def identity(self) -> dict:
@@ -143,6 +146,7 @@ def check_settings(settings: Settings, val_fraction: float, chunked: bool = Fals
         "--fps": settings.fps,
         "--short-side": settings.short_side,
         "--shard-samples": settings.shard_samples,
+        "--frame-fps": settings.frame_fps,
     }
     for option, value in positive.items():
         if value is not None and not (0 < value < math.inf):

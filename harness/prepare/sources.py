@@ -5,6 +5,7 @@ part."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +32,27 @@ class Source:
 
 
 def collect(input_path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
-    """``(path, label)`` pairs and label names from a folder of class folders or a listing."""
+    """``(path, label)`` pairs and label names from a folder of class folders (their videos, and
+    their sub-folders as folders of numbered frames) or a listing."""
     if input_path.is_dir():
         classes = sorted(p.name for p in input_path.iterdir() if p.is_dir())
         if not classes:
             raise UserError(f"{input_path} has no class folders (expected <root>/<class>/*.mp4)")
         pairs = [
-            (str(video), label)
-            for label, name in enumerate(classes)
-            for video in sorted((input_path / name).iterdir())
-            if video.suffix.lower() in VIDEO_SUFFIXES or is_image(video.name)
+            (str(video), label) for label, name in enumerate(classes) for video in _class_members(input_path / name)
         ]
         return pairs, classes
     return _listing_pairs(input_path)
+
+
+def _class_members(folder: Path) -> list[Path]:
+    """The videos, images and frame folders of one class folder, sorted (the entries' types come with the
+    listing: no stat per file)."""
+    with os.scandir(folder) as entries:
+        found = [Path(entry.path) for entry in entries
+                 if entry.is_dir() or os.path.splitext(entry.name)[1].lower() in VIDEO_SUFFIXES
+                 or is_image(entry.name)]  # fmt: skip
+    return sorted(found)
 
 
 def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:

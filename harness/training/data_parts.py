@@ -71,6 +71,15 @@ def _clip_specs(config: Config, frames_per_clip: list[int], count: int, validati
     return [ClipSpec(fpc, rule=rule, **sampling) for fpc in per_listing]
 
 
+def _frame_rates(config: Config, count: int, validation: bool = False) -> list[float | None]:
+    """The frame rate of each listing's frame folders (None: unknown): ``data.frame_folder_fps``
+    (``val_frame_folder_fps`` for validation, by default the same), one for all or one per listing."""
+    data = config.data
+    rates = data.val_frame_folder_fps if validation and data.val_frame_folder_fps is not None else data.frame_folder_fps
+    per_listing = rates if len(rates) == count else rates[:1] * count
+    return [float(rate) if rate else None for rate in per_listing] or [None] * count
+
+
 def _train_transform(config: Config) -> TrainTransform:
     data, aug = config.data, config.data_aug
     return TrainTransform(
@@ -128,6 +137,7 @@ def build_train_dataset(config: Config, names: list[str] | None = None) -> Video
         seed=config.meta.seed,
         min_frames=data.min_frames,
         decode_max_short_side=data.decode_max_short_side,
+        frame_fps=_frame_rates(config, len(records)),
     )
 
 
@@ -161,6 +171,7 @@ def build_val_dataset(config: Config, names: list[str] | None = None) -> VideoSo
         allow_clip_overlap=data.allow_clip_overlap,
         decoder=data.decoder,
         decode_max_short_side=data.decode_max_short_side,
+        frame_fps=_frame_rates(config, len(records), validation=True),
     )
 
 

@@ -283,8 +283,8 @@ class WandbSink:
 
 
 def _thumbnail(wandb, video: str):
-    """The middle frame of a video file as a W&B image (None for shard samples)."""
-    if "#" in video or not Path(video).is_file():
+    """The middle frame of a video file (or frame folder) as a W&B image (None for shard samples)."""
+    if "#" in video or not Path(video).exists():
         return None
     from harness.data.decode import open_video
 
