@@ -48,7 +48,7 @@ class FamilyError(UserError, ValueError):
 class EncoderSettings:
     """What every family's constructor receives, whatever the family: plain values from the config."""
 
-    img_size: int = 224  #: input side in pixels
+    img_size: int | tuple[int, int] = 224  #: input size in pixels: one side (square) or (height, width)
     num_frames: int = 16  #: frames per clip
     patch_size: int = 16  #: spatial patch side
     tubelet_size: int = 2  #: frames per temporal patch
