@@ -72,7 +72,8 @@ class HFLayout:
     encoder_state: Callable[[dict], dict]  #: HF tensors -> the encoder's state dict
     classifier_state: Callable[[dict], dict] | None = None  #: HF tensors -> a classifier's state dict
     classifier_options: Callable[[dict], dict] | None = None  #: classifier kind and options in the directory
-    clip_shape: Callable[[dict], tuple[int, int]] = lambda config: (16, 224)  #: (frames, side) it was made for
+    #: (frames, crop: one side, or [height, width]) it was made for
+    clip_shape: Callable[[dict], tuple[int, Any]] = lambda config: (16, 224)
     model_name: str = ""  #: a registered name to build from (``config.json`` then sets the sizes)
     #: the export hook (``--format hf``): ``(classifier, preprocessing, config values) -> (checked
     #: transformers model, processor)``; a user error says why a model cannot go there (see
