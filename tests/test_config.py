@@ -116,6 +116,14 @@ def test_overrides_apply_after_yaml(tmp_path):
         (["data.num_workers=-1"], "data.num_workers must be in [0, inf), got -1"),
         (["data.max_failure_fraction=1.5"], "data.max_failure_fraction must be in [0, 1]"),
         (["data.crop_size=225"], "data.crop_size=225 is not a multiple of data.patch_size=16"),
+        (["data.crop_size=[224, 330]"], "data.crop_size=[224, 330] (width 330) is not a multiple of data.patch_size"),
+        (["data.crop_size=[200, 320]"], "data.crop_size=[200, 320] (height 200) is not a multiple of data.patch_size"),
+        (["data.crop_size=[224]"], "data.crop_size=[224]: give one side (a square crop) or [height, width]"),
+        (["data.crop_size=[224, 320, 16]"], "data.crop_size=[224, 320, 16]: give one side"),
+        (["data.crop_size=[0, 320]"], "data.crop_size must be in [1, inf), got 0"),
+        (["data.crop_size=-16"], "data.crop_size must be in [1, inf), got -16"),
+        (["data.crop_size=wide"], "data.crop_size: expected int or a list of int, got 'wide'"),
+        (["data.crop_size=[224, wide]"], "data.crop_size[1]: expected int, got 'wide'"),
         (["data.dataset_fpcs=[15]"], "data.dataset_fpcs: 15 frames per clip is not a multiple of data.tubelet_size=2"),
         (["data.datasets=[a,b]", "data.dataset_fpcs=[4,8]"], "data.dataset_fpcs: [4, 8] differ"),
         (["data.val_datasets=[a,b]", "data.val_dataset_fpcs=[8,4]"], "data.val_dataset_fpcs: [8, 4] differ"),
@@ -132,6 +140,24 @@ def test_overrides_apply_after_yaml(tmp_path):
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_config(None, overrides)
+
+
+def test_crop_size_is_one_side_or_height_and_width(tmp_path):
+    assert load_config(None, []).data.crop_size == 224, "square by default"
+    assert load_config(None, ["data.crop_size=256"]).data.crop_size == 256
+    config = load_config(None, ["data.crop_size=[224, 320]"])
+    assert config.data.crop_size == [224, 320]
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").data.crop_size == [224, 320], "saved and read back as a pair"
+    for message in [str(error) for error in _errors(["data.crop_size=[224]", "data.crop_size=[16, 20]"])]:
+        assert "\n" not in message and message.startswith("data.crop_size"), "one line naming the key"
+
+
+def _errors(overrides):
+    for override in overrides:
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, [override])
+        yield caught.value
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -232,6 +232,7 @@ def test_a_stopped_run_continues_and_a_changed_command_is_refused(trained_run, d
         (["RUN", "VIDEO", "--features", "levels", "--levels", "7"], "level 7: a 2-block encoder has levels 0 to 1"),
         (["RUN", "missing.mp4"], "input not found: missing.mp4"),
         (["RUN", "VIDEO", "--crop-size", "30"], "--frames 4 --crop-size 30: clips must fill the encoder's patches"),
+        (["RUN", "VIDEO", "--crop-size", "32x40"], "--frames 4 --crop-size 32x40: clips must fill the encoder's"),
     ],
 )
 def test_bad_flags_and_sources_are_one_line(trained_run, video_dir, tmp_path, capsys, arguments, message):
@@ -240,6 +241,17 @@ def test_bad_flags_and_sources_are_one_line(trained_run, video_dir, tmp_path, ca
     assert main([*arguments, "--output", str(tmp_path / "out"), "--workers", "0", "--no-progress"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], error
+
+
+def test_crop_size_flag_is_one_side_or_height_by_width(tmp_path, capsys):
+    from harness.embed.cli import parse_args
+
+    common = ["MODEL", "VIDEO", "--output", str(tmp_path / "out")]
+    assert parse_args([*common, "--crop-size", "32"]).crop_size == 32
+    assert parse_args([*common, "--crop-size", "32x48"]).crop_size == [32, 48]
+    with pytest.raises(SystemExit) as stopped:
+        parse_args([*common, "--crop-size", "32x"])
+    assert stopped.value.code == 2 and "argument --crop-size: '32x' is neither one side" in capsys.readouterr().err
 
 
 def test_nothing_readable_is_exit_2(trained_run, video_dir, tmp_path, capsys):

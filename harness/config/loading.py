@@ -45,6 +45,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, hint, where)
             except ConfigError:
                 pass
+        if len(inner) > 1 and typing.get_origin(inner[-1]) is list and not isinstance(value, (list, tuple)):
+            # (int | list[int]: a scalar that is no int fits neither; not "crop_size[0]: expected int")
+            names = " or ".join(f"a list of {typing.get_args(t)[0].__name__}" if typing.get_origin(t) is list
+                                else getattr(t, "__name__", str(t)) for t in inner)  # fmt: skip
+            raise ConfigError(f"{where}: expected {names}, got {value!r}")
         return _coerce(value, inner[-1], where)
     if hint is dict or origin is dict:
         if isinstance(value, dict):

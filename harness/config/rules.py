@@ -181,8 +181,7 @@ def _check_value(key: str, value: Any, interval: str) -> None:
 def _check_shapes(config: Config) -> None:
     """Options the model would reject later: the crop must tile into patches, clips into tubelets."""
     data = config.data
-    if data.crop_size % data.patch_size:
-        raise ConfigError(f"data.crop_size={data.crop_size} is not a multiple of data.patch_size={data.patch_size}")
+    _check_crop(data.crop_size, data.patch_size)
     for key in ("dataset_fpcs", "val_dataset_fpcs"):
         odd = [frames for frames in getattr(data, key) if frames % data.tubelet_size]
         if 1 in odd:
@@ -209,6 +208,19 @@ def _check_shapes(config: Config) -> None:
     folder = Path(config.folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"folder: {folder} exists and is not a folder; choose another run folder")
+
+
+def _check_crop(crop: int | list[int], patch: int) -> None:
+    """``data.crop_size``: one side or ``[height, width]``, each side a multiple of the patch (each
+    side is >= 1 already: its declared range)."""
+    if isinstance(crop, list) and len(crop) != 2:
+        raise ConfigError(f"data.crop_size={crop}: give one side (a square crop) or [height, width], "
+                          f"e.g. [224, 320]")  # fmt: skip
+    sides = crop if isinstance(crop, list) else [crop]
+    odd = [side for side in sides if side % patch]
+    if odd:
+        which = "" if len(sides) == 1 else f" ({'height' if sides[0] in odd else 'width'} {odd[0]})"
+        raise ConfigError(f"data.crop_size={crop}{which} is not a multiple of data.patch_size={patch}")
 
 
 def _image_path_problem(config: Config) -> str | None:

@@ -35,7 +35,7 @@ class DataConfig:
     val_batch_size: int | None = key(None, ge=1)  #: default: batch_size
     #: harness: frozen encoder: clips per encoder pass over micro-batches (0: batch_size)
     encoder_batch_size: int = key(0, ge=0)
-    crop_size: int = key(224, ge=1)  #: output side in pixels
+    crop_size: int | list[int] = key(224, ge=1)  #: output size in pixels: one side (square) or [height, width]
     patch_size: int = key(16, ge=1)  #: spatial patch size of the encoder
     tubelet_size: int = key(2, ge=1)  #: temporal patch size of the encoder
     frame_step: int | None = 4  #: take every k-th frame (of frame_step/fps/duration, fps wins, then duration)
@@ -86,7 +86,8 @@ class DataAugConfig:
     auto_augment: bool = False  #: RandAugment per clip
     horizontal_flip: bool = True  #: flip a clip with probability 0.5
     motion_shift: bool = False  #: crop box drifts across the clip
-    random_resize_aspect_ratio: list[float] = key(factory=lambda: [0.75, 1.35], gt=0)  #: crop w/h range
+    #: crop w/h range, relative to the output's w/h (data.crop_size)
+    random_resize_aspect_ratio: list[float] = key(factory=lambda: [0.75, 1.35], gt=0)
     random_resize_scale: list[float] = key(factory=lambda: [0.3, 1.0], gt=0, le=1)  #: crop area range
     reprob: float = key(0.0, ge=0, le=1)  #: random erasing probability
 

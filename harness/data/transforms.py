@@ -18,6 +18,8 @@ import torchvision.transforms.v2 as v2
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import RandomResizedCrop
 
+from harness.core.crop import CropSize, crop_hw
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -87,13 +89,14 @@ class Normalize:
         return out
 
 
-def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
-    """Crop ``box`` from every frame of ``uint8 [T, C, H, W]`` and resize to ``size x size``."""
+def crop_resize(frames: torch.Tensor, box: Box, size: CropSize) -> torch.Tensor:
+    """Crop ``box`` from every frame of ``uint8 [T, C, H, W]`` and resize to ``size`` (one side:
+    a square; or ``(height, width)``)."""
     top, left, height, width = box
-    return F.resized_crop(frames, top, left, height, width, [size, size], antialias=True)
+    return F.resized_crop(frames, top, left, height, width, list(crop_hw(size)), antialias=True)
 
 
-def motion_crop_resize(frames: torch.Tensor, start: Box, end: Box, size: int) -> torch.Tensor:
+def motion_crop_resize(frames: torch.Tensor, start: Box, end: Box, size: CropSize) -> torch.Tensor:
     """Crop a box that moves linearly from ``start`` to ``end`` over the clip (motion shift)."""
     steps = frames.shape[0]
     out = []
@@ -109,9 +112,11 @@ class TrainTransform:
     """Training augmentation for one clip.
 
     Args:
-        crop_size: output side in pixels.
+        crop_size: output size in pixels: one side (square) or ``(height, width)``.
         random_resize_scale: range of the crop area as a fraction of the frame area.
-        random_resize_aspect_ratio: range of the crop's width/height ratio.
+        random_resize_aspect_ratio: range of the crop box's width/height ratio, relative to the
+            output's ``width / height`` (the same thing for a square output): 1 cuts a box of the
+            output's shape, so a non-square output is stretched no more than a square one.
         horizontal_flip: flip the whole clip with probability 0.5.
         motion_shift: let the crop box drift linearly across the clip (same size, new place).
         auto_augment: apply RandAugment (same ops and magnitudes to every frame of a clip).
@@ -121,13 +126,13 @@ class TrainTransform:
             clip (a ``[C, T, H, W]`` view of channels-last memory) for :func:`normalize_clips`
             on the accelerator; random erasing then needs ``normalize=True``.
 
-    Call with ``uint8 [T, H, W, 3]``; returns ``[C, T, crop_size, crop_size]``.
+    Call with ``uint8 [T, H, W, 3]``; returns ``[C, T, height, width]`` of ``crop_size``.
     Randomness comes from torch's global generator (seed it per sample for reproducibility).
     """
 
     def __init__(
         self,
-        crop_size: int = 224,
+        crop_size: CropSize = 224,
         random_resize_scale: Sequence[float] = (0.3, 1.0),
         random_resize_aspect_ratio: Sequence[float] = (0.75, 1.35),
         horizontal_flip: bool = True,
@@ -141,8 +146,13 @@ class TrainTransform:
         if reprob > 0 and not normalize:
             raise ValueError("reprob > 0 (random erasing) needs normalize=True")
         self.crop_size = crop_size
+        self.crop_hw = crop_hw(crop_size)
         self.scale = tuple(random_resize_scale)
         self.ratio = tuple(random_resize_aspect_ratio)
+        # The boxes' width/height range in source pixels: the configured range around the output's
+        # own aspect (x 1.0 for a square output: the same floats, so the same boxes as ever).
+        aspect = self.crop_hw[1] / self.crop_hw[0]
+        self.box_ratio = (self.ratio[0] * aspect, self.ratio[1] * aspect)
         self.horizontal_flip = horizontal_flip
         self.motion_shift = motion_shift
         self.auto_augment = v2.RandAugment(num_ops=2, magnitude=9) if auto_augment else None
@@ -151,16 +161,22 @@ class TrainTransform:
 
     def needed_short_side(self, height: int, width: int) -> int:
         """The smallest short side a ``height x width`` source can be decoded at without any
-        crop box being upsampled: the smallest box (the least area, the most extreme aspect
-        ratio) must still be at least ``crop_size`` on its shorter side. (A box is placed in
-        relative terms, so decoding smaller keeps the crops' framing; only their pixel count
-        changes, by integer rounding of the box at the smaller size.)"""
-        smallest = math.sqrt(self.scale[0] * height * width * min(self.ratio[0], 1 / self.ratio[1]))
-        return math.ceil(self.crop_size * min(height, width) / smallest)
+        crop box being upsampled: the smallest boxes (the least area; the lowest width/height
+        ratio for the narrowest, the highest for the shortest) must still be at least the output's
+        width and height. (A box is placed in relative terms, so decoding smaller keeps the crops'
+        framing; only their pixel count changes, by integer rounding of the box at the smaller size.)"""
+        out_height, out_width = self.crop_hw
+        area = self.scale[0] * height * width
+        narrowest = math.sqrt(area * self.box_ratio[0])
+        shortest = math.sqrt(area * (1 / self.box_ratio[1]))
+        short = min(height, width)
+        # (for a square output this is side * short / min(narrowest, shortest): the same bits as
+        # one square root of the smaller ratio, since sqrt and division keep the order of floats)
+        return math.ceil(max(out_width * short / narrowest, out_height * short / shortest))
 
     def sample_box(self, frames: torch.Tensor) -> Box:
         """A random-resized-crop box for ``[T, C, H, W]`` frames."""
-        return tuple(RandomResizedCrop.get_params(frames, list(self.scale), list(self.ratio)))
+        return tuple(RandomResizedCrop.get_params(frames, list(self.scale), list(self.box_ratio)))
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         clip = to_channels_first(frames)
@@ -173,9 +189,9 @@ class TrainTransform:
                 box[2],
                 box[3],
             )
-            clip = motion_crop_resize(clip, box, end, self.crop_size)
+            clip = motion_crop_resize(clip, box, end, self.crop_hw)
         else:
-            clip = crop_resize(clip, box, self.crop_size)
+            clip = crop_resize(clip, box, self.crop_hw)
         if self.horizontal_flip and torch.rand(()) < 0.5:
             clip = clip.flip(-1)
         if self.auto_augment is not None:
@@ -208,20 +224,27 @@ class DecodeScale:
         return 2 * math.ceil(height * ratio / 2), 2 * math.ceil(width * ratio / 2)
 
 
-def eval_boxes(height: int, width: int, crop_size: int, short_side: int, num_views: int) -> list[Box]:
-    """Source-pixel boxes equal to "resize the short side to ``short_side``, then crop".
+def eval_boxes(height: int, width: int, crop_size: CropSize, cover: CropSize, num_views: int) -> list[Box]:
+    """Source-pixel boxes equal to "resize the frame, keeping its aspect ratio, to the smallest
+    size that covers ``cover`` (height, width; one int: a square), then crop ``crop_size``".
 
-    ``num_views`` crops are spread along the long side (1: centre; 3: start/centre/end) and
-    centred on the short side. Cropping in source pixels and resizing once gives the same view
-    as resizing whole frames first, at a fraction of the cost.
+    For a square crop and cover that is "resize the short side to ``cover``". ``num_views`` crops
+    are spread along the side with room to spare after the resize (the long side for a square
+    cover; 1: centre; 3: start/centre/end) and centred on the other. Cropping in source pixels
+    and resizing once gives the same view as resizing whole frames first, at a fraction of the cost.
     """
-    scale = short_side / min(height, width)
-    side_h = min(height, math.ceil(crop_size / scale))
-    side_w = min(width, math.ceil(crop_size / scale))
+    crop_h, crop_w = crop_hw(crop_size)
+    cover_h, cover_w = crop_hw(cover)
+    # The side that binds the resize: compared in integers (cover_h / height >= cover_w / width);
+    # for a square cover it is the frame's short side, and the scale the same division as ever.
+    by_height = cover_h * width >= cover_w * height
+    scale = cover_h / height if by_height else cover_w / width
+    side_h = min(height, math.ceil(crop_h / scale))
+    side_w = min(width, math.ceil(crop_w / scale))
     boxes = []
     for view in range(num_views):
         fraction = 0.5 if num_views == 1 else view / (num_views - 1)
-        if width >= height:
+        if by_height:
             top, left = (height - side_h) // 2, round(fraction * (width - side_w))
         else:
             top, left = round(fraction * (height - side_h)), (width - side_w) // 2
@@ -232,16 +255,19 @@ def eval_boxes(height: int, width: int, crop_size: int, short_side: int, num_vie
 class EvalTransform:
     """Deterministic evaluation views of one clip.
 
-    Resize the short side to ``crop_size * short_side_ratio`` (256/224 by default, as V-JEPA 2
-    does) and take ``num_views`` square crops of ``crop_size`` along the long side.
+    Resize the frame (aspect kept) to the smallest size that covers the crop enlarged by
+    ``short_side_ratio`` (256/224 by default, as V-JEPA 2 does): for a square crop of side ``S``
+    that is the short side resized to ``S x 256/224``; a ``(height, width)`` crop needs a frame
+    of at least ``(height, width) x 256/224``, whichever side that binds. Then take ``num_views``
+    crops of ``crop_size`` along the side with room to spare (the long side for a square crop).
 
-    Call with ``uint8 [T, H, W, 3]``; returns a list of ``num_views`` tensors ``[C, T, S, S]``
-    (``float32``, or ``uint8`` with ``normalize=False``, see :class:`TrainTransform`).
+    Call with ``uint8 [T, H, W, 3]``; returns a list of ``num_views`` tensors ``[C, T, height,
+    width]`` (``float32``, or ``uint8`` with ``normalize=False``, see :class:`TrainTransform`).
     """
 
     def __init__(
         self,
-        crop_size: int = 224,
+        crop_size: CropSize = 224,
         num_views: int = 1,
         short_side_ratio: float = 256 / 224,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -251,15 +277,22 @@ class EvalTransform:
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
         self.crop_size = crop_size
+        self.crop_hw = crop_hw(crop_size)
         self.num_views = num_views
-        self.short_side = round(crop_size * short_side_ratio)
+        #: the (height, width) the resized frame covers: the crop x short_side_ratio, rounded
+        self.cover = tuple(round(side * short_side_ratio) for side in self.crop_hw)
         self.normalize = Normalize(mean, std) if normalize else (lambda clip: clip.permute(1, 0, 2, 3))
 
     def needed_short_side(self, height: int, width: int) -> int:
-        """The short side evaluation resizes to anyway: decoding at it loses nothing."""
-        return self.short_side
+        """The short side evaluation resizes a ``height x width`` source to anyway: decoding at it
+        loses nothing (for a square crop: ``crop_size x short_side_ratio`` whatever the source)."""
+        cover_h, cover_w = self.cover
+        short = min(height, width)
+        if cover_h * width >= cover_w * height:  # (as eval_boxes: the height binds the resize)
+            return -(-short * cover_h // height)  # integer ceil: exactly the cover for a square crop
+        return -(-short * cover_w // width)
 
     def __call__(self, frames: torch.Tensor) -> list[torch.Tensor]:
         clip = to_channels_first(frames)
-        boxes = eval_boxes(clip.shape[-2], clip.shape[-1], self.crop_size, self.short_side, self.num_views)
-        return [self.normalize(crop_resize(clip, box, self.crop_size)) for box in boxes]
+        boxes = eval_boxes(clip.shape[-2], clip.shape[-1], self.crop_hw, self.cover, self.num_views)
+        return [self.normalize(crop_resize(clip, box, self.crop_hw)) for box in boxes]

@@ -24,11 +24,19 @@ import logging
 import sys
 from pathlib import Path
 
+from harness.core.crop import parse_crop
 from harness.core.errors import UserError, entry_point
 from harness.core.fileio import check_output_folder
 from harness.core.options import add_video_options, check_video_options
 
 FEATURES = ("pooled", "probe", "levels", "tokens")  # (harness.embed.features.FEATURES, without importing torch)
+
+
+def _crop(text: str) -> int | list[int]:
+    try:
+        return parse_crop(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _list(kind: type, what: str):
@@ -61,7 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace the embeddings of another command in DIR")
     add_video_options(parser, "embed")
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's, or 16)")
-    parser.add_argument("--crop-size", type=int, default=None, help="clip side in pixels (default: the model's)")
+    parser.add_argument(
+        "--crop-size",
+        type=_crop,
+        default=None,
+        help="crop in pixels: one side (224) or height x width (224x320) (default: the model's)",
+    )
     encoder = parser.add_argument_group("an encoder alone (a file or Hugging Face encoder directory)")
     encoder.add_argument("--model-name", default=None, help="its registered name, e.g. vit_large_rope, videomae_base")
     encoder.add_argument("--patch-size", type=int, default=None, help="spatial patch (default: the directory's, or 16)")
@@ -75,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check(args: argparse.Namespace) -> None:
     """The arguments' values, before any model or video is read."""
-    check_video_options(args, ("rows_per_shard", "frames", "crop_size", "patch_size", "tubelet_size"))
+    check_video_options(args, ("rows_per_shard", "frames", "patch_size", "tubelet_size"))  # (crop: _crop)
     unknown = [name for name in args.features if name not in FEATURES]
     if unknown:
         raise UserError(f"--features {','.join(unknown)}: not a feature; choose from {', '.join(FEATURES)}")

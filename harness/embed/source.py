@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from harness.config import ConfigError, load_config
+from harness.core.crop import crop_hw, crop_text
 from harness.core.errors import UserError
 from harness.export.folder import MODEL_FILE
 from harness.export.model_io import Preprocessing, read_source
@@ -106,18 +107,18 @@ def load_embedding_model(source: str | Path, weights: str = "ema", encoder: Enco
 def check_clip_shape(loaded: EmbeddingModel) -> None:
     """Clips that fill the encoder's patches (a user error naming the flags, not a failed forward)."""
     encoder = getattr(loaded.model, "encoder", loaded.model)
-    frames, side = loaded.preprocessing.frames_per_clip, loaded.preprocessing.crop_size
+    frames, crop = loaded.preprocessing.frames_per_clip, loaded.preprocessing.crop_size
     tubelet, patch = encoder.tubelet_for(frames), encoder.patch_size
-    if frames % tubelet or side % patch:
-        raise UserError(f"--frames {frames} --crop-size {side}: clips must fill the encoder's patches of {tubelet} "
-                        f"frames and {patch} pixels (give multiples of them)")  # fmt: skip
+    if frames % tubelet or any(side % patch for side in crop_hw(crop)):
+        raise UserError(f"--frames {frames} --crop-size {crop_text(crop)}: clips must fill the encoder's patches of "
+                        f"{tubelet} frames and {patch} pixels (give multiples of them)")  # fmt: skip
 
 
 def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None = None,
-                      crop_size: int | None = None) -> EmbeddingModel:  # fmt: skip
+                      crop_size: int | list[int] | None = None) -> EmbeddingModel:  # fmt: skip
     """An encoder file or Hugging Face encoder directory, with the preprocessing of clips of
-    ``frames`` frames of ``crop_size`` pixels (default: the directory's, else the family's; every
-    4th frame, ImageNet mean and std)."""
+    ``frames`` frames of ``crop_size`` pixels, one side or ``[height, width]`` (default: the
+    directory's, else the family's; every 4th frame, ImageNet mean and std)."""
     from harness.training.model_parts import build_encoder
 
     size: dict[str, Any] = {}
@@ -136,7 +137,7 @@ def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None =
     frames, crop = frames or shape[0], crop_size or shape[1]
     patch = settings.patch_size or size.get("patch_size") or 16
     tubelet = settings.tubelet_size or size.get("tubelet_size") or 2
-    overrides = [f"model.model_name={name}", f"meta.pretrain_checkpoint={path}", f"data.crop_size={crop}",
+    overrides = [f"model.model_name={name}", f"meta.pretrain_checkpoint={path}", f"data.crop_size={_yaml(crop)}",
                  f"data.dataset_fpcs=[{frames}]", f"data.val_dataset_fpcs=[{frames}]", f"data.patch_size={patch}",
                  f"data.tubelet_size={tubelet}", "model.compile_model=false"]  # fmt: skip
     if settings.checkpoint_key:
@@ -155,6 +156,11 @@ def load_encoder_only(path: Path, settings: EncoderOptions, frames: int | None =
     return EmbeddingModel(encoder, preprocessing, description)
 
 
+def _yaml(crop: int | list[int]) -> str:
+    """A crop size as an override's value: ``224`` or ``[224, 320]``."""
+    return str(crop) if isinstance(crop, int) else f"[{', '.join(str(side) for side in crop_hw(crop))}]"
+
+
 def _family(name: str) -> ModelFamily:
     try:
         return family_of(name)
@@ -163,7 +169,7 @@ def _family(name: str) -> ModelFamily:
 
 
 def default_clip_shape(family: ModelFamily) -> tuple[int, int]:
-    """``(frames, side)`` of an encoder file of ``family``: the family's Hugging Face defaults
+    """``(frames, crop)`` of an encoder file of ``family``: the family's Hugging Face defaults
     (V-JEPA 2: 16 frames of 256 px; VideoMAE: 16 of 224), else its encoder's constructor defaults."""
     if family.hf is not None:
         return family.hf.clip_shape({})

@@ -89,7 +89,7 @@ def graph_input(model: nn.Module, preprocessing: Preprocessing, batch: int = 2) 
         raise UserError("this model adds a position table by frame index (model.temporal_pos_embed): its graph would "
                         "need the clips' frame indices as an input; export it as safetensors")  # fmt: skip
     p = preprocessing
-    shape = (batch, p.num_clips * p.num_views, 3, p.frames_per_clip, p.crop_size, p.crop_size)
+    shape = (batch, p.num_clips * p.num_views, 3, p.frames_per_clip, *p.crop_hw)
     return ClipClassifier(model, p.num_views).eval(), torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 

@@ -8,7 +8,10 @@
 the layouts they write, :mod:`harness.models.hf_vjepa2` and :mod:`harness.models.videomae`) refuses
 a model the layout cannot hold, with the reason, and checks the conversion before anything is
 written: the ``transformers`` model must give the harness's logits (1e-4 in fp32) on a random clip.
-This module saves what the hook returns; :func:`harness.export.formats.export_hf` adds ``model.json``.
+Square crops only: both families' processors resize a frame's short side to one size, which cannot
+reproduce the harness's evaluation resize of a ``[height, width]`` crop (and transformers' V-JEPA 2
+takes square frames alone); such a model goes out as safetensors, pt2 or onnx. This module saves
+what the hook returns; :func:`harness.export.formats.export_hf` adds ``model.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from harness.models.hf_transformers import transformers_module  # noqa: F401  (r
 def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
     """Save the ``transformers`` model and processor of the model's family (see the module docs)
     into the new (staging) folder ``out``; returns the files written."""
+    height, width = preprocessing.crop_hw
+    if height != width:
+        raise UserError(f"the hf format takes square crops: this model's is {height}x{width} (data.crop_size), and "
+                        "transformers' processors resize the short side to one size, which cannot reproduce its "
+                        "evaluation resize; export safetensors, pt2 or onnx")  # fmt: skip
     family = family_of_module(model.encoder)
     to_transformers = family.hf.to_transformers if family.hf is not None else None
     if to_transformers is None:

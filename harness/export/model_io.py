@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from harness.config import Config, config_from_dict, load_config
+from harness.core.crop import crop_hw
 from harness.core.errors import UserError
 from harness.data.sampling import ClipSpec
 from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
@@ -40,15 +41,17 @@ class Preprocessing:
     """How a video becomes the model's input, and what its outputs mean.
 
     Clips of ``frames_per_clip`` frames, every ``frame_step``-th frame (or at ``fps``, or spanning
-    ``duration`` seconds), ``num_clips`` spread over the video, each resized (short side
-    ``crop_size x 256/224``) and cut into ``num_views`` square crops of ``crop_size``, scaled to
-    [0, 1] and normalised with ``mean``/``std``; the model averages its logits over clips and
-    views. Logit ``i`` is class ``class_names[i]``; its probability is the softmax over classes,
-    or, for a ``multi_label`` model (several classes per video), the sigmoid of each logit.
+    ``duration`` seconds), ``num_clips`` spread over the video, each resized (a square crop: the
+    short side to ``crop_size x 256/224``; a ``[height, width]`` crop: to the smallest size that
+    covers ``[height, width] x 256/224``, see :class:`~harness.data.transforms.EvalTransform`) and
+    cut into ``num_views`` crops of ``crop_size``, scaled to [0, 1] and normalised with
+    ``mean``/``std``; the model averages its logits over clips and views. Logit ``i`` is class
+    ``class_names[i]``; its probability is the softmax over classes, or, for a ``multi_label``
+    model (several classes per video), the sigmoid of each logit.
     """
 
     frames_per_clip: int
-    crop_size: int
+    crop_size: int | list[int]  #: one side (a square crop), or [height, width]
     class_names: list[str]
     frame_step: int | None = 4
     fps: float | None = None
@@ -77,7 +80,12 @@ class Preprocessing:
         if unknown:
             raise UserError(f"preprocessing: unknown keys {unknown}")
         values = {**values, **{k: tuple(values[k]) for k in ("mean", "std") if k in values}}
-        return cls(**values)
+        preprocessing = cls(**values)
+        try:
+            crop_hw(preprocessing.crop_size)
+        except ValueError as error:
+            raise UserError(f"preprocessing: {error}") from None
+        return preprocessing
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (JSON)."""
@@ -92,6 +100,11 @@ class Preprocessing:
         updated = dataclasses.replace(self, **overrides)
         updated.clip_spec()  # checks the combination
         return updated
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the crop in pixels: the input is ``[..., C, T, height, width]``."""
+        return crop_hw(self.crop_size)
 
     def clip_spec(self) -> ClipSpec:
         """Which frames make a clip."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,7 +36,7 @@ from harness.models.hf_directory import (
     read_hf_weights,
     read_safetensors_mapped,
 )
-from harness.models.vit import interpolate_position_table, sincos_3d
+from harness.models.vit import interpolate_position_table, sincos_3d, sincos_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,25 +171,45 @@ def _resize_position_table(table: torch.Tensor, model: nn.Module) -> torch.Tenso
     """Fit a saved ``[1, N, D]`` sin-cos table to the model's grid (:func:`interpolate_position_table`).
 
     ``N`` alone does not give the saved grid (1568 tokens are 8x14x14 or 2x28x28), so the grid is
-    the one of square frames whose sin-cos table (either channel split) the file holds: V-JEPA 2's
-    and ours are never trained. A table that is no such table is resized only when ``N`` allows
-    one grid of square frames; otherwise ``None`` (the key is reported mismatched).
+    the one whose sin-cos table (either channel split) the file holds: V-JEPA 2's and ours are
+    never trained. Grids of square frames are tried first (V-JEPA 2's, and every square crop's),
+    then those of other frames (a run with ``data.crop_size: [H, W]``). A table that is no such
+    table is resized only when ``N`` allows one grid of square frames; otherwise ``None`` (the key
+    is reported mismatched).
     """
     grid = getattr(model, "grid_size", None)
     target = getattr(model, "pos_embed", None)
     if grid is None or target is None or table.shape[-1] != target.shape[-1]:
         return None
-    count, dim = table.shape[1], table.shape[-1]
-    candidates = [(t, round((count // t) ** 0.5)) for t in range(1, count + 1) if count % t == 0]
-    candidates = [(t, side, side) for t, side in candidates if t * side * side == count]
-    saved = [
-        c
-        for c in candidates
-        if any(torch.allclose(table[0].float(), sincos_3d(dim, c, power), atol=1e-2) for power in (False, True))
-    ]
-    if not saved and len(candidates) == 1:
-        saved = candidates
+    count = table.shape[1]
+    grids = token_grids(count)
+    square = [g for g in grids if g[1] == g[2]]
+    saved = [g for g in square if _holds_sincos(table, g)]
+    if not saved:
+        saved = [g for g in grids if g[1] != g[2] and _holds_sincos(table, g, quick=True)]
+    if not saved and len(square) == 1:
+        saved = square
     return interpolate_position_table(table, saved[0], grid) if len(saved) == 1 else None
+
+
+def token_grids(count: int) -> list[tuple[int, int, int]]:
+    """Every ``(t, h, w)`` grid of ``count`` tokens, ``t`` ascending, then ``h``."""
+    divisors = [d for d in range(1, count + 1) if count % d == 0]
+    return [(t, h, count // (t * h)) for t in divisors for h in divisors if (count // t) % h == 0]
+
+
+def _holds_sincos(table: torch.Tensor, grid: tuple[int, int, int], quick: bool = False) -> bool:
+    """Whether ``table [1, N, D]`` is :func:`sincos_3d`'s table of ``grid`` (either channel split);
+    ``quick`` compares a few rows first, so that the many grids a count allows cost little."""
+    dim, values = table.shape[-1], table[0].float()
+    for power in (False, True):
+        if quick:
+            rows = np.unique(np.linspace(0, len(values) - 1, min(len(values), 64)).astype(np.int64))
+            if not torch.allclose(values[torch.from_numpy(rows)], sincos_rows(dim, grid, rows, power), atol=1e-2):
+                continue
+        if torch.allclose(values, sincos_3d(dim, grid, power), atol=1e-2):
+            return True
+    return False
 
 
 def load_into(

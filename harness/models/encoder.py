@@ -9,7 +9,6 @@ and implements ``init_stem`` / ``init_block``.
 
 from __future__ import annotations
 
-import math
 import re
 
 import torch
@@ -98,10 +97,8 @@ class VideoEncoder(nn.Module):
         return frames // self.tubelet_for(frames), height // self.patch_size, width // self.patch_size
 
     def forward_flops(self, frames: int, height: int, width: int) -> int:
-        """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`;
-        non-square input counts the same tokens)."""
-        side = int(math.sqrt(height * width))
-        return encoder_forward_flops(frames=frames, img_size=side, patch_size=self.patch_size,
+        """Analytic forward FLOPs of one clip ``[C, frames, height, width]`` (:mod:`harness.models.flops`)."""
+        return encoder_forward_flops(frames=frames, img_size=(height, width), patch_size=self.patch_size,
                                      tubelet_size=self.tubelet_for(frames), embed_dim=self.embed_dim, depth=self.depth,
                                      mlp_ratio=self.mlp_ratio, use_silu=self.use_silu,
                                      wide_silu=self.wide_silu)  # fmt: skip

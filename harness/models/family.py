@@ -48,7 +48,7 @@ class FamilyError(UserError, ValueError):
 class EncoderSettings:
     """What every family's constructor receives, whatever the family: plain values from the config."""
 
-    img_size: int = 224  #: input side in pixels
+    img_size: int | tuple[int, int] = 224  #: input size in pixels: one side (square) or (height, width)
     num_frames: int = 16  #: frames per clip
     patch_size: int = 16  #: spatial patch side
     tubelet_size: int = 2  #: frames per temporal patch
@@ -72,7 +72,8 @@ class HFLayout:
     encoder_state: Callable[[dict], dict]  #: HF tensors -> the encoder's state dict
     classifier_state: Callable[[dict], dict] | None = None  #: HF tensors -> a classifier's state dict
     classifier_options: Callable[[dict], dict] | None = None  #: classifier kind and options in the directory
-    clip_shape: Callable[[dict], tuple[int, int]] = lambda config: (16, 224)  #: (frames, side) it was made for
+    #: (frames, crop: one side, or [height, width]) it was made for
+    clip_shape: Callable[[dict], tuple[int, Any]] = lambda config: (16, 224)
     model_name: str = ""  #: a registered name to build from (``config.json`` then sets the sizes)
     #: the export hook (``--format hf``): ``(classifier, preprocessing, config values) -> (checked
     #: transformers model, processor)``; a user error says why a model cannot go there (see

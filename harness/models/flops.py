@@ -14,6 +14,7 @@ For ``N = (T / tubelet) * (H / patch) * (W / patch)`` tokens of width ``D`` and 
 
 from __future__ import annotations
 
+from harness.core.crop import CropSize, crop_hw
 from harness.models.areas import area_sizes, chunk_shape
 from harness.models.layers import swiglu_hidden
 
@@ -29,22 +30,23 @@ def attention_flops(grid: tuple[int, int, int], embed_dim: int, area_splits: tup
     return 4 * pairs * embed_dim
 
 
-def clip_grid(frames: int, side: int, patch_size: int, tubelet_size: int) -> tuple[int, int, int]:
-    """The ``(t, h, w)`` token grid of one clip ``[C, frames, side, side]``: ``frames / tubelet``
-    time steps of ``(side / patch)^2`` patches; a 1-frame clip (an image, through an image path)
-    is one step."""
-    return max(1, frames // tubelet_size), side // patch_size, side // patch_size
+def clip_grid(frames: int, crop_size: CropSize, patch_size: int, tubelet_size: int) -> tuple[int, int, int]:
+    """The ``(t, h, w)`` token grid of one clip ``[C, frames, height, width]`` (``crop_size``: one
+    side, or ``(height, width)``): ``frames / tubelet`` time steps of ``(height / patch) x
+    (width / patch)`` patches; a 1-frame clip (an image, through an image path) is one step."""
+    height, width = crop_hw(crop_size)
+    return max(1, frames // tubelet_size), height // patch_size, width // patch_size
 
 
-def clip_tokens(frames: int, side: int, patch_size: int, tubelet_size: int) -> int:
+def clip_tokens(frames: int, crop_size: CropSize, patch_size: int, tubelet_size: int) -> int:
     """Encoder tokens of one clip (:func:`clip_grid`'s cells)."""
-    steps, rows, columns = clip_grid(frames, side, patch_size, tubelet_size)
+    steps, rows, columns = clip_grid(frames, crop_size, patch_size, tubelet_size)
     return steps * rows * columns
 
 
 def encoder_forward_flops(
     frames: int,
-    img_size: int,
+    img_size: CropSize,
     patch_size: int,
     tubelet_size: int,
     embed_dim: int,
@@ -54,7 +56,8 @@ def encoder_forward_flops(
     wide_silu: bool = True,
     in_chans: int = 3,
 ) -> int:
-    """Forward FLOPs of one clip ``[C, frames, img_size, img_size]`` through the encoder."""
+    """Forward FLOPs of one clip ``[C, frames, height, width]`` through the encoder (``img_size``:
+    one side, or ``(height, width)``)."""
     grid = clip_grid(frames, img_size, patch_size, tubelet_size)
     tokens = grid[0] * grid[1] * grid[2]
     dim = embed_dim

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from harness.core.crop import crop_hw
 from harness.core.errors import UserError
 
 TOLERANCE = 1e-4  #: largest logit difference (fp32) allowed between ``transformers``' model and ours
@@ -23,7 +24,7 @@ class ClipFormat(Protocol):
     """What a conversion reads of the export's preprocessing (:class:`harness.export.Preprocessing`)."""
 
     frames_per_clip: int  #: frames per clip
-    crop_size: int  #: side of the square crop in pixels
+    crop_size: int | list[int]  #: the crop in pixels: one side (square) or [height, width]
     class_names: list[str]  #: name of logit ``i``
     mean: tuple[float, ...]  #: per-channel normalisation
     std: tuple[float, ...]
@@ -50,6 +51,6 @@ def logit_difference(model: nn.Module, theirs: nn.Module, clip_format: ClipForma
     """Largest absolute logit difference between the two models on random clips (``transformers``
     takes ``[B, T, C, H, W]`` under ``input_name``)."""
     p = clip_format
-    clip = torch.randn(8, 3, p.frames_per_clip, p.crop_size, p.crop_size, generator=torch.Generator().manual_seed(0))
+    clip = torch.randn(8, 3, p.frames_per_clip, *crop_hw(p.crop_size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return (model(clip) - theirs(**{input_name: clip.transpose(1, 2)}).logits).abs().max().item()

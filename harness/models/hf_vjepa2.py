@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.core.crop import crop_hw
 from harness.core.errors import UserError
 from harness.models.hf_directory import (  # noqa: F401  (re-exported: the V-JEPA 2 names of these)
     HFFormatError,
@@ -199,7 +200,7 @@ def hf_config(model: nn.Module, clip_format: ClipFormat, layer_norm_eps: float):
     return transformers.VJEPA2Config(
         hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth, num_attention_heads=encoder.num_heads,
         mlp_ratio=mlp.out_features / encoder.embed_dim, patch_size=encoder.patch_size,
-        tubelet_size=encoder.tubelet_size, crop_size=clip_format.crop_size,
+        tubelet_size=encoder.tubelet_size, crop_size=crop_hw(clip_format.crop_size)[0],
         frames_per_clip=clip_format.frames_per_clip, qkv_bias=encoder.blocks[0].attn.qkv.bias is not None,
         num_pooler_layers=depth - 1, layer_norm_eps=layer_norm_eps, num_labels=len(names),
         id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)},
@@ -236,7 +237,7 @@ def to_transformers(model: nn.Module, clip_format: ClipFormat, values: dict[str,
                         "exact export")  # fmt: skip
     # Its resize is int(crop x 256/224), fixed by transformers (the harness rounds: 1 px more at some sizes).
     processor = transformers.VJEPA2VideoProcessor(
-        crop_size={"height": clip_format.crop_size, "width": clip_format.crop_size},
+        crop_size=dict(zip(("height", "width"), crop_hw(clip_format.crop_size))),
         image_mean=list(clip_format.mean), image_std=list(clip_format.std),
     )  # fmt: skip
     return theirs, processor

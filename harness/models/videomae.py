@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.crop import CropSize, crop_hw
 from harness.core.errors import UserError
 from harness.models.checkpoint_io import is_state_dict, strip_prefixes
 from harness.models.encoder import VideoEncoder
@@ -121,7 +122,7 @@ class VideoMAEEncoder(VideoEncoder):
 
     def __init__(
         self,
-        img_size: int = 224,
+        img_size: CropSize = 224,
         num_frames: int = 16,
         patch_size: int = 16,
         tubelet_size: int = 2,
@@ -147,7 +148,8 @@ class VideoMAEEncoder(VideoEncoder):
         self.patch_size, self.tubelet_size, self.init_std = patch_size, tubelet_size, init_std
         self.head_pooling = "mean" if use_mean_pooling else "first"
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
-        self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        height, width = crop_hw(img_size)
+        self.grid_size = (num_frames // tubelet_size, height // patch_size, width // patch_size)
         count = math.prod(self.grid_size)
         # Fixed and recomputable (VideoMAE never saves it either): a non-persistent buffer.
         self.register_buffer("pos_embed", sinusoid_table(count, embed_dim), persistent=False)
@@ -331,7 +333,8 @@ def to_transformers(model: nn.Module, clip_format: ClipFormat, values: dict[str,
         raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: {reason}")
     first = encoder.blocks[0]
     config = transformers.VideoMAEConfig(
-        image_size=clip_format.crop_size, patch_size=encoder.patch_size, num_frames=clip_format.frames_per_clip,
+        image_size=crop_hw(clip_format.crop_size)[0], patch_size=encoder.patch_size,
+        num_frames=clip_format.frames_per_clip,
         tubelet_size=encoder.tubelet_size, hidden_size=encoder.embed_dim, num_hidden_layers=encoder.depth,
         num_attention_heads=encoder.num_heads, intermediate_size=first.mlp.fc1.out_features,
         qv_bias=first.attn.q_bias is not None, use_mean_pooling=head.pooling == "mean",
@@ -349,7 +352,7 @@ def to_transformers(model: nn.Module, clip_format: ClipFormat, values: dict[str,
         raise UserError(f"cannot export as a Hugging Face VideoMAE classifier: transformers' model differs from ours "
                         f"by {difference:.2e} on test clips (its fc_norm epsilon is 1e-5: train with "
                         "model.pooler_norm_eps=1e-5)")  # fmt: skip
-    side = clip_format.crop_size
+    side = crop_hw(clip_format.crop_size)[0]  # (square: harness.export.hf exports no other)
     processor = transformers.VideoMAEImageProcessor(
         size={"shortest_edge": round(side * 256 / 224)},
         crop_size={"height": side, "width": side},

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.crop import CropSize, crop_hw
 from harness.models import areas
 from harness.models.encoder import VideoEncoder
 from harness.models.flops import attention_flops, clip_grid
@@ -30,18 +31,33 @@ def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
 
 
 def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False) -> torch.Tensor:
-    """Fixed 3D position table ``[t*h*w, dim]`` (depth-major order), as V-JEPA 2 builds it.
+    """Fixed 3D position table ``[t*h*w, dim]`` (depth-major order), as V-JEPA 2 builds it, for any
+    ``(t, h, w)`` grid (rows and columns need not be as many).
 
     Channels: depth ``dim/2``, height ``dim/4``, width ``dim/4``; or with ``uniform_power``
     ``2 * ceil(dim / 6)`` each, truncated to ``dim``.
     """
     t, h, w = grid
     depth, height, width = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    return torch.from_numpy(sincos_at(dim, depth, height, width, uniform_power)).float()
+
+
+def sincos_rows(dim: int, grid: tuple[int, int, int], rows: np.ndarray, uniform_power: bool = False) -> torch.Tensor:
+    """Rows ``rows`` of :func:`sincos_3d` ``(dim, grid)`` without building the rest (to recognise
+    which grid a saved table was made for at the cost of a few rows)."""
+    _, h, w = grid
+    rows = np.asarray(rows)
+    return torch.from_numpy(sincos_at(dim, rows // (h * w), rows // w % h, rows % w, uniform_power)).float()
+
+
+def sincos_at(dim: int, depth: np.ndarray, height: np.ndarray, width: np.ndarray, uniform_power: bool) -> np.ndarray:
+    """``float64 [n, dim]``: the sin-cos rows of the positions ``(depth, height, width)`` (arrays of
+    one shape, flattened in order), the channel split of :func:`sincos_3d`."""
     if uniform_power:
         d_dim = h_dim = w_dim = int(math.ceil(dim / 6) * 2)
     else:
         d_dim, h_dim, w_dim = dim // 2, dim // 4, dim // 4
-    table = np.concatenate(
+    return np.concatenate(
         [
             sincos_1d(d_dim, depth.astype(np.float64)),
             sincos_1d(h_dim, height.astype(np.float64)),
@@ -49,7 +65,6 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False)
         ],
         axis=1,
     )[:, :dim]
-    return torch.from_numpy(table).float()
 
 
 def interpolate_position_table(
@@ -69,7 +84,8 @@ def interpolate_position_table(
 
 
 class PatchEmbed3D(nn.Module):
-    """``[B, C, T, H, W]`` -> ``[B, T/tubelet * H/patch * W/patch, D]`` with one Conv3d."""
+    """``[B, C, T, H, W]`` -> ``[B, T/tubelet * H/patch * W/patch, D]`` with one Conv3d (any ``H``
+    and ``W`` that patches tile, square or not)."""
 
     def __init__(self, patch_size: int = 16, tubelet_size: int = 2, in_chans: int = 3, embed_dim: int = 768) -> None:
         super().__init__()
@@ -95,7 +111,8 @@ class VisionTransformer(VideoEncoder):
     """Video ViT encoder returning the token sequence ``[B, N, D]`` (the ``vit`` model family).
 
     Args:
-        img_size: configured input side in pixels (sizes the sin-cos table).
+        img_size: configured input size in pixels, one side (square) or ``(height, width)``
+            (sizes the sin-cos table: ``height / patch`` rows of ``width / patch`` columns).
         num_frames: configured frames per clip.
         patch_size, tubelet_size: spatial and temporal patch size.
         embed_dim, depth, num_heads, mlp_ratio: transformer size.
@@ -127,7 +144,7 @@ class VisionTransformer(VideoEncoder):
 
     def __init__(
         self,
-        img_size: int = 224,
+        img_size: CropSize = 224,
         num_frames: int = 16,
         patch_size: int = 16,
         tubelet_size: int = 2,
@@ -163,7 +180,8 @@ class VisionTransformer(VideoEncoder):
         self.use_rope, self.uniform_power, self.init_std = use_rope, uniform_power, init_std
         self.mlp_ratio, self.use_silu, self.wide_silu = mlp_ratio, use_silu, wide_silu
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
-        self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        height, width = crop_hw(img_size)
+        self.grid_size = (num_frames // tubelet_size, height // patch_size, width // patch_size)
         if self.area_blocks:  # the configured input, refused here rather than at the first forward
             areas.checked_grouping(self.grid_size, *self.area_splits)
         if use_rope:
@@ -223,6 +241,6 @@ class VisionTransformer(VideoEncoder):
         flops = super().forward_flops(frames, height, width)
         if not self.area_blocks:
             return flops
-        grid = clip_grid(frames, int(math.sqrt(height * width)), self.patch_size, self.tubelet_for(frames))
+        grid = clip_grid(frames, (height, width), self.patch_size, self.tubelet_for(frames))
         saved = attention_flops(grid, self.embed_dim) - attention_flops(grid, self.embed_dim, self.area_splits)
         return flops - len(self.area_blocks) * saved

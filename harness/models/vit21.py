@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from harness.core.crop import CropSize, crop_hw
 from harness.models.encoder import VideoEncoder
 from harness.models.layers import Block, RotaryTable, init_linear_and_norms, init_vit_block
 from harness.models.vit import PatchEmbed3D
@@ -50,7 +51,8 @@ class VisionTransformer21(VideoEncoder):
     """V-JEPA 2.1 video ViT encoder returning ``[B, N, D]`` (the ``vjepa2.1`` model family).
 
     Args:
-        img_size, num_frames: the configured input (informational: RoPE is computed per input).
+        img_size, num_frames: the configured input, ``img_size`` one side or ``(height, width)``
+            (informational: RoPE is computed per input).
         patch_size, tubelet_size: spatial and temporal patch of the video path.
         embed_dim, depth, num_heads, mlp_ratio: transformer size.
         use_silu, wide_silu: SwiGLU MLP (Meta's option; its released encoders use GELU).
@@ -76,7 +78,7 @@ class VisionTransformer21(VideoEncoder):
 
     def __init__(
         self,
-        img_size: int = 384,
+        img_size: CropSize = 384,
         num_frames: int = 16,
         patch_size: int = 16,
         tubelet_size: int = 2,
@@ -110,7 +112,8 @@ class VisionTransformer21(VideoEncoder):
         self.embed_dim, self.num_heads, self.depth = embed_dim, num_heads, depth
         self.patch_size, self.tubelet_size, self.init_std = patch_size, tubelet_size, init_std
         self.mlp_ratio, self.use_silu, self.wide_silu = mlp_ratio, use_silu, wide_silu
-        self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        height, width = crop_hw(img_size)
+        self.grid_size = (num_frames // tubelet_size, height // patch_size, width // patch_size)
         self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
         self.patch_embed_img = PatchEmbed3D(patch_size, 1, in_chans, embed_dim) if image_patch_embed else None
         self.modality_embedding = modality_embedding

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from harness.config import argument_parser, config_from_args
 from harness.config.arguments import log_config_notes
+from harness.core.crop import crop_text
 from harness.core.errors import UserError, entry_point
 from harness.parallel.registry import SIMULATED_STRATEGY
 from harness.plan import memory
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = plan(config, ranks, classes, counts, group)
     print(f"{config.model.model_name}: {counts.total / 1e6:.0f}M parameters ({counts.trainable / 1e6:.0f}M trained), "
           f"{ranks} GPUs, {config.meta.dtype}, micro-batch {config.data.batch_size} x {config.data.num_clips} clips "
-          f"of {max(config.data.dataset_fpcs)}x{config.data.crop_size}px, activation checkpointing "
+          f"of {max(config.data.dataset_fpcs)}x{crop_text(config.data.crop_size)}px, activation checkpointing "
           f"{'on' if config.model.use_activation_checkpointing else 'off'}")  # fmt: skip
     print(
         f"{'strategy':14} {'weights':>8} {'grads':>8} {'optim':>8} {'gathered':>8} {'activ.':>8} {'total':>8}  GiB/GPU"

@@ -53,9 +53,11 @@ tokens in V-JEPA 2's order); its cross-attention and the head are left out (smal
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from harness.config import Config
+from harness.core.crop import crop_hw
 from harness.parallel.registry import PLAN_ROWS, Sizes
 
 GIB = 1024**3
@@ -165,7 +167,7 @@ def activation_bytes(config: Config, counts: ModelCounts) -> float:
     per_block = ((7 + 2 * counts.mlp_ratio) * size + 2 * 4) * values
     # The pooler's extra self-attention blocks run over all tokens in V-JEPA 2's order.
     pooler = (config.model.attn_pooler_depth - 1) * per_block if config.model.pooler_order == "tokens_first" else 0.0
-    inputs = clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # the fp32 batch itself
+    inputs = clips * 3 * max(data.dataset_fpcs) * math.prod(crop_hw(data.crop_size)) * 4  # the fp32 batch itself
     if not config.meta.finetune_encoder:
         group = max(1, data.encoder_batch_size // data.batch_size)
         if group > 1:
@@ -211,7 +213,7 @@ def count_parameters(config: Config, num_classes: int) -> ModelCounts:
         width=model.encoder.embed_dim,
         mlp_ratio=blocks[0].mlp.fc1.out_features / model.encoder.embed_dim if hasattr(blocks[0].mlp, "fc1") else 4.0,
         forward_flops=float(
-            model.encoder.forward_flops(max(config.data.dataset_fpcs), config.data.crop_size, config.data.crop_size)
+            model.encoder.forward_flops(max(config.data.dataset_fpcs), *crop_hw(config.data.crop_size))
         ),
         shapes=tuple((*_rows(p), p.requires_grad) for p in model.parameters()),
         unit_shapes=tuple(_rows(p) for p in largest.parameters()),

@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.config import Config
+from harness.core.crop import crop_hw
 from harness.parallel.layouts import Traffic
 from harness.parallel.registry import SIMULATED_STRATEGY
 from harness.training.tracking.observability import GPU_PEAK_TFLOPS
@@ -192,7 +193,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     data = config.data
     with FakeTensorMode(allow_non_fake_inputs=True):
         model.to_empty(device=cpu)
-        clips = torch.randn(data.batch_size, data.num_clips, 3, max(data.dataset_fpcs), data.crop_size, data.crop_size)
+        clips = torch.randn(data.batch_size, data.num_clips, 3, max(data.dataset_fpcs), *crop_hw(data.crop_size))
         labels = torch.zeros(data.batch_size, dtype=torch.long)
 
         def train_step(reset: Callable[[], None] | None = None) -> None:
@@ -225,7 +226,7 @@ def simulate(config: Config, hardware: Hardware, num_classes: int, steps: int = 
     per_step = [dataclasses.replace(t, count=t.count // steps, bytes=t.bytes // steps) for t in recorded]
     encoder = strategy.unwrap(model).encoder
     clips = data.batch_size * data.num_clips * opt.accumulation_steps
-    forward = encoder.forward_flops(max(data.dataset_fpcs), data.crop_size, data.crop_size)
+    forward = encoder.forward_flops(max(data.dataset_fpcs), *crop_hw(data.crop_size))
     flops, recomputed = training_flops(forward, len(encoder.blocks), config)
     return predict(Simulation(hardware, memory, per_step, flops * clips, recomputed * clips, opt.accumulation_steps))
 

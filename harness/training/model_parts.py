@@ -11,6 +11,7 @@ import logging
 from torch import nn
 
 from harness.config import Config, ConfigError
+from harness.core.crop import crop_hw
 from harness.models import (
     AttentiveClassifier,
     CheckpointError,
@@ -49,7 +50,7 @@ def _encoder(config: Config, device: str | None, defer_blocks: bool) -> tuple[nn
     model_cfg, data, meta = config.model, config.data, config.meta
     family = family_of(model_cfg.model_name)
     settings = EncoderSettings(
-        img_size=data.crop_size, num_frames=max(data.dataset_fpcs), patch_size=data.patch_size,
+        img_size=crop_hw(data.crop_size), num_frames=max(data.dataset_fpcs), patch_size=data.patch_size,
         tubelet_size=data.tubelet_size, depth=model_cfg.depth, drop_path_rate=model_cfg.drop_path_rate,
         use_sdpa=meta.use_sdpa, out_layers=tuple(model_cfg.out_layers) if model_cfg.out_layers else None,
         level_concat=model_cfg.level_concat,

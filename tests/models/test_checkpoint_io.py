@@ -3,6 +3,8 @@ import torch
 from safetensors.torch import save_file
 
 from harness.models import AttentiveClassifier, CheckpointError, VideoClassifier, load_classifier, load_encoder
+from harness.models.checkpoint_io import token_grids
+from harness.models.vit import interpolate_position_table
 from tests.models.test_vit import tiny_encoder, vjepa2_resized_table
 
 
@@ -107,6 +109,22 @@ def test_saved_grid_is_read_from_the_table_not_guessed_from_its_length(tmp_path)
     torch.save({"target_encoder": {**other.state_dict(), "pos_embed": torch.randn(1, 1568, 24)}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="pos_embed"):
         load_encoder(target, tmp_path / "odd.pt")
+
+
+def test_a_rectangular_grid_is_read_from_its_table_too(tmp_path):
+    """A table saved by a run of [32, 48] crops (grid 2x2x3: 12 tokens, also 3x2x2, 1x3x4...) loads
+    into a square model and back, resized from the grid its values were made for."""
+    rectangular = tiny_encoder(img_size=(32, 48))
+    torch.save({"target_encoder": rectangular.state_dict()}, tmp_path / "rect.pt")
+    square = tiny_encoder(img_size=64)
+    assert load_encoder(square, tmp_path / "rect.pt").interpolated == ["pos_embed (1, 12, 192) -> (1, 32, 192)"]
+    assert torch.equal(square.pos_embed, interpolate_position_table(rectangular.pos_embed, (2, 2, 3), (2, 4, 4)))
+    fresh = tiny_encoder(img_size=64)  # (the table just loaded is no sin-cos table of any grid any more)
+    torch.save({"target_encoder": fresh.state_dict()}, tmp_path / "square.pt")
+    wide = tiny_encoder(img_size=(16, 64))
+    load_encoder(wide, tmp_path / "square.pt")
+    assert torch.equal(wide.pos_embed, interpolate_position_table(fresh.pos_embed, (2, 4, 4), (2, 1, 4)))
+    assert (2, 2, 3) in token_grids(12) and (2, 3, 2) in token_grids(12) and len(set(token_grids(12))) == 18
 
 
 @pytest.mark.parametrize("layout", ["classifiers", "classifier"])

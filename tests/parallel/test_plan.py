@@ -100,3 +100,27 @@ def test_an_encoder_pass_over_several_micro_batches_counts_their_clips_and_token
     data = config.data
     clips = data.batch_size * data.num_clips * 3 * max(data.dataset_fpcs) * data.crop_size**2 * 4  # fp32
     assert grouped[16] > 2 * 4 * clips  # the 4 micro-batches' clips and their joined copy, at least
+
+
+def test_a_rectangular_crop_is_planned_from_height_times_width(capsys):
+    """FLOPs, tokens and activations of a [H, W] crop are those of its H * W pixels: [16, 64] holds
+    exactly the patches of a 32-pixel square (1 x 4 = 2 x 2), [224, 320] 20/14 of a 224 square's."""
+    from harness.plan.memory import activation_bytes
+    from harness.training.model_parts import build_encoder
+    from harness.training.tracking.observability import flops_per_clip, tokens_per_clip
+
+    small = ["model.model_name=vit_tiny", "model.depth=2", "data.dataset_fpcs=[8]", "meta.finetune_encoder=true"]
+    square, wide = (load_config(None, [*small, f"data.crop_size={crop}"]) for crop in ("32", "[16, 64]"))
+    counts = {name: count_parameters(c, 10) for name, c in (("square", square), ("wide", wide))}
+    assert counts["wide"].forward_flops == counts["square"].forward_flops > 0
+    assert tokens_per_clip(wide) == tokens_per_clip(square) == 4 * 4
+    assert activation_bytes(wide, counts["wide"]) == activation_bytes(square, counts["square"])
+    large = load_config(None, [*small, "data.crop_size=224"])
+    landscape = load_config(None, [*small, "data.crop_size=[224, 320]"])
+    assert tokens_per_clip(landscape) == 4 * 14 * 20 and tokens_per_clip(large) == 4 * 14 * 14
+    flops = {name: count_parameters(c, 10).forward_flops for name, c in (("large", large), ("landscape", landscape))}
+    assert flops["large"] * 20 / 14 < flops["landscape"] < flops["large"] * (20 / 14) ** 2, "linear, then N^2 terms"
+    encoder = build_encoder(landscape, device="meta")
+    assert flops_per_clip(encoder, landscape, True) == 3 * count_parameters(landscape, 10).forward_flops
+    assert main(["--config", str(REPO / "configs" / "vitl16_probe.yaml"), "data.crop_size=[224, 320]"]) == 0
+    assert "clips of 16x224x320px" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harness.config import Config
+from harness.core.crop import crop_hw
 from harness.models.flops import clip_tokens
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def flops_per_clip(encoder: nn.Module, config: Config, finetune: bool) -> int:
     """Training FLOPs of one clip through ``encoder`` (its family's ``forward_flops``): 3x forward
     when it trains, 1x when frozen."""
     data = config.data
-    forward = encoder.forward_flops(max(data.dataset_fpcs), data.crop_size, data.crop_size)
+    forward = encoder.forward_flops(max(data.dataset_fpcs), *crop_hw(data.crop_size))
     return forward * (3 if finetune else 1)
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.core.crop import crop_text
 from harness.training.tracking.observability import tokens_per_clip
 
 if TYPE_CHECKING:
@@ -38,14 +39,14 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
     from harness.data.decode import resolve_backend
 
     log.info(
-        "data: %s training / %s validation videos from %s; %d classes; clips of %d frames at %d px "
+        "data: %s training / %s validation videos from %s; %d classes; clips of %d frames at %s px "
         "(%d tokens), %d per video; decoder %s",
         dataset_size(sources[0]),
         dataset_size(sources[1]),
         source,
         run.num_classes,
         max(data.dataset_fpcs),
-        data.crop_size,
+        crop_text(data.crop_size),
         tokens_per_clip(config),
         data.num_clips,
         resolve_backend(data.decoder)
