@@ -26,6 +26,9 @@ from harness.models.hf_transformers import transformers_module  # noqa: F401  (r
 def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, description: dict, out: Path) -> list[Path]:
     """Save the ``transformers`` model and processor of the model's family (see the module docs)
     into the new (staging) folder ``out``; returns the files written."""
+    if preprocessing.label_sets:
+        raise UserError(f"the hf format holds one softmax over all classes; this model has label sets "
+                        f"{preprocessing.label_sets} (a softmax each): export safetensors, pt2 or onnx")  # fmt: skip
     family = family_of_module(model.encoder)
     to_transformers = family.hf.to_transformers if family.hf is not None else None
     if to_transformers is None:

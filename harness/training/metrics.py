@@ -17,6 +17,16 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return [hits[:, : min(k, k_max)].any(dim=-1).sum() for k in ks]
 
 
+#: each label set's columns in ``epochs.csv`` (``val_<metric>_<set>``; :func:`set_columns`)
+SET_METRICS = ("top1", "top5", "recall5", "mean_class_acc", "loss")
+
+
+def set_columns(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``epochs.csv`` columns a label-set run adds: the sets' mean recall@5, then per set
+    :data:`SET_METRICS` (``val_top1_verb``, ``val_top5_verb``, ``val_recall5_verb``...)."""
+    return ("val_recall5", *(f"val_{metric}_{name}" for name in names for metric in SET_METRICS))
+
+
 @dataclass
 class EvalResult:
     """Validation metrics over every usable video of all ranks (each counted once)."""
@@ -34,14 +44,27 @@ class EvalResult:
     best_head: int | None = None  #: index of the head with the best top-1 (multi-head runs)
     mean_ap: float | None = None  #: multi-label runs: mean average precision over classes
     per_class: dict[str, np.ndarray] | None = None  #: ``support``, ``precision``, ``recall``, ``f1`` (+ ``ap``)
+    #: label-set runs: mean over the classes with validation videos of the share of each class's videos whose
+    #: class is among the top 5 (EPIC-KITCHENS-100's mean top-5 recall); per set, and the sets' mean
+    class_recall5: float | None = None
+    label_sets: dict[str, EvalResult] | None = None  #: label-set runs: each set's metrics (the rest: the sets' mean)
+    selected: float | None = None  #: label-set runs: the top-1 ``meta.label_set_metric`` ranks by
 
     @property
     def score(self) -> float:
-        """The metric that ranks epochs and heads: mAP for multi-label runs, else top-1."""
+        """The metric that ranks epochs and heads: mAP for multi-label runs, the chosen top-1 (a
+        set's, or the sets' mean) for label-set runs, else top-1."""
+        if self.selected is not None:
+            return self.selected
         return self.mean_ap if self.mean_ap is not None else self.top1
 
     def describe(self) -> str:
-        """One phrase for the log: ``top-1 81.20%, top-5 95.00%, mean class 80.10%[, mAP 40.00%]``."""
+        """One phrase for the log: ``top-1 81.20%, top-5 95.00%, mean class 80.10%[, mAP 40.00%]``;
+        a label-set run's sets one by one (``verb: top-1 ..., recall@5 ...; noun: ...``)."""
+        if self.label_sets is not None:
+            return "; ".join(f"{name}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, "
+                             f"recall@5 {100 * (result.class_recall5 or 0):.2f}%"
+                             for name, result in self.label_sets.items())  # fmt: skip
         text = f"top-1 {100 * self.top1:.2f}%, top-5 {100 * self.top5:.2f}%"
         text += f", mean class {100 * self.mean_class_accuracy:.2f}%"
         return text + (f", mAP {100 * self.mean_ap:.2f}%" if self.mean_ap is not None else "")
@@ -60,6 +83,11 @@ class EvalResult:
         }
         if self.mean_ap is not None:
             out["val_map"] = self.mean_ap
+        if self.class_recall5 is not None:
+            out["val_recall5"] = self.class_recall5
+        for name, result in (self.label_sets or {}).items():
+            values = (result.top1, result.top5, result.class_recall5, result.mean_class_accuracy, result.loss)
+            out |= {f"val_{metric}_{name}": value for metric, value in zip(SET_METRICS, values)}
         if self.head_top1 is not None:
             out |= {f"val_top1_h{i}": value for i, value in enumerate(self.head_top1)} | {"best_head": self.best_head}
         return out
