@@ -105,8 +105,8 @@ def write_eval_artefacts(
 ) -> tuple[list[Path], list]:
     """Predictions (top-5 with scores and class ``names``), per-class scores and the confusion
     matrix (CSV + PNG; single-label runs) from all ranks, written by the main rank as
-    ``<prefix>predictions.csv`` etc.; returns the paths written and the gathered prediction rows
-    (empty on other ranks)."""
+    ``<prefix>predictions.csv`` etc. (a label-set run's: :func:`write_set_artefacts`); returns the
+    paths written and the gathered prediction rows (empty on other ranks, and for label sets)."""
     rows = [row for rank_rows in strategy.gather_to_main(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []

@@ -50,6 +50,18 @@ class EvalResult:
     label_sets: dict[str, EvalResult] | None = None  #: label-set runs: each set's metrics (the rest: the sets' mean)
     selected: float | None = None  #: label-set runs: the top-1 ``meta.label_set_metric`` ranks by
 
+    @classmethod
+    def from_sums(cls, top1: float, top5: float, loss_sum: float, count: int, per_class: dict[str, np.ndarray],
+                  **fields) -> EvalResult:  # fmt: skip
+        """The metrics of ``count`` videos from their sums (hits at 1 and at 5, the loss) and their
+        per-class scores (:func:`class_scores`), whose means over the classes with videos are the
+        macro precision / recall / F1 (mean-class accuracy: the macro recall); ``fields``: the
+        others (``confusion`` defaults to None)."""
+        macro, videos = macro_means(per_class), max(count, 1)
+        return cls(top1=top1 / videos, top5=top5 / videos, mean_class_accuracy=macro["recall"], loss=loss_sum / videos,
+                   count=count, confusion=fields.pop("confusion", None), macro_precision=macro["precision"],
+                   macro_recall=macro["recall"], macro_f1=macro["f1"], per_class=per_class, **fields)  # fmt: skip
+
     @property
     def score(self) -> float:
         """The metric that ranks epochs and heads: mAP for multi-label runs, the chosen top-1 (a
@@ -146,21 +158,8 @@ class EvalAccumulator:
         all_reduce(self.sums)
         confusion = self.confusion.cpu()
         loss_sum, top5, count = self.sums.tolist()
-        count_int = int(count)
-        scores = per_class_scores(confusion)
-        macro = macro_means(scores)  # mean per-class accuracy is the macro recall
-        return EvalResult(
-            top1=confusion.diagonal().sum().item() / max(count_int, 1),
-            top5=top5 / max(count_int, 1),
-            mean_class_accuracy=macro["recall"],
-            loss=loss_sum / max(count_int, 1),
-            count=count_int,
-            confusion=confusion,
-            macro_precision=macro["precision"],
-            macro_recall=macro["recall"],
-            macro_f1=macro["f1"],
-            per_class=scores,
-        )
+        top1 = confusion.diagonal().sum().item()
+        return EvalResult.from_sums(top1, top5, loss_sum, int(count), per_class_scores(confusion), confusion=confusion)
 
 
 class RunningSums:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.training.label_sets import LabelSets
-from harness.training.metrics import EvalResult, class_scores, macro_means
+from harness.training.metrics import EvalResult, class_scores
 
 TOP = 5  #: the k of top-k accuracy and of mean-class recall@k
 
@@ -107,17 +107,5 @@ class LabelSetAccumulator:
         scores = class_scores(right1, predicted, support)
         with np.errstate(divide="ignore", invalid="ignore"):
             scores["recall5"] = np.where(support > 0, right5 / support, 0.0)
-        macro = macro_means(scores)
-        return EvalResult(
-            top1=float(right1.sum()) / max(count, 1),
-            top5=float(right5.sum()) / max(count, 1),
-            mean_class_accuracy=macro["recall"],
-            loss=loss_sum / max(count, 1),
-            count=count,
-            confusion=None,
-            macro_precision=macro["precision"],
-            macro_recall=macro["recall"],
-            macro_f1=macro["f1"],
-            per_class=scores,
-            class_recall5=class_recall_at_k(right5, support),
-        )
+        return EvalResult.from_sums(float(right1.sum()), float(right5.sum()), loss_sum, count, scores,
+                                    class_recall5=class_recall_at_k(right5, support))  # fmt: skip
