@@ -85,6 +85,21 @@ def test_the_label_set_demo_learns_every_set_and_evaluate_and_predict_report_eac
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(root))]
     assert len(printed) == 16 and all(" axis " in line and ", direction " in line for line in printed)
 
+    # An export carries the sets; it predicts as the run folder does; hf (one softmax) refuses them.
+    import harness
+    from harness.core.errors import UserError
+    from harness.export.writing import export
+
+    export(folder, tmp_path / "exported")
+    described = json.loads((tmp_path / "exported" / "model.json").read_text())
+    assert described["preprocessing"]["label_sets"] == {"axis": 2, "sense": 2, "direction": 4}
+    assert described["num_classes"] == 8 and described["label_map"]["2"] == "forward", "every set's names end to end"
+    assert harness.load_classifier(tmp_path / "exported")[1].label_sets == {"axis": 2, "sense": 2, "direction": 4}
+    assert predict([str(tmp_path / "exported"), str(root / "val"), "--output", str(tmp_path / "e.csv")]) == 0
+    assert [row["direction_name1"] for row in rows(tmp_path / "e.csv")] == [row["direction_name1"] for row in predicted]
+    with pytest.raises(UserError, match="the hf format holds one softmax over all classes"):
+        export(folder, tmp_path / "hf", "hf")
+
 
 def write_config(root: Path, folder: Path, path: Path, *extra: str) -> Path:
     overrides = [o for o in tiny_overrides(root, folder, *extra) if not o.startswith("data.class_names=")]
