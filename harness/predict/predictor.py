@@ -88,8 +88,11 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
                 else:
                     logits, maps = forward_with_attention(model, clips, batch.clip_indices.to(device),
                                                           preprocessing.num_views)  # fmt: skip
-            probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
-            probs = (sets.layout.probabilities(logits) if sets is not None else probs).cpu()
+            if sets is not None:  # a softmax per set, over its own slice
+                probs = sets.layout.probabilities(logits)
+            else:
+                probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
+            probs = probs.cpu()
             values, classes = probs.topk(k, dim=-1)
             first = len(rows)
             for unit, p, v, c in zip(units, probs.numpy(), values.tolist(), classes.tolist()):

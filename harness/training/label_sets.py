@@ -140,6 +140,8 @@ def _listings(source: VideoSource) -> list[Listing]:
 
 def set_matrix(listing: Listing, count: int) -> np.ndarray:
     """``int64 [N, count]``: each line's ids, one column per set (lines checked to hold ``count``)."""
+    # A line's ids per set are its labels as a listing holds several (Listing.all_ids, label_counts):
+    # this function and _count_problem are all that reads them, should listings store sets otherwise.
     return listing.all_ids().reshape(len(listing), count)
 
 
