@@ -174,7 +174,7 @@ def test_fps_alone_replaces_the_default_frame_step():
 
 
 GPU_CONFIGS = [f"{size}_{kind}" for size in ("vitl16", "vith16", "vitg16") for kind in ("probe", "finetune")]
-SHIPPED = ["demo", "demo_multilabel", *GPU_CONFIGS]
+SHIPPED = ["demo", "demo_multilabel", "demo_label_sets", *GPU_CONFIGS]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

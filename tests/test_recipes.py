@@ -2,8 +2,8 @@
 published attentive-probe numbers for its dataset (:data:`VJEPA2`, each entry citing the V-JEPA 2
 file it came from), so a changed number fails here. The k400 and ssv2 recipes also equal, key for
 key but paths, what the harness makes of V-JEPA 2's own eval file (copies in tests/fixtures/vjepa2).
-The ek100 recipe needs label sets, which the harness does not have yet: its numbers are checked on
-the YAML text, its loading is expected to fail until then."""
+The ek100 recipe trains three label sets on segment listings (what ``harness.datasets ek100``
+writes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.config import load_config
 
@@ -53,7 +52,7 @@ VJEPA2 = {
     # configs/eval/vitl/ek100.yaml in Cam-00/vjepa2-deepspeed @ 70f21917; the flip from its
     # evals/action_anticipation_frozen/dataloader.py (random_horizontal_flip=True); one clip, one view.
     "ek100": dict(frames_per_clip=32, frame_step=None, frames_per_second=8, num_segments=1, num_views_per_segment=1,
-                  resolution=256, batch_size=2, num_epochs=20, num_classes=None, num_probe_blocks=4, num_heads=16,
+                  resolution=256, batch_size=2, num_epochs=20, num_classes=0, num_probe_blocks=4, num_heads=16,
                   out_layers=None, horizontal_flip=True, heads=grid([0.0001, 0.001, 0.01, 0.1], LRS)),
 }  # fmt: skip
 
@@ -123,15 +122,9 @@ def test_recipe_equals_vjepa2_eval_file_translated(name, fixture, area_keys):
     assert translated["model.use_area_attention"] == bool(area_keys) and not recipe["model.use_area_attention"]
 
 
-def test_ek100_recipe_numbers():
-    """The ek100 recipe's numbers, read from its YAML text (the config loader cannot read it yet)."""
-    sections = yaml.safe_load((RECIPES / "ek100_vitl16_probe.yaml").read_text(encoding="utf-8"))
-    assert numbers(sections) == VJEPA2["ek100"] | FIXED
-    assert sections["meta"]["label_sets"] == ["verb", "noun", "action"]
-    assert set(sections["data"]["class_names"]) == {"verb", "noun", "action"}
-
-
-@pytest.mark.xfail(reason="needs label sets (meta.label_sets) in the config schema", strict=False)
-def test_ek100_recipe_loads():
+def test_ek100_recipe_loads_with_its_label_sets():
+    # num_classes 0: each set's classes come from its class-name file (meta.label_sets)
     config = load_config(RECIPES / "ek100_vitl16_probe.yaml")
     assert numbers(sections_of(config)) == VJEPA2["ek100"] | FIXED
+    assert config.meta.label_sets == ["verb", "noun", "action"] and config.meta.label_set_metric == "action"
+    assert set(config.data.class_names) == {"verb", "noun", "action"}

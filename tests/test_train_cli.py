@@ -40,6 +40,18 @@ def logged_steps(folder):
     return int(lines[-1].split(",")[1]) if len(lines) > 1 else 0
 
 
+def kill_at_step(command: list[str], env: dict, folder: Path, step: int) -> int:
+    """Run ``command`` until its step log reaches ``step`` (or 120 s pass), SIGKILL it (no chance to
+    save anything), and return the last step it logged."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while logged_steps(folder) < step and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return logged_steps(folder)
+
+
 def write_config(path, root, folder, *extra):
     overrides = tiny_overrides(root, folder, *extra)
     config = load_config(None, overrides)
@@ -69,13 +81,7 @@ def test_kill_mid_epoch_then_rerun_continues_bit_for_bit(source, demo_root, demo
     folder = tmp_path / "killed"
     config = write_config(tmp_path / "killed.yaml", demo_root, folder, *extra)
     command = [sys.executable, "-m", "harness.train", "--config", str(config)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while logged_steps(folder) < steps_per_epoch + 5 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = logged_steps(folder)
+    killed_at = kill_at_step(command, env, folder, steps_per_epoch + 5)
     assert steps_per_epoch < killed_at < 2 * steps_per_epoch, f"killed in epoch 2, at step {killed_at}"
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)

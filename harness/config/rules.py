@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def validate(config: Config) -> Config:
         )
     _check_sources(config)
     _check_class_balance(config)
+    _check_label_sets(config)
     _check_encoder_batch(config)
     side = config.data.decode_max_short_side
     if side != "auto" and not (isinstance(side, int) and side >= 0):
@@ -136,6 +138,57 @@ def _check_class_balance(config: Config) -> None:
         raise ConfigError(f"optimization.class_weights: {weights!r} is neither 'auto' nor a list of weights")
     if isinstance(weights, list) and (not weights or any(not w >= 0 for w in weights) or not any(weights)):
         raise ConfigError(f"optimization.class_weights: {weights} must be >= 0, one per class, not all 0")
+
+
+SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a set's name is part of column names (val_top1_verb)
+#: options that read one class id per video, or one list of classes: not (yet) made for label sets
+NOT_WITH_LABEL_SETS = {
+    "meta.multi_label": "several classes of one list per video (multi-label) or one class per set, not both",
+    "meta.num_classes": "give each set's classes in meta.label_sets instead ({verb: 97, noun: 300})",
+    "optimization.class_weights": "class weights are per class of one set; not available for label sets",
+    "data.class_balanced_sampling": "balancing draws by one class per video; not available for label sets",
+    "data.shards": "label sets read listings (data.datasets), not shards",
+    "data.val_shards": "label sets read listings (data.val_datasets), not shards",
+    "logging.explain_videos": "its captions name one class per video; not available for label sets",
+    "logging.embedding_projector": "its table names one class per video; not available for label sets",
+}
+
+
+def _check_label_sets(config: Config) -> None:
+    """``meta.label_sets``: distinct names usable in column names, class counts >= 0, one class-name
+    file per set, a ``label_set_metric`` among the sets, and no option made for one label per video."""
+    meta, data = config.meta, config.data
+    sets = meta.label_sets
+    if not sets:
+        if isinstance(data.class_names, dict):
+            raise ConfigError("data.class_names is a mapping (one file per label set) but meta.label_sets is not "
+                              "set: give one file, or set meta.label_sets")  # fmt: skip
+        if meta.label_set_metric != "mean":
+            raise ConfigError(f"meta.label_set_metric={meta.label_set_metric!r} needs meta.label_sets")
+        return
+    names = [str(name) for name in sets]
+    for name in names:
+        if not SET_NAME.fullmatch(name) or re.fullmatch(r"h\d+", name) or name == "mean":
+            raise ConfigError(f"meta.label_sets: {name!r} is not a usable set name: letters, digits and _, starting "
+                              "with a letter (not 'mean' or h<digits>: those name other columns)")  # fmt: skip
+    if len(set(names)) != len(names):
+        raise ConfigError(f"meta.label_sets: {names} names a set twice")
+    sizes = sets.values() if isinstance(sets, dict) else []
+    if any(size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0) for size in sizes):
+        raise ConfigError(f"meta.label_sets: {dict(sets)} must give each set's classes as an integer >= 0 (0: "
+                          "inferred from the training listings)")  # fmt: skip
+    for key, why in NOT_WITH_LABEL_SETS.items():
+        if lookup(config, key) not in (False, 0, None, []):
+            raise ConfigError(f"{key} is set together with meta.label_sets: {why}")
+    if isinstance(data.class_names, str):
+        raise ConfigError(f"data.class_names: with meta.label_sets give one file per set ({{{names[0]}: "
+                          f"{data.class_names}}}), not one for all")  # fmt: skip
+    unknown = sorted(set(map(str, data.class_names or {})) - set(names))
+    if unknown:
+        raise ConfigError(f"data.class_names: {unknown} are not among meta.label_sets {names}")
+    if meta.label_set_metric not in ("mean", *names):
+        raise ConfigError(f"meta.label_set_metric: {meta.label_set_metric!r} is neither 'mean' nor one of the label "
+                          f"sets {names}")  # fmt: skip
 
 
 def _check_encoder_batch(config: Config) -> None:

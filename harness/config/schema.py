@@ -68,7 +68,9 @@ class DataConfig:
     #: stop past this share of unusable videos in an epoch (over all ranks)
     max_failure_fraction: float = key(0.01, ge=0, le=1)
     min_frames: int = key(0, ge=0)  #: skip videos with fewer frames
-    class_names: str | None = None  #: harness: class names: a text file (one per line) or JSON list / id->name map
+    #: harness: class names: a text file (one per line) or JSON list / id->name map; with meta.label_sets, one
+    #: such file per set ({verb: verbs.txt, noun: nouns.txt})
+    class_names: str | dict | None = None
     shards: list[str] = field(default_factory=list)  #: harness: training shard sources (manifest, pattern, pipe:)
     shards_weights: list[float] | None = key(None, ge=0)  #: harness: per-source sampling weights for data.shards
     val_shards: list[str] = field(default_factory=list)  #: harness: validation shard sources
@@ -115,6 +117,10 @@ class MetaConfig:
     #: harness: auto (the rank's GPU if any, else CPU), cpu or cuda
     device: str = key("auto", choices=("auto", "cpu", "cuda"))
     multi_label: bool = False  #: harness: several labels per video (listing `path 3,17,42`): sigmoid/BCE, mAP
+    #: harness: one class per set per video (EPIC-KITCHENS-100: [verb, noun, action]), one softmax each; a mapping
+    #: {verb: 97, noun: 300} gives the sets' classes (0, or a list: 1 + the largest id in the training listings)
+    label_sets: list[str] | dict = field(default_factory=list)
+    label_set_metric: str = "mean"  #: harness: label sets: the top-1 that ranks epochs and heads: mean, or a set
 
 
 @dataclass

@@ -212,6 +212,17 @@ class Listing:
                        self.row_word, self.segments, self.segment_unit, self.rates, self.label_sets,
                        self.set_labels)  # fmt: skip
 
+    def select_sets(self, names: Sequence[str]) -> Listing:
+        """This listing with the label sets ``names`` only, in that order (a run may train some of
+        a listing's sets, or name them in another order); itself when they are already so."""
+        if self.label_sets is None or list(names) == self.label_sets:
+            return self
+        columns = [self.label_sets.index(name) for name in names]
+        chosen = np.ascontiguousarray(self.set_labels[:, columns])
+        return Listing(self.source, self.base, self.text, self.starts, self.lengths, chosen[:, 0].copy(), self.lines,
+                       None, None, None, self.row_word, self.segments, self.segment_unit, self.rates, list(names),
+                       chosen)  # fmt: skip
+
     def nbytes(self) -> int:
         """Bytes held by the arrays (what a listing costs a process)."""
         arrays = (self.text, self.starts, self.lengths, self.labels, self.lines, self.multi_offsets, self.multi_labels,

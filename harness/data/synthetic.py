@@ -146,10 +146,13 @@ def make_demo_dataset(
     seed: int = 0,
     progress: bool = True,
     multi_label: bool = False,
+    label_sets: bool = False,
 ) -> tuple[Path, Path]:
     """Write a labelled moving-squares dataset, its ``train.csv`` / ``val.csv`` listings and
     ``classes.txt`` (the direction of each class id). ``multi_label``: each video shows one or two
-    squares in different directions, listed with all of them (``path 0,3``).
+    squares in different directions, listed with all of them (``path 0,3``). ``label_sets`` (4
+    classes): each video is listed with its id in each of :data:`LABEL_SETS`, under the header
+    ``path,axis,sense,direction`` (see :func:`make_label_set_demo`).
 
     Returns:
         Paths of the train and validation listings (V-JEPA 2 format, relative paths).
@@ -165,10 +168,43 @@ def make_demo_dataset(
             (root / video.split).mkdir(parents=True, exist_ok=True)
             write_video(root / video.relative, video.frames, fps=fps)
             label = tuple(sorted(video.directions)) if multi_label else video.directions[0]
+            label = label_set_ids(label) if label_sets else label
             records[video.split].append(VideoRecord(video.relative, label))
             bar.update()
     for split, listed in records.items():
         (root / split).mkdir(parents=True, exist_ok=True)  # (an empty split still gets its folder)
-        write_listing(listed, root / f"{split}.csv")
+        write_listing(listed, root / f"{split}.csv", list(LABEL_SETS) if label_sets else None)
     write_class_names(root, num_classes)
     return root / "train.csv", root / "val.csv"
+
+
+#: the label sets of :func:`make_label_set_demo`, each set's class names in id order: a direction
+#: (right, left, down, up) is an axis and a sense along it, as an EPIC-KITCHENS-100 action is a verb
+#: and a noun
+LABEL_SETS = {"axis": ("horizontal", "vertical"), "sense": ("forward", "backward"), "direction": DIRECTIONS[:4]}
+
+
+def label_set_ids(direction: int) -> tuple[int, int, int]:
+    """The ``(axis, sense, direction)`` ids of one of the 4 axis-aligned directions: right and left
+    move along the horizontal axis, down and up along the vertical; right and down go forward
+    (growing pixel coordinates)."""
+    return direction // 2, direction % 2, direction
+
+
+def make_label_set_demo(root: str | Path, train_per_class: int = 24, val_per_class: int = 8, num_frames: int = 32,
+                        size: tuple[int, int] = (96, 128), fps: float = 15, seed: int = 0,
+                        progress: bool = True) -> tuple[Path, Path]:  # fmt: skip
+    """The 4-direction demo videos (:func:`make_demo_dataset`'s) labelled in three label sets,
+    :data:`LABEL_SETS` (``meta.label_sets: [axis, sense, direction]``): listings with a column per
+    set (``path,axis,sense,direction`` then ``train/right_000.mp4,0,0,0``) and ``classes_<set>.txt``
+    per set.
+
+    Returns:
+        Paths of the train and validation listings.
+    """
+    root = Path(root)
+    listings = make_demo_dataset(root, 4, train_per_class, val_per_class, num_frames, size, fps, seed, progress,
+                                 label_sets=True)  # fmt: skip
+    for name, classes in LABEL_SETS.items():
+        (root / f"classes_{name}.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+    return listings

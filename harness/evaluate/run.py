@@ -19,7 +19,8 @@ from harness.training.checks import check_labels
 from harness.training.classes import display_names, resolve_class_names
 from harness.training.data_parts import build_val_dataset, build_val_loader
 from harness.training.evaluation import evaluate, write_eval_artefacts
-from harness.training.objective import MultiLabelObjective
+from harness.training.label_sets import LabelSets, resolve_label_sets
+from harness.training.objective import LabelSetObjective, MultiLabelObjective
 from harness.training.state.checkpoint import read_checkpoint_meta, resolve_checkpoint
 from harness.training.state.resume import load_checkpoint
 from harness.training.tracking.logger import setup_console
@@ -35,12 +36,12 @@ def evaluate_checkpoint(config: Config, pointer: str, out: str | None) -> int:
     setup_console(config.logging.level, strategy.is_main)
     if strategy.is_main:
         log_config_notes(config, log)
-    checkpoint, (num_classes, names) = _read_newest(pointer, lambda path: _classes(path, config))
-    val_set = build_val_dataset(config, names)
+    checkpoint, (num_classes, names, sets) = _read_newest(pointer, lambda path: _classes(path, config))
+    val_set = build_val_dataset(config, names if sets is None else None)
     if val_set is None:
         raise ConfigError("data.val_datasets (or data.val_shards) is empty: nothing to evaluate")
     names = display_names(names, num_classes)
-    check_labels(config, num_classes, None, val_set)
+    check_labels(config, num_classes, None, val_set, sets)
     if not checkpoint.is_dir():  # a probe file: its heads are loaded as the model is built, before sharding
         config = dataclasses.replace(
             config, meta=dataclasses.replace(config.meta, classifier_checkpoint=str(checkpoint))
@@ -54,6 +55,9 @@ def evaluate_checkpoint(config: Config, pointer: str, out: str | None) -> int:
         checkpoint, _ = _read_newest(pointer, load, checkpoint)
     loader = build_val_loader(config, strategy, val_set)
     objective = MultiLabelObjective(num_classes) if config.meta.multi_label else None  # BCE and mAP
+    if sets is not None:  # the checkpoint's sets: each scored on its own slice of the logits
+        metric = config.meta.label_set_metric if config.meta.label_set_metric in sets.names else "mean"
+        objective = LabelSetObjective(sets, metric=metric)
     result, accumulator = evaluate(model, loader, strategy, num_classes, config.logging.progress_bar,
                                    num_views=config.data.num_views, objective=objective)  # fmt: skip
     folder = Path(out) if out else Path(config.folder) / f"eval_{checkpoint.name}"
@@ -72,13 +76,21 @@ def evaluate_checkpoint(config: Config, pointer: str, out: str | None) -> int:
     return 0
 
 
-def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None]:
-    """Number of classes and their names: the checkpoint's, else the config's."""
+def _classes(checkpoint: Path, config) -> tuple[int, list[str] | None, LabelSets | None]:
+    """Number of classes, their names and the label sets: the checkpoint's, else the config's (a
+    probe file's label sets need every set's classes in ``meta.label_sets``)."""
     if checkpoint.is_dir():
         meta = read_checkpoint_meta(checkpoint)
-        return int(meta["num_classes"]), meta.get("class_names") or resolve_class_names(config)
+        sets = LabelSets.from_dict(meta["label_sets"]) if meta.get("label_sets") else None
+        return int(meta["num_classes"]), meta.get("class_names") or resolve_class_names(config), sets
     count = int(classifier_state(read_checkpoint(checkpoint))["linear.weight"].shape[0])
-    return count, resolve_class_names(config)
+    if not config.meta.label_sets:
+        return count, resolve_class_names(config), None
+    sets, names = resolve_label_sets(config, None)
+    if sets.total != count:
+        raise ConfigError(f"meta.label_sets: {sets.describe()} make {sets.total} outputs but {checkpoint} has "
+                          f"{count}: give each set's classes as the probe was trained")  # fmt: skip
+    return count, names, sets
 
 
 def _read_newest(pointer: str, read, checkpoint: Path | None = None, tries: int = 3):

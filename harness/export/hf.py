@@ -34,6 +34,9 @@ def export_hf_directory(model: nn.Module, preprocessing: Preprocessing, descript
         raise UserError(f"the hf format takes square crops: this model's is {height}x{width} (data.crop_size), and "
                         "transformers' processors resize the short side to one size, which cannot reproduce its "
                         "evaluation resize; export safetensors, pt2 or onnx")  # fmt: skip
+    if preprocessing.label_sets:
+        raise UserError(f"the hf format holds one softmax over all classes; this model has label sets "
+                        f"{preprocessing.label_sets} (a softmax each): export safetensors, pt2 or onnx")  # fmt: skip
     family = family_of_module(model.encoder)
     to_transformers = family.hf.to_transformers if family.hf is not None else None
     if to_transformers is None:

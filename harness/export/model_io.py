@@ -47,7 +47,9 @@ class Preprocessing:
     cut into ``num_views`` crops of ``crop_size``, scaled to [0, 1] and normalised with
     ``mean``/``std``; the model averages its logits over clips and views. Logit ``i`` is class
     ``class_names[i]``; its probability is the softmax over classes, or, for a ``multi_label``
-    model (several classes per video), the sigmoid of each logit.
+    model (several classes per video), the sigmoid of each logit. A
+    model of several ``label_sets`` (``{set: classes}``, in order) has every set's logits end to
+    end (``class_names`` too): each set's probabilities are the softmax over its own slice.
     """
 
     frames_per_clip: int
@@ -62,15 +64,18 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     multi_label: bool = False
+    label_sets: dict[str, int] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, class_names: list[str]) -> Preprocessing:
-        """The validation preprocessing of a run's config."""
+    def from_config(cls, config: Config, class_names: list[str],
+                    label_sets: dict[str, int] | None = None) -> Preprocessing:  # fmt: skip
+        """The validation preprocessing of a run's config (``label_sets``: a label-set run's
+        ``{set: classes}``, as its checkpoints record them)."""
         data = config.data
         rule = "harness" if data.sampling_rule == "auto" else data.sampling_rule
         return cls(max(data.val_dataset_fpcs), data.crop_size, list(class_names), data.val_frame_step, data.val_fps,
                    data.val_duration, rule, data.val_num_clips, data.num_views,
-                   multi_label=config.meta.multi_label)  # fmt: skip
+                   multi_label=config.meta.multi_label, label_sets=label_sets)  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
@@ -279,7 +284,8 @@ def from_trained(trained: TrainedModel) -> tuple[nn.Module, Preprocessing, dict[
         "best_head": trained.meta.get("best_head") if heads is not None else None,
     }
     model, description["config"] = single_head(trained)
-    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta)), description
+    sets = trained.meta.get("label_sets")
+    return model, Preprocessing.from_config(trained.config, class_names_of(trained.meta), sets), description
 
 
 def read_source(source: str | Path, weights: str = "ema") -> tuple[nn.Module, Preprocessing, dict[str, Any]]:

@@ -108,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     shown = [row for row in rows if not windows or row.window == "all" or row.error]
     for row in shown[:50] if args.output is not None else shown:
         best = ", ".join(f"{names[c]} {100 * p:.1f}%" for c, p in row.top[:3])
+        if row.sets:  # a label-set model: each set's best class
+            best = ", ".join(f"{name} {top[0][1]} {100 * top[0][2]:.1f}%" for name, top in row.sets)
         if row.labels is not None:  # a multi-label model: the classes at or above the threshold first
             best = f"[{', '.join(names[c] for c in row.labels) or 'none'}] {best}"
-        print(f"{row.video}: {best if row.top else 'ERROR ' + row.error}")
+        print(f"{row.video}: {best if row.top or row.sets else 'ERROR ' + row.error}")
     if args.output is not None and len(shown) > 50:
         print(f"... ({len(shown) - 50} more in {args.output})")
     failed = sum(1 for row in rows if row.error)

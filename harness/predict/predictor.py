@@ -33,6 +33,7 @@ from harness.data.workers import die_with_parent
 from harness.export.model_io import Preprocessing, load_classifier
 from harness.models.attention_maps import forward_with_attention
 from harness.predict.explain import Explainer, check_explainable
+from harness.training.label_sets import LabelSets
 
 log = logging.getLogger("harness.predict")
 
@@ -50,6 +51,8 @@ class Row:
     error: str = ""
     probs: np.ndarray | None = None
     labels: list[int] | None = None  #: multi-label models: the classes scoring at least the threshold
+    #: label-set models: per set, its name and its top classes (id within the set, name, probability)
+    sets: list[tuple[str, list[tuple[int, str, float]]]] | None = None
     attention: list[float] | None = None  #: ``--explain``: the probe's attention mass per time step
     attention_frames: list[tuple[int, int]] | None = None  #: ``--explain``: first and last frame of each step
 
@@ -67,9 +70,11 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
                   dtype: torch.dtype, top_k: int, progress: bool, total: int | None = None,
                   threshold: float = 0.5, explainer: Explainer | None = None) -> list[Row]:  # fmt: skip
     """Rows for every unit the loader yields (a multi-label model's rows list the classes whose
-    sigmoid reaches ``threshold``); with an ``explainer``, their attention (curve and pictures)."""
+    sigmoid reaches ``threshold``; a label-set model's rows each set's top classes); with an
+    ``explainer``, their attention (curve and pictures)."""
     rows: list[Row] = []
     k = min(top_k, len(preprocessing.class_names))
+    sets = SetNames.of(preprocessing)
     bar = progress_bar(total=total, desc="predict", unit="video", enabled=progress)
     for units, batch, failed in loader:
         for unit, error in failed:
@@ -83,13 +88,18 @@ def predict_units(model: torch.nn.Module, loader: DataLoader, preprocessing: Pre
                 else:
                     logits, maps = forward_with_attention(model, clips, batch.clip_indices.to(device),
                                                           preprocessing.num_views)  # fmt: skip
-            probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
+            if sets is not None:  # a softmax per set, over its own slice
+                probs = sets.layout.probabilities(logits)
+            else:
+                probs = logits.float().sigmoid() if preprocessing.multi_label else logits.float().softmax(-1)
             probs = probs.cpu()
             values, classes = probs.topk(k, dim=-1)
             first = len(rows)
             for unit, p, v, c in zip(units, probs.numpy(), values.tolist(), classes.tolist()):
                 row = Row(unit.order, unit.video, _window_name(unit), *_seconds(unit), list(zip(c, v)), probs=p)
                 row.labels = above(p, threshold) if preprocessing.multi_label else None
+                if sets is not None:  # (the softmax over every set's classes at once means nothing)
+                    row.top, row.sets = [], sets.top(torch.from_numpy(p), top_k)
                 rows.append(row)
             if explainer is not None:
                 explainer.explain(
@@ -113,8 +123,10 @@ def above(probs: np.ndarray, threshold: float) -> list[int]:
     return [int(c) for c in np.argsort(-probs, kind="stable") if probs[c] >= threshold]
 
 
-def video_aggregates(rows: list[Row], top_k: int, threshold: float | None = None) -> list[Row]:
-    """One ``window=all`` row per windowed video: the mean of its windows' probabilities."""
+def video_aggregates(rows: list[Row], top_k: int, threshold: float | None = None,
+                     sets: SetNames | None = None) -> list[Row]:  # fmt: skip
+    """One ``window=all`` row per windowed video: the mean of its windows' probabilities (a
+    label-set model's: each set's top classes of the mean)."""
     by_video: dict[int, list[Row]] = {}
     for row in rows:
         if row.window not in ("", "all") and row.probs is not None:
@@ -124,19 +136,47 @@ def video_aggregates(rows: list[Row], top_k: int, threshold: float | None = None
         mean = torch.from_numpy(np.mean([w.probs for w in windows], axis=0))
         values, classes = mean.topk(min(top_k, len(mean)))
         out.append(Row((index, math.inf), windows[0].video, "all", windows[0].start_s, max(w.end_s for w in windows),
-                       list(zip(classes.tolist(), values.tolist())),
-                       labels=above(mean.numpy(), threshold) if threshold is not None else None))  # fmt: skip
+                       list(zip(classes.tolist(), values.tolist())) if sets is None else [],
+                       labels=above(mean.numpy(), threshold) if threshold is not None else None,
+                       sets=sets.top(mean, top_k) if sets is not None else None))  # fmt: skip
     return out
+
+
+@dataclass
+class SetNames:
+    """A label-set model's sets (:class:`~harness.training.label_sets.LabelSets`) and each set's
+    class names, from its preprocessing."""
+
+    layout: LabelSets
+    names: list[list[str]]
+
+    @classmethod
+    def of(cls, preprocessing: Preprocessing) -> SetNames | None:
+        """The sets of a label-set model, else None."""
+        if not preprocessing.label_sets:
+            return None
+        layout = LabelSets.from_dict(preprocessing.label_sets)
+        return cls(layout, layout.split_names(preprocessing.class_names))
+
+    def top(self, probabilities: torch.Tensor, k: int) -> list[tuple[str, list[tuple[int, str, float]]]]:
+        """Each set's ``k`` most probable classes of one unit's ``[total]`` probabilities, named."""
+        tops = self.layout.top(probabilities, k)
+        return [(name, [(c, names[c], p) for c, p in top])
+                for name, names, top in zip(self.layout.names, self.names, tops)]  # fmt: skip
 
 
 def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, windows: bool) -> None:
     """CSV (``video[,window,start_s,end_s],pred1,name1,prob1,...[,labels][,attention_over_time,
     attention_frames],error``) or JSON Lines by suffix; ``labels`` (names joined by ``;``) for a
-    multi-label model's rows; with ``--explain`` the attention mass per time step (joined by ``;``)
-    and the first and last frame of each step (``0-3;6-9``; in JSON Lines, lists)."""
+    multi-label model's rows; a label-set model's rows give each set's top classes instead
+    (``verb_pred1,verb_name1,verb_prob1,...,noun_pred1,...``; in JSON Lines ``top`` maps each set to
+    its list); with ``--explain`` the attention mass per time step (joined by ``;``) and the first
+    and last frame of each step (``0-3;6-9``; in JSON Lines, lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     multi = any(row.labels is not None for row in rows)
     explained = any(row.attention is not None for row in rows)
+    # a label-set model's sets and the classes listed of each (from a row that was predicted)
+    layout = next(([(name, len(top)) for name, top in row.sets] for row in rows if row.sets), None)
     if path.suffix in (".jsonl", ".json"):
         with open(path, "w", encoding="utf-8") as handle:
             for row in rows:
@@ -144,6 +184,9 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
                 if windows:
                     record |= {"window": row.window, "start_s": row.start_s, "end_s": row.end_s}
                 record["top"] = [{"class": c, "name": names[c], "prob": round(p, 6)} for c, p in row.top]
+                if layout:  # a label-set model: each set's top classes
+                    record["top"] = {name: [{"class": c, "name": n, "prob": round(p, 6)} for c, n, p in top]
+                                     for name, top in row.sets or []}  # fmt: skip
                 if multi:
                     record["labels"] = [names[c] for c in row.labels or []]
                 if explained:
@@ -156,15 +199,20 @@ def write_rows(rows: list[Row], path: Path, names: list[str], top_k: int, window
         writer = csv.writer(handle)
         head = ["video", *(["window", "start_s", "end_s"] if windows else [])]
         top = [f"{c}{i + 1}" for i in range(top_k) for c in ("pred", "name", "prob")]
+        if layout:  # verb_pred1, verb_name1, verb_prob1, ..., noun_pred1...
+            top = [f"{name}_{c}{i + 1}" for name, k in layout for i in range(k) for c in ("pred", "name", "prob")]
         curve = ["attention_over_time", "attention_frames"] if explained else []
         writer.writerow([*head, *top, *(["labels"] if multi else []), *curve, "error"])
         for row in rows:
             where = [row.window, _round(row.start_s), _round(row.end_s)] if windows else []
             cells = [v for c, p in row.top for v in (c, names[c], f"{p:.6f}")]
+            if layout:
+                cells = [v for _, top in row.sets or [] for c, n, p in top for v in (c, n, f"{p:.6f}")]
             labels = [";".join(names[c] for c in row.labels or [])] if multi else []
             curve = [";".join(f"{v:.6f}" for v in row.attention or []),
                      ";".join(f"{a}-{b}" for a, b in row.attention_frames or [])] if explained else []  # fmt: skip
-            writer.writerow([row.video, *where, *cells, *[""] * (3 * top_k - len(cells)), *labels, *curve, row.error])
+            blank = [""] * (len(top) - len(cells))  # (an error row's)
+            writer.writerow([row.video, *where, *cells, *blank, *labels, *curve, row.error])
 
 
 def _round(value: float | None) -> str:
@@ -219,7 +267,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
         samples = sum(s.samples or 0 for _, s in ordered) or None
         rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, samples,
                               args.threshold, explainer)  # fmt: skip
-    rows += video_aggregates(rows, args.top_k, args.threshold if preprocessing.multi_label else None)
+    rows += video_aggregates(rows, args.top_k, args.threshold if preprocessing.multi_label else None,
+                             SetNames.of(preprocessing))  # fmt: skip
     for row in rows:
         row.probs = None  # only the aggregates needed them; keep the gather small
     gathered = [row for part in strategy.gather_to_main(rows) for row in part]

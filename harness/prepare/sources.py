@@ -59,6 +59,9 @@ def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
     """The one place that reads a listing: its ``(path, label)`` pairs, and its class names (a
     listing of names: sorted, ids in that order) or its class ids as names."""
     listing = read_listing(path)
+    if listing.label_sets is not None:  # a run of label sets reads listings only (meta.label_sets)
+        raise UserError(f"{path}: its header names label sets ({', '.join(listing.label_sets)}), which shards do "
+                        "not carry yet: train from the listing with meta.label_sets")  # fmt: skip
     if listing.named:
         names = sorted(listing.names)
         listing = name_labels(listing, names, str(path))

@@ -28,6 +28,7 @@ from harness.training.checks import check_eval_only, check_labels, steps_per_epo
 from harness.training.classes import display_names, resolve_class_names
 from harness.training.data_budget import FailureBudget, build_budgets
 from harness.training.data_parts import build_loaders, build_train_dataset, build_val_dataset, infer_num_classes
+from harness.training.label_sets import resolve_label_sets
 from harness.training.mixup import Mixup
 from harness.training.model_parts import build_model, build_model_deferred, hold_frozen_encoder
 from harness.training.objective import Objective, build_objective
@@ -76,7 +77,7 @@ class TrainingParts:
     train_set: VideoSource
     val_set: VideoSource | None
     num_classes: int
-    class_names: list[str]
+    class_names: list[str]  #: a label-set run's: every set's names end to end (``objective.label_sets``)
     model: nn.Module  #: as the strategy holds it (wrapped, sharded)
     optimizer: torch.optim.Optimizer | None
     train_loader: DataLoader
@@ -100,8 +101,9 @@ def assemble_training(config: Config, strategy: Strategy) -> TrainingParts:
     train_set = build_train_dataset(config, names)
     val_set = build_val_dataset(config, names)
     check_eval_only(config, val_set)
-    num_classes = infer_num_classes(config, train_set, names)
-    check_labels(config, num_classes, train_set, val_set)
+    sets, set_names = resolve_label_sets(config, train_set) if config.meta.label_sets else (None, None)
+    num_classes = sets.total if sets is not None else infer_num_classes(config, train_set, names)
+    check_labels(config, num_classes, train_set, val_set, sets)
     opt = config.optimization
     model, optimizer = prepare_model(config, strategy, num_classes,
                                      lambda m: build_optimizer(opt, m, strategy.device))  # fmt: skip
@@ -112,13 +114,14 @@ def assemble_training(config: Config, strategy: Strategy) -> TrainingParts:
     train_budget, val_budget = build_budgets(strategy, train_set, val_set, config.data.max_failure_fraction,
                                              epoch_samples)  # fmt: skip
     counts = train_set.class_counts(num_classes) if opt.class_weights == "auto" else None
-    objective = build_objective(config, num_classes, counts)
+    objective = build_objective(config, num_classes, counts, sets)
     mixup = None
     if opt.mixup > 0 or opt.cutmix > 0:
         mixup = Mixup(opt.mixup, opt.cutmix, opt.mixup_prob, opt.mixup_switch_prob)
     ema = ModelEMA(strategy.unwrap(model), opt.ema_decay, strategy.local_tensor) if opt.ema_decay > 0 else None
     return TrainingParts(
-        train_set=train_set, val_set=val_set, num_classes=num_classes, class_names=display_names(names, num_classes),
+        train_set=train_set, val_set=val_set, num_classes=num_classes,
+        class_names=set_names if sets is not None else display_names(names, num_classes),
         model=model, optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, steps_per_epoch=steps,
         schedule=build_schedules(opt, steps), train_budget=train_budget, val_budget=val_budget,
         objective=objective, mixup=mixup, ema=ema,

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from harness.config import Config, ConfigError
 from harness.data.source import VideoSource
+from harness.training.label_sets import LabelSets, align_label_sets, label_set_problem, unexpected_label_sets
 
 
-def check_labels(config: Config, num_classes: int, train_set: VideoSource | None, val_set: VideoSource | None) -> None:
+def check_labels(config: Config, num_classes: int, train_set: VideoSource | None, val_set: VideoSource | None,
+                 sets: LabelSets | None = None) -> None:  # fmt: skip
     """Every label of every training and validation source must be a class id below
     ``num_classes`` (a listing names the ``file:line``, a shard source its manifest's class
     histogram); the sources are then told ``num_classes``, so that a sample whose label is out of
-    range is quarantined like any bad sample rather than failing mid-run."""
+    range is quarantined like any bad sample rather than failing mid-run. A label-set run
+    (``sets``) needs one id per set on every line, each below its set's classes."""
     data = config.data
     keys = {
         "shards" if data.shards else "datasets": train_set,
@@ -20,7 +23,13 @@ def check_labels(config: Config, num_classes: int, train_set: VideoSource | None
     for key, source in keys.items():
         if source is None:
             continue
-        source.multi_label = config.meta.multi_label
+        source.multi_label = config.meta.multi_label or sets is not None  # (a label per set: several per line)
+        if sets is not None and (problem := label_set_problem(source, sets)):
+            raise ConfigError(f"data.{key}: {problem}; fix the label, or give the sets' classes in meta.label_sets")
+        if sets is not None:
+            align_label_sets(source, sets.names)
+        elif problem := unexpected_label_sets(source):
+            raise ConfigError(f"data.{key}: {problem}")
         if problem := source.label_problem(num_classes):
             raise ConfigError(f"data.{key}: {problem}; fix the label, or set meta.num_classes to the number of classes")
         source.num_classes = num_classes

@@ -89,8 +89,12 @@ def listing_records(path: str) -> Listing:
 
 
 def resolve_class_names(config: Config) -> list[str] | None:
-    """The run's class names in id order (see the module docs), or None when classes are ids."""
+    """The run's class names in id order (see the module docs), or None when classes are ids (and
+    for a label-set run, whose sets' names :func:`harness.training.label_sets.resolve_label_sets`
+    reads)."""
     data = config.data
+    if config.meta.label_sets:
+        return None
     manifests = [(source, manifest_names(source)) for source in [*data.shards, *data.val_shards]]
     manifests = [(source, names) for source, names in manifests if names]
     if data.class_names:

@@ -29,6 +29,23 @@ def write_predictions(rows: list[tuple[str, int | list[int], list[int], list[flo
             writer.writerow([video, ";".join(map(str, label_ids(label))), names_of_label(label, names), *cells])
 
 
+def write_set_predictions(rows: list[tuple[str, list[int], list[list[int]], list[list[float]]]], path: str | Path,
+                          names: dict[str, list[str]]) -> None:  # fmt: skip
+    """A label-set run's predictions (rows of every rank, sorted by video): CSV ``video``, then per
+    set (``names``: each set's class names, in the sets' order) its label id and name and its top
+    classes, ``verb,verb_name,verb_pred1,verb_name1,verb_score1,...,noun,...``."""
+    k = {name: max((len(top[index]) for _, _, top, _ in rows), default=0) for index, name in enumerate(names)}
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", *(column for name in names for column in (name, f"{name}_name", *(
+            f"{name}_{kind}{i + 1}" for i in range(k[name]) for kind in ("pred", "name", "score"))))])  # fmt: skip
+        for video, labels, tops, scores in sorted(rows, key=lambda row: row[0]):
+            cells = [video]
+            for classes, label, top, score in zip(names.values(), labels, tops, scores):
+                cells += [label, classes[label], *(v for c, p in zip(top, score) for v in (c, classes[c], f"{p:.6f}"))]
+            writer.writerow(cells)
+
+
 def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str | Path, names: list[str]) -> None:
     """Confusion matrix as CSV (rows: true class, columns: predicted; headed by class names) and
     as a labelled heat map (:func:`plot_confusion`)."""
@@ -42,8 +59,8 @@ def write_confusion(confusion: torch.Tensor, csv_path: str | Path, png_path: str
 
 def write_per_class(scores: dict[str, np.ndarray], path: str | Path, names: list[str]) -> None:
     """Per class: support, precision, recall, F1 (:func:`harness.training.metrics.per_class_scores`),
-    and average precision (``ap``) for a multi-label run."""
-    keys = [k for k in ("ap", "precision", "recall", "f1") if k in scores]
+    average precision (``ap``) for a multi-label run, recall@5 (``recall5``) for a label set."""
+    keys = [k for k in ("ap", "precision", "recall", "f1", "recall5") if k in scores]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["class", "support", *keys])

@@ -34,7 +34,7 @@ def ensure_demo_data(config: Config) -> None:
     if not config.data.generate_demo_data:
         return
     listings = [Path(p) for p in config.data.datasets + config.data.val_datasets]
-    class_file = Path(config.data.class_names) if config.data.class_names else None
+    class_file = Path(config.data.class_names) if isinstance(config.data.class_names, str) else None
     if all(p.is_file() for p in listings):
         if class_file is not None and not class_file.is_file() and class_file.parent == listings[0].parent:
             from harness.data.synthetic import write_class_names  # demo data made before it had names
@@ -53,6 +53,11 @@ def ensure_demo_data(config: Config) -> None:
 
     root = roots.pop()
     log.info("generating the synthetic demo dataset in %s", root)
+    if config.meta.label_sets:
+        from harness.data.synthetic import make_label_set_demo
+
+        make_label_set_demo(root, seed=config.meta.seed)
+        return
     make_demo_dataset(root, seed=config.meta.seed, multi_label=config.meta.multi_label)
 
 

@@ -12,7 +12,7 @@ from harness.core.progress import progress as progress_bar
 from harness.data.loader import ClipBatch, ClipLoader
 from harness.data.transforms import normalize_clips
 from harness.parallel.strategy import Strategy
-from harness.training.confusion import write_confusion, write_per_class, write_predictions
+from harness.training.confusion import write_confusion, write_per_class, write_predictions, write_set_predictions
 from harness.training.metrics import EvalAccumulator, EvalResult
 from harness.training.objective import Objective
 
@@ -105,11 +105,14 @@ def write_eval_artefacts(
 ) -> tuple[list[Path], list]:
     """Predictions (top-5 with scores and class ``names``), per-class scores and the confusion
     matrix (CSV + PNG; single-label runs) from all ranks, written by the main rank as
-    ``<prefix>predictions.csv`` etc.; returns the paths written and the gathered prediction rows
-    (empty on other ranks)."""
+    ``<prefix>predictions.csv`` etc. (a label-set run's: :func:`write_set_artefacts`); returns the
+    paths written and the gathered prediction rows (empty on other ranks, and for label sets)."""
     rows = [row for rank_rows in strategy.gather_to_main(accumulator.rows) for row in rank_rows]
     if not strategy.is_main:
         return [], []
+    if result.label_sets is not None:  # (the dashboards' tables show one class per video: they get no rows)
+        per_set = dict(zip(accumulator.sets.names, accumulator.sets.split_names(names)))
+        return write_set_artefacts(result, rows, folder, prefix, per_set), []
     paths = [folder / f"{prefix}predictions.csv", folder / f"{prefix}per_class.csv"]
     write_predictions(rows, paths[0], names)
     write_per_class(result.per_class, paths[1], names)
@@ -117,3 +120,17 @@ def write_eval_artefacts(
         paths += [folder / f"{prefix}confusion.csv", folder / f"{prefix}confusion.png"]
         write_confusion(result.confusion, paths[2], paths[3], names)
     return paths, rows
+
+
+def write_set_artefacts(result: EvalResult, rows: list, folder: Path, prefix: str,
+                        names: dict[str, list[str]]) -> list[Path]:  # fmt: skip
+    """A label-set run's artefacts: ``<prefix>predictions.csv`` (every set's label and top
+    classes) and ``<prefix>per_class_<set>.csv`` per set (support, precision, recall, F1,
+    recall@5); no confusion matrix (EPIC-KITCHENS-100's actions are thousands of classes).
+    ``names``: each set's class names."""
+    paths = [folder / f"{prefix}predictions.csv"]
+    write_set_predictions(rows, paths[0], names)
+    for name, set_result in result.label_sets.items():
+        paths.append(folder / f"{prefix}per_class_{name}.csv")
+        write_per_class(set_result.per_class, paths[-1], names[name])
+    return paths

@@ -17,6 +17,16 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return [hits[:, : min(k, k_max)].any(dim=-1).sum() for k in ks]
 
 
+#: each label set's columns in ``epochs.csv`` (``val_<metric>_<set>``; :func:`set_columns`)
+SET_METRICS = ("top1", "top5", "recall5", "mean_class_acc", "loss")
+
+
+def set_columns(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``epochs.csv`` columns a label-set run adds: the sets' mean recall@5, then per set
+    :data:`SET_METRICS` (``val_top1_verb``, ``val_top5_verb``, ``val_recall5_verb``...)."""
+    return ("val_recall5", *(f"val_{metric}_{name}" for name in names for metric in SET_METRICS))
+
+
 @dataclass
 class EvalResult:
     """Validation metrics over every usable video of all ranks (each counted once)."""
@@ -34,14 +44,39 @@ class EvalResult:
     best_head: int | None = None  #: index of the head with the best top-1 (multi-head runs)
     mean_ap: float | None = None  #: multi-label runs: mean average precision over classes
     per_class: dict[str, np.ndarray] | None = None  #: ``support``, ``precision``, ``recall``, ``f1`` (+ ``ap``)
+    #: label-set runs: mean over the classes with validation videos of the share of each class's videos whose
+    #: class is among the top 5 (EPIC-KITCHENS-100's mean top-5 recall); per set, and the sets' mean
+    class_recall5: float | None = None
+    label_sets: dict[str, EvalResult] | None = None  #: label-set runs: each set's metrics (the rest: the sets' mean)
+    selected: float | None = None  #: label-set runs: the top-1 ``meta.label_set_metric`` ranks by
+
+    @classmethod
+    def from_sums(cls, top1: float, top5: float, loss_sum: float, count: int, per_class: dict[str, np.ndarray],
+                  **fields) -> EvalResult:  # fmt: skip
+        """The metrics of ``count`` videos from their sums (hits at 1 and at 5, the loss) and their
+        per-class scores (:func:`class_scores`), whose means over the classes with videos are the
+        macro precision / recall / F1 (mean-class accuracy: the macro recall); ``fields``: the
+        others (``confusion`` defaults to None)."""
+        macro, videos = macro_means(per_class), max(count, 1)
+        return cls(top1=top1 / videos, top5=top5 / videos, mean_class_accuracy=macro["recall"], loss=loss_sum / videos,
+                   count=count, confusion=fields.pop("confusion", None), macro_precision=macro["precision"],
+                   macro_recall=macro["recall"], macro_f1=macro["f1"], per_class=per_class, **fields)  # fmt: skip
 
     @property
     def score(self) -> float:
-        """The metric that ranks epochs and heads: mAP for multi-label runs, else top-1."""
+        """The metric that ranks epochs and heads: mAP for multi-label runs, the chosen top-1 (a
+        set's, or the sets' mean) for label-set runs, else top-1."""
+        if self.selected is not None:
+            return self.selected
         return self.mean_ap if self.mean_ap is not None else self.top1
 
     def describe(self) -> str:
-        """One phrase for the log: ``top-1 81.20%, top-5 95.00%, mean class 80.10%[, mAP 40.00%]``."""
+        """One phrase for the log: ``top-1 81.20%, top-5 95.00%, mean class 80.10%[, mAP 40.00%]``;
+        a label-set run's sets one by one (``verb: top-1 ..., recall@5 ...; noun: ...``)."""
+        if self.label_sets is not None:
+            return "; ".join(f"{name}: top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, "
+                             f"recall@5 {100 * (result.class_recall5 or 0):.2f}%"
+                             for name, result in self.label_sets.items())  # fmt: skip
         text = f"top-1 {100 * self.top1:.2f}%, top-5 {100 * self.top5:.2f}%"
         text += f", mean class {100 * self.mean_class_accuracy:.2f}%"
         return text + (f", mAP {100 * self.mean_ap:.2f}%" if self.mean_ap is not None else "")
@@ -60,6 +95,11 @@ class EvalResult:
         }
         if self.mean_ap is not None:
             out["val_map"] = self.mean_ap
+        if self.class_recall5 is not None:
+            out["val_recall5"] = self.class_recall5
+        for name, result in (self.label_sets or {}).items():
+            values = (result.top1, result.top5, result.class_recall5, result.mean_class_accuracy, result.loss)
+            out |= {f"val_{metric}_{name}": value for metric, value in zip(SET_METRICS, values)}
         if self.head_top1 is not None:
             out |= {f"val_top1_h{i}": value for i, value in enumerate(self.head_top1)} | {"best_head": self.best_head}
         return out
@@ -118,21 +158,8 @@ class EvalAccumulator:
         all_reduce(self.sums)
         confusion = self.confusion.cpu()
         loss_sum, top5, count = self.sums.tolist()
-        count_int = int(count)
-        scores = per_class_scores(confusion)
-        macro = macro_means(scores)  # mean per-class accuracy is the macro recall
-        return EvalResult(
-            top1=confusion.diagonal().sum().item() / max(count_int, 1),
-            top5=top5 / max(count_int, 1),
-            mean_class_accuracy=macro["recall"],
-            loss=loss_sum / max(count_int, 1),
-            count=count_int,
-            confusion=confusion,
-            macro_precision=macro["precision"],
-            macro_recall=macro["recall"],
-            macro_f1=macro["f1"],
-            per_class=scores,
-        )
+        top1 = confusion.diagonal().sum().item()
+        return EvalResult.from_sums(top1, top5, loss_sum, int(count), per_class_scores(confusion), confusion=confusion)
 
 
 class RunningSums:

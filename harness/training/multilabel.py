@@ -106,17 +106,5 @@ class MultiLabelAccumulator:
         true_pos, false_pos, _ = (row.double().cpu().numpy() for row in self.counts)
         per_class = class_scores(true_pos, true_pos + false_pos, targets.sum(0))  # support: the positives
         per_class["ap"] = np.nan_to_num(ap)
-        macro = macro_means(per_class, ("precision", "recall", "f1", "ap"))
-        return EvalResult(
-            top1=top1 / max(count, 1),
-            top5=top5 / max(count, 1),
-            mean_class_accuracy=macro["recall"],
-            loss=loss_sum / max(count, 1),
-            count=count,
-            confusion=None,
-            macro_precision=macro["precision"],
-            macro_recall=macro["recall"],
-            macro_f1=macro["f1"],
-            mean_ap=macro["ap"],
-            per_class=per_class,
-        )
+        mean_ap = macro_means(per_class, ("ap",))["ap"]
+        return EvalResult.from_sums(top1, top5, loss_sum, count, per_class, mean_ap=mean_ap)

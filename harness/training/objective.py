@@ -1,7 +1,8 @@
 """What the classifier is trained for: one class per video (softmax, cross-entropy, top-k
-accuracy) or several (``meta.multi_label``: sigmoid, binary cross-entropy, mAP), with optional
-per-class loss weights. The trainer and the evaluation ask the objective; nothing else tells the
-two apart.
+accuracy), several (``meta.multi_label``: sigmoid, binary cross-entropy, mAP), or one class in
+each of several label sets (``meta.label_sets``: a softmax and a cross-entropy per set, summed),
+with optional per-class loss weights. The trainer and the evaluation ask the objective; nothing
+else tells them apart.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import Config, ConfigError
-from harness.training.metrics import EvalAccumulator, topk_correct
+from harness.training.label_sets import LabelSets
+from harness.training.metrics import EvalAccumulator, set_columns, topk_correct
 from harness.training.mixup import smooth_one_hot, soft_cross_entropy
 from harness.training.multilabel import MultiLabelAccumulator, multi_hot
+from harness.training.set_metrics import LabelSetAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ class Objective:
 
     multi_label = False
     metric = "val_top1"  #: the validation metric that picks the best epoch
+    eval_columns: tuple[str, ...] = ()  #: ``epochs.csv`` columns of this objective beyond the common ones
+    label_sets: LabelSets | None = None  #: label-set runs: the sets' names and classes
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
         self.num_classes = num_classes
@@ -65,6 +70,7 @@ class MultiLabelObjective(Objective):
 
     multi_label = True
     metric = "val_map"
+    eval_columns = ("val_map",)
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         hot = multi_hot(labels, self.num_classes)
@@ -77,6 +83,62 @@ class MultiLabelObjective(Objective):
 
     def accumulator(self, device: torch.device, rank: int = 0, world_size: int = 1) -> MultiLabelAccumulator:
         return MultiLabelAccumulator(self.num_classes, device, rank, world_size)
+
+
+class LabelSetObjective(Objective):
+    """One class per set per video (``meta.label_sets``): the logits ``[B, sum(C_s)]`` are the
+    sets' logits end to end (:class:`LabelSets`), the labels ``[B, S]``. The loss is the **sum** of
+    the sets' cross-entropies (label smoothing within each set), as V-JEPA 2's EPIC-KITCHENS-100
+    probe sums its verb, noun and action losses: each set's gradient is what it would be alone,
+    however many sets there are. The training top-1 / top-5 are those of ``metric``: the sets'
+    mean, or one set's (``meta.label_set_metric``)."""
+
+    def __init__(self, sets: LabelSets, label_smoothing: float = 0.0, metric: str = "mean") -> None:
+        super().__init__(sets.total, label_smoothing)
+        self.label_sets, self.choice = sets, metric
+        self.metric = selection_metric(metric)
+        self.eval_columns = set_columns(sets.names)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Each set's smoothed one-hot ``[B, C_s]`` laid end to end, ``[B, sum(C_s)]`` (mixup mixes
+        them as one vector; :meth:`loss` cuts them back per set)."""
+        parts = zip(self.label_sets.columns(labels), self.label_sets.sizes)
+        return torch.cat([smooth_one_hot(column, size, self.label_smoothing) for column, size in parts], dim=1)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The sum over sets of each set's mean cross-entropy, in fp32 (against ``targets`` when the
+        batch was mixed)."""
+        parts = self.label_sets.split(logits)
+        if targets is not None:
+            losses = [soft_cross_entropy(part, target) for part, target in zip(parts, self.label_sets.split(targets))]
+        else:
+            losses = [F.cross_entropy(part.float(), column, label_smoothing=self.label_smoothing)
+                      for part, column in zip(parts, self.label_sets.columns(labels))]  # fmt: skip
+        return torch.stack(losses).sum()
+
+    def hits(self, logits: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """Top-1 and top-5 hits of a batch: the sets' mean, or the chosen set's (no sync)."""
+        per_set = [torch.stack(topk_correct(part, column, (1, 5))).float()
+                   for part, column in zip(self.label_sets.split(logits), self.label_sets.columns(labels))]  # fmt: skip
+        if self.choice == "mean":
+            return list(torch.stack(per_set).mean(0))
+        return list(per_set[self.label_sets.names.index(self.choice)])
+
+    def accumulator(self, device: torch.device, rank: int = 0, world_size: int = 1) -> LabelSetAccumulator:
+        return LabelSetAccumulator(self.label_sets, device, self.choice)
+
+
+def selection_metric(label_set_metric: str | None) -> str:
+    """The ``epochs.csv`` column that ranks a label-set run's epochs: ``val_top1`` (the sets' mean
+    top-1) for ``mean``, else ``val_top1_<set>``."""
+    return "val_top1" if label_set_metric in (None, "mean") else f"val_top1_{label_set_metric}"
+
+
+def best_metric(config: Config) -> str:
+    """The ``epochs.csv`` column that picks a run's best epoch (``summary.json``'s ``best_metric``)."""
+    if config.meta.multi_label:
+        return "val_map"
+    return selection_metric(config.meta.label_set_metric if config.meta.label_sets else None)
 
 
 def class_weights(setting, num_classes: int, counts: np.ndarray | None) -> torch.Tensor | None:
@@ -97,9 +159,13 @@ def class_weights(setting, num_classes: int, counts: np.ndarray | None) -> torch
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def build_objective(config: Config, num_classes: int, counts: np.ndarray | None) -> Objective:
-    """The run's objective; ``counts``: training videos per class (for ``class_weights: auto``)."""
+def build_objective(config: Config, num_classes: int, counts: np.ndarray | None,
+                    sets: LabelSets | None = None) -> Objective:  # fmt: skip
+    """The run's objective; ``counts``: training videos per class (for ``class_weights: auto``);
+    ``sets``: a label-set run's sets (``meta.label_sets``, resolved)."""
     opt = config.optimization
+    if sets is not None:
+        return LabelSetObjective(sets, opt.label_smoothing, config.meta.label_set_metric)
     weights = class_weights(opt.class_weights, num_classes, counts)
     if config.meta.multi_label:
         return MultiLabelObjective(num_classes, opt.label_smoothing, weights)

@@ -99,7 +99,7 @@ class Trainer:
         self.epoch_sums = RunningSums(self.strategy.device, self.num_heads, best)  # since the epoch's start
         resumed_from = self.resume()
         self.logger = RunLogger(self.folder, self.strategy.rank, self.state.step if resumed_from else None,
-                                heads=self.num_heads, multi_label=self.objective.multi_label,
+                                heads=self.num_heads, columns=self.objective.eval_columns,
                                 resume_epoch=self.state.epoch if resumed_from else None)  # fmt: skip
         encoder = self.strategy.unwrap(self.model).encoder
         self.flops_per_clip = flops_per_clip(encoder, config, config.meta.finetune_encoder)
@@ -137,7 +137,7 @@ class Trainer:
                  "epoch_sums": self.epoch_sums, "failure_budget": self.train_budget}  # fmt: skip
         return RunContext(self.config, self.folder, self.strategy, self.model, self.optimizer, self.checkpoints,
                           self.state, parts, self.train_loader, self.ema, self.num_classes, self.class_names,
-                          self.steps_per_epoch)  # fmt: skip
+                          self.steps_per_epoch, self.objective.label_sets)  # fmt: skip
 
     def resume(self) -> Path | None:
         """Continue from the run folder's latest checkpoint (or ``meta.read_checkpoint``)."""

@@ -52,6 +52,7 @@ def resume(run: RunContext) -> Path | None:
         path = None
     if path is None:
         return None
+    check_same_label_sets(path, read_checkpoint_meta(path), run.label_sets)
     extra = load_checkpoint(path, run.strategy, run.model, run.optimizer, run.config, run.num_classes,
                             run.class_names)  # fmt: skip
     for name, part in run.parts.items():
@@ -143,6 +144,17 @@ def check_same_classes(path: Path, saved: list[str] | None, names: list[str], co
     )
 
 
+def check_same_label_sets(path: Path, meta: dict, sets) -> None:
+    """Refuse a checkpoint whose label sets (``meta.json``'s ``{set: classes}``) are not this run's:
+    the same total of logits cut at other places would train each set on another's outputs."""
+    saved = list((meta.get("label_sets") or {}).items())
+    current = list(sets.as_dict().items()) if sets is not None else []
+    if saved != current:
+        raise CheckpointError(f"{path} was trained with label sets {dict(saved) or 'none'}, this run has "
+                              f"{dict(current) or 'none'} (meta.label_sets): resume with the checkpoint's label "
+                              "sets, or start a new run folder")  # fmt: skip
+
+
 def check_resumable(path: Path, meta: dict, strategy) -> None:
     """Refuse checkpoints this strategy cannot load (``meta``: the checkpoint's ``meta.json``),
     with what to do instead."""
@@ -187,7 +199,8 @@ def save(run: RunContext, pointers: list[str]) -> Path:
         "epoch": state.epoch,
         "step": state.step,
         "num_classes": run.num_classes,
-        "class_names": run.class_names,
+        "class_names": run.class_names,  # a label-set run's: every set's, end to end
+        "label_sets": run.label_sets.as_dict() if run.label_sets is not None else None,
         "best_head": state.best_head,
         "trainable_only": trainable_only,
         "config": to_dict(config),

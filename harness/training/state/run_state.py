@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
@@ -20,6 +20,9 @@ from harness.config import Config
 from harness.parallel.strategy import Strategy
 from harness.training.state.checkpoint import CheckpointManager
 from harness.training.state.ema import ModelEMA
+
+if TYPE_CHECKING:
+    from harness.training.label_sets import LabelSets
 
 
 class Stateful(Protocol):
@@ -80,3 +83,4 @@ class RunContext:
     num_classes: int
     class_names: list[str]
     steps_per_epoch: int
+    label_sets: LabelSets | None = None  #: label-set runs: the sets' names and classes (saved in ``meta.json``)

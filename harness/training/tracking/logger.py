@@ -79,19 +79,21 @@ class RunLogger:
             evaluates that epoch again), so every epoch has one row.
         heads: probe heads; with several, per-head columns follow the common ones
             (``loss_h{i}``, ``acc1_h{i}`` per step; ``val_top1_h{i}`` and ``best_head`` per epoch).
-        multi_label: a multi-label run: ``epochs.csv`` also has ``val_map`` (and ``val_top1_h{i}``
-            holds each head's mAP).
+        columns: the objective's own ``epochs.csv`` columns after the common ones (``val_map`` of a
+            multi-label run, each label set's ``val_top1_<set>``...:
+            :attr:`harness.training.objective.Objective.eval_columns`); ``val_top1_h{i}`` then
+            holds each head's ranking metric (mAP, the label sets' chosen top-1).
     """
 
     def __init__(self, folder: str | Path, rank: int = 0, resume_step: int | None = None, heads: int = 1,
-                 multi_label: bool = False, resume_epoch: int | None = None) -> None:  # fmt: skip
+                 columns: tuple[str, ...] = (), resume_epoch: int | None = None) -> None:  # fmt: skip
         self.folder = Path(folder)
         self.rank = rank
         self.step_path = self.folder / f"log_r{rank}.csv"
         self.eval_path = self.folder / "epochs.csv"
         per_head = range(heads if heads > 1 else 0)
         self.step_columns = STEP_COLUMNS + tuple(f"{kind}_h{i}" for i in per_head for kind in ("loss", "acc1"))
-        self.eval_columns = EVAL_COLUMNS + (("val_map",) if multi_label else ())
+        self.eval_columns = EVAL_COLUMNS + tuple(columns)
         self.eval_columns += tuple(f"val_top1_h{i}" for i in per_head)
         self.eval_columns += ("best_head",) if heads > 1 else ()
         self._truncate(self.step_path, self.step_columns, resume_step)

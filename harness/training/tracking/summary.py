@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.core.crop import crop_text
+from harness.training.objective import best_metric
 from harness.training.tracking.observability import tokens_per_clip
 
 if TYPE_CHECKING:
@@ -54,9 +55,14 @@ def describe_start(run: RunContext, sources: tuple[VideoSource, VideoSource | No
             " (data.decoder=auto: the first installed of torchcodec, decord, pyav)" if data.decoder == "auto" else ""
         ),  # fmt: skip
     )
-    names = run.class_names
-    shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
-    log.info("classes: %s", shown)
+    sets = run.label_sets
+    if sets is not None:
+        log.info("label sets: %s (one softmax each over their slice of the %d outputs; loss: their sum)",
+                 sets.describe(), run.num_classes)  # fmt: skip
+    for where, names in zip(sets.names if sets else [""], sets.split_names(run.class_names) if sets else
+                            [run.class_names]):  # fmt: skip
+        shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
+        log.info("classes%s: %s", f" of {where}" if where else "", shown)
     log.info(
         "model: %s, %.1fM parameters (%.1fM trained%s); %.1f GFLOPs per clip per step",
         config.model.model_name,
@@ -132,8 +138,8 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
         "epochs": state.epoch,
         "steps": state.step,
         "skipped_nonfinite_steps": state.skipped_steps,
-        "best_top1": state.best_top1 if state.best_epoch >= 0 else None,  # mAP for a multi-label run
-        "best_metric": "val_map" if run.config.meta.multi_label else "val_top1",
+        "best_top1": state.best_top1 if state.best_epoch >= 0 else None,  # the value of best_metric
+        "best_metric": best_metric(run.config),  # val_map, a label set's val_top1_<set>, else val_top1
         "best_epoch": state.best_epoch + 1 if state.best_epoch >= 0 else None,
         "last": state.last_eval,
         "train_decode_failures": train_stats,
@@ -145,15 +151,13 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
     if stopped_by:
         lines.append(f"stopped by {stopped_by} after step {state.step}: checkpoints/latest holds it; rerun to resume")
     if summary["best_top1"] is not None:
-        metric = "mAP" if run.config.meta.multi_label else "top-1"
+        metric = {"val_map": "mAP", "val_top1": "top-1"}.get(summary["best_metric"], summary["best_metric"])
+        metric = "mean top-1 of the label sets" if run.config.meta.label_sets and metric == "top-1" else metric
         lines.append(f"best validation {metric} {100 * summary['best_top1']:.1f}% at epoch {summary['best_epoch']}")
     lines += [
         "  config.yaml              resolved configuration",
         "  log_r{rank}.csv, epochs.csv  per-step logs of each rank, per-epoch train/val metrics",
-        "  best_predictions.csv, best_per_class.csv, best_confusion.csv/.png  best epoch's predictions, "
-        "per-class precision/recall/F1, confusion matrix"
-        if not run.config.meta.multi_label
-        else "  best_predictions.csv, best_per_class.csv  best epoch's predictions, per-class AP, precision/recall/F1",
+        _artefacts(run.config),
         "  checkpoints/latest, checkpoints/best  resumable checkpoints (rerun the same command to resume)",
         "  summary.json             this summary (python -m harness.report <folder> draws the curves)",
     ]
@@ -161,3 +165,14 @@ def write_final_summary(run: RunContext, train_stats: dict, stopped_by: str | No
         lines.append(f"RUN FAILED: {problem}")
     print("\n".join(lines), flush=True)
     return problem
+
+
+def _artefacts(config) -> str:
+    """The summary's line on the best epoch's artefacts, which depend on the objective."""
+    if config.meta.label_sets:
+        return ("  best_predictions.csv, best_per_class_<set>.csv  best epoch's predictions (every label set's), "
+                "per-class precision/recall/F1/recall@5 of each set")  # fmt: skip
+    if config.meta.multi_label:
+        return "  best_predictions.csv, best_per_class.csv  best epoch's predictions, per-class AP, precision/recall/F1"
+    return ("  best_predictions.csv, best_per_class.csv, best_confusion.csv/.png  best epoch's predictions, "
+            "per-class precision/recall/F1, confusion matrix")  # fmt: skip
