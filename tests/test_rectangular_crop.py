@@ -93,3 +93,22 @@ def test_demo_trains_evaluates_exports_and_predicts_on_rectangular_crops(demo_ro
     tokens = read_shard(features, rows[0]["shard"])["tokens"]
     assert len(rows) == 8 and tuple(tokens.shape[1:5]) == (1, 4, 2, 3), "[K, T', H', W', D]: 2 rows of 3"
     assert json.loads((features / "embeddings.json").read_text())["request"]["preprocessing"]["crop_size"] == CROP
+
+
+@pytest.mark.slow
+def test_shards_train_and_evaluate_on_rectangular_crops(demo_shards, demo_root, tmp_path):
+    # the crop is the transform's business: shard samples (train and validation) come out H x W too
+    from harness.config import load_config
+    from harness.training import Trainer
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides(demo_root, tmp_path / "run", f"data.crop_size={CROP}", "optimization.epochs=1",
+                               "data.datasets=[]", "data.val_datasets=[]",
+                               f"data.shards=[{demo_shards / 'train' / 'manifest.json'}]",
+                               f"data.val_shards=[{demo_shards / 'val' / 'manifest.json'}]")  # fmt: skip
+    trainer = Trainer(load_config(None, overrides))
+    batch = next(iter(trainer.train_loader))
+    assert tuple(batch.clips.shape[-2:]) == tuple(CROP)
+    trainer.fit()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["finished"] and summary["last"]["val_count"] == 8

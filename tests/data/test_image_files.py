@@ -130,7 +130,7 @@ def test_a_broken_image_is_a_bad_sample_named_in_the_warnings(image_listing, cap
 
 
 @pytest.mark.slow
-def test_prepare_shards_images_as_they_are_and_they_train(image_root, tmp_path):
+def test_prepare_shards_images_as_they_are_and_they_train_and_evaluate(image_root, tmp_path):
     # harness.prepare packs a listed image as its own file (key.jpg, key.png...), never re-encoded
     from harness.config import load_config
     from harness.prepare import Settings, prepare
@@ -156,3 +156,10 @@ def test_prepare_shards_images_as_they_are_and_they_train(image_root, tmp_path):
                                "optimization.epochs=1")  # fmt: skip
     Trainer(load_config(None, overrides)).fit()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
+    # and harness.evaluate reads the image validation listing, an image a row
+    from harness.evaluate.cli import main as evaluate
+
+    assert evaluate(["--config", str(tmp_path / "run" / "config.yaml"), "--checkpoint", str(tmp_path / "run"),
+                     "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == len((image_root / "val.csv").read_text().splitlines())
