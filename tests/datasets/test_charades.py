@@ -78,6 +78,13 @@ def test_charades_segments(tmp_path, capsys):
                     ["N11GT.mp4", "0,3", "0.00", "7.00"]]  # fmt: skip
     assert lines_of(output / "val.csv")[1].endswith("KRF68.mp4,3,0.50,3.00")
     assert lines_of(output / "missing.txt") == ["train MISS1"]
+    # what the harness reads of it: multi-label segments, in seconds
+    from harness.data.listing import read_listing
+
+    read = read_listing(output / "train.csv")
+    assert read.segment_unit == "seconds" and [read.segment(i) for i in range(3)] == [(11.9, 21.2), (0.0, 12.6),
+                                                                                       (0.0, 7.0)]  # fmt: skip
+    assert [read.label(i) for i in range(3)] == [2, 1, (0, 3)]
 
 
 @pytest.mark.parametrize(
