@@ -122,6 +122,17 @@ def multilabel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def label_set_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The label-set demo data, small: listings ``path,axis,sense,direction`` and a names file per
+    set (``classes_<set>.txt``)."""
+    from harness.data.synthetic import make_label_set_demo
+
+    root = tmp_path_factory.mktemp("label_sets")
+    make_label_set_demo(root, 6, 2, num_frames=24, size=(48, 64), progress=False)
+    return root
+
+
 def tiny_overrides(root: Path, folder: Path, *extra: str) -> list[str]:
     """Config overrides for a seconds-long CPU run on :func:`demo_root` data."""
     return [

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from harness.config import load_config, save_config
+from harness.data.synthetic import LABEL_SETS
 from tests.deadline import time_left
 from tests.parallel.test_strategies import ENV, REPO, STRATEGIES
 
@@ -46,7 +47,8 @@ def reduced(
     self-attention path stays), 32 px, 4 frames; ``narrow``: the family's smallest width too."""
     from harness.models import family_of
 
-    model = yaml.safe_load(config.read_text()).get("model", {})
+    sections = yaml.safe_load(config.read_text())
+    model = sections.get("model", {})
     pooler_depth = min(2, model.get("attn_pooler_depth", 1))
     family = family_of(model.get("model_name", "vit_large")).name
     sizes = [f"model.depth={4 if family == 'vjepa2.1' else 2}"]
@@ -58,7 +60,7 @@ def reduced(
         f"folder={folder}",
         f"data.datasets=[{root / 'train.csv'}]",
         f"data.val_datasets=[{root / 'val.csv'}]",
-        f"data.class_names={root / 'classes.txt'}",
+        *labels_of(sections, root),
         "data.generate_demo_data=false",
         "data.dataset_fpcs=[4]",
         "data.val_dataset_fpcs=[4]",
@@ -68,7 +70,6 @@ def reduced(
         "data.val_num_clips=1",
         "data.num_views=1",
         "data.num_workers=0",
-        "meta.num_classes=4",
         "meta.pretrain_checkpoint=null",
         "optimization.ipe=2",
         f"optimization.epochs={epochs}",
@@ -84,6 +85,21 @@ def reduced(
     ]
 
 
+def labels_of(sections: dict, root: Path) -> list[str]:
+    """The class overrides: the demo's 4 classes, or, for a config of label sets, the label-set
+    demo's sets and a names file per set (``root`` then holds :func:`make_label_set_demo`'s data)."""
+    if not sections.get("meta", {}).get("label_sets"):
+        return [f"data.class_names={root / 'classes.txt'}", "meta.num_classes=4"]
+    names = ", ".join(f"{name}: {root / f'classes_{name}.txt'}" for name in LABEL_SETS)
+    return [f"data.class_names={{{names}}}"]
+
+
+def classes_of(config: Path) -> int:
+    """The reduced model's outputs: 4 classes, or every label set's."""
+    label_sets = yaml.safe_load(config.read_text()).get("meta", {}).get("label_sets")
+    return sum(len(classes) for classes in LABEL_SETS.values()) if label_sets else 4
+
+
 def write(path: Path, overrides: list[str], source: Path) -> Path:
     save_config(load_config(source, overrides), path)
     return path
@@ -94,20 +110,21 @@ def expected_parameters(config: Path, narrow: bool) -> tuple[int, int]:
     from harness.training.assemble import build_model
 
     reduced_config = load_config(config, reduced(config, Path("/x"), Path("/x"), [], 1, narrow))
-    model = build_model(reduced_config, 4)
+    model = build_model(reduced_config, classes_of(config))
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
-def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, tmp_path):
+def test_every_shipped_config_trains_under_the_strategy(strategy, demo_root, label_set_root, tmp_path):
     entries = []
     for config in CONFIGS:
         name = config.stem
         narrow = narrowed(config, strategy)
         folder = tmp_path / name
         options = STRATEGIES[strategy]
-        config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, demo_root, folder, options, 1, narrow), config)
+        root = label_set_root if classes_of(config) != 4 else demo_root
+        config_a = write(tmp_path / f"{name}_a.yaml", reduced(config, root, folder, options, 1, narrow), config)
         entries.append(f"{name}:{config_a}:")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "tests/parallel/config_driver.py", str(tmp_path), *entries]  # fmt: skip
