@@ -204,7 +204,7 @@ def test_a_segment_is_cut_from_the_decoded_video_frames(segment_root):
 
 
 def test_a_late_segment_of_a_long_video_is_sought_not_decoded_from_the_start(tmp_path, monkeypatch):
-    from harness.data import files
+    from harness.data import clips as files
 
     rng = np.random.default_rng(0)
     gop = 30
