@@ -46,6 +46,8 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
         done.write_text(json.dumps({"source": source.path, "clips": clips}))
         return clips
     frame_folder = os.path.isdir(path)
+    if frame_folder and source.fps:  # the line's rate wins over --frame-fps (as data.frame_folder_fps in training)
+        settings = replace(settings, frame_fps=source.fps)
     duration, fps, frames, size = probe_frame_folder(path, settings.frame_fps) if frame_folder else probe(path)
     if segment is not None:
         clips = _stage_window(source, path, segment, unit, settings, folder, (duration, fps, size))

@@ -19,6 +19,7 @@ from harness.prepare.parts import Part
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 Label = int | tuple[int, ...]
+Entry = tuple[str, Label, "float | None"]  #: an input's path, label and frame rate (a frame folder's, from its line)
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,20 @@ class Source:
     index: int
     path: str
     label: Label  #: several class ids for a multi-label video
+    fps: float | None = None  #: the frame rate its listing line gives (a frame folder's ``fps`` column)
 
 
-def collect(input_path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
-    """``(path, label)`` pairs and label names from a folder of class folders (their videos, and
+def collect(input_path: Path) -> tuple[list[Entry], list[str]]:
+    """``(path, label, fps)`` entries and label names from a folder of class folders (their videos, and
     their sub-folders as folders of numbered frames) or a listing."""
     if input_path.is_dir():
         classes = sorted(p.name for p in input_path.iterdir() if p.is_dir())
         if not classes:
             raise UserError(f"{input_path} has no class folders (expected <root>/<class>/*.mp4)")
         pairs = [
-            (str(video), label) for label, name in enumerate(classes) for video in _class_members(input_path / name)
+            (str(video), label, None)
+            for label, name in enumerate(classes)
+            for video in _class_members(input_path / name)
         ]
         return pairs, classes
     return _listing_pairs(input_path)
@@ -55,8 +59,8 @@ def _class_members(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
-    """The one place that reads a listing: its ``(path, label)`` pairs, and its class names (a
+def _listing_pairs(path: Path) -> tuple[list[Entry], list[str]]:
+    """The one place that reads a listing: its ``(path, label, fps)`` entries, and its class names (a
     listing of names: sorted, ids in that order) or its class ids as names."""
     listing = read_listing(path)
     if listing.label_sets is not None:  # a run of label sets reads listings only (meta.label_sets)
@@ -68,23 +72,23 @@ def _listing_pairs(path: Path) -> tuple[list[tuple[str, Label]], list[str]]:
     else:
         names = [str(i) for i in range(1 + int(listing.all_ids().max()))]
     # a line with a segment is that segment of its video (path#t=start,end): cut alone
-    return [(segment_name(listing.path(i), listing.segment(i), listing.segment_unit), listing.label(i))
-            for i in range(len(listing))], names  # fmt: skip
+    return [(segment_name(listing.path(i), listing.segment(i), listing.segment_unit), listing.label(i),
+             listing.frame_rate(i)) for i in range(len(listing))], names  # fmt: skip
 
 
-def split_sources(pairs: list[tuple[str, Label]], val_fraction: float, seed: int) -> dict[str, list[Source]]:
+def split_sources(pairs: list[Entry], val_fraction: float, seed: int) -> dict[str, list[Source]]:
     """Train/validation split by source video, stratified per class, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     splits: dict[str, list[Source]] = {"train": [], "val": []}
     by_label: dict[int, list[int]] = {}
-    for index, (_, label) in enumerate(pairs):
+    for index, (_, label, _) in enumerate(pairs):
         by_label.setdefault(label_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
     val = set()
     for indices in by_label.values():
         count = int(round(val_fraction * len(indices)))
         val.update(rng.permutation(indices)[:count].tolist())
-    for index, (path, label) in enumerate(pairs):
-        splits["val" if index in val else "train"].append(Source(index, path, label))
+    for index, (path, label, fps) in enumerate(pairs):
+        splits["val" if index in val else "train"].append(Source(index, path, label, fps))
     return splits
 
 
@@ -96,8 +100,8 @@ def build_splits(input_path: Path, val_input: Path | None, val_fraction: float,
         return split_sources(pairs, val_fraction, seed), label_names
     val_pairs, _ = collect(val_input)
     return {
-        "train": [Source(i, p, label) for i, (p, label) in enumerate(pairs)],
-        "val": [Source(len(pairs) + i, p, label) for i, (p, label) in enumerate(val_pairs)],
+        "train": [Source(i, *entry) for i, entry in enumerate(pairs)],
+        "val": [Source(len(pairs) + i, *entry) for i, entry in enumerate(val_pairs)],
     }, label_names
 
 
@@ -116,4 +120,6 @@ def input_digest(splits: dict[str, list[Source]], label_names: list[str]) -> str
     for split, sources in splits.items():
         for source in sources:
             digest.update(f"\n{split}\t{source.index}\t{source.path}\t{label_ids(source.label)}".encode())
+            if source.fps is not None:  # (only then: inputs without a rate keep their digest)
+                digest.update(f"\t{source.fps!r}".encode())
     return digest.hexdigest()

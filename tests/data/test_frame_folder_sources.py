@@ -138,6 +138,25 @@ def test_prepare_encodes_frame_folders_into_shard_clips(video_dir, tmp_path):
     assert (reader.num_frames, round(reader.fps), json.loads(sample["json"])["frames"]) == (20, 10, 20)
 
 
+def test_prepare_reads_each_lines_frame_rate_and_cuts_its_segment(video_dir, tmp_path):
+    # a listing's fps column is the folder's rate (over --frame-fps), and a segment in frames is cut exactly
+    source = open_video(str(video_dir / "medium_25fps.mp4")).get_frames(np.arange(50)).numpy()
+    write_frames(tmp_path / "frames" / "A", source, "png")
+    (tmp_path / "list.csv").write_text("path,label,start_frame,end_frame,fps\nframes/A,0,,,25\nframes/A,1,10,30,10\n")
+    report = prepare(tmp_path / "list.csv", tmp_path / "out", Settings(segment_seconds=10, frame_fps=50,
+                     min_seconds=0.5), val_fraction=0, workers=1)  # fmt: skip
+    assert report["skipped"] == []
+    _, samples = read_split(tmp_path / "out" / "train")
+    metas = sorted(
+        ((json.loads(sample["json"]), sample["mp4"]) for sample in samples.values()), key=lambda pair: pair[0]["label"]
+    )
+    spans = [(meta["label"], meta["start"], meta["end"], meta["frames"], meta["fps"]) for meta, _ in metas]
+    assert spans == [(0, 0.0, 2.0, 50, 25.0), (1, 1.0, 3.0, 20, 10.0)], "50 frames at 25; frames 10-29 at 10 fps"
+    reader = open_video(metas[1][1], "pyav")
+    decoded = reader.get_frames(np.arange(20)).float()
+    assert (decoded - torch.from_numpy(source[10:30]).float()).abs().mean() < 4, "the segment's own frames"
+
+
 def test_predict_and_embed_inputs(tmp_path, caplog):
     frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
     write_frames(tmp_path / "in" / "P01_01", frames, "jpg")
