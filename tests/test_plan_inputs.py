@@ -60,3 +60,14 @@ def test_the_edges_of_each_range_are_accepted():
 def test_hardware_refuses_what_the_prediction_would_divide_by(field):
     with pytest.raises(ValueError, match=next(iter(field))):
         Hardware(**field)
+
+
+def test_a_config_of_label_sets_plans_a_classifier_of_every_sets_classes(capsys):
+    # {verb: 97, noun: 300, action: 3806}: the heads output 4203 logits, as --num-classes 4203 says
+    sizes = "meta.label_sets={verb: 97, noun: 300, action: 3806}"
+    assert main(["--config", CONFIG, sizes, "meta.num_classes=0"]) == 0
+    with_sets = capsys.readouterr().out
+    assert main(["--config", CONFIG, "--num-classes", "4203"]) == 0
+    assert with_sets == capsys.readouterr().out
+    assert main(["--config", CONFIG]) == 0
+    assert capsys.readouterr().out != with_sets, "400 classes by default: another parameter count"

@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=COUNT, default=8, help="GPUs per node")
     parser.add_argument("--nodes", type=COUNT, default=1)
     parser.add_argument("--gpu-memory", type=POSITIVE, default=80.0, help="GiB per GPU (H100: 80)")
-    parser.add_argument("--num-classes", type=COUNT, default=None, help="default: meta.num_classes or 400")
+    parser.add_argument(
+        "--num-classes",
+        type=COUNT,
+        default=None,
+        help="default: meta.num_classes, the sum of meta.label_sets' sizes, or 400",
+    )
     parser.add_argument(
         "--simulate",
         action="store_true",
@@ -105,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     log_config_notes(config, logging.getLogger("harness.plan"))  # deprecated keys: a warning line
     ranks = args.gpus * args.nodes
-    classes = args.num_classes or config.meta.num_classes or 400
+    # label sets given with their sizes ({verb: 97, noun: 300}): the classifier outputs them all
+    sets = config.meta.label_sets if isinstance(config.meta.label_sets, dict) else {}
+    classes = args.num_classes or config.meta.num_classes or sum(int(size or 0) for size in sets.values()) or 400
     counts = count_parameters(config, classes)
     group = shard_group(config, args.gpus, ranks)
     rows = plan(config, ranks, classes, counts, group)
