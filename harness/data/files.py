@@ -135,6 +135,12 @@ class VideoClipDataset(Dataset):
         listing, row = self._locate(index)
         return listing.path(row)
 
+    def name(self, index: int) -> str:
+        """How outputs and warnings name item ``index``: its path, or its segment's
+        (``path#t=1.5,4``; :func:`~harness.data.segments.segment_name`)."""
+        listing, row = self._locate(index)
+        return segment_name(listing.path(row), listing.segment(row), listing.segment_unit)
+
     def label(self, index: int) -> int | tuple[int, ...]:
         """Label of video ``index``."""
         listing, row = self._locate(index)
@@ -232,8 +238,8 @@ class VideoClipDataset(Dataset):
                             source_weights=settings.source_weights, repeats=settings.repeats, **options)  # fmt: skip
 
     def failed_paths(self) -> list[str]:
-        """Paths of the videos that failed to decode so far."""
-        return [self.path(i) for i in torch.nonzero(self._status == BAD).flatten().tolist()]
+        """Paths of the videos (segments: their names, ``path#t=1.5,4``) that failed to decode so far."""
+        return [self.name(i) for i in torch.nonzero(self._status == BAD).flatten().tolist()]
 
     def _source_of(self, index: int) -> int:
         return int(np.searchsorted(self._source_starts, index, side="right") - 1)
@@ -250,7 +256,7 @@ class VideoClipDataset(Dataset):
         if int(self._status[index]) == UNKNOWN:
             self._status[index] = status
             level = logging.WARNING if status == BAD else logging.INFO
-            log.log(level, "skipping video %s: %s", self.path(index), reason)
+            log.log(level, "skipping video %s: %s", self.name(index), reason)
 
     def _count(self, failed: bool) -> None:
         """One video tried by this process (a worker's own row of the shared counters)."""
@@ -284,7 +290,7 @@ class VideoClipDataset(Dataset):
             hint = ("; a frame folder's rate is data.frame_folder_fps (per listing) or its line's fps column, or "
                     "sample with data.frame_step") if os.path.isdir(path) else ""  # fmt: skip
             raise ClipSpecError(f"{path}: {error}{hint}") from None
-        return ClipItem(clips, listing.label(row), clip_indices, segment_name(path, segment, listing.segment_unit))
+        return ClipItem(clips, listing.label(row), clip_indices, self.name(index))
 
     def __getitem__(self, index: int) -> ClipItem | None:
         # ``index`` may be a repeated-augmentation draw: the RNG follows it, the video wraps.
@@ -311,5 +317,5 @@ class VideoClipDataset(Dataset):
             candidate = self._replacement(candidate, rng)
         raise TooManyDecodeFailures(
             f"item {index}: {self.max_retries + 1} videos in a row could not be used "
-            f"(last tried: {self.path(candidate)}); see the warnings above"
+            f"(last tried: {self.name(candidate)}); see the warnings above"
         )

@@ -188,6 +188,18 @@ def test_clips_are_drawn_inside_their_segment_only(segment_root, train):
     assert dataset.stats()["failed"] == 0
 
 
+def test_a_segment_past_the_videos_end_is_a_bad_sample_named_with_its_segment(segment_root, caplog):
+    video = read_listing(segment_root / "val.csv").path(0)
+    listing = Listing.from_records(
+        [VideoRecord(video, 1, segment=(2.0, 4.0)), VideoRecord(video, 2, segment=(99.0, 100.0))]
+    )
+    dataset = VideoClipDataset([(listing, ClipSpec(4, frame_step=2))], EvalTransform(32), train=False, decoder="pyav")
+    with caplog.at_level("WARNING", logger="harness.data.files"):
+        assert dataset[0] is not None and dataset[1] is None, "evaluation skips it, never a stand-in"
+    assert f"skipping video {video}#t=99,100: the segment starts at 99 s, after the video's end" in caplog.text
+    assert dataset.failed_paths() == [f"{video}#t=99,100"] and dataset.stats()["failed"] == 1
+
+
 def test_a_segment_is_cut_from_the_decoded_video_frames(segment_root):
     # the same frames as decoding the whole video and taking the segment's indices
     from harness.data.decode import open_video, read_clip_frames
