@@ -4,13 +4,14 @@ segment or window, sample every clip's frame indices, decode them at once and tr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from harness.data.decode import DecodeError, is_image, open_video, read_clip_frames
-from harness.data.sampling import ClipSpec, sample_clip_indices
+from harness.data.sampling import ClipSpec, ClipSpecError, sample_clip_indices
 from harness.data.segments import segment_frames
 from harness.data.transforms import DecodeScale
 
@@ -71,6 +72,9 @@ def load_clips(
     reader = open_video(source, decoder, scale=scale, image=image, fps=fps)
     try:
         if segment is not None and not image:
+            if segment_unit == "seconds" and not reader.fps and isinstance(source, str) and os.path.isdir(source):
+                # every segment of such a folder would fail alike: a setting is missing, not a bad sample
+                raise ClipSpecError("a segment in seconds needs the frame folder's frame rate, which is unknown")
             first, last = segment_frames(segment, segment_unit, reader.fps, reader.num_frames)
             # a window of the segment (predict / embed --window-seconds) counts from the segment's start
             frame_range = (first, last) if frame_range is None else (

@@ -118,7 +118,10 @@ def _cut_encode(path: str, settings: Settings, window: tuple[float, float] | Non
         stream = source.streams.video[0]
         if first > 0:
             source.seek(int(first / stream.time_base) + (stream.start_time or 0), stream=stream, backward=True)
-        decoded = ((float(frame.time or 0.0), frame) for frame in source.decode(stream))
+        # a window's times count from the first frame, as the training reader counts frames (a stream
+        # may start late: MKV/WebM offsets, MP4 edit lists)
+        offset = float(stream.start_time * stream.time_base) if window is not None and stream.start_time else 0.0
+        decoded = ((float(frame.time or 0.0) - offset, frame) for frame in source.decode(stream))
         frames = ((time, lambda frame=frame: frame) for time, frame in
                   itertools.takewhile(lambda pair: pair[0] < last - 1e-6, decoded) if time >= first - 1e-6)  # fmt: skip
         fps = settings.fps or float(stream.average_rate or 30)

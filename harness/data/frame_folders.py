@@ -26,7 +26,10 @@ _LAST_NUMBER = re.compile(r"(\d+)\D*$")
 
 def frame_number(name: str) -> int | None:
     """The frame number of a file name: the last number in an image file's name without its
-    extension (``frame_0000000010.jpg`` -> 10); None for other files and images without a number."""
+    extension (``frame_0000000010.jpg`` -> 10); None for other files, images without a number and
+    hidden files (macOS's ``._frame_0000000010.jpg`` beside each frame copied from a Mac)."""
+    if name.startswith("."):
+        return None
     stem, dot, extension = name.rpartition(".")
     if not dot or extension.lower() not in IMAGE_EXTENSIONS:
         return None

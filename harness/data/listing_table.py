@@ -54,7 +54,7 @@ PATH_WORDS = ("path", "video", "file", "filename", "name")
 LABEL_WORDS = ("label", "labels", "class", "category", "target")
 SECONDS, FRAMES = ("start", "end"), ("start_frame", "end_frame")
 RESERVED = set(PATH_WORDS + LABEL_WORDS + SECONDS + FRAMES + ("fps",))
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLANKS = bytes.maketrans(b",\t", b"  ")  # commas and tabs part numbers as spaces do
 
 
@@ -67,7 +67,9 @@ def _fields(line: str, comma: bool, count: int) -> list[str]:
 
 def header_columns(line: str) -> list[str] | None:
     """The column names of a header row that asks for more than ``path label`` (None otherwise)."""
-    words = [w.strip().lower() for w in (line.split(",") if "," in line else line.split())]
+    fields = next(csv.reader([line])) if "," in line else line.split()  # (csv: a quoted header reads too)
+    # the harness's own column names in any case; a label set keeps its name as written (meta.label_sets)
+    words = [w.strip().lower() if w.strip().lower() in RESERVED else w.strip() for w in fields]
     if len(words) < 2 or words[0] not in PATH_WORDS or not all(_NAME.match(w) for w in words):
         return None
     if len(words) == 2 and (words[1] in LABEL_WORDS or looks_like_header(line)):
@@ -188,8 +190,8 @@ class _Columns:
             raise ListingError(f"{where}: frame numbers are whole numbers, got {start_text} and {end_text}")
         if start < 0:
             raise ListingError(f"{where}: column {names[0]!r}: {start_text} is negative")
-        if end <= start:
-            raise ListingError(f"{where}: the segment ends ({names[1]} {end_text}) at or before it starts "
+        if end < start:  # (equal: an instant, read as its one frame)
+            raise ListingError(f"{where}: the segment ends ({names[1]} {end_text}) before it starts "
                                f"({names[0]} {start_text})")  # fmt: skip
         self.starts.append(start)
         self.ends.append(end)
@@ -368,7 +370,7 @@ def _assemble(source: str, data: np.ndarray, columns: list[str], lines: np.ndarr
                       (path_ends - line_starts).astype(np.int32), labels, (lines + 1).astype(np.int32))  # fmt: skip
     if roles.segment is not None:
         segments = table[:, [roles.segment[0] - 1, roles.segment[1] - 1]].copy()
-        if (segments[:, 0] < 0).any() or (segments[:, 1] <= segments[:, 0]).any():
+        if (segments[:, 0] < 0).any() or (segments[:, 1] < segments[:, 0]).any():
             return None
         listing.segments, listing.segment_unit = segments, "frames" if roles.frames else "seconds"
     if roles.fps is not None:

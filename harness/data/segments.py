@@ -58,4 +58,11 @@ def segment_name(path: str, segment: tuple[float, float] | None, unit: str = "se
     start, end = segment
     if unit == "frames":
         return f"{path}#frames={int(start)},{int(end)}"
-    return f"{path}#t={start:g},{end:g}"
+    return f"{path}#t={_seconds(start)},{_seconds(end)}"
+
+
+def _seconds(value: float) -> str:
+    """A time as the shortest text that reads back as the same float (``1.5``, ``4``, ``3723.456``):
+    predict, embed and prepare read a segment back from its name, and must cut the same frames."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text

@@ -49,6 +49,9 @@ def parse_columns(text: str) -> dict[str, str]:
 
 def convert(annotations: Path, columns: dict[str, str], val_fraction: float, seed: int) -> Converted | Segments:
     """The classes and splits of the annotation CSV ``annotations`` read through ``columns``."""
+    if "split" in columns and val_fraction > 0:
+        raise UserError(f"--val-fraction draws a validation share where the file has no split; --columns names "
+                        f"its split column ({columns['split']}): leave one of them out")  # fmt: skip
     unit = next((pair for pair in (SECONDS, FRAMES) if pair[0] in columns), None)
     required = (columns["path"], columns["label"])
     optional = tuple(columns[name] for name in ("split", *(unit or ())) if name in columns)
@@ -67,7 +70,7 @@ def convert(annotations: Path, columns: dict[str, str], val_fraction: float, see
         segment = _segment(row, columns, unit, annotations, line) if unit else None
         entries.append((line, split, row[columns["path"]].strip(), row[columns["label"]].strip(), segment))
     classes, ids = _classes([entry[3] for entry in entries])
-    if "split" not in columns and val_fraction > 0:
+    if val_fraction > 0:
         entries = _held_out(entries, ids, val_fraction, seed)
     if unit is None:
         converted = Converted(classes)
@@ -95,8 +98,8 @@ def _segment(row: dict[str, str], columns: dict[str, str], unit: tuple[str, str]
                         "not numbers") from None  # fmt: skip
     if unit == FRAMES and not (start.isdigit() and end.isdigit()):
         raise UserError(f"{path}:{line}: frame numbers are whole numbers >= 0, got {start!r} and {end!r}")
-    if first < 0 or last <= first:
-        raise UserError(f"{path}:{line}: the segment [{start}, {end}) is empty or negative")
+    if first < 0 or last < first:
+        raise UserError(f"{path}:{line}: the segment [{start}, {end}) ends before it starts, or starts before 0")
     return start, end
 
 
@@ -110,12 +113,15 @@ def _classes(labels: list[str]) -> tuple[list[str], dict[str, int]]:
 
 
 def _held_out(entries: list, ids: dict[str, int], fraction: float, seed: int) -> list:
-    """``entries`` with ``fraction`` of each class's rows moved to ``val`` (a seeded draw)."""
+    """``entries`` with ``fraction`` of each class's videos moved to ``val`` (a seeded draw): every
+    row of a video (its segments) goes where the video goes (a video's class: its first row's)."""
     rng = random.Random(seed)
-    by_class: dict[int, list[int]] = {}
-    for position, entry in enumerate(entries):
-        by_class.setdefault(ids[entry[3]], []).append(position)
-    held = {position for positions in by_class.values() for position in
-            rng.sample(positions, round(fraction * len(positions)))}  # fmt: skip
-    return [(line, "val" if position in held else split, key, label, segment)
-            for position, (line, split, key, label, segment) in enumerate(entries)]  # fmt: skip
+    by_class: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for _, _, key, label, _ in entries:
+        if key not in seen:
+            seen.add(key)
+            by_class.setdefault(ids[label], []).append(key)
+    held = {key for videos in by_class.values() for key in rng.sample(videos, round(fraction * len(videos)))}
+    return [(line, "val" if key in held else split, key, label, segment)
+            for line, split, key, label, segment in entries]  # fmt: skip

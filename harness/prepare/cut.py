@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cutting import Settings, cut_segments, cut_window, probe, probe_frame_folder
+from harness.data.listing import label_ids
 from harness.data.media import is_image
 from harness.data.segments import split_segment_name
 from harness.data.workers import die_with_parent
@@ -35,7 +36,7 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
     done = folder / DONE
     if done.exists():
         record = json.loads(done.read_text())
-        if isinstance(record, dict) and record.get("source") == source.path:
+        if isinstance(record, dict) and record.get("source") == source.path and _same_input(record, source):
             # Cut by an earlier attempt, which may have packed (and deleted) some of them.
             return [{**clip, "resumed": True} for clip in record["clips"]]
     shutil.rmtree(folder, ignore_errors=True)
@@ -43,7 +44,7 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
     path, segment, unit = split_segment_name(source.path)
     if is_image(path):
         clips = [_image_clip(source)]
-        done.write_text(json.dumps({"source": source.path, "clips": clips}))
+        done.write_text(json.dumps({**_marker(source), "clips": clips}))
         return clips
     frame_folder = os.path.isdir(path)
     if frame_folder and source.fps:  # the line's rate wins over --frame-fps (as data.frame_folder_fps in training)
@@ -59,8 +60,20 @@ def cut_video(source: Source, settings: Settings, staging: Path, chunked: bool) 
         clips = [{**clip, "bytes": Path(source.path).stat().st_size, "staged": False}]
     else:
         clips = _stage_segments(source, settings, folder, duration, frames, fps, size)
-    done.write_text(json.dumps({"source": source.path, "clips": clips}))
+    done.write_text(json.dumps({**_marker(source), "clips": clips}))
     return clips
+
+
+def _marker(source: Source) -> dict:
+    """What a done marker records of its source: the clips are reused only for the same input."""
+    return {"source": source.path, "label": list(label_ids(source.label)), "fps": source.fps}
+
+
+def _same_input(record: dict, source: Source) -> bool:
+    """Whether a done marker was written for this source's label and frame rate too (a marker of an
+    older version, without them, is taken as it is)."""
+    marker = _marker(source)
+    return all(record[key] == marker[key] for key in ("label", "fps") if key in record)
 
 
 def _image_clip(source: Source) -> dict:

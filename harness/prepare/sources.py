@@ -14,7 +14,7 @@ import numpy as np
 from harness.core.errors import UserError
 from harness.data.listing import label_ids, name_labels, read_listing
 from harness.data.media import is_image
-from harness.data.segments import segment_name
+from harness.data.segments import segment_name, split_segment_name
 from harness.prepare.parts import Part
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -77,18 +77,25 @@ def _listing_pairs(path: Path) -> tuple[list[Entry], list[str]]:
 
 
 def split_sources(pairs: list[Entry], val_fraction: float, seed: int) -> dict[str, list[Source]]:
-    """Train/validation split by source video, stratified per class, reproducible from ``seed``."""
+    """Train/validation split by source video, stratified per class, reproducible from ``seed``:
+    every segment of one video (``path#t=...``) goes where the video goes, so no video is seen in
+    both (a video is stratified by its first line's first label)."""
     rng = np.random.default_rng(seed)
     splits: dict[str, list[Source]] = {"train": [], "val": []}
+    videos: dict[str, int] = {}  # video path -> its number, in order of first appearance
     by_label: dict[int, list[int]] = {}
-    for index, (_, label, _) in enumerate(pairs):
-        by_label.setdefault(label_ids(label)[0], []).append(index)  # multi-label: stratified by the first label
+    for path, label, _ in pairs:
+        video = split_segment_name(path)[0]
+        if video not in videos:
+            videos[video] = len(videos)
+            by_label.setdefault(label_ids(label)[0], []).append(videos[video])  # multi-label: its first label
     val = set()
-    for indices in by_label.values():
-        count = int(round(val_fraction * len(indices)))
-        val.update(rng.permutation(indices)[:count].tolist())
+    for numbers in by_label.values():
+        count = int(round(val_fraction * len(numbers)))
+        val.update(rng.permutation(numbers)[:count].tolist())
     for index, (path, label, fps) in enumerate(pairs):
-        splits["val" if index in val else "train"].append(Source(index, path, label, fps))
+        held = videos[split_segment_name(path)[0]] in val
+        splits["val" if held else "train"].append(Source(index, path, label, fps))
     return splits
 
 

@@ -62,6 +62,20 @@ def test_a_listing_mixes_videos_and_frame_folders_at_their_rates(mixed_listing):
     assert steps(dataset) == [6, 6, 3]
 
 
+def test_a_segment_in_seconds_of_a_folder_without_a_rate_stops_with_one_line(mixed_listing):
+    # every segment of the folder would fail alike: a missing setting, never 100% bad samples
+    folder = read_listing(mixed_listing).path(1)
+    (mixed_listing.parent / "segments.csv").write_text(f"path,label,start,end\n{folder},1,0.5,1.5\n")
+    listing = read_listing(mixed_listing.parent / "segments.csv")
+    dataset = VideoClipDataset([(listing, ClipSpec(4, frame_step=2))], EvalTransform(32), train=False)
+    with pytest.raises(ClipSpecError, match=f"^{folder}: a segment in seconds needs the frame folder's frame rate"):
+        dataset[0]
+    assert dataset.stats()["failed"] == 0
+    rated = VideoClipDataset([(listing, ClipSpec(4, frame_step=2))], EvalTransform(32), train=False, frame_fps=[30])
+    indices = rated[0].clip_indices
+    assert indices.min() >= 15 and indices.max() < 45, "0.5-1.5 s at 30 fps: frames 15-44"
+
+
 def test_fps_sampling_of_a_folder_without_a_rate_stops_with_one_line_naming_it(mixed_listing):
     listing = read_listing(mixed_listing)
     folder = listing.path(1)

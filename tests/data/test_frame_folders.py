@@ -32,6 +32,8 @@ def numbered_frames(count: int, height: int = 20, width: int = 30) -> np.ndarray
         # zero-padded names of one pattern (text order is number order), and two patterns of one width (it is not)
         ([f"frame_{n:010d}.jpg" for n in (10, 2, 1)], [f"frame_{n:010d}.jpg" for n in (1, 2, 10)]),
         (["a_001.jpg", "b_000.jpg", "a_002.jpg"], ["b_000.jpg", "a_001.jpg", "a_002.jpg"]),
+        # a folder copied from a Mac: each frame has a hidden AppleDouble twin of the same number
+        (["frame_2.jpg", "._frame_2.jpg", "frame_1.jpg", "._frame_1.jpg"], ["frame_1.jpg", "frame_2.jpg"]),
     ],
 )
 def test_frames_are_ordered_by_the_last_number_in_their_name(names, expected):

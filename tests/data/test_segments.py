@@ -36,6 +36,8 @@ def test_segment_columns_in_seconds_frames_and_without_a_header(tmp_path):
     assert listing.path(1) == str(tmp_path / "v" / "b, c.mp4") and listing.label(1) == 2
     frames = read_listing(write(tmp_path, "path label start_frame end_frame\nmy clip.mp4 0 10 50\n", "f.txt"))
     assert frames.segment_unit == "frames" and frames.segment(0) == (10, 50) and frames.path(0).endswith("my clip.mp4")
+    instant = read_listing(write(tmp_path, "path,label,start,end\na.mp4,1,2.5,2.5\n", "instant.csv"))
+    assert instant.segment(0) == (2.5, 2.5), "an instant (EPIC has some): read as its one frame"
     bare = read_listing(write(tmp_path, "a.mp4 1 0.5 2.25\nb.mp4 3,7 4 9\n", "bare.txt"))
     assert [bare.segment(i) for i in range(2)] == [(0.5, 2.25), (4.0, 9.0)]
     assert bare.label(1) == (3, 7), "several labels on a segment line (Charades)"
@@ -44,6 +46,15 @@ def test_segment_columns_in_seconds_frames_and_without_a_header(tmp_path):
     # a plain listing stays what it was: no segments, its header words still skipped
     plain = read_listing(write(tmp_path, "filename,class_id\na.mp4,1\n", "plain.csv"))
     assert plain.segments is None and plain.label(0) == 1
+
+
+def test_a_quoted_header_and_label_sets_named_in_capitals(tmp_path):
+    # R's write.csv and pandas' QUOTE_ALL quote the header; a set keeps its name as written
+    text = '"path","Verb","Noun","start","end"\n"a.mp4","1","2","0","1.5"\n'
+    listing = read_listing(write(tmp_path, text))
+    assert listing.label_sets == ["Verb", "Noun"] and listing.label(0) == (1, 2) and listing.segment(0) == (0, 1.5)
+    upper = read_listing(write(tmp_path, "PATH,LABEL,START,END\na.mp4,3,0,1\n", "upper.csv"))
+    assert upper.label_sets is None and upper.label(0) == 3 and upper.segment(0) == (0, 1), "its own words: any case"
 
 
 def test_label_sets_and_frame_rates_per_line(tmp_path):
@@ -111,7 +122,7 @@ def test_the_vectorised_pass_reads_what_the_line_parser_reads(tmp_path, header):
     ("text", "message"),
     [
         ("path,label,start\na.mp4,1,0\n", "list.csv:1: the header has 'start' without 'end'"),
-        ("path,label,start,end\na.mp4,1,3,2\n", "list.csv:2: the segment ends (end 2) at or before it starts"),
+        ("path,label,start,end\na.mp4,1,3,2\n", "list.csv:2: the segment ends (end 2) before it starts"),
         ("path,label,start,end\na.mp4,1,-1,2\n", "list.csv:2: column 'start': -1 is negative"),
         ("path,label,start,end\na.mp4,1,x,2\n", "list.csv:2: column 'start': 'x' is not a number"),
         ("path,label,start_frame,end_frame\na.mp4,1,1.5,9\n", "list.csv:2: frame numbers are whole numbers"),
@@ -164,6 +175,9 @@ def test_segment_names_round_trip():
     assert split_segment_name("/v/a.mp4#t=1.5,4") == ("/v/a.mp4", (1.5, 4.0), "seconds")
     assert split_segment_name(segment_name("/v/a.mp4", (10, 50), "frames")) == ("/v/a.mp4", (10.0, 50.0), "frames")
     assert split_segment_name("/v/take#1.mp4") == ("/v/take#1.mp4", None, "seconds")
+    # every digit kept: predict, embed and prepare read the segment back from its name
+    assert segment_name("/v/a.mp4", (3723.456, 123456.7)) == "/v/a.mp4#t=3723.456,123456.7"
+    assert split_segment_name(segment_name("/v/a.mp4", (0.1 + 0.2, 2 / 3)))[1] == (0.1 + 0.2, 2 / 3)
 
 
 # --------------------------------------------------------------------------- clips
@@ -291,3 +305,17 @@ def _clip_records(folder: Path) -> list[dict]:
         with tarfile.open(shard) as tar:
             records += [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
     return records
+
+
+def test_a_validation_share_never_splits_a_videos_segments():
+    # prepare's --val-fraction (and datasets csv's) draw whole videos: all of a video's segments
+    # go to one side, and the draw stays stratified by class
+    from harness.prepare.sources import split_sources
+
+    pairs = [(segment_name(f"/v/{video}.mp4", (part, part + 1.0)), video % 4, None)
+             for video in range(40) for part in range(5)]  # fmt: skip
+    splits = split_sources(pairs, 0.3, seed=3)
+    sides = {split: {source.path.split("#")[0] for source in sources} for split, sources in splits.items()}
+    assert not sides["train"] & sides["val"] and len(sides["val"]) == 12, "3 of each class's 10 videos"
+    assert sorted({source.label for source in splits["val"]}) == [0, 1, 2, 3]
+    assert len(splits["val"]) == 12 * 5 and len(splits["train"]) == 28 * 5

@@ -75,7 +75,7 @@ def test_ids_and_a_drawn_validation_share_without_a_split_column(tmp_path, capsy
         ("path=clip,label=action,split=subset", ("validation", "holdout"),
          "annotations.csv:4: column subset: 'holdout' is not a split"),
         ("path=clip,label=action,start=t0,end=t1", ("1.5,4.25", "4.25,1.5"),
-         "annotations.csv:2: the segment [4.25, 1.5) is empty or negative"),
+         "annotations.csv:2: the segment [4.25, 1.5) ends before it starts"),
         ("path=clip,label=action,start=t0,end=t1", ("1.5,4.25", "soon,4.25"),
          "annotations.csv:2: columns t0, t1: 'soon', '4.25' are not numbers"),
         ("path=clip,label=action,start_frame=t0,end_frame=t1", None,
@@ -88,6 +88,34 @@ def test_bad_columns_and_rows_are_one_line(tmp_path, capsys, columns, edit, mess
     argv = ["csv", "--annotations", str(annotations), "--videos", str(videos), "--output", str(tmp_path / "o"),
             "--columns", columns]  # fmt: skip
     assert message in error_line(capsys, argv).replace(str(tmp_path) + "/", "")
+
+
+def test_a_drawn_validation_share_keeps_a_videos_segments_together(tmp_path, capsys):
+    text = "video,class,t0,t1\n" + "".join(f"v{v}.mp4,{v % 2},{s},{s + 1}\n" for v in range(8) for s in range(3))
+    videos = tmp_path / "videos"
+    touch(videos, *(f"v{v}.mp4" for v in range(8)))
+    (tmp_path / "a.csv").write_text(text, encoding="utf-8")
+    argv = ("--columns", "path=video,label=class,start=t0,end=t1", "--val-fraction", "0.5")
+    convert(capsys, "csv", tmp_path / "a.csv", videos, tmp_path / "out", *argv)
+    train, val = ({row[0] for row in rows(tmp_path / "out" / f"{split}.csv")[1:]} for split in ("train", "val"))
+    assert len(train) == len(val) == 4 and not train & val, "whole videos: 2 of each class's 4 in val"
+    assert len(rows(tmp_path / "out" / "val.csv")) == 1 + 4 * 3
+    assert "leave one of them out" in error_line(
+        capsys,
+        [
+            "csv",
+            "--annotations",
+            str(tmp_path / "a.csv"),
+            "--videos",
+            str(videos),
+            "--output",
+            "o",
+            "--columns",
+            "path=video,label=class,split=class",
+            "--val-fraction",
+            "0.2",
+        ],
+    )
 
 
 def test_columns_belong_to_csv_and_csv_needs_them(tmp_path, capsys):
