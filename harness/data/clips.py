@@ -69,7 +69,7 @@ def load_clips(
     scale = DecodeScale(transform, decode_max_short_side) if decode_max_short_side != 0 else None
     if image is None:
         image = isinstance(source, str) and is_image(source)
-    reader = open_video(source, decoder, scale=scale, image=image, fps=fps)
+    reader = open_video(source, decoder, scale=scale, image=image, fps=fps, partial=segment is not None)
     try:
         if segment is not None and not image:
             if segment_unit == "seconds" and not reader.fps and isinstance(source, str) and os.path.isdir(source):

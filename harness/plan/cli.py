@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ranks = args.gpus * args.nodes
     # label sets given with their sizes ({verb: 97, noun: 300}): the classifier outputs them all
     sets = config.meta.label_sets if isinstance(config.meta.label_sets, dict) else {}
-    classes = args.num_classes or config.meta.num_classes or sum(int(size or 0) for size in sets.values()) or 400
+    sizes = [int(size or 0) for size in sets.values()]
+    summed = sum(sizes) if sizes and all(sizes) else 0  # (a 0 is inferred from the data: unknown here)
+    classes = args.num_classes or config.meta.num_classes or summed or 400
     counts = count_parameters(config, classes)
     group = shard_group(config, args.gpus, ranks)
     rows = plan(config, ranks, classes, counts, group)

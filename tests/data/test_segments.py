@@ -214,19 +214,27 @@ def test_a_segment_past_the_videos_end_is_a_bad_sample_named_with_its_segment(se
     assert dataset.failed_paths() == [f"{video}#t=99,100"] and dataset.stats()["failed"] == 1
 
 
-def test_a_segment_is_cut_from_the_decoded_video_frames(segment_root):
-    # the same frames as decoding the whole video and taking the segment's indices
+@pytest.mark.parametrize("decoder", ["pyav", "torchcodec", "decord"])
+def test_a_segment_is_cut_from_the_decoded_video_frames(segment_root, decoder, monkeypatch):
+    # the same frames as decoding the whole video and taking the segment's indices; torchcodec opens
+    # a segment without scanning the file (its approximate mode: the header's count and rate)
+    from harness.data import clips as clip_module
     from harness.data.decode import open_video, read_clip_frames
-    from harness.data.files import load_clips
 
     listing = read_listing(segment_root / "val.csv")
     row = len(listing) - 1
-    clips, indices = load_clips(listing.path(row), ClipSpec(4, frame_step=3), 1, lambda frames: frames.clone(),
-                                random=False, allow_clip_overlap=False, rng=np.random.default_rng(0), decoder="pyav",
-                                segment=listing.segment(row))  # fmt: skip
+    opened, real_open = [], clip_module.open_video
+    monkeypatch.setattr(clip_module, "open_video", lambda *a, **k: opened.append(real_open(*a, **k)) or opened[-1])
+    clips, indices = clip_module.load_clips(listing.path(row), ClipSpec(4, frame_step=3), 1,
+                                            lambda frames: frames.clone(), random=False, allow_clip_overlap=False,
+                                            rng=np.random.default_rng(0), decoder=decoder,
+                                            segment=listing.segment(row))  # fmt: skip
     reader = open_video(listing.path(row), "pyav")
     whole = read_clip_frames(reader, np.arange(reader.num_frames))
     assert np.array_equal(clips[0].numpy(), whole[indices[0].numpy()].numpy())
+    if decoder == "torchcodec":
+        assert opened[0].seek_mode == "approximate"
+        assert open_video(listing.path(row), "torchcodec").seek_mode == "exact", "a whole video: exact, as before"
 
 
 def test_a_late_segment_of_a_long_video_is_sought_not_decoded_from_the_start(tmp_path, monkeypatch):
