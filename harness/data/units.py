@@ -13,7 +13,7 @@ import logging
 import os
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,11 +58,30 @@ class Unit:
     seconds: tuple[float, float] | None = None
 
 
-def collect_inputs(inputs: list[str], frame_folders: bool = False) -> tuple[list[str], list[Shard]]:
+@dataclass
+class FrameRates:
+    """The frame rate of each frame folder: its listing line's (``fps`` column), else ``default``
+    (``--frame-fps``); None: unknown."""
+
+    default: float | None = None
+    lines: dict[str, float] = field(default_factory=dict)  #: a video's name -> its line's rate
+
+    def of(self, video: str) -> float | None:
+        return self.lines.get(video) or self.default
+
+
+def rate_of(frame_fps: float | FrameRates | None, video: str) -> float | None:
+    """The frame rate ``video`` is read at, if it is a frame folder (one rate, or per line)."""
+    return frame_fps.of(video) if isinstance(frame_fps, FrameRates) else frame_fps
+
+
+def collect_inputs(inputs: list[str], frame_folders: bool = False, rates: dict[str, float] | None = None,
+                   ) -> tuple[list[str], list[Shard]]:  # fmt: skip
     """Video and image paths (files, folders searched recursively, listings) and shards (manifests),
     in order. ``frame_folders``: a searched folder that directly holds numbered images (the input
     itself or one below it) is one video of those frames (:mod:`harness.data.frame_folders`), not
-    one image per file; a listing line that is a folder is one whatever this says."""
+    one image per file; a listing line that is a folder is one whatever this says. ``rates``, when
+    given, receives the frame rate of each listed video whose line gives one (an ``fps`` column)."""
     videos: list[str] = []
     shards: list[Shard] = []
     for item in inputs:
@@ -77,7 +96,10 @@ def collect_inputs(inputs: list[str], frame_folders: bool = False) -> tuple[list
         elif path.suffix.lower() in LISTING_SUFFIXES:
             listing = read_listing(path)  # a line with a segment is that segment: path#t=start,end
             unit = listing.segment_unit
-            videos += [segment_name(listing.path(i), listing.segment(i), unit) for i in range(len(listing))]
+            names = [segment_name(listing.path(i), listing.segment(i), unit) for i in range(len(listing))]
+            if rates is not None and listing.rates is not None:
+                rates.update((name, rate) for name, rate in zip(names, listing.rates.tolist()) if rate > 0)
+            videos += names
         elif path.is_file():
             videos.append(str(path))
         else:
@@ -102,13 +124,13 @@ def search_folder(folder: Path, frame_folders: bool) -> list[str]:
     return sorted(found, key=Path)  # (the order of Path.rglob's sorted results before)
 
 
-def video_length(video: str, frame_fps: float | None = None) -> tuple[int, float]:
+def video_length(video: str, frame_fps: float | FrameRates | None = None) -> tuple[int, float]:
     """``(frames, fps)`` of a video (30 fps when it does not say; a frame folder's rate is
     ``frame_fps``), or of a segment of one (:func:`~harness.data.segments.segment_name`);
     :class:`DecodeError` or ``OSError`` when it cannot be opened, or when it is a frame folder
     without a rate (windows in seconds need one)."""
     path, segment, unit = split_segment_name(video)
-    reader = open_video(path, fps=frame_fps)
+    reader = open_video(path, fps=rate_of(frame_fps, video))
     frames, fps = reader.num_frames, reader.fps or 30.0
     if segment is not None:
         first, end = segment_frames(segment, unit, reader.fps, reader.num_frames)
@@ -193,11 +215,11 @@ def build_units(videos: list[str], window_seconds: float | None, stride_seconds:
 
 class VideoUnits(Dataset):
     """``(unit, clips or error message)`` of each unit: a video that cannot be used is reported.
-    ``frame_fps``: the frame rate of frame folders (None: unknown, which ``fps`` / ``duration``
-    sampling reports as the folder's error)."""
+    ``frame_fps``: the frame rate of frame folders, one or per line (:class:`FrameRates`; None:
+    unknown, which ``fps`` / ``duration`` sampling reports as the folder's error)."""
 
     def __init__(self, units: list[Unit], preprocessing: ClipSettings, decoder: str,
-                 frame_fps: float | None = None) -> None:  # fmt: skip
+                 frame_fps: float | FrameRates | None = None) -> None:  # fmt: skip
         self.units, self.spec, self.decoder = units, preprocessing.clip_spec(), decoder
         self.transform, self.num_clips = preprocessing.transform(), preprocessing.num_clips
         self.frame_fps = frame_fps
@@ -211,7 +233,8 @@ class VideoUnits(Dataset):
         try:
             clips, indices = load_clips(path, self.spec, self.num_clips, self.transform, random=False,
                                         allow_clip_overlap=False, rng=np.random.default_rng(0), decoder=self.decoder,
-                                        frame_range=unit.frames, fps=self.frame_fps, segment=segment,
+                                        frame_range=unit.frames, fps=rate_of(self.frame_fps, unit.video),
+                                        segment=segment,
                                         segment_unit=segment_unit)  # fmt: skip
         except (DecodeError, OSError) as error:
             return unit, str(error)

@@ -17,7 +17,16 @@ from torch.utils.data import DataLoader
 from harness.core.errors import RunFailed, UserError
 from harness.core.progress import progress as progress_bar
 from harness.data.transforms import normalize_clips
-from harness.data.units import ShardUnits, Unit, VideoUnits, collate_units, collect_inputs, merge_probes, probe_lengths
+from harness.data.units import (
+    FrameRates,
+    ShardUnits,
+    Unit,
+    VideoUnits,
+    collate_units,
+    collect_inputs,
+    merge_probes,
+    probe_lengths,
+)
 from harness.data.workers import die_with_parent
 from harness.embed.features import check_request, embed_clips
 from harness.embed.plan import Entry, Plan, plan_jobs
@@ -120,7 +129,7 @@ def embed_jobs(plan: Plan, jobs: list[int], embedder: Embedder, open_writer: Cal
         chunk = [(job, plan.entries(job)) for job in videos[start : start + group]]
         units = [unit for _, entries in chunk for unit, error in entries if error is None]
         ordered = OrderedJobs(chunk, open_writer)
-        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder, args.frame_fps), **options), embedder,
+        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder, args.frame_rates), **options), embedder,
                       ordered.writer_for, bar)  # fmt: skip
         ordered.close()
     group = max(1, args.workers)
@@ -175,12 +184,14 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
     loaded.model = loaded.model.to(strategy.device).eval()
     embedder = Embedder(loaded, strategy.device, getattr(torch, args.dtype), list(args.features),
                         list(args.levels or []), args.normalize)  # fmt: skip
-    videos, shards = collect_inputs(args.inputs, args.frame_folders)
+    rates: dict[str, float] = {}
+    videos, shards = collect_inputs(args.inputs, args.frame_folders, rates)
+    args.frame_rates = FrameRates(args.frame_fps, rates)  # a listing line's fps, else --frame-fps
     probed = None
     if args.window_seconds:  # each rank opens its share of the videos; all plan from the same lengths
         share = range(strategy.rank, len(videos), strategy.world_size)
         probed = merge_probes(strategy.gather_objects(probe_lengths(videos, share, args.progress and strategy.is_main,
-                                                                    args.frame_fps)))  # fmt: skip
+                                                                    args.frame_rates)))  # fmt: skip
     plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds, probed=probed)
     request = build_request(loaded, args, plan)
     inputs = [str(Path(item).resolve()) for item in args.inputs]

@@ -16,7 +16,7 @@ from harness.core.errors import message_of
 from harness.data import ClipSpec, ClipSpecError, EvalTransform, VideoClipDataset, build_loader
 from harness.data.decode import DecodeError, open_video
 from harness.data.listing import read_listing
-from harness.data.units import Unit, VideoUnits, collect_inputs, video_length
+from harness.data.units import FrameRates, Unit, VideoUnits, collect_inputs, video_length
 from harness.export.model_io import Preprocessing
 from harness.prepare import Settings, prepare
 from harness.training.data_parts import build_train_dataset, build_val_dataset
@@ -197,3 +197,13 @@ def test_predict_and_embed_inputs(tmp_path, caplog):
     assert VideoUnits(units, preprocessing, "auto", frame_fps=10)[0][1].clip_indices.tolist() == [[0, 2]]
     _, error = VideoUnits(units, preprocessing, "auto")[0]
     assert error.endswith("unknown: give --frame-fps, or sample with --frame-step"), error
+    # a listing's fps column gives each line's rate, over --frame-fps (predict and embed read it so)
+    (tmp_path / "rated.csv").write_text("path,label,fps\nin/P01_01,0,5\nin/P01_02,1,\n")
+    rates: dict = {}
+    listed, _ = collect_inputs([str(tmp_path / "rated.csv")], rates=rates)
+    assert rates == {str(root / "P01_01"): 5.0}
+    frame_rates = FrameRates(10.0, rates)
+    assert video_length(listed[0], frame_rates) == (3, 5.0) and video_length(listed[1], frame_rates) == (3, 10.0)
+    steps = [VideoUnits([Unit((i,), video)], preprocessing, "auto", frame_rates)[0][1].clip_indices.tolist()
+             for i, video in enumerate(listed)]  # fmt: skip
+    assert steps == [[[0, 1]], [[0, 2]]], "5 fps sampled at 5: every frame; 10 fps: every second one"
