@@ -16,7 +16,8 @@ Videos are ``<participant>/videos/<video_id>.MP4`` (or ``<participant>/<video_id
 ``<participant>/rgb_frames/<video_id>/`` (or ``<participant>/<video_id>/``, or flat) give
 intervals in frames: 0-based positions among the folder's frames in name order, end exclusive,
 so ``frame_0000000001.jpg`` is position 0 and rows ``start_frame..stop_frame`` become
-``start_frame - 1 .. stop_frame``."""
+``start_frame - 1 .. stop_frame``; with ``EPIC_100_video_info.csv`` among the annotations, each
+line also gets its video's frame rate (an ``fps`` column: EPIC's videos run at several rates)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from harness.datasets.segments import Segment, Segments
 
 FILES = "EPIC_100_train.csv, EPIC_100_validation.csv, EPIC_100_verb_classes.csv and EPIC_100_noun_classes.csv"
 SPLITS = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv"}
+VIDEO_INFO = "EPIC_100_video_info.csv"  #: optional: each video's frame rate, written for frame folders
 COLUMNS = ("participant_id", "video_id", "start_timestamp", "stop_timestamp", "start_frame", "stop_frame",
            "verb_class", "noun_class")  # fmt: skip
 TIMESTAMP = re.compile(r"(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)")  #: ``00:01:02.345``
@@ -48,6 +50,22 @@ class Annotation:
     noun: int
     start: str
     end: str
+
+
+def read_rates(path: Path) -> dict[str, str]:
+    """Video id -> its frame rate (as written) from ``EPIC_100_video_info.csv``
+    (``video_id,duration,fps,resolution``): EPIC's videos run at 59.94, 50, 29.97, 47.95 or 90 fps,
+    and a frame folder's start_frame / stop_frame count the video's own frames."""
+    rates = {}
+    for line, row in read_csv_rows(path, ("video_id", "fps")):
+        try:
+            valid = float(row["fps"]) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise UserError(f"{path}:{line}: column fps: {row['fps']!r} is not a frame rate")
+        rates[row["video_id"]] = row["fps"]
+    return rates
 
 
 def read_classes(path: Path) -> list[str]:
@@ -111,11 +129,14 @@ def convert(annotations: Path, frames: bool = False, action_pairs: str = "all") 
     pairs = sorted({(row.verb, row.noun) for row in counted})
     action = {pair: index for index, pair in enumerate(pairs)}
     names = {"verb": verbs, "noun": nouns, "action": [f"{verbs[verb]} {nouns[noun]}" for verb, noun in pairs]}
-    segments = Segments(names, frames=frames)
+    info = annotations / VIDEO_INFO
+    rates = read_rates(info) if frames and info.is_file() else {}  # a frame folder does not say its rate
+    segments = Segments(names, frames=frames, rated=bool(rates))
     for split, found in rows.items():
         kept = [row for row in found if (row.verb, row.noun) in action]
         segments.splits[split] = [Segment(row.key, (row.verb, row.noun, action[row.verb, row.noun]), row.start,
-                                          row.end) for row in kept]  # fmt: skip
+                                          row.end, rates.get(row.key.rsplit("/", 1)[-1], ""))
+                                  for row in kept]  # fmt: skip
         if len(kept) < len(found):
             segments.notes[split] = f"{len(found) - len(kept)} segments of a (verb, noun) pair not in train left out"
     return segments

@@ -31,6 +31,7 @@ class Segment:
     labels: tuple[int | tuple[int, ...], ...]
     start: str
     end: str
+    fps: str = ""  #: the video's frame rate, as text (a frame folder's: the listing's fps column)
 
 
 @dataclass
@@ -41,12 +42,13 @@ class Segments:
 
     label_sets: dict[str, list[str]]
     frames: bool = False
+    rated: bool = False  #: the listing has an ``fps`` column (each segment's ``fps``)
     splits: dict[str, list[Segment]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
     def header(self) -> list[str]:
         """The listing's header row."""
-        return ["path", *self.label_sets, *(FRAMES if self.frames else SECONDS)]
+        return ["path", *self.label_sets, *(FRAMES if self.frames else SECONDS), *(("fps",) if self.rated else ())]
 
     def class_files(self) -> dict[str, str]:
         """Label set -> the file name of its class names."""
@@ -84,7 +86,7 @@ def write_segments(segments: Segments, find: Callable[[str], Path | None], outpu
             for ids, label in zip(seen, segment.labels):
                 ids.update(label_ids(label))
             rows.append([os.path.abspath(path), *(format_label(label) for label in segment.labels),
-                         segment.start, segment.end])  # fmt: skip
+                         segment.start, segment.end, *((segment.fps,) if segments.rated else ())])  # fmt: skip
         with open(output / f"{split}.csv", "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")  # quotes a path or label holding a comma
             writer.writerow(segments.header())

@@ -105,6 +105,21 @@ def test_ek100_frame_folders(tmp_path, capsys):
                      ["P01_101", "2", "2", "3", "2", "30"]]  # fmt: skip
     assert rows(output / "val.csv")[1] == ["P01_11", "0", "1", "1", "0", "27"]  # start_frame 1 is position 0
     assert lines_of(output / "missing.txt") == ["train P02/P02_03"]  # a video file is not a frame folder
+    # with EPIC_100_video_info.csv (the official video_id,duration,fps,resolution), each line gets
+    # its video's rate: EPIC's videos run at 59.94, 50, 29.97... fps, and the frames count them
+    (annotations / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,1652.15,"
+                                                        "59.9400599400599,1920x1080\nP01_101,1831.46,50.0,1920x1080\n"
+                                                        "P01_11,561.5,59.9400599400599,1920x1080\n")  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    train = rows(output / "train.csv")
+    assert train[0][-1] == "fps" and [row[-1] for row in train[1:]] == ["59.9400599400599"] * 2 + ["50.0"]
+    from harness.data.listing import read_listing
+
+    listing = read_listing(output / "train.csv")
+    assert listing.frame_rate(2) == 50.0 and listing.segment(2) == (2, 30) and listing.label(2) == (2, 2, 3)
+    (annotations / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,1,x,1x1\n")
+    assert "EPIC_100_video_info.csv:2: column fps: 'x' is not a frame rate" in error_line(capsys, argv)
 
 
 def test_ek100_action_pairs_of_train_only(tmp_path, capsys):
