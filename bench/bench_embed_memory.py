@@ -56,7 +56,7 @@ def child(units: int, folder: Path, rows_per_shard: int, loader_units: int = 0) 
     class RandomClips(torch.utils.data.Dataset):
         """Stands in for :class:`harness.data.units.VideoUnits`: random clips, no decoding."""
 
-        def __init__(self, units, preprocessing, decoder) -> None:
+        def __init__(self, units, preprocessing, decoder, frame_fps=None) -> None:
             self.units = units
 
         def __len__(self) -> int:
