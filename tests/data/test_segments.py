@@ -89,7 +89,7 @@ def test_a_written_listing_reads_back_the_same(tmp_path):
      "path,verb,noun,action,start,end,fps", None],
 )  # fmt: skip
 def test_the_vectorised_pass_reads_what_the_line_parser_reads(tmp_path, header):
-    from harness.data.listing_table import fast_table, parse_table
+    from harness.data.listing_table import fast_table, first_content_line, parse_table
 
     rng = np.random.default_rng(0)
     columns = (header or "path label start end").replace(",", " ").split()
@@ -108,7 +108,7 @@ def test_the_vectorised_pass_reads_what_the_line_parser_reads(tmp_path, header):
     text = "\n".join(lines) + "\n"
     path = write(tmp_path, text, "l.txt")
     names = None if header is None else [c.lower() for c in columns]
-    fast = fast_table(text.encode(), str(path), names)
+    fast = fast_table(text.encode(), str(path), names, first_content_line(text.encode())[1])
     slow = parse_table(text, str(path), names)
     assert fast is not None, "plain lines take the vectorised pass"
     assert [fast.record(i) for i in range(500)] == [slow.record(i) for i in range(500)]
