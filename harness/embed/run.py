@@ -111,10 +111,10 @@ class OrderedJobs:
 
 
 def embed_jobs(plan: Plan, jobs: list[int], embedder: Embedder, open_writer: Callable[[int], JobWriter],
-               args: argparse.Namespace, progress: bool) -> None:  # fmt: skip
+               args: argparse.Namespace, progress: bool, frame_rates: FrameRates | None = None) -> None:  # fmt: skip
     """Embed ``jobs`` (this rank's share of ``plan``'s): the video jobs through loaders of about
     :data:`LOADER_UNITS` units, the shard jobs one per decoding process at a time (a shard job is
-    finished when its loader ends)."""
+    finished when its loader ends). ``frame_rates``: the frame folders' rates (None: ``--frame-fps``)."""
     videos = [job for job in jobs if plan.shard(job) is None]
     tars = [job for job in jobs if plan.shard(job) is not None]
     preprocessing = embedder.loaded.preprocessing
@@ -129,7 +129,8 @@ def embed_jobs(plan: Plan, jobs: list[int], embedder: Embedder, open_writer: Cal
         chunk = [(job, plan.entries(job)) for job in videos[start : start + group]]
         units = [unit for _, entries in chunk for unit, error in entries if error is None]
         ordered = OrderedJobs(chunk, open_writer)
-        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder, args.frame_rates), **options), embedder,
+        rates = frame_rates or args.frame_fps
+        write_batches(DataLoader(VideoUnits(units, preprocessing, args.decoder, rates), **options), embedder,
                       ordered.writer_for, bar)  # fmt: skip
         ordered.close()
     group = max(1, args.workers)
@@ -186,12 +187,12 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
                         list(args.levels or []), args.normalize)  # fmt: skip
     rates: dict[str, float] = {}
     videos, shards = collect_inputs(args.inputs, args.frame_folders, rates)
-    args.frame_rates = FrameRates(args.frame_fps, rates)  # a listing line's fps, else --frame-fps
+    frame_rates = FrameRates(args.frame_fps, rates)  # a listing line's fps, else --frame-fps
     probed = None
     if args.window_seconds:  # each rank opens its share of the videos; all plan from the same lengths
         share = range(strategy.rank, len(videos), strategy.world_size)
         probed = merge_probes(strategy.gather_objects(probe_lengths(videos, share, args.progress and strategy.is_main,
-                                                                    args.frame_rates)))  # fmt: skip
+                                                                    frame_rates)))  # fmt: skip
     plan = plan_jobs(videos, shards, args.rows_per_shard, args.window_seconds, args.stride_seconds, probed=probed)
     request = build_request(loaded, args, plan)
     inputs = [str(Path(item).resolve()) for item in args.inputs]
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, int] | None:
                  plan.jobs, len(pending))  # fmt: skip
     open_writer = lambda job: JobWriter(folder, job, args.rows_per_shard, strategy.rank)  # noqa: E731
     embed_jobs(plan, pending[strategy.rank :: strategy.world_size], embedder, open_writer, args,
-               args.progress and strategy.is_main)  # fmt: skip
+               args.progress and strategy.is_main, frame_rates)  # fmt: skip
     strategy.barrier()
     counts = folder.merge(plan.jobs, {"request": request, "inputs": inputs}) if strategy.is_main else None
     folder.unlock(lock)

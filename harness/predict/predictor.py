@@ -221,11 +221,11 @@ def _round(value: float | None) -> str:
 
 
 def build_units(videos: list[str], args: argparse.Namespace, probed: units_module.Probed | None = None,
-                ) -> tuple[list[Unit], list[Row]]:  # fmt: skip
+                frame_rates: FrameRates | None = None) -> tuple[list[Unit], list[Row]]:  # fmt: skip
     """Units of this job (whole videos, or windows; ``probed``: the videos' lengths, see
     :func:`harness.data.units.build_units`) and the rows of videos that failed already."""
     units, failed = units_module.build_units(videos, args.window_seconds, args.stride_seconds, args.progress, probed,
-                                             getattr(args, "frame_rates", args.frame_fps))  # fmt: skip
+                                             frame_rates or args.frame_fps)  # fmt: skip
     return units, [Row(unit.order, unit.video, "all", error=error) for unit, error in failed]
 
 
@@ -245,22 +245,22 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     model = model.to(device).eval()
     rates: dict[str, float] = {}
     videos, shards = collect_inputs(args.inputs, args.frame_folders, rates)
-    args.frame_rates = FrameRates(args.frame_fps, rates)  # a listing line's fps, else --frame-fps
+    frame_rates = FrameRates(args.frame_fps, rates)  # a listing line's fps, else --frame-fps
     rank, world = strategy.rank, strategy.world_size
     probed = None
     if args.window_seconds:  # each rank opens its share of the videos to count their windows
         share = range(rank, len(videos), world)
         shown = args.progress and strategy.is_main
         probed = units_module.merge_probes(strategy.gather_objects(
-            units_module.probe_lengths(videos, share, shown, args.frame_rates)))  # fmt: skip
-    units, failed = build_units(videos, args, probed)
+            units_module.probe_lengths(videos, share, shown, frame_rates)))  # fmt: skip
+    units, failed = build_units(videos, args, probed, frame_rates)
     # A video's units stay on one rank (its windows too: its window=all row averages them all), and
     # so does its error row.
     mine = [unit for unit in units if unit.order[0] % world == rank]
     rows = [row for row in failed if row.order[0] % world == rank]
     options = {"batch_size": args.batch_size, "num_workers": args.workers, "collate_fn": collate_units,
                "worker_init_fn": die_with_parent if args.workers else None}  # fmt: skip
-    loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder, args.frame_rates), **options)
+    loader = DataLoader(VideoUnits(mine, preprocessing, args.decoder, frame_rates), **options)
     progress = args.progress and strategy.is_main
     explainer = Explainer(explain, args.explain_format, videos) if explain is not None else None
     rows += predict_units(model, loader, preprocessing, device, dtype, args.top_k, progress, len(mine), args.threshold,
