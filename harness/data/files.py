@@ -290,7 +290,7 @@ class VideoClipDataset(Dataset):
             hint = ("; a frame folder's rate is data.frame_folder_fps (per listing) or its line's fps column, or "
                     "sample with data.frame_step") if os.path.isdir(path) else ""  # fmt: skip
             raise ClipSpecError(f"{path}: {error}{hint}") from None
-        return ClipItem(clips, listing.label(row), clip_indices, self.name(index))
+        return ClipItem(clips, listing.label(row), clip_indices, segment_name(path, segment, listing.segment_unit))
 
     def __getitem__(self, index: int) -> ClipItem | None:
         # ``index`` may be a repeated-augmentation draw: the RNG follows it, the video wraps.

@@ -83,19 +83,20 @@ def split_sources(pairs: list[Entry], val_fraction: float, seed: int) -> dict[st
     rng = np.random.default_rng(seed)
     splits: dict[str, list[Source]] = {"train": [], "val": []}
     videos: dict[str, int] = {}  # video path -> its number, in order of first appearance
+    video_of: list[int] = []  # each line's video number
     by_label: dict[int, list[int]] = {}
     for path, label, _ in pairs:
         video = split_segment_name(path)[0]
         if video not in videos:
             videos[video] = len(videos)
             by_label.setdefault(label_ids(label)[0], []).append(videos[video])  # multi-label: its first label
+        video_of.append(videos[video])
     val = set()
     for numbers in by_label.values():
         count = int(round(val_fraction * len(numbers)))
         val.update(rng.permutation(numbers)[:count].tolist())
     for index, (path, label, fps) in enumerate(pairs):
-        held = videos[split_segment_name(path)[0]] in val
-        splits["val" if held else "train"].append(Source(index, path, label, fps))
+        splits["val" if video_of[index] in val else "train"].append(Source(index, path, label, fps))
     return splits
 
 

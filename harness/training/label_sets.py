@@ -139,13 +139,14 @@ def _listings(source: VideoSource) -> list[Listing]:
 
 
 def set_matrix(listing: Listing, names: Sequence[str]) -> np.ndarray:
-    """``int64 [N, S]``: each line's id in each of the sets ``names`` (lines checked to hold them).
+    """``[N, S]`` integers: each line's id in each of the sets ``names`` (lines checked to hold them;
+    the header's columns as the listing holds them, ``int32``, not copied when in the run's order).
 
     A listing with a header names its sets' columns (``path,verb,noun,action,start,end``): they are
     picked by name. A listing without one gives one id per set on each line, in the run's order,
     joined by commas as several labels are (``path 3,40,7``)."""
     if listing.set_labels is not None:
-        return listing.select_sets(names).set_labels.astype(np.int64)
+        return listing.select_sets(names).set_labels
     return listing.all_ids().reshape(len(listing), len(names))
 
 
