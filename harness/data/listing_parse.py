@@ -98,10 +98,15 @@ def parse_line(line: str, where: str) -> tuple[str, tuple[int, ...] | None, tupl
         if len(parts) >= 2:
             parse_label(parts[-1], where)  # names a label that is not a class id
         raise ListingError(f"{where}: expected 'path label' (space or comma separated), got {line!r}")
-    parts = [part.strip() for part in fields[1].split(",")]
+    return (fields[0], *label_field(fields[1], where))
+
+
+def label_field(text: str, where: str) -> tuple[tuple[int, ...] | None, tuple[str, ...] | None]:
+    """A label field (``3``, ``walk``, ``3,17,42``) as ``(ids, None)`` or ``(None, names)``."""
+    parts = [part.strip() for part in text.split(",")]
     if not all(part.lstrip("-").isdigit() for part in parts):
-        return fields[0], None, tuple(parts)
-    return fields[0], tuple(parse_label(part, where) for part in parts), None
+        return None, tuple(parts)
+    return tuple(parse_label(part, where) for part in parts), None
 
 
 Parsed = tuple[int, str, "tuple[int, ...] | None", "tuple[str, ...] | None"]  # line number, path, ids, names

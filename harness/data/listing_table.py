@@ -46,6 +46,7 @@ from harness.data.listing_parse import (
     TAB,
     ListingError,
     is_label,
+    label_field,
     looks_like_header,
     parse_label,
 )
@@ -167,16 +168,15 @@ class _Columns:
         parts = [part.strip() for part in text.split(",")]
         if not text or not all(parts) or not all(is_label(p) or p.lstrip("-").isdigit() for p in parts):
             parse_label(text, where)  # names what is wrong with it
-        kind = "ids" if all(p.lstrip("-").isdigit() for p in parts) else "names"
+        ids, names = label_field(text, where)
+        kind = "ids" if ids is not None else "names"
         if self.kind is None:
             self.kind, self.first_label = kind, (int(where.rsplit(":", 1)[1]), text)
         elif kind != self.kind:
             line, first = self.first_label
             raise ListingError(f"{where}: label {text!r}: the listing mixes class ids and class names "
                                f"({where.rsplit(':', 1)[0]}:{line} has {first!r})")  # fmt: skip
-        if kind == "ids":
-            return tuple(parse_label(p, where) for p in parts)
-        return tuple(self.names.setdefault(p, len(self.names)) for p in parts)
+        return ids if ids is not None else tuple(self.names.setdefault(name, len(self.names)) for name in names)
 
     def _add_segment(self, start_text: str, end_text: str, where: str) -> None:
         if not start_text and not end_text:
